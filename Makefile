@@ -1,0 +1,61 @@
+# mxprobe: `make demo` runs it against a local deployment, `make test` tests it.
+GO        ?= go
+TOOLS_BIN := $(CURDIR)/.tools/bin
+DENDRITE_VERSION := v0.13.8
+PKG       := github.com/prometheus/common/version
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION  := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+BRANCH    := $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -s -w -X $(PKG).Version=$(VERSION) -X $(PKG).Revision=$(REVISION) -X $(PKG).Branch=$(BRANCH) \
+	         -X $(PKG).BuildUser=mxprobe -X $(PKG).BuildDate=$(shell date -u +%Y%m%dT%H%M%SZ)
+TEST_FLAGS ?= -race -count=1 -timeout 25m
+FUZZTIME  ?= 60s
+
+export MXPROBE_TOOLS := $(TOOLS_BIN)
+
+.PHONY: all build tools test demo bench fuzz soak fmt vet clean
+
+all: build
+
+## build: the mxprobe binary (static, as the container builds it)
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/mxprobe ./cmd/mxprobe
+
+## tools: a pinned Dendrite for tests and the demo, installed with go install into .tools/bin
+tools: $(TOOLS_BIN)/dendrite
+
+$(TOOLS_BIN)/dendrite:
+	@echo "installing Dendrite $(DENDRITE_VERSION) into $(TOOLS_BIN) (go install, about 1.5 min cold)"
+	GOBIN=$(TOOLS_BIN) CGO_ENABLED=0 $(GO) install \
+		github.com/matrix-org/dendrite/cmd/dendrite@$(DENDRITE_VERSION) \
+		github.com/matrix-org/dendrite/cmd/generate-config@$(DENDRITE_VERSION) \
+		github.com/matrix-org/dendrite/cmd/generate-keys@$(DENDRITE_VERSION) \
+		github.com/matrix-org/dendrite/cmd/create-account@$(DENDRITE_VERSION)
+
+## demo: a local Dendrite (and stand-ins) with demo tenants, probed by mxprobe until Ctrl-C
+demo: tools build
+	$(GO) run ./cmd/mxprobe-demo --mxprobe bin/mxprobe
+
+## test: formatting, vet, and every test with the race detector, integration tests included
+test: tools
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*')); \
+		if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	set -o pipefail; $(GO) test $(TEST_FLAGS) -json ./... | $(GO) run ./internal/tools/testreport
+
+## bench: benchmarks, benchstat-friendly
+bench: tools
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./...
+
+## fuzz: each fuzz target for FUZZTIME
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+vet:
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin

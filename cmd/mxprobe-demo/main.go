@@ -1,0 +1,166 @@
+// Command mxprobe-demo is `make demo`: it starts a local Dendrite (and the
+// other local stand-ins the capabilities add), creates demo tenants, writes a
+// config that switches on every probe that can run locally, and runs
+// `mxprobe serve` against it until Ctrl-C, then cleans up.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/mxprobe/mxprobe/internal/testenv"
+)
+
+// env is what the demo builds up before starting mxprobe.
+type env struct {
+	ctx      context.Context
+	dir      string
+	dendrite *testenv.Dendrite
+	// config is the mxprobe configuration, as YAML-ready maps.
+	config  map[string]any
+	tenants []map[string]any
+	probes  []map[string]any
+	// urls are printed for the newcomer to open.
+	urls    []string
+	cleanup []func()
+	// extraEnv is added to mxprobe's environment.
+	extraEnv []string
+}
+
+// hooks add capabilities to the demo, in file order of registration.
+var hooks []func(e *env) error
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:9787", "address mxprobe listens on")
+	bin := flag.String("mxprobe", "bin/mxprobe", "path of the mxprobe binary")
+	keep := flag.Bool("keep", false, "keep the demo directory at exit")
+	flag.Parse()
+	if err := run(*listen, *bin, *keep); err != nil {
+		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(listen, bin string, keep bool) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	dir, err := os.MkdirTemp("", "mxprobe-demo-")
+	if err != nil {
+		return err
+	}
+	e := &env{ctx: ctx, dir: dir, config: map[string]any{}}
+	defer func() {
+		for i := len(e.cleanup) - 1; i >= 0; i-- {
+			e.cleanup[i]()
+		}
+		if !keep {
+			_ = os.RemoveAll(dir)
+		} else {
+			fmt.Println("demo directory kept:", dir)
+		}
+	}()
+
+	fmt.Println("starting a local Dendrite homeserver ...")
+	sctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	e.dendrite, err = testenv.StartDendrite(sctx, testenv.DendriteOptions{Dir: filepath.Join(dir, "dendrite")})
+	cancel()
+	if err != nil {
+		return err
+	}
+	e.cleanup = append(e.cleanup, e.dendrite.Stop)
+	fmt.Println("Dendrite is up at", e.dendrite.URL)
+
+	e.config["global"] = map[string]any{
+		"homeserver_url": e.dendrite.URL,
+		"server_name":    e.dendrite.ServerName,
+		"data_dir":       filepath.Join(dir, "data"),
+		"external_url":   "http://" + listen,
+	}
+	for _, id := range []string{"alpha", "beta"} {
+		if err := e.addPasswordTenant(id, "Demo tenant "+id, ""); err != nil {
+			return err
+		}
+	}
+	e.probes = append(e.probes,
+		map[string]any{"name": "versions", "type": "versions", "schedule": "@every 15s"},
+		map[string]any{"name": "login", "type": "login", "schedule": "@every 20s"},
+	)
+	for _, h := range hooks {
+		if err := h(e); err != nil {
+			return err
+		}
+	}
+	e.config["tenants"] = e.tenants
+	e.config["probes"] = e.probes
+	cfgPath := filepath.Join(dir, "mxprobe.yml")
+	b, err := yaml.Marshal(e.config)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
+		return err
+	}
+
+	cmd := exec.Command(bin, "serve", "--config.file", cfgPath, "--web.listen-address", listen)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), e.extraEnv...)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting mxprobe: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+
+	base := "http://" + listen
+	fmt.Println()
+	fmt.Println("mxprobe is running against the local deployment. Open:")
+	fmt.Printf("  %s/          status page\n", base)
+	fmt.Printf("  %s/metrics   Prometheus metrics (mxprobe_probe_success, mxprobe_build_info, ...)\n", base)
+	for _, u := range e.urls {
+		fmt.Println("  " + u)
+	}
+	fmt.Printf("  config: %s\n", cfgPath)
+	fmt.Println("Press Ctrl-C to stop; everything the demo started is cleaned up.")
+
+	select {
+	case err := <-done:
+		return fmt.Errorf("mxprobe exited: %v", err)
+	case <-ctx.Done():
+	}
+	fmt.Println("\nstopping ...")
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+	return nil
+}
+
+// addPasswordTenant registers a tenant bot on the local Dendrite and adds the
+// tenant to the config. A non-empty wrongPassword is put in the config
+// instead of the real one (a tenant whose login is meant to fail).
+func (e *env) addPasswordTenant(id, name, wrongPassword string) error {
+	user := "openmeet-bot-" + id
+	password := "demo-" + id + "-password"
+	if _, err := e.dendrite.Register(e.ctx, user, password, false); err != nil {
+		return fmt.Errorf("registering %s: %w", user, err)
+	}
+	if wrongPassword != "" {
+		password = wrongPassword
+	}
+	e.tenants = append(e.tenants, map[string]any{
+		"id": id, "name": name,
+		"bot": map[string]any{"method": "password", "user": user, "password": password},
+	})
+	return nil
+}

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/mxprobe/mxprobe/internal/config"
+)
+
+// checkConfig is `mxprobe check-config`: one line per problem, exit 1 on any.
+func checkConfig(c *cli, stdout, stderr io.Writer) int {
+	cfg, err := config.Load(c.configFile, os.Getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "%v\n", err)
+		if errs, ok := err.(config.Errors); ok {
+			fmt.Fprintf(stderr, "mxprobe: %d configuration problem(s)\n", len(errs))
+		}
+		return 1
+	}
+	d := &deps{cfg: cfg, logger: discard()}
+	if _, err := buildJobs(d); err != nil {
+		fmt.Fprintf(stderr, "%v\n", err)
+		return 1
+	}
+	src := c.configFile
+	if src == "" {
+		src = "(no file)"
+	}
+	fmt.Fprintf(stdout, "%s: OK: %d tenant(s), %d probe(s)\n", src, len(cfg.Tenants), len(cfg.Probes))
+	return 0
+}
+
+func signalNotify(ctx context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+}

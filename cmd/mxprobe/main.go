@@ -1,0 +1,100 @@
+// Command mxprobe watches a Matrix deployment (Synapse behind MAS, one bot per
+// tenant) from the outside: it logs the bots in, runs room round trips,
+// scrapes Synapse's metrics, exports what it sees for Prometheus and alerts
+// when it breaks.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/promslog"
+	promslogflag "github.com/prometheus/common/promslog/flag"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+)
+
+// DefaultListenAddress is mxprobe's default port.
+const DefaultListenAddress = ":9787"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// cli holds the parsed command line.
+type cli struct {
+	configFile string
+	logConfig  *promslog.Config
+
+	// serve
+	webFlags *web.FlagConfig
+
+	// run
+	runProbe   string
+	runTenants []string
+	runAll     bool
+	runOutput  string
+	runTarget  string
+	runWindow  string
+	runTimeout string
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	app := kingpin.New("mxprobe", "Watches a Matrix deployment (Synapse + MAS) from the outside and says when it breaks.")
+	app.UsageWriter(stderr)
+	app.ErrorWriter(stderr)
+	app.Terminate(nil)
+	app.HelpFlag.Short('h')
+	c := &cli{logConfig: &promslog.Config{}}
+	app.Flag("config.file", "Configuration file (YAML). Tenants may also come from TENANTS_B64.").
+		Default("").Envar("MXPROBE_CONFIG").StringVar(&c.configFile)
+	promslogflag.AddFlags(app, c.logConfig)
+
+	serveCmd := app.Command("serve", "Run the daemon: scheduled probes, /metrics, API, status page, alerts.").Default()
+	c.webFlags = kingpinflag.AddFlags(serveCmd, DefaultListenAddress)
+	for _, hook := range serveFlagHooks {
+		hook(serveCmd, c)
+	}
+
+	runCmd := app.Command("run", "Run one probe now, without the daemon, and print its result.")
+	runCmd.Arg("probe", "Probe name (as configured, or a probe type).").Required().StringVar(&c.runProbe)
+	runCmd.Flag("tenant", "Tenant id (repeatable).").StringsVar(&c.runTenants)
+	runCmd.Flag("all", "Run for every tenant of the probe.").BoolVar(&c.runAll)
+	runCmd.Flag("output", "Output format: text or json.").Short('o').Default("text").EnumVar(&c.runOutput, "text", "json")
+	runCmd.Flag("target", "Target URL for probes that take one (synapse_metrics), without a config file.").StringVar(&c.runTarget)
+	runCmd.Flag("window", "Time between the two scrapes of synapse_metrics.").Default("15s").StringVar(&c.runWindow)
+	runCmd.Flag("timeout", "Override the probe's timeout.").StringVar(&c.runTimeout)
+
+	checkCmd := app.Command("check-config", "Check the configuration (file and TENANTS_B64) and exit.")
+	versionCmd := app.Command("version", "Print the version.")
+
+	cmd, err := app.Parse(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "mxprobe: %v\n", err)
+		return 2
+	}
+	if cmd == "" {
+		return 0 // --help
+	}
+	c.logConfig.Writer = stderr
+	logger := promslog.New(c.logConfig)
+
+	switch cmd {
+	case serveCmd.FullCommand():
+		return serve(c, logger)
+	case runCmd.FullCommand():
+		return runOnce(c, logger, stdout, stderr)
+	case checkCmd.FullCommand():
+		return checkConfig(c, stdout, stderr)
+	case versionCmd.FullCommand():
+		fmt.Fprintln(stdout, version.Print("mxprobe"))
+		return 0
+	}
+	return 2
+}
+
+// serveFlagHooks let capabilities add flags of their own to `serve`.
+var serveFlagHooks []func(cmd *kingpin.CmdClause, c *cli)

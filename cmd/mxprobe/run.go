@@ -1,0 +1,253 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/common/model"
+
+	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/probes"
+	"github.com/mxprobe/mxprobe/probes/auth"
+	"github.com/mxprobe/mxprobe/probes/mxclient"
+)
+
+// runPrepareHooks may adjust the configuration of `mxprobe run` from its
+// flags (for example --target for probes that take a URL).
+var runPrepareHooks []func(c *cli, cfg *config.Config, p *config.Probe) error
+
+// runOnce is `mxprobe run PROBE`: run the probe now for the chosen tenants,
+// print each result, exit 0 only if all succeeded.
+func runOnce(c *cli, logger *slog.Logger, stdout, stderr io.Writer) int {
+	cfg, err := config.Load(c.configFile, os.Getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "mxprobe: configuration errors:\n%v\n", err)
+		return 2
+	}
+	p, err := cfg.EnsureProbe(c.runProbe)
+	if err != nil {
+		fmt.Fprintf(stderr, "mxprobe: %v\n", err)
+		return 2
+	}
+	for _, h := range runPrepareHooks {
+		if err := h(c, cfg, p); err != nil {
+			fmt.Fprintf(stderr, "mxprobe: %v\n", err)
+			return 2
+		}
+	}
+	if c.runTimeout != "" {
+		d, err := model.ParseDuration(c.runTimeout)
+		if err != nil {
+			fmt.Fprintf(stderr, "mxprobe: --timeout: %v\n", err)
+			return 2
+		}
+		p.Timeout = config.Duration(d)
+	}
+	httpc := mxclient.NewHTTPClient()
+	d := &deps{cfg: cfg, auth: auth.NewManager(httpc), http: httpc, logger: logger}
+	jobs, err := buildJobs(d)
+	if err != nil {
+		fmt.Fprintf(stderr, "mxprobe: %v\n", err)
+		return 2
+	}
+	var job *probes.Job
+	for _, j := range jobs {
+		if j.Name == p.Name {
+			job = j
+		}
+	}
+	subjects, err := chooseSubjects(c, job)
+	if err != nil {
+		fmt.Fprintf(stderr, "mxprobe: %v\n", err)
+		return 2
+	}
+
+	engine := probes.NewEngine(cfg.Global.Concurrency)
+	engine.SetJobs(jobs)
+	ctx, stop := signalContext()
+	defer stop()
+
+	live := c.runOutput == "text" && len(subjects) > 1
+	results := make([]probes.Result, len(subjects))
+	var (
+		wg  sync.WaitGroup
+		mu  sync.Mutex
+		bad []string
+	)
+	for i, s := range subjects {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := engine.Run(ctx, job.Name, s)
+			if err != nil {
+				res = probes.Result{Probe: job.Name, Type: job.Type, Tenant: s, Outcome: probes.OutcomeFailure,
+					Class: probes.ClassCancelled, Error: err.Error(), Steps: []probes.Step{}}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			results[i] = res
+			if !res.OK() {
+				bad = append(bad, displayTenant(s))
+			}
+			if live {
+				fmt.Fprintln(stdout, summaryLine(res))
+			}
+		}()
+	}
+	wg.Wait()
+	engine.Shutdown(0)
+
+	switch {
+	case c.runOutput == "json":
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		var v any = results
+		if len(results) == 1 && !c.runAll {
+			v = results[0]
+		}
+		_ = enc.Encode(v)
+	case live:
+		fmt.Fprintln(stdout)
+		printTable(stdout, results)
+	default:
+		for i, r := range results {
+			if i > 0 {
+				fmt.Fprintln(stdout)
+			}
+			printResult(stdout, r)
+		}
+	}
+	if len(bad) > 0 {
+		sort.Strings(bad)
+		fmt.Fprintf(stderr, "mxprobe: %s failed for: %s\n", job.Name, strings.Join(bad, ", "))
+		return 1
+	}
+	return 0
+}
+
+func chooseSubjects(c *cli, job *probes.Job) ([]string, error) {
+	global := len(job.Subjects) == 1 && job.Subjects[0] == ""
+	switch {
+	case global:
+		if len(c.runTenants) > 0 {
+			return nil, fmt.Errorf("probe %q runs for the deployment as a whole; drop --tenant", job.Name)
+		}
+		return []string{""}, nil
+	case c.runAll:
+		if len(job.Subjects) == 0 {
+			return nil, fmt.Errorf("probe %q has no tenants (configure tenants or TENANTS_B64)", job.Name)
+		}
+		return job.Subjects, nil
+	case len(c.runTenants) > 0:
+		known := map[string]bool{}
+		for _, s := range job.Subjects {
+			known[s] = true
+		}
+		for _, t := range c.runTenants {
+			if !known[t] {
+				return nil, fmt.Errorf("unknown tenant %q for probe %q (known: %s)", t, job.Name, strings.Join(job.Subjects, ", "))
+			}
+		}
+		return c.runTenants, nil
+	case len(job.Subjects) == 1:
+		return job.Subjects, nil
+	}
+	return nil, fmt.Errorf("probe %q has %d tenants: name one with --tenant or use --all", job.Name, len(job.Subjects))
+}
+
+func displayTenant(t string) string {
+	if t == "" {
+		return "(deployment)"
+	}
+	return t
+}
+
+func verdict(r probes.Result) string {
+	switch r.Outcome {
+	case probes.OutcomeSuccess:
+		return "OK"
+	case probes.OutcomeWarning:
+		return "WARN " + string(r.Class)
+	}
+	return "FAIL " + string(r.Class)
+}
+
+func summaryLine(r probes.Result) string {
+	s := fmt.Sprintf("%-20s %-12s %-8s %s", displayTenant(r.Tenant), r.Probe, fmtDur(r.Duration), verdict(r))
+	if !r.OK() || r.Outcome == probes.OutcomeWarning {
+		s += fmt.Sprintf(" at %s: %s", r.Step, r.Error)
+	}
+	return s
+}
+
+func printTable(w io.Writer, results []probes.Result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TENANT\tPROBE\tRESULT\tDURATION\tFAILED STEP")
+	for _, r := range results {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", displayTenant(r.Tenant), r.Probe, verdict(r), fmtDur(r.Duration), r.Step)
+	}
+	_ = tw.Flush()
+}
+
+func printResult(w io.Writer, r probes.Result) {
+	fmt.Fprintf(w, "probe %s  tenant %s  %s  in %s", r.Probe, displayTenant(r.Tenant), verdict(r), fmtDur(r.Duration))
+	if r.Method != "" {
+		fmt.Fprintf(w, "  (login method %s)", r.Method)
+	}
+	fmt.Fprintln(w)
+	if r.Error != "" {
+		fmt.Fprintf(w, "  failed at %s: %s\n", r.Step, r.Error)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  STEP\tSTATUS\tHTTP\tTIME\tDETAIL")
+	for _, s := range r.Steps {
+		st := "ok"
+		if !s.OK {
+			st = "FAIL " + string(s.Class)
+		}
+		code := ""
+		if s.Status != 0 {
+			code = fmt.Sprint(s.Status)
+		}
+		detail := s.Detail
+		if s.Error != "" {
+			detail = strings.TrimSpace(s.Error + " " + detail)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", s.Name, st, code, fmtDur(s.Duration), detail)
+	}
+	_ = tw.Flush()
+	if len(r.Signals) > 0 {
+		names := make([]string, 0, len(r.Signals))
+		for k := range r.Signals {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		fmt.Fprintln(w, "  signals:")
+		for _, k := range names {
+			fmt.Fprintf(w, "    %s = %g\n", k, r.Signals[k])
+		}
+	}
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d < time.Millisecond:
+		return fmt.Sprintf("%dµs", d.Microseconds())
+	case d < 10*time.Second:
+		return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
+	}
+	return d.Round(10 * time.Millisecond).String()
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signalNotify(context.Background())
+}

@@ -1,0 +1,146 @@
+// Package history keeps the latest Results per probe and tenant in memory, for
+// the HTTP API, the status page and the CLI. It is a probes.Sink.
+package history
+
+import (
+	"sort"
+	"sync"
+
+	"github.com/mxprobe/mxprobe/probes"
+)
+
+// Store keeps the last N Results of every probe and tenant.
+type Store struct {
+	mu   sync.RWMutex
+	size int
+	runs map[Key]*ring
+}
+
+// Key names a series of runs.
+type Key struct{ Probe, Tenant string }
+
+type ring struct {
+	buf  []probes.Result
+	next int
+	full bool
+	// lastFailure is kept apart so a long run of successes does not push it out.
+	lastFailure *probes.Result
+	lastSuccess *probes.Result
+}
+
+// New returns a store keeping size runs per probe and tenant.
+func New(size int) *Store {
+	if size <= 0 {
+		size = 60
+	}
+	return &Store{size: size, runs: map[Key]*ring{}}
+}
+
+// Observe implements probes.Sink; skipped runs are not kept.
+func (s *Store) Observe(r probes.Result) {
+	if r.Outcome == probes.OutcomeSkipped {
+		return
+	}
+	k := Key{r.Probe, r.Tenant}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rg := s.runs[k]
+	if rg == nil {
+		rg = &ring{buf: make([]probes.Result, s.size)}
+		s.runs[k] = rg
+	}
+	rg.buf[rg.next] = r
+	rg.next = (rg.next + 1) % len(rg.buf)
+	if rg.next == 0 {
+		rg.full = true
+	}
+	rc := r
+	if r.OK() {
+		rg.lastSuccess = &rc
+	} else {
+		rg.lastFailure = &rc
+	}
+}
+
+// Entry is the view of one probe and tenant.
+type Entry struct {
+	Key
+	Latest      probes.Result
+	LastSuccess *probes.Result
+	LastFailure *probes.Result
+	// Recent runs, oldest first.
+	Recent []probes.Result
+}
+
+// Latest returns the newest Result per probe and tenant, sorted by probe then tenant.
+func (s *Store) Latest() []probes.Result {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]probes.Result, 0, len(s.runs))
+	for _, rg := range s.runs {
+		out = append(out, rg.latest())
+	}
+	sort.Slice(out, func(a, b int) bool {
+		if out[a].Probe != out[b].Probe {
+			return out[a].Probe < out[b].Probe
+		}
+		return out[a].Tenant < out[b].Tenant
+	})
+	return out
+}
+
+// Entries returns every probe and tenant with its recent runs.
+func (s *Store) Entries() []Entry {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Entry, 0, len(s.runs))
+	for k, rg := range s.runs {
+		out = append(out, Entry{Key: k, Latest: rg.latest(), LastSuccess: rg.lastSuccess, LastFailure: rg.lastFailure, Recent: rg.ordered()})
+	}
+	sort.Slice(out, func(a, b int) bool {
+		if out[a].Tenant != out[b].Tenant {
+			return out[a].Tenant < out[b].Tenant
+		}
+		return out[a].Probe < out[b].Probe
+	})
+	return out
+}
+
+// Get returns the entry of one probe and tenant.
+func (s *Store) Get(probe, tenant string) (Entry, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	rg, ok := s.runs[Key{probe, tenant}]
+	if !ok {
+		return Entry{}, false
+	}
+	return Entry{Key: Key{probe, tenant}, Latest: rg.latest(), LastSuccess: rg.lastSuccess, LastFailure: rg.lastFailure, Recent: rg.ordered()}, true
+}
+
+// Prune drops the series for which keep is false (after a reload).
+func (s *Store) Prune(keep func(Key) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.runs {
+		if !keep(k) {
+			delete(s.runs, k)
+		}
+	}
+}
+
+func (rg *ring) latest() probes.Result {
+	i := rg.next - 1
+	if i < 0 {
+		i = len(rg.buf) - 1
+	}
+	return rg.buf[i]
+}
+
+func (rg *ring) ordered() []probes.Result {
+	if !rg.full {
+		return append([]probes.Result(nil), rg.buf[:rg.next]...)
+	}
+	out := make([]probes.Result, 0, len(rg.buf))
+	out = append(out, rg.buf[rg.next:]...)
+	return append(out, rg.buf[:rg.next]...)
+}

@@ -1,0 +1,327 @@
+// Package metrics turns probe Results into Prometheus metrics. It is a
+// probes.Sink: it knows Results, not Matrix.
+//
+// Cardinality is bounded on purpose: per-tenant series are gauges and
+// counters of the last run; histograms aggregate over tenants (per probe and
+// step), so 1,000 tenants stay cheap to scrape. No room id, user id or error
+// text is ever a label.
+package metrics
+
+import (
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+
+	"github.com/mxprobe/mxprobe/probes"
+)
+
+const namespace = "mxprobe"
+
+// DurationBuckets suit probe runs and steps: 5 ms to 60 s.
+var DurationBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+
+// Metrics is the Prometheus sink.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	duration      *prometheus.HistogramVec
+	stepDuration  *prometheus.HistogramVec
+	delivery      *prometheus.HistogramVec
+	lateness      prometheus.Histogram
+	runs          *prometheus.CounterVec
+	steps         *prometheus.CounterVec
+	logins        *prometheus.CounterVec
+	rateLimited   *prometheus.CounterVec
+	tokenRefresh  *prometheus.CounterVec
+	cleanupFail   *prometheus.CounterVec
+	reloadOK      prometheus.Gauge
+	reloadTime    prometheus.Gauge
+	configuredRun *prometheus.GaugeVec
+
+	mu    sync.RWMutex
+	state map[key]*last
+
+	extraMu sync.Mutex
+	extra   []ResultHook
+}
+
+type key struct{ probe, tenant string }
+
+// last holds what the per-tenant gauges show: the latest run's values.
+type last struct {
+	success     float64
+	duration    float64
+	started     float64
+	lastSuccess float64
+	failedStep  string
+	failedClass string
+	steps       []probes.Step
+	delivery    float64
+	hasDelivery bool
+}
+
+// ResultHook lets a probe family export typed gauges of its own (the Synapse
+// probe's derived signals) from the same sink.
+type ResultHook interface {
+	Observe(probes.Result)
+	prometheus.Collector
+}
+
+// New builds the sink and registers every collector, including the Go and
+// process collectors and mxprobe_build_info.
+func New() *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{Registry: reg, state: map[key]*last{}}
+	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "probe_duration_seconds",
+		Help:    "Duration of probe runs, over all tenants.",
+		Buckets: DurationBuckets,
+	}, []string{"probe"})
+	m.stepDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "probe_step_duration_seconds",
+		Help:    "Duration of probe steps that ran, over all tenants.",
+		Buckets: DurationBuckets,
+	}, []string{"probe", "step"})
+	m.delivery = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "message_delivery_seconds",
+		Help:    "Time from sending a probe message to the first /sync response of the receiver that carries it.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"probe"})
+	m.lateness = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "scheduler_lateness_seconds",
+		Help:    "How late scheduled runs started against their planned time.",
+		Buckets: []float64{.001, .005, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	})
+	m.runs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "probe_runs_total",
+		Help: "Probe runs by result: success, warning, failure, or skipped (the previous run was still going).",
+	}, []string{"probe", "tenant", "result"})
+	m.steps = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "probe_step_total",
+		Help: "Probe steps that ran, by result: success or the failure class.",
+	}, []string{"probe", "step", "result"})
+	m.logins = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "login_total",
+		Help: "Logins performed by probes, by method and result.",
+	}, []string{"method", "result"})
+	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "rate_limited_total",
+		Help: "429 M_LIMIT_EXCEEDED answers met by probes.",
+	}, []string{"probe", "tenant"})
+	m.tokenRefresh = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "token_refresh_total",
+		Help: "Sessions renewed after expiry or M_UNKNOWN_TOKEN (by refresh token or a fresh login).",
+	}, []string{"probe", "tenant"})
+	m.cleanupFail = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "cleanup_failures_total",
+		Help: "Probe rooms that could not be left or forgotten.",
+	}, []string{"probe"})
+	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "config_last_reload_successful",
+		Help: "Whether the last configuration reload succeeded.",
+	})
+	m.reloadTime = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "config_last_reload_success_timestamp_seconds",
+		Help: "Time of the last successful configuration reload.",
+	})
+	m.configuredRun = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "probe_configured_subjects",
+		Help: "Tenants (or 1 for global probes) each configured probe runs for.",
+	}, []string{"probe", "type"})
+	reg.MustRegister(
+		m.duration, m.stepDuration, m.delivery, m.lateness, m.runs, m.steps, m.logins,
+		m.rateLimited, m.tokenRefresh, m.cleanupFail, m.reloadOK, m.reloadTime, m.configuredRun,
+		(*lastCollector)(m),
+		versioncollector.NewCollector(namespace),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// AddHook registers a typed exporter fed with every Result.
+func (m *Metrics) AddHook(h ResultHook) {
+	m.extraMu.Lock()
+	m.extra = append(m.extra, h)
+	m.extraMu.Unlock()
+	m.Registry.MustRegister(h)
+}
+
+// Observe implements probes.Sink.
+func (m *Metrics) Observe(r probes.Result) {
+	m.runs.WithLabelValues(r.Probe, r.Tenant, string(r.Outcome)).Inc()
+	if r.Outcome == probes.OutcomeSkipped {
+		return
+	}
+	if v, ok := r.Signals[probes.LatenessKey]; ok {
+		m.lateness.Observe(v)
+	}
+	m.duration.WithLabelValues(r.Probe).Observe(r.Duration.Seconds())
+	for _, s := range r.Steps {
+		m.stepDuration.WithLabelValues(r.Probe, s.Name).Observe(s.Duration.Seconds())
+		res := "success"
+		if !s.OK {
+			res = string(s.Class)
+			if res == "" {
+				res = "failure"
+			}
+		}
+		m.steps.WithLabelValues(r.Probe, s.Name, res).Inc()
+	}
+	for name, n := range r.Counts {
+		switch {
+		case name == probes.CountRateLimited:
+			m.rateLimited.WithLabelValues(r.Probe, r.Tenant).Add(float64(n))
+		case name == probes.CountTokenRefresh:
+			m.tokenRefresh.WithLabelValues(r.Probe, r.Tenant).Add(float64(n))
+		case name == probes.CountCleanupFailure:
+			m.cleanupFail.WithLabelValues(r.Probe).Add(float64(n))
+		case strings.HasPrefix(name, "login:"):
+			// login:<method>:<result>
+			parts := strings.SplitN(name, ":", 3)
+			if len(parts) == 3 {
+				m.logins.WithLabelValues(parts[1], parts[2]).Add(float64(n))
+			}
+		}
+	}
+	d, hasDelivery := r.Signals[probes.SignalDeliverySeconds]
+	if hasDelivery {
+		m.delivery.WithLabelValues(r.Probe).Observe(d)
+	}
+
+	k := key{r.Probe, r.Tenant}
+	m.mu.Lock()
+	l := m.state[k]
+	if l == nil {
+		l = &last{}
+		m.state[k] = l
+	}
+	l.duration = r.Duration.Seconds()
+	l.started = float64(r.Started.UnixNano()) / 1e9
+	l.steps = r.Steps
+	l.delivery, l.hasDelivery = d, hasDelivery
+	if r.OK() {
+		l.success = 1
+		l.lastSuccess = float64(r.Started.Add(r.Duration).UnixNano()) / 1e9
+		l.failedStep, l.failedClass = "", ""
+	} else {
+		l.success = 0
+		l.failedStep, l.failedClass = r.Step, string(r.Class)
+		if l.failedStep == "" {
+			l.failedStep = "run"
+		}
+	}
+	m.mu.Unlock()
+
+	m.extraMu.Lock()
+	hooks := m.extra
+	m.extraMu.Unlock()
+	for _, h := range hooks {
+		h.Observe(r)
+	}
+}
+
+// SetReload records the outcome of a configuration (re)load.
+func (m *Metrics) SetReload(ok bool) {
+	if ok {
+		m.reloadOK.Set(1)
+		m.reloadTime.Set(float64(time.Now().UnixNano()) / 1e9)
+	} else {
+		m.reloadOK.Set(0)
+	}
+}
+
+// SetConfigured records the configured probes and prunes the series of
+// probes and tenants that are no longer configured.
+func (m *Metrics) SetConfigured(jobs []*probes.Job) {
+	m.configuredRun.Reset()
+	keep := map[key]bool{}
+	for _, j := range jobs {
+		m.configuredRun.WithLabelValues(j.Name, j.Type).Set(float64(len(j.Subjects)))
+		for _, s := range j.Subjects {
+			keep[key{j.Name, s}] = true
+		}
+	}
+	m.mu.Lock()
+	for k := range m.state {
+		if !keep[k] {
+			delete(m.state, k)
+			m.runs.DeletePartialMatch(prometheus.Labels{"probe": k.probe, "tenant": k.tenant})
+			m.rateLimited.DeleteLabelValues(k.probe, k.tenant)
+			m.tokenRefresh.DeleteLabelValues(k.probe, k.tenant)
+		}
+	}
+	m.mu.Unlock()
+}
+
+// lastCollector exports the per-tenant gauges of the latest runs.
+type lastCollector Metrics
+
+var (
+	descSuccess = prometheus.NewDesc(namespace+"_probe_success",
+		"Whether the last run succeeded (1) or failed (0); a warning (rate limited) counts as success.",
+		[]string{"probe", "tenant"}, nil)
+	descLastDuration = prometheus.NewDesc(namespace+"_probe_last_duration_seconds",
+		"Duration of the last run.", []string{"probe", "tenant"}, nil)
+	descLastRun = prometheus.NewDesc(namespace+"_probe_last_run_timestamp_seconds",
+		"Start time of the last run.", []string{"probe", "tenant"}, nil)
+	descLastSuccess = prometheus.NewDesc(namespace+"_probe_last_success_timestamp_seconds",
+		"End time of the last successful run.", []string{"probe", "tenant"}, nil)
+	descLastStep = prometheus.NewDesc(namespace+"_probe_last_step_duration_seconds",
+		"Duration of each step of the last run (steps that did not run are absent).",
+		[]string{"probe", "tenant", "step"}, nil)
+	descFailedStep = prometheus.NewDesc(namespace+"_probe_failed_step",
+		"Present (1) while the last run failed, naming the failing step and failure class.",
+		[]string{"probe", "tenant", "step", "class"}, nil)
+	descLastDelivery = prometheus.NewDesc(namespace+"_message_delivery_last_seconds",
+		"Message delivery time measured by the last run.", []string{"probe", "tenant"}, nil)
+)
+
+func (c *lastCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descSuccess, descLastDuration, descLastRun, descLastSuccess, descLastStep, descFailedStep, descLastDelivery} {
+		ch <- d
+	}
+}
+
+func (c *lastCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	keys := make([]key, 0, len(c.state))
+	for k := range c.state {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(a, b int) bool {
+		if keys[a].probe != keys[b].probe {
+			return keys[a].probe < keys[b].probe
+		}
+		return keys[a].tenant < keys[b].tenant
+	})
+	for _, k := range keys {
+		l := c.state[k]
+		ch <- prometheus.MustNewConstMetric(descSuccess, prometheus.GaugeValue, l.success, k.probe, k.tenant)
+		ch <- prometheus.MustNewConstMetric(descLastDuration, prometheus.GaugeValue, l.duration, k.probe, k.tenant)
+		ch <- prometheus.MustNewConstMetric(descLastRun, prometheus.GaugeValue, l.started, k.probe, k.tenant)
+		if l.lastSuccess > 0 {
+			ch <- prometheus.MustNewConstMetric(descLastSuccess, prometheus.GaugeValue, l.lastSuccess, k.probe, k.tenant)
+		}
+		seen := map[string]bool{}
+		for _, s := range l.steps {
+			if seen[s.Name] {
+				continue // a step repeated in one run (several homeservers): first one
+			}
+			seen[s.Name] = true
+			ch <- prometheus.MustNewConstMetric(descLastStep, prometheus.GaugeValue, s.Duration.Seconds(), k.probe, k.tenant, s.Name)
+		}
+		if l.success == 0 {
+			ch <- prometheus.MustNewConstMetric(descFailedStep, prometheus.GaugeValue, 1, k.probe, k.tenant, l.failedStep, l.failedClass)
+		}
+		if l.hasDelivery {
+			ch <- prometheus.MustNewConstMetric(descLastDelivery, prometheus.GaugeValue, l.delivery, k.probe, k.tenant)
+		}
+	}
+}

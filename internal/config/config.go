@@ -1,0 +1,475 @@
+// Package config holds mxprobe's configuration: the YAML schema, strict
+// decoding with errors that name file and line, tenants from TENANTS_B64, the
+// environment names of the operations guide, and validation.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	promcfg "github.com/prometheus/common/config"
+	"gopkg.in/yaml.v3"
+)
+
+// Login methods.
+const (
+	MethodPassword           = "password"
+	MethodToken              = "token"
+	MethodMASOIDC            = "mas_oidc"
+	MethodMASCompatSSO       = "mas_compat_sso"
+	MethodMASCompatPassword  = "mas_compat_password"
+	DefaultBotEmailDomain    = "openmeet.net"
+	DefaultMASScopes         = "openid email"
+	defaultConcurrency       = 32
+	defaultJitter            = 0.9
+	defaultShutdownGraceSecs = 10
+)
+
+// Probe types.
+const (
+	TypeVersions       = "versions"
+	TypeLogin          = "login"
+	TypeRoundtrip      = "roundtrip"
+	TypeRoomMessage    = "room_message"
+	TypeSynapseMetrics = "synapse_metrics"
+)
+
+// Config is the whole configuration.
+type Config struct {
+	Global   Global         `yaml:"global" json:"global"`
+	MAS      MAS            `yaml:"mas" json:"mas"`
+	Tenants  []Tenant       `yaml:"tenants" json:"tenants"`
+	Probes   []Probe        `yaml:"probes" json:"probes"`
+	Alerting AlertingConfig `yaml:"alerting" json:"alerting"`
+	Web      WebConfig      `yaml:"web" json:"web"`
+
+	// TenantSources says where each tenant came from ("file" or "TENANTS_B64"),
+	// by tenant id, for messages.
+	TenantSources map[string]string `yaml:"-" json:"-"`
+	// File is the path the config was read from, if any.
+	File string `yaml:"-" json:"-"`
+}
+
+// Global settings.
+type Global struct {
+	// HomeserverURL is the client-server API base URL (env MATRIX_HOMESERVER_URL).
+	HomeserverURL string `yaml:"homeserver_url" json:"homeserver_url"`
+	// ServerName is the Matrix server name in user ids (env MATRIX_SERVER_NAME).
+	ServerName string `yaml:"server_name" json:"server_name"`
+	// BotEmailDomain derives bot emails bot-<id>@<domain> (env BOT_EMAIL_DOMAIN).
+	BotEmailDomain string `yaml:"bot_email_domain" json:"bot_email_domain"`
+	// Concurrency is the global limit of runs in flight.
+	Concurrency int `yaml:"concurrency" json:"concurrency"`
+	// Jitter is the fraction of a probe's interval over which tenants are spread (0..1).
+	Jitter *float64 `yaml:"jitter" json:"jitter"`
+	// ShutdownGrace is how long in-flight runs get on SIGTERM before cancellation.
+	ShutdownGrace Duration `yaml:"shutdown_grace" json:"shutdown_grace"`
+	// DataDir holds state that survives restarts (alert state).
+	DataDir string `yaml:"data_dir" json:"data_dir"`
+	// ExternalURL is where the status page is reachable, for links in alerts.
+	ExternalURL string `yaml:"external_url" json:"external_url"`
+	// LoginMethod is the default login method of tenants that name none.
+	LoginMethod string `yaml:"login_method" json:"login_method"`
+	// HistorySize is how many past runs per probe and tenant are kept in memory.
+	HistorySize int `yaml:"history_size" json:"history_size"`
+}
+
+// JitterFraction returns the configured jitter with its default.
+func (g Global) JitterFraction() float64 {
+	if g.Jitter == nil {
+		return defaultJitter
+	}
+	return *g.Jitter
+}
+
+// MAS is the matrix-authentication-service deployment.
+type MAS struct {
+	// PublicURL is MAS's public base URL (env MAS_PUBLIC_URL).
+	PublicURL string `yaml:"public_url" json:"public_url"`
+	// RedirectURI is registered for the bot client (env MAS_REDIRECT_URI).
+	RedirectURI string `yaml:"redirect_uri" json:"redirect_uri"`
+	// Scopes are the OIDC scopes asked for (env MAS_SCOPES, default "openid email").
+	Scopes string `yaml:"scopes" json:"scopes"`
+	// ClientURI is the client_uri sent at registration (https).
+	ClientURI string `yaml:"client_uri" json:"client_uri"`
+	// ClientName is the client_name sent at registration.
+	ClientName string `yaml:"client_name" json:"client_name"`
+	// StableScopes uses urn:matrix:client:* scopes instead of the MSC2967 ones.
+	StableScopes bool `yaml:"stable_scopes" json:"stable_scopes"`
+	// Upstream is how the bot authenticates at the upstream OIDC provider.
+	Upstream Upstream `yaml:"upstream" json:"upstream"`
+	// DiscoveryTTL is how long discovery and registration are cached.
+	DiscoveryTTL Duration `yaml:"discovery_ttl" json:"discovery_ttl"`
+}
+
+// Upstream describes the upstream provider login adapter.
+type Upstream struct {
+	// Adapter is "openmeet" (JSON email login at the platform API) or "form"
+	// (an HTML login form on the page the provider's authorize endpoint shows).
+	Adapter string `yaml:"adapter" json:"adapter"`
+	// APIURL is the platform API base for the openmeet adapter.
+	APIURL string `yaml:"api_url" json:"api_url"`
+	// UsernameField / PasswordField name the form inputs for the form adapter.
+	UsernameField string `yaml:"username_field" json:"username_field"`
+	PasswordField string `yaml:"password_field" json:"password_field"`
+}
+
+// Account is a Matrix account mxprobe logs in as.
+type Account struct {
+	// Method is the login method: password, token, mas_oidc, mas_compat_sso, mas_compat_password.
+	Method string `yaml:"method" json:"method"`
+	// User is the localpart (the platform's bot slug).
+	User string `yaml:"user" json:"user"`
+	// Email is used by upstream (MAS) logins.
+	Email string `yaml:"email" json:"email"`
+	// Password and PasswordFile: one of them for password and MAS logins.
+	Password     promcfg.Secret `yaml:"password" json:"password"`
+	PasswordFile string         `yaml:"password_file" json:"password_file"`
+	// AccessToken and AccessTokenFile: for method token.
+	AccessToken     promcfg.Secret `yaml:"access_token" json:"access_token"`
+	AccessTokenFile string         `yaml:"access_token_file" json:"access_token_file"`
+	// DisplayName, if set, is checked against the account's profile.
+	DisplayName string `yaml:"display_name" json:"display_name"`
+}
+
+// Tenant is one tenant of the platform and its bot.
+type Tenant struct {
+	ID            string  `yaml:"id" json:"id"`
+	Name          string  `yaml:"name" json:"name"`
+	HomeserverURL string  `yaml:"homeserver_url" json:"homeserver_url"`
+	ServerName    string  `yaml:"server_name" json:"server_name"`
+	Bot           Account `yaml:"bot" json:"bot"`
+	// Peer is the second account of round trips (falls back to roundtrip.peer).
+	Peer *Account `yaml:"peer" json:"peer,omitempty"`
+	// RoomID is the persistent room used by room_message probes.
+	RoomID string `yaml:"room_id" json:"room_id"`
+
+	line int
+}
+
+// UnmarshalYAML records the line of the tenant for later validation errors.
+func (t *Tenant) UnmarshalYAML(n *yaml.Node) error {
+	type plain Tenant
+	if err := n.Decode((*plain)(t)); err != nil {
+		return err
+	}
+	t.line = n.Line
+	return nil
+}
+
+// Probe is one configured probe: a name (the `probe` label), a type and
+// its schedule.
+type Probe struct {
+	Name     string   `yaml:"name" json:"name"`
+	Type     string   `yaml:"type" json:"type"`
+	Schedule Schedule `yaml:"schedule" json:"schedule"`
+	Timeout  Duration `yaml:"timeout" json:"timeout"`
+	// Tenants selects tenants by id; empty means all.
+	Tenants []string `yaml:"tenants" json:"tenants,omitempty"`
+	// Disabled keeps the probe for on-demand runs but out of the schedule.
+	Disabled bool `yaml:"disabled" json:"disabled"`
+
+	Roundtrip   *RoundtripConfig   `yaml:"roundtrip" json:"roundtrip,omitempty"`
+	RoomMessage *RoomMessageConfig `yaml:"room_message" json:"room_message,omitempty"`
+	Synapse     *SynapseConfig     `yaml:"synapse" json:"synapse,omitempty"`
+
+	line int
+}
+
+// UnmarshalYAML records the line of the probe for later validation errors.
+func (p *Probe) UnmarshalYAML(n *yaml.Node) error {
+	type plain Probe
+	if err := n.Decode((*plain)(p)); err != nil {
+		return err
+	}
+	p.line = n.Line
+	return nil
+}
+
+// PerTenant reports whether the probe runs once per tenant (else once per
+// configured target).
+func (p *Probe) PerTenant() bool {
+	switch p.Type {
+	case TypeVersions, TypeSynapseMetrics:
+		return false
+	}
+	return true
+}
+
+// Errors is a list of configuration problems, one per line.
+type Errors []string
+
+func (e Errors) Error() string { return strings.Join(e, "\n") }
+
+// Load reads a config file (path may be empty for an all-defaults config),
+// adds tenants from TENANTS_B64 and the environment, and validates.
+func Load(path string, env func(string) string) (*Config, error) {
+	var data []byte
+	if path != "" {
+		var err error
+		data, err = os.ReadFile(path)
+		if err != nil {
+			return nil, Errors{fmt.Sprintf("%s: %v", path, err)}
+		}
+	}
+	return Parse(data, path, env)
+}
+
+// Parse decodes and validates a config held in memory. name is used in
+// messages (the file path).
+func Parse(data []byte, name string, env func(string) string) (*Config, error) {
+	if env == nil {
+		env = os.Getenv
+	}
+	if name == "" {
+		name = "config"
+	}
+	cfg := &Config{File: name}
+	var errs Errors
+	if len(bytes.TrimSpace(data)) > 0 {
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+			errs = append(errs, yamlErrors(name, err)...)
+		}
+	}
+	cfg.File = name
+	cfg.TenantSources = map[string]string{}
+	for _, t := range cfg.Tenants {
+		cfg.TenantSources[t.ID] = "file"
+	}
+	applyEnv(cfg, env)
+	if b64 := env("TENANTS_B64"); strings.TrimSpace(b64) != "" {
+		tenants, terrs := ParseTenantsB64(b64, cfg.Global.BotEmailDomain)
+		errs = append(errs, terrs...)
+		for _, t := range tenants {
+			if src, dup := cfg.TenantSources[t.ID]; dup {
+				errs = append(errs, fmt.Sprintf("TENANTS_B64: tenant id %q is also defined in the %s", t.ID, src))
+				continue
+			}
+			cfg.TenantSources[t.ID] = "TENANTS_B64"
+			cfg.Tenants = append(cfg.Tenants, t)
+		}
+	}
+	applyDefaults(cfg)
+	errs = append(errs, validate(cfg)...)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return cfg, nil
+}
+
+// yamlErrors turns yaml.v3 errors into one "file:line: message" per problem.
+func yamlErrors(name string, err error) Errors {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		out := make(Errors, 0, len(te.Errors))
+		for _, e := range te.Errors {
+			out = append(out, name+":"+strings.TrimPrefix(e, "line "))
+		}
+		return out
+	}
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	if strings.HasPrefix(msg, "line ") {
+		return Errors{name + ":" + strings.TrimPrefix(msg, "line ")}
+	}
+	return Errors{name + ": " + msg}
+}
+
+func applyEnv(cfg *Config, env func(string) string) {
+	set := func(dst *string, key string) {
+		if *dst == "" {
+			*dst = strings.TrimSpace(env(key))
+		}
+	}
+	set(&cfg.Global.HomeserverURL, "MATRIX_HOMESERVER_URL")
+	set(&cfg.Global.ServerName, "MATRIX_SERVER_NAME")
+	set(&cfg.Global.BotEmailDomain, "BOT_EMAIL_DOMAIN")
+	set(&cfg.MAS.PublicURL, "MAS_PUBLIC_URL")
+	set(&cfg.MAS.RedirectURI, "MAS_REDIRECT_URI")
+	set(&cfg.MAS.Scopes, "MAS_SCOPES")
+}
+
+func applyDefaults(cfg *Config) {
+	g := &cfg.Global
+	if g.BotEmailDomain == "" {
+		g.BotEmailDomain = DefaultBotEmailDomain
+	}
+	if g.Concurrency == 0 {
+		g.Concurrency = defaultConcurrency
+	}
+	if g.ShutdownGrace == 0 {
+		g.ShutdownGrace = Duration(defaultShutdownGraceSecs * 1e9)
+	}
+	if g.LoginMethod == "" {
+		g.LoginMethod = MethodPassword
+	}
+	if g.HistorySize == 0 {
+		g.HistorySize = 60
+	}
+	if cfg.MAS.Scopes == "" {
+		cfg.MAS.Scopes = DefaultMASScopes
+	}
+	if cfg.MAS.DiscoveryTTL == 0 {
+		cfg.MAS.DiscoveryTTL = Duration(3600e9)
+	}
+	if cfg.MAS.ClientName == "" {
+		cfg.MAS.ClientName = "mxprobe"
+	}
+	if cfg.MAS.Upstream.Adapter == "" {
+		cfg.MAS.Upstream.Adapter = "openmeet"
+	}
+	for i := range cfg.Tenants {
+		t := &cfg.Tenants[i]
+		if t.Name == "" {
+			t.Name = t.ID
+		}
+		if t.HomeserverURL == "" {
+			t.HomeserverURL = g.HomeserverURL
+		}
+		if t.ServerName == "" {
+			t.ServerName = g.ServerName
+		}
+		if t.Bot.Method == "" {
+			t.Bot.Method = g.LoginMethod
+		}
+		if t.Bot.User == "" && t.ID != "" {
+			t.Bot.User = "openmeet-bot-" + t.ID
+		}
+		if t.Bot.Email == "" && t.ID != "" {
+			t.Bot.Email = "bot-" + t.ID + "@" + g.BotEmailDomain
+		}
+		if t.Peer != nil && t.Peer.Method == "" {
+			t.Peer.Method = MethodPassword
+		}
+	}
+	if len(cfg.Probes) == 0 {
+		cfg.Probes = []Probe{{Name: TypeVersions, Type: TypeVersions}, {Name: TypeLogin, Type: TypeLogin}}
+	}
+	for i := range cfg.Probes {
+		p := &cfg.Probes[i]
+		if p.Name == "" {
+			p.Name = p.Type
+		}
+		d := probeDefaults[p.Type]
+		if p.Schedule.Schedule == nil {
+			p.Schedule, _ = ParseSchedule(d.schedule)
+		}
+		if p.Timeout == 0 {
+			p.Timeout = Duration(d.timeout)
+		}
+	}
+	applyProbeDefaults(cfg)
+	applyAlertingDefaults(cfg)
+	applyWebDefaults(cfg)
+}
+
+type probeDefault struct {
+	schedule string
+	timeout  float64 // ns
+}
+
+var probeDefaults = map[string]probeDefault{
+	TypeVersions:       {"@every 30s", 10e9},
+	TypeLogin:          {"@every 1m", 30e9},
+	TypeRoundtrip:      {"@every 5m", 60e9},
+	TypeRoomMessage:    {"@every 2m", 30e9},
+	TypeSynapseMetrics: {"@every 30s", 10e9},
+	"":                 {"@every 1m", 30e9},
+}
+
+// ProbeTypes lists the known probe types.
+func ProbeTypes() []string {
+	var out []string
+	for k := range probeDefaults {
+		if k != "" {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Tenant returns the tenant with the given id.
+func (c *Config) Tenant(id string) (*Tenant, bool) {
+	for i := range c.Tenants {
+		if c.Tenants[i].ID == id {
+			return &c.Tenants[i], true
+		}
+	}
+	return nil, false
+}
+
+// Probe returns the probe with the given name.
+func (c *Config) Probe(name string) (*Probe, bool) {
+	for i := range c.Probes {
+		if c.Probes[i].Name == name {
+			return &c.Probes[i], true
+		}
+	}
+	return nil, false
+}
+
+// TenantsFor returns the tenants a probe runs for.
+func (c *Config) TenantsFor(p *Probe) []*Tenant {
+	var out []*Tenant
+	if len(p.Tenants) == 0 {
+		for i := range c.Tenants {
+			out = append(out, &c.Tenants[i])
+		}
+		return out
+	}
+	for _, id := range p.Tenants {
+		if t, ok := c.Tenant(id); ok {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// Secret resolves an inline secret or the file it names. Whitespace around a
+// file's content is trimmed.
+func Secret(inline promcfg.Secret, file string) (string, error) {
+	if inline != "" {
+		return string(inline), nil
+	}
+	if file == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("reading secret file: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// EnsureProbe returns the probe named name; when none is configured but name
+// is a probe type, it adds one of that type with default settings (for
+// `mxprobe run TYPE` without a config entry).
+func (c *Config) EnsureProbe(name string) (*Probe, error) {
+	if p, ok := c.Probe(name); ok {
+		return p, nil
+	}
+	d, ok := probeDefaults[name]
+	if !ok || name == "" {
+		var names []string
+		for _, p := range c.Probes {
+			names = append(names, p.Name)
+		}
+		return nil, fmt.Errorf("unknown probe %q (configured: %s; types: %s)", name, strings.Join(names, ", "), strings.Join(ProbeTypes(), ", "))
+	}
+	p := Probe{Name: name, Type: name, Timeout: Duration(d.timeout)}
+	p.Schedule, _ = ParseSchedule(d.schedule)
+	c.Probes = append(c.Probes, p)
+	applyProbeDefaults(c)
+	if errs := validateProbeSections(c); len(errs) > 0 {
+		return nil, errs
+	}
+	return &c.Probes[len(c.Probes)-1], nil
+}

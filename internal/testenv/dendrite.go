@@ -1,0 +1,450 @@
+// Package testenv starts the real things mxprobe is tested against: a local
+// Dendrite homeserver (SQLite, loopback only) with accounts made by shared
+// secret registration. It is used by tests and the demo, never by the daemon.
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// DendriteVersion is the pinned release the harness installs (see scripts/install-dendrite.sh).
+const DendriteVersion = "v0.13.8"
+
+// MetricsUser and MetricsPassword guard Dendrite's /metrics.
+const (
+	MetricsUser     = "metrics"
+	MetricsPassword = "metrics-pass"
+)
+
+// DendriteOptions tune a harness homeserver.
+type DendriteOptions struct {
+	// Dir holds config, keys and databases; a temp dir if empty.
+	Dir string
+	// Port to listen on (127.0.0.1); a free one if 0.
+	Port int
+	// RateLimit turns Dendrite's rate limiting on with this threshold per cooloff.
+	RateLimit  int
+	CooloffMS  int
+	ServerName string
+	// Log receives Dendrite's output; discarded if nil.
+	Log io.Writer
+}
+
+// Dendrite is a running local homeserver.
+type Dendrite struct {
+	URL          string
+	ServerName   string
+	Dir          string
+	Port         int
+	SharedSecret string
+
+	bin  string
+	opts DendriteOptions
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{}
+	tempDir bool
+}
+
+// ToolsDir returns the git-ignored folder where the project's scripts install
+// Dendrite (MXPROBE_TOOLS overrides it).
+func ToolsDir() (string, error) {
+	if d := os.Getenv("MXPROBE_TOOLS"); d != "" {
+		return d, nil
+	}
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, ".tools", "bin"), nil
+}
+
+// ModuleRoot finds the directory holding go.mod, walking up from the working directory.
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// DendriteBinaries returns the paths of the dendrite tools, or an error that
+// says how to install them.
+func DendriteBinaries() (dendrite, genKeys, genConfig string, err error) {
+	dir, err := ToolsDir()
+	if err != nil {
+		return "", "", "", err
+	}
+	dendrite = filepath.Join(dir, "dendrite")
+	genKeys = filepath.Join(dir, "generate-keys")
+	genConfig = filepath.Join(dir, "generate-config")
+	for _, p := range []string{dendrite, genKeys, genConfig} {
+		if _, statErr := os.Stat(p); statErr != nil {
+			return "", "", "", fmt.Errorf("%s not found: run `make tools` (installs Dendrite %s with go install)", p, DendriteVersion)
+		}
+	}
+	return dendrite, genKeys, genConfig, nil
+}
+
+// StartDendrite writes a config and starts Dendrite, returning once it answers.
+func StartDendrite(ctx context.Context, opts DendriteOptions) (*Dendrite, error) {
+	bin, genKeys, genConfig, err := DendriteBinaries()
+	if err != nil {
+		return nil, err
+	}
+	d := &Dendrite{bin: bin, opts: opts}
+	if opts.Dir == "" {
+		opts.Dir, err = os.MkdirTemp("", "mxprobe-dendrite-")
+		if err != nil {
+			return nil, err
+		}
+		d.tempDir = true
+	}
+	if opts.ServerName == "" {
+		opts.ServerName = "localhost"
+	}
+	if opts.Port == 0 {
+		opts.Port, err = FreePort()
+		if err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	d.opts = opts
+	d.Dir, d.Port, d.ServerName = opts.Dir, opts.Port, opts.ServerName
+	d.URL = fmt.Sprintf("http://127.0.0.1:%d", opts.Port)
+	d.SharedSecret = randomHex(16)
+	if err := d.writeConfig(ctx, genKeys, genConfig); err != nil {
+		return nil, err
+	}
+	if err := d.start(ctx); err != nil {
+		d.Stop()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Dendrite) writeConfig(ctx context.Context, genKeys, genConfig string) error {
+	keyPath := filepath.Join(d.Dir, "matrix_key.pem")
+	if _, err := os.Stat(keyPath); err != nil {
+		out, err := exec.CommandContext(ctx, genKeys, "--private-key", keyPath).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("generate-keys: %v: %s", err, out)
+		}
+	}
+	out, err := exec.CommandContext(ctx, genConfig, "-dir", d.Dir, "-server", d.ServerName).Output()
+	if err != nil {
+		return fmt.Errorf("generate-config: %v", err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(out, &doc); err != nil {
+		return fmt.Errorf("parsing generated dendrite config: %v", err)
+	}
+	set := func(path []string, v any) {
+		m := doc
+		for _, k := range path[:len(path)-1] {
+			next, ok := m[k].(map[string]any)
+			if !ok {
+				next = map[string]any{}
+				m[k] = next
+			}
+			m = next
+		}
+		m[path[len(path)-1]] = v
+	}
+	set([]string{"global", "private_key"}, keyPath)
+	set([]string{"global", "disable_federation"}, true)
+	set([]string{"global", "jetstream", "in_memory"}, true)
+	set([]string{"global", "metrics", "enabled"}, true)
+	set([]string{"global", "metrics", "basic_auth", "username"}, MetricsUser)
+	set([]string{"global", "metrics", "basic_auth", "password"}, MetricsPassword)
+	set([]string{"global", "dns_cache", "enabled"}, false)
+	set([]string{"client_api", "registration_shared_secret"}, d.SharedSecret)
+	set([]string{"client_api", "rate_limiting", "enabled"}, d.opts.RateLimit > 0)
+	if d.opts.RateLimit > 0 {
+		set([]string{"client_api", "rate_limiting", "threshold"}, d.opts.RateLimit)
+		cool := d.opts.CooloffMS
+		if cool == 0 {
+			cool = 500
+		}
+		set([]string{"client_api", "rate_limiting", "cooloff_ms"}, cool)
+	}
+	set([]string{"federation_api", "key_perspectives"}, []any{})
+	set([]string{"user_api", "bcrypt_cost"}, 4)
+	set([]string{"logging"}, []any{map[string]any{"type": "std", "level": "warn"}})
+	b, err := yaml.Marshal(doc)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(d.Dir, "dendrite.yaml"), b, 0o600)
+}
+
+func (d *Dendrite) start(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	cmd := exec.Command(d.bin, "--config", filepath.Join(d.Dir, "dendrite.yaml"),
+		"--http-bind-address", fmt.Sprintf("127.0.0.1:%d", d.Port))
+	cmd.Dir = d.Dir
+	logw := d.opts.Log
+	if logw == nil {
+		f, err := os.OpenFile(filepath.Join(d.Dir, "dendrite.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		logw = f
+	}
+	cmd.Stdout, cmd.Stderr = logw, logw
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting dendrite: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	d.cmd, d.done = cmd, done
+
+	deadline := time.Now().Add(60 * time.Second)
+	client := &http.Client{Timeout: 2 * time.Second}
+	for {
+		select {
+		case <-done:
+			return fmt.Errorf("dendrite exited during start-up (log in %s)", d.Dir)
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		resp, err := client.Get(d.URL + "/_matrix/client/versions")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("dendrite did not answer on %s within 60s", d.URL)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop ends the homeserver (and removes its temp dir if the harness made it).
+func (d *Dendrite) Stop() {
+	d.kill()
+	if d.tempDir {
+		_ = os.RemoveAll(d.Dir)
+	}
+}
+
+func (d *Dendrite) kill() {
+	d.mu.Lock()
+	cmd, done := d.cmd, d.done
+	d.cmd = nil
+	d.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// Pause stops the process but keeps its data, so Resume brings the same
+// homeserver back on the same port.
+func (d *Dendrite) Pause() { d.kill() }
+
+// Resume starts the homeserver again after Pause.
+func (d *Dendrite) Resume(ctx context.Context) error { return d.start(ctx) }
+
+// Register creates an account with shared-secret registration and returns
+// its access token.
+func (d *Dendrite) Register(ctx context.Context, user, password string, admin bool) (string, error) {
+	client := &http.Client{Timeout: 10 * time.Second}
+	endpoint := d.URL + "/_synapse/admin/v1/register"
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, endpoint, nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	var nonce struct {
+		Nonce string `json:"nonce"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&nonce)
+	resp.Body.Close()
+	if err != nil {
+		return "", fmt.Errorf("register nonce: %w", err)
+	}
+	mac := hmac.New(sha1.New, []byte(d.SharedSecret))
+	adminStr := "notadmin"
+	if admin {
+		adminStr = "admin"
+	}
+	mac.Write([]byte(nonce.Nonce + "\x00" + user + "\x00" + password + "\x00" + adminStr))
+	body, _ := json.Marshal(map[string]any{
+		"nonce": nonce.Nonce, "username": user, "password": password, "admin": admin,
+		"mac": hex.EncodeToString(mac.Sum(nil)),
+	})
+	req, _ = http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err = client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if resp.StatusCode != 200 {
+		return "", fmt.Errorf("register %s: HTTP %d: %s", user, resp.StatusCode, b)
+	}
+	var out struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		return "", err
+	}
+	return out.AccessToken, nil
+}
+
+// ChangePassword sets a new password for a user through the client API,
+// using the old one (user-interactive auth with m.login.password).
+func (d *Dendrite) ChangePassword(ctx context.Context, user, oldPassword, newPassword string) error {
+	token, err := d.Login(ctx, user, oldPassword)
+	if err != nil {
+		return err
+	}
+	body, _ := json.Marshal(map[string]any{
+		"new_password": newPassword, "logout_devices": false,
+		"auth": map[string]any{
+			"type":       "m.login.password",
+			"identifier": map[string]any{"type": "m.id.user", "user": user},
+			"password":   oldPassword,
+		},
+	})
+	_, err = d.do(ctx, http.MethodPost, "/_matrix/client/v3/account/password", token, body)
+	return err
+}
+
+// Login does a password login and returns the access token.
+func (d *Dendrite) Login(ctx context.Context, user, password string) (string, error) {
+	body, _ := json.Marshal(map[string]any{
+		"type":       "m.login.password",
+		"identifier": map[string]any{"type": "m.id.user", "user": user},
+		"password":   password,
+	})
+	b, err := d.do(ctx, http.MethodPost, "/_matrix/client/v3/login", "", body)
+	if err != nil {
+		return "", err
+	}
+	var out struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		return "", err
+	}
+	return out.AccessToken, nil
+}
+
+// Logout invalidates an access token.
+func (d *Dendrite) Logout(ctx context.Context, token string) error {
+	_, err := d.do(ctx, http.MethodPost, "/_matrix/client/v3/logout", token, []byte("{}"))
+	return err
+}
+
+// LogoutAll invalidates every token of the user the token belongs to.
+func (d *Dendrite) LogoutAll(ctx context.Context, token string) error {
+	_, err := d.do(ctx, http.MethodPost, "/_matrix/client/v3/logout/all", token, []byte("{}"))
+	return err
+}
+
+// JoinedRooms lists the rooms the token's user is in.
+func (d *Dendrite) JoinedRooms(ctx context.Context, token string) ([]string, error) {
+	b, err := d.do(ctx, http.MethodGet, "/_matrix/client/v3/joined_rooms", token, nil)
+	if err != nil {
+		return nil, err
+	}
+	var out struct {
+		JoinedRooms []string `json:"joined_rooms"`
+	}
+	err = json.Unmarshal(b, &out)
+	return out.JoinedRooms, err
+}
+
+// Do sends a client-API request with an optional token and returns the body
+// of a 2xx answer.
+func (d *Dendrite) Do(ctx context.Context, method, path, token string, body []byte) ([]byte, error) {
+	return d.do(ctx, method, path, token, body)
+}
+
+func (d *Dendrite) do(ctx context.Context, method, path, token string, body []byte) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, d.URL+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if resp.StatusCode/100 != 2 {
+		return b, fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, b)
+	}
+	return b, nil
+}
+
+// FreePort asks the kernel for a free loopback port.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,413 @@
+// Package auth logs tenant bots in (Matrix password login, a fixed token, and
+// the MAS flows registered by other files of this package), caches their
+// sessions, and recovers from expired tokens by a refresh or a fresh login.
+package auth
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/probes"
+	"github.com/mxprobe/mxprobe/probes/mxclient"
+)
+
+// Session is a logged-in account.
+type Session struct {
+	UserID        string
+	AccessToken   string
+	RefreshToken  string
+	DeviceID      string
+	Expiry        time.Time // zero: no known expiry
+	Method        string
+	HomeserverURL string
+	// Extra holds method-specific state (the MAS client id and token endpoint).
+	Extra map[string]string
+}
+
+// Account is an account to log in as, with its secrets resolved.
+type Account struct {
+	// Key identifies the cached session: tenant id and role ("bot", "peer", "login").
+	Key           string
+	Tenant        string
+	Role          string
+	HomeserverURL string
+	ServerName    string
+	Config        config.Account
+	Password      string
+	Token         string
+}
+
+// NewAccount resolves an account's secrets (inline or from *_file).
+func NewAccount(tenant *config.Tenant, role string, acct config.Account) (Account, error) {
+	a := Account{
+		Key: tenant.ID + "/" + role, Tenant: tenant.ID, Role: role,
+		HomeserverURL: tenant.HomeserverURL, ServerName: tenant.ServerName, Config: acct,
+	}
+	var err error
+	if a.Password, err = config.Secret(acct.Password, acct.PasswordFile); err != nil {
+		return a, probes.Errorf(probes.ClassConfig, "%s password: %v", role, err)
+	}
+	if a.Token, err = config.Secret(acct.AccessToken, acct.AccessTokenFile); err != nil {
+		return a, probes.Errorf(probes.ClassConfig, "%s access token: %v", role, err)
+	}
+	return a, nil
+}
+
+// ExpectedUserID is @user:server_name, or "" when the user is not known.
+func (a Account) ExpectedUserID() string {
+	if a.Config.User == "" {
+		return ""
+	}
+	if a.ServerName == "" {
+		return "@" + a.Config.User
+	}
+	return "@" + a.Config.User + ":" + a.ServerName
+}
+
+// DeviceID is a stable device id per account and role, so repeated logins
+// reuse one device instead of piling up devices on the homeserver.
+func (a Account) DeviceID() string {
+	sum := sha256.Sum256([]byte(a.Key))
+	return "MXPROBE" + strings.ToUpper(hex.EncodeToString(sum[:5]))
+}
+
+// Method performs a fresh login, recording each of its hops as steps.
+type Method interface {
+	Login(ctx context.Context, m *Manager, acct Account, rec *probes.Recorder) (*Session, error)
+}
+
+// Refresher is a Method that can renew a session with its refresh token.
+type Refresher interface {
+	Refresh(ctx context.Context, m *Manager, acct Account, sess *Session, rec *probes.Recorder) (*Session, error)
+}
+
+// Manager logs accounts in and caches their sessions. It is shared by every
+// probe and survives config reloads.
+type Manager struct {
+	HTTP *http.Client
+	// RefreshBefore renews a session this long before its expiry.
+	RefreshBefore time.Duration
+
+	mu       sync.Mutex
+	methods  map[string]Method
+	sessions map[string]*Session
+	locks    map[string]*sync.Mutex
+}
+
+// NewManager returns a manager with the password and token methods.
+func NewManager(httpc *http.Client) *Manager {
+	if httpc == nil {
+		httpc = mxclient.NewHTTPClient()
+	}
+	m := &Manager{
+		HTTP:          httpc,
+		RefreshBefore: 30 * time.Second,
+		methods:       map[string]Method{},
+		sessions:      map[string]*Session{},
+		locks:         map[string]*sync.Mutex{},
+	}
+	m.Register(config.MethodPassword, PasswordMethod{})
+	m.Register(config.MethodToken, TokenMethod{})
+	return m
+}
+
+// Register adds a login method.
+func (m *Manager) Register(name string, meth Method) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.methods[name] = meth
+}
+
+func (m *Manager) method(name string) (Method, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	meth, ok := m.methods[name]
+	if !ok {
+		return nil, probes.Errorf(probes.ClassConfig, "login method %q is not available", name)
+	}
+	return meth, nil
+}
+
+// keyLock serialises logins of one account, so concurrent probes of a tenant
+// do not log in twice.
+func (m *Manager) keyLock(key string) *sync.Mutex {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l, ok := m.locks[key]
+	if !ok {
+		l = &sync.Mutex{}
+		m.locks[key] = l
+	}
+	return l
+}
+
+// Cached returns the cached session of an account, if any.
+func (m *Manager) Cached(key string) *Session {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sessions[key]
+}
+
+// Forget drops the cached session of an account.
+func (m *Manager) Forget(key string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.sessions, key)
+}
+
+func (m *Manager) store(key string, s *Session) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.sessions[key] = s
+}
+
+// Login performs a fresh login with the account's method and caches it.
+func (m *Manager) Login(ctx context.Context, acct Account, rec *probes.Recorder) (*Session, error) {
+	l := m.keyLock(acct.Key)
+	l.Lock()
+	defer l.Unlock()
+	return m.login(ctx, acct, rec)
+}
+
+func (m *Manager) login(ctx context.Context, acct Account, rec *probes.Recorder) (*Session, error) {
+	meth, err := m.method(acct.Config.Method)
+	if err != nil {
+		rec.AddStep("login", 0, err)
+		return nil, err
+	}
+	rec.SetMethod(acct.Config.Method)
+	sess, err := meth.Login(ctx, m, acct, rec)
+	rec.Count(loginCountName(acct.Config.Method, err == nil), 1)
+	if err != nil {
+		return nil, err
+	}
+	sess.Method = acct.Config.Method
+	if sess.HomeserverURL == "" {
+		sess.HomeserverURL = acct.HomeserverURL
+	}
+	m.store(acct.Key, sess)
+	return sess, nil
+}
+
+// LoginCountPrefix prefixes the Result.Counts keys that count logins by method
+// and result: "login:<method>:success" / "login:<method>:failure".
+const LoginCountPrefix = "login:"
+
+func loginCountName(method string, ok bool) string {
+	if ok {
+		return LoginCountPrefix + method + ":success"
+	}
+	return LoginCountPrefix + method + ":failure"
+}
+
+// Session returns the cached session, refreshing it when it is about to
+// expire, or logs in when there is none.
+func (m *Manager) Session(ctx context.Context, acct Account, rec *probes.Recorder) (*Session, error) {
+	l := m.keyLock(acct.Key)
+	l.Lock()
+	defer l.Unlock()
+	sess := m.Cached(acct.Key)
+	if sess == nil {
+		return m.login(ctx, acct, rec)
+	}
+	if !sess.Expiry.IsZero() && time.Until(sess.Expiry) < m.RefreshBefore {
+		return m.renew(ctx, acct, sess, rec)
+	}
+	return sess, nil
+}
+
+// Recover is called after the homeserver answered M_UNKNOWN_TOKEN for
+// stale: it drops that session, refreshes (when the method can) or logs in
+// again, and counts the refresh. If another probe already replaced the
+// session, the new one is returned as is.
+func (m *Manager) Recover(ctx context.Context, acct Account, stale *Session, rec *probes.Recorder) (*Session, error) {
+	l := m.keyLock(acct.Key)
+	l.Lock()
+	defer l.Unlock()
+	cur := m.Cached(acct.Key)
+	if cur != nil && stale != nil && cur.AccessToken != stale.AccessToken {
+		return cur, nil
+	}
+	m.Forget(acct.Key)
+	if stale == nil {
+		stale = cur
+	}
+	return m.renew(ctx, acct, stale, rec)
+}
+
+func (m *Manager) renew(ctx context.Context, acct Account, sess *Session, rec *probes.Recorder) (*Session, error) {
+	rec.Count(probes.CountTokenRefresh, 1)
+	if sess != nil && sess.RefreshToken != "" {
+		if meth, err := m.method(acct.Config.Method); err == nil {
+			if r, ok := meth.(Refresher); ok {
+				ns, err := r.Refresh(ctx, m, acct, sess, rec)
+				if err == nil {
+					ns.Method = acct.Config.Method
+					if ns.HomeserverURL == "" {
+						ns.HomeserverURL = acct.HomeserverURL
+					}
+					m.store(acct.Key, ns)
+					return ns, nil
+				}
+				rec.Note("refresh failed, logging in again")
+			}
+		}
+	}
+	return m.login(ctx, acct, rec)
+}
+
+// Client returns a mautrix client for a session.
+func (m *Manager) Client(sess *Session) (*mautrix.Client, error) {
+	cli, err := mxclient.New(sess.HomeserverURL, m.HTTP)
+	if err != nil {
+		return nil, err
+	}
+	cli.AccessToken = sess.AccessToken
+	cli.UserID = id.UserID(sess.UserID)
+	cli.DeviceID = id.DeviceID(sess.DeviceID)
+	return cli, nil
+}
+
+// Whoami proves a session's token and checks the user id against the
+// expected one: a different localpart or domain fails as identity_mismatch.
+func (m *Manager) Whoami(ctx context.Context, acct Account, sess *Session) error {
+	cli, err := m.Client(sess)
+	if err != nil {
+		return err
+	}
+	var resp *mautrix.RespWhoami
+	err = mxclient.Call(ctx, nil, func(ctx context.Context) error {
+		var err error
+		resp, err = cli.Whoami(ctx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if resp.UserID == "" {
+		return probes.Errorf(probes.ClassBadResponse, "whoami answered without a user_id")
+	}
+	if want := acct.ExpectedUserID(); want != "" {
+		got := string(resp.UserID)
+		if acct.ServerName == "" {
+			got, _, _ = strings.Cut(got, ":")
+		}
+		if got != want {
+			return probes.Errorf(probes.ClassIdentityMismatch,
+				"whoami says %s, expected %s (domain or localpart mismatch)", resp.UserID, want)
+		}
+	}
+	sess.UserID = string(resp.UserID)
+	if resp.DeviceID != "" {
+		sess.DeviceID = string(resp.DeviceID)
+	}
+	return nil
+}
+
+// PasswordMethod is m.login.password against the homeserver's client API.
+type PasswordMethod struct{}
+
+// Login implements Method.
+func (PasswordMethod) Login(ctx context.Context, m *Manager, acct Account, rec *probes.Recorder) (*Session, error) {
+	var sess *Session
+	err := rec.Step("login", func() error {
+		var err error
+		sess, err = PasswordLogin(ctx, m, acct)
+		return err
+	})
+	return sess, err
+}
+
+// PasswordLogin does one m.login.password request (also used by the MAS
+// compatibility method, which MAS serves on the same path).
+func PasswordLogin(ctx context.Context, m *Manager, acct Account) (*Session, error) {
+	if acct.Password == "" {
+		return nil, probes.Errorf(probes.ClassConfig, "no password configured")
+	}
+	cli, err := mxclient.New(acct.HomeserverURL, m.HTTP)
+	if err != nil {
+		return nil, err
+	}
+	var resp *mautrix.RespLogin
+	err = mxclient.Call(ctx, nil, func(ctx context.Context) error {
+		var err error
+		resp, err = cli.Login(ctx, &mautrix.ReqLogin{
+			Type:                     mautrix.AuthTypePassword,
+			Identifier:               mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: acct.Config.User},
+			Password:                 acct.Password,
+			DeviceID:                 id.DeviceID(acct.DeviceID()),
+			InitialDeviceDisplayName: "mxprobe",
+		})
+		return err
+	})
+	if err != nil {
+		var pe *probes.Error
+		if asProbeErr(err, &pe) && pe.Status == http.StatusForbidden {
+			pe.Class = probes.ClassAuthFailed
+		}
+		return nil, err
+	}
+	if resp.AccessToken == "" {
+		return nil, probes.Errorf(probes.ClassBadResponse, "login answered without an access_token")
+	}
+	s := &Session{
+		UserID: string(resp.UserID), AccessToken: resp.AccessToken, DeviceID: string(resp.DeviceID),
+		RefreshToken: resp.RefreshToken, HomeserverURL: acct.HomeserverURL,
+	}
+	if resp.ExpiresInMS > 0 {
+		s.Expiry = time.Now().Add(time.Duration(resp.ExpiresInMS) * time.Millisecond)
+	}
+	return s, nil
+}
+
+// TokenMethod uses a fixed access token; it cannot log in again, so an
+// expired token fails as auth_failed.
+type TokenMethod struct{}
+
+// Login implements Method.
+func (TokenMethod) Login(ctx context.Context, m *Manager, acct Account, rec *probes.Recorder) (*Session, error) {
+	var sess *Session
+	err := rec.Step("login", func() error {
+		if acct.Token == "" {
+			return probes.Errorf(probes.ClassConfig, "no access token configured")
+		}
+		if st := m.Cached(acct.Key); st == nil || st.AccessToken != acct.Token {
+			sess = &Session{AccessToken: acct.Token, HomeserverURL: acct.HomeserverURL}
+			return nil
+		}
+		// The same fixed token was already rejected: nothing new to try.
+		return probes.Errorf(probes.ClassAuthFailed, "the configured access token is no longer valid")
+	})
+	return sess, err
+}
+
+func asProbeErr(err error, target **probes.Error) bool {
+	pe, ok := err.(*probes.Error)
+	if ok {
+		*target = pe
+	}
+	return ok
+}
+
+// String keeps secrets out of accidental prints.
+func (s *Session) String() string {
+	if s == nil {
+		return "<nil session>"
+	}
+	return fmt.Sprintf("session{user=%s device=%s method=%s}", s.UserID, s.DeviceID, s.Method)
+}
+
+// String keeps secrets out of accidental prints.
+func (a Account) String() string {
+	return fmt.Sprintf("account{%s user=%s method=%s}", a.Key, a.Config.User, a.Config.Method)
+}

@@ -1,0 +1,283 @@
+package probes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// Prober runs one probe for one subject: a tenant id, or "" for probes that
+// watch the deployment as a whole.
+type Prober interface {
+	Run(ctx context.Context, tenant string) Result
+}
+
+// ProberFunc adapts a function to Prober.
+type ProberFunc func(ctx context.Context, tenant string) Result
+
+// Run implements Prober.
+func (f ProberFunc) Run(ctx context.Context, tenant string) Result { return f(ctx, tenant) }
+
+// Job is a configured probe ready to run.
+type Job struct {
+	Name     string
+	Type     string
+	Schedule cron.Schedule
+	Timeout  time.Duration
+	// Subjects are the tenants the job runs for, or [""] for a global probe.
+	Subjects []string
+	// Disabled jobs run on demand only.
+	Disabled bool
+	Prober   Prober
+}
+
+// Sink receives every Result: exporters, alerts and history.
+type Sink interface {
+	Observe(Result)
+}
+
+// SinkFunc adapts a function to Sink.
+type SinkFunc func(Result)
+
+// Observe implements Sink.
+func (f SinkFunc) Observe(r Result) { f(r) }
+
+// ErrUnknownProbe and ErrUnknownTenant are returned for runs of things that
+// are not configured.
+var (
+	ErrUnknownProbe  = errors.New("unknown probe")
+	ErrUnknownTenant = errors.New("unknown tenant")
+)
+
+// Engine runs jobs under a global concurrency limit, never two runs of the
+// same probe and tenant at once, and hands every Result to the sinks. It is
+// used by the scheduler, the CLI and the HTTP API alike.
+type Engine struct {
+	sem   chan struct{}
+	sinks []Sink
+
+	mu       sync.Mutex
+	jobs     map[string]*Job
+	inflight map[string]*call
+	root     context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+type call struct {
+	done chan struct{}
+	res  Result
+}
+
+// NewEngine returns an engine allowing concurrency runs at once.
+func NewEngine(concurrency int, sinks ...Sink) *Engine {
+	if concurrency <= 0 {
+		concurrency = 1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Engine{
+		sem:      make(chan struct{}, concurrency),
+		sinks:    sinks,
+		jobs:     map[string]*Job{},
+		inflight: map[string]*call{},
+		root:     ctx,
+		cancel:   cancel,
+	}
+}
+
+// SetJobs replaces the configured jobs (on start and reload). Runs in flight
+// finish with the job they started with.
+func (e *Engine) SetJobs(jobs []*Job) {
+	m := make(map[string]*Job, len(jobs))
+	for _, j := range jobs {
+		m[j.Name] = j
+	}
+	e.mu.Lock()
+	e.jobs = m
+	e.mu.Unlock()
+}
+
+// SetConcurrency changes the limit for runs that start from now on.
+func (e *Engine) SetConcurrency(n int) {
+	if n <= 0 {
+		n = 1
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if cap(e.sem) != n {
+		e.sem = make(chan struct{}, n)
+	}
+}
+
+// Jobs returns the configured jobs sorted by name.
+func (e *Engine) Jobs() []*Job {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]*Job, 0, len(e.jobs))
+	for _, j := range e.jobs {
+		out = append(out, j)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
+	return out
+}
+
+// Job returns a job by name.
+func (e *Engine) Job(name string) (*Job, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	j, ok := e.jobs[name]
+	return j, ok
+}
+
+// Lookup checks that probe and tenant are configured together.
+func (e *Engine) Lookup(probe, tenant string) (*Job, error) {
+	j, ok := e.Job(probe)
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownProbe, probe)
+	}
+	for _, s := range j.Subjects {
+		if s == tenant {
+			return j, nil
+		}
+	}
+	if len(j.Subjects) == 1 && j.Subjects[0] == "" {
+		if tenant == "" {
+			return j, nil
+		}
+		return nil, fmt.Errorf("%w %q: probe %q is not per tenant", ErrUnknownTenant, tenant, probe)
+	}
+	return nil, fmt.Errorf("%w %q for probe %q", ErrUnknownTenant, tenant, probe)
+}
+
+// Run runs probe for tenant now and returns its Result. If a run of the same
+// probe and tenant is already in flight, Run waits for it and returns its
+// Result instead of starting another.
+func (e *Engine) Run(ctx context.Context, probe, tenant string) (Result, error) {
+	job, err := e.Lookup(probe, tenant)
+	if err != nil {
+		return Result{}, err
+	}
+	c, _ := e.start(job, tenant, time.Time{}) // joins a run already in flight
+	select {
+	case <-c.done:
+		return c.res, nil
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	}
+}
+
+// TryRun starts a scheduled run unless one of the same probe and tenant is in
+// flight, in which case the run is skipped (reported to sinks as skipped)
+// rather than stacked. planned is when the schedule wanted the run.
+func (e *Engine) TryRun(job *Job, tenant string, planned time.Time) (started bool) {
+	key := job.Name + "\x00" + tenant
+	e.mu.Lock()
+	_, busy := e.inflight[key]
+	e.mu.Unlock()
+	if busy {
+		e.publish(Result{Probe: job.Name, Type: job.Type, Tenant: tenant, Outcome: OutcomeSkipped, Started: time.Now()})
+		return false
+	}
+	_, started = e.start(job, tenant, planned)
+	return started
+}
+
+func (e *Engine) start(job *Job, tenant string, planned time.Time) (*call, bool) {
+	key := job.Name + "\x00" + tenant
+	e.mu.Lock()
+	if c, ok := e.inflight[key]; ok {
+		e.mu.Unlock()
+		return c, false
+	}
+	c := &call{done: make(chan struct{})}
+	e.inflight[key] = c
+	sem, root := e.sem, e.root
+	e.wg.Add(1)
+	e.mu.Unlock()
+
+	go func() {
+		defer e.wg.Done()
+		res := e.execute(root, sem, job, tenant, planned)
+		e.mu.Lock()
+		delete(e.inflight, key)
+		e.mu.Unlock()
+		c.res = res
+		close(c.done)
+		e.publish(res)
+	}()
+	return c, true
+}
+
+// LatenessKey is the Result.Signals key carrying how late a scheduled run
+// started against its plan, in seconds.
+const LatenessKey = "schedule_lateness_seconds"
+
+func (e *Engine) execute(root context.Context, sem chan struct{}, job *Job, tenant string, planned time.Time) (res Result) {
+	select {
+	case sem <- struct{}{}:
+	case <-root.Done():
+		return Result{Probe: job.Name, Type: job.Type, Tenant: tenant, Outcome: OutcomeSkipped, Started: time.Now()}
+	}
+	defer func() { <-sem }()
+	lateness := time.Duration(0)
+	if !planned.IsZero() {
+		lateness = time.Since(planned)
+	}
+	ctx, cancel := context.WithTimeout(root, job.Timeout)
+	defer cancel()
+	defer func() {
+		if p := recover(); p != nil {
+			res = Result{Probe: job.Name, Type: job.Type, Tenant: tenant, Outcome: OutcomeFailure,
+				Class: ClassInternal, Error: fmt.Sprintf("probe panicked: %v", p), Started: time.Now(), Steps: []Step{}}
+		}
+		if !planned.IsZero() {
+			res.SetSignal(LatenessKey, lateness.Seconds())
+		}
+	}()
+	res = job.Prober.Run(ctx, tenant)
+	res.Probe, res.Type, res.Tenant = job.Name, job.Type, tenant
+	if res.Outcome == "" {
+		res.Outcome = OutcomeSuccess
+	}
+	if res.Outcome == OutcomeFailure && ctx.Err() != nil && res.Class != ClassTimeout &&
+		errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		res.Class = ClassTimeout
+	}
+	if res.Outcome == OutcomeFailure && root.Err() != nil {
+		res.Class = ClassCancelled
+	}
+	return res
+}
+
+func (e *Engine) publish(r Result) {
+	for _, s := range e.sinks {
+		s.Observe(r)
+	}
+}
+
+// InFlight returns how many runs are in flight.
+func (e *Engine) InFlight() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.inflight)
+}
+
+// Shutdown waits up to grace for runs in flight, then cancels them and waits
+// for them to return.
+func (e *Engine) Shutdown(grace time.Duration) {
+	done := make(chan struct{})
+	go func() { e.wg.Wait(); close(done) }()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+	e.cancel()
+	<-done
+}

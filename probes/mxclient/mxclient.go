@@ -1,0 +1,228 @@
+// Package mxclient builds mautrix clients for probes and turns what a
+// homeserver answers into classified probe errors. It handles the good-citizen
+// rules every probe shares: 429 M_LIMIT_EXCEEDED waits retry_after_ms when the
+// wait fits in the run's deadline, and M_UNKNOWN_TOKEN is recognisable so the
+// caller can log in again.
+package mxclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"maunium.net/go/mautrix"
+
+	"github.com/mxprobe/mxprobe/probes"
+)
+
+// UserAgent is sent with every request.
+var UserAgent = "mxprobe"
+
+// ResponseSizeLimit bounds every Matrix response body.
+const ResponseSizeLimit = 8 << 20
+
+// New returns a mautrix client for the homeserver, using httpc (which must not
+// have its own retries) and no automatic retries or rate-limit sleeps: probes
+// decide that themselves within their deadline.
+func New(homeserverURL string, httpc *http.Client) (*mautrix.Client, error) {
+	cli, err := mautrix.NewClient(homeserverURL, "", "")
+	if err != nil {
+		return nil, probes.Errorf(probes.ClassConfig, "homeserver URL: %v", err)
+	}
+	if httpc != nil {
+		cli.Client = httpc
+	}
+	cli.UserAgent = UserAgent
+	cli.DefaultHTTPRetries = 0
+	cli.IgnoreRateLimit = true
+	cli.ResponseSizeLimit = ResponseSizeLimit
+	return cli, nil
+}
+
+// NewHTTPClient returns an HTTP client suited for probing: no overall timeout
+// (every request carries the run's context deadline), pooled connections.
+func NewHTTPClient() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = 256
+	tr.MaxIdleConnsPerHost = 64
+	tr.IdleConnTimeout = 90 * time.Second
+	tr.ResponseHeaderTimeout = 0
+	return &http.Client{Transport: tr}
+}
+
+// ErrCode returns the Matrix errcode of err, or "".
+func ErrCode(err error) string {
+	var he mautrix.HTTPError
+	if errors.As(err, &he) && he.RespError != nil {
+		return he.RespError.ErrCode
+	}
+	var re mautrix.RespError
+	if errors.As(err, &re) {
+		return re.ErrCode
+	}
+	return ""
+}
+
+// HTTPStatus returns the HTTP status of err, or 0.
+func HTTPStatus(err error) int {
+	var he mautrix.HTTPError
+	if errors.As(err, &he) && he.Response != nil {
+		return he.Response.StatusCode
+	}
+	return probes.StatusOf(err)
+}
+
+// IsUnknownToken reports whether the homeserver rejected the access token.
+func IsUnknownToken(err error) bool { return ErrCode(err) == "M_UNKNOWN_TOKEN" }
+
+// SoftLogout reports whether an M_UNKNOWN_TOKEN came with soft_logout: true.
+func SoftLogout(err error) bool {
+	var he mautrix.HTTPError
+	if errors.As(err, &he) && he.RespError != nil {
+		v, _ := he.RespError.ExtraData["soft_logout"].(bool)
+		return v
+	}
+	return false
+}
+
+// RetryAfter returns the wait a 429 asked for (retry_after_ms, or the
+// Retry-After header) and whether err is a rate limit at all.
+func RetryAfter(err error) (time.Duration, bool) {
+	var he mautrix.HTTPError
+	if !errors.As(err, &he) {
+		return 0, false
+	}
+	limited := (he.Response != nil && he.Response.StatusCode == http.StatusTooManyRequests) ||
+		(he.RespError != nil && he.RespError.ErrCode == "M_LIMIT_EXCEEDED")
+	if !limited {
+		return 0, false
+	}
+	if he.RespError != nil {
+		if ms, ok := he.RespError.ExtraData["retry_after_ms"].(float64); ok && ms >= 0 {
+			return time.Duration(ms * float64(time.Millisecond)), true
+		}
+	}
+	if he.Response != nil {
+		if ra := he.Response.Header.Get("Retry-After"); ra != "" {
+			var secs int
+			if _, err := fmt.Sscanf(ra, "%d", &secs); err == nil && secs >= 0 {
+				return time.Duration(secs) * time.Second, true
+			}
+		}
+	}
+	return 0, true
+}
+
+// Classify turns a mautrix error into a classified probe error with a short,
+// secret-free message.
+func Classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var pe *probes.Error
+	if errors.As(err, &pe) {
+		return err
+	}
+	var he mautrix.HTTPError
+	if !errors.As(err, &he) {
+		return &probes.Error{Class: probes.Classify(err), Err: err}
+	}
+	if he.Response == nil {
+		// Never got an answer: the wrapped transport error says why.
+		inner := he.WrappedError
+		if inner == nil {
+			inner = err
+		}
+		return &probes.Error{Class: probes.Classify(inner), Err: inner}
+	}
+	status := he.Response.StatusCode
+	if he.RespError != nil && status/100 != 2 {
+		class := probes.ClassForStatus(status)
+		if he.RespError.ErrCode == "M_LIMIT_EXCEEDED" {
+			class = probes.ClassRateLimited
+		} else if he.RespError.ErrCode == "M_UNKNOWN_TOKEN" || he.RespError.ErrCode == "M_MISSING_TOKEN" {
+			class = probes.ClassAuthFailed
+		}
+		msg := he.RespError.Err
+		if msg == "" {
+			msg = http.StatusText(status)
+		}
+		return &probes.Error{Class: class, Status: status, Err: fmt.Errorf("%s (HTTP %d): %s", he.RespError.ErrCode, status, Short(msg))}
+	}
+	if status/100 != 2 {
+		return &probes.Error{Class: probes.ClassForStatus(status), Status: status,
+			Err: fmt.Errorf("HTTP %d without a Matrix error body", status)}
+	}
+	// A 2xx answer we could not read.
+	inner := he.WrappedError
+	if inner == nil {
+		inner = errors.New(he.Message)
+	}
+	class := probes.Classify(inner)
+	if class == probes.ClassInternal {
+		class = probes.ClassBadResponse
+	}
+	return &probes.Error{Class: class, Status: status, Err: fmt.Errorf("HTTP %d: %s: %s", status, he.Message, Short(inner.Error()))}
+}
+
+// Short trims a message from a remote party to one line of at most 200 bytes.
+func Short(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
+		s = s[:i] + " …"
+	}
+	if len(s) > 200 {
+		cut := 200
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + " …"
+	}
+	return s
+}
+
+// RateLimitHook is told about every 429 the call met, and whether it waited.
+type RateLimitHook func(wait time.Duration, waited bool)
+
+// Call runs fn, and when the homeserver answers 429 waits retry_after_ms and
+// tries again, as long as the wait ends before ctx's deadline (leaving
+// margin for the retry itself). A limit that does not fit ends the call as
+// rate_limited. Errors come back classified.
+func Call(ctx context.Context, hook RateLimitHook, fn func(ctx context.Context) error) error {
+	const margin = 50 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		err := fn(ctx)
+		if err == nil {
+			return nil
+		}
+		wait, limited := RetryAfter(err)
+		if !limited {
+			return Classify(err)
+		}
+		if wait <= 0 {
+			wait = time.Duration(200*(attempt+1)) * time.Millisecond
+		}
+		deadline, has := ctx.Deadline()
+		if attempt >= 5 || (has && time.Until(deadline) < wait+margin) {
+			if hook != nil {
+				hook(wait, false)
+			}
+			return &probes.Error{Class: probes.ClassRateLimited, Status: http.StatusTooManyRequests,
+				Err: fmt.Errorf("rate limited: homeserver asked to wait %s, beyond the run's deadline", wait.Round(time.Millisecond))}
+		}
+		if hook != nil {
+			hook(wait, true)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return probes.WithClass(probes.Classify(ctx.Err()), ctx.Err())
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,130 @@
+package probes
+
+import (
+	"time"
+)
+
+// Recorder builds a Result while a probe runs: it times steps back to back,
+// so the steps of a run add up to (nearly) the run's own duration, and the
+// first failing step decides the run's class.
+type Recorder struct {
+	res   Result
+	start time.Time
+	now   func() time.Time
+	last  int // index of the last step, -1 if none
+}
+
+// NewRecorder starts a run record.
+func NewRecorder(probe, typ, tenant string) *Recorder {
+	now := time.Now()
+	return &Recorder{
+		res:   Result{Probe: probe, Type: typ, Tenant: tenant, Started: now, Outcome: OutcomeSuccess, Steps: []Step{}},
+		start: now,
+		now:   time.Now,
+		last:  -1,
+	}
+}
+
+// Step runs fn as a timed step named name. A returned error marks the step
+// failed and, if no earlier step failed, the run as well; the error is
+// returned unchanged so the probe can stop.
+func (r *Recorder) Step(name string, fn func() error) error {
+	t0 := r.now()
+	err := fn()
+	r.record(name, r.now().Sub(t0), err, true)
+	return err
+}
+
+// SoftStep is Step for steps whose failure is counted but does not fail the
+// run (cleanup after the main path succeeded).
+func (r *Recorder) SoftStep(name string, fn func() error) error {
+	t0 := r.now()
+	err := fn()
+	r.record(name, r.now().Sub(t0), err, false)
+	return err
+}
+
+// AddStep records a step timed elsewhere (for example one hop of an HTTP
+// redirect chain).
+func (r *Recorder) AddStep(name string, d time.Duration, err error) {
+	r.record(name, d, err, true)
+}
+
+func (r *Recorder) record(name string, d time.Duration, err error, failsRun bool) {
+	st := Step{Name: name, Duration: d, OK: err == nil}
+	if err != nil {
+		st.Class = Classify(err)
+		st.Error = err.Error()
+		st.Status = StatusOf(err)
+	}
+	r.res.Steps = append(r.res.Steps, st)
+	r.last = len(r.res.Steps) - 1
+	if err != nil && failsRun {
+		r.Fail(name, err)
+	}
+}
+
+// Note attaches a short, secret-free detail to the last step.
+func (r *Recorder) Note(detail string) {
+	if r.last < 0 {
+		return
+	}
+	if r.res.Steps[r.last].Detail != "" {
+		r.res.Steps[r.last].Detail += "; " + detail
+		return
+	}
+	r.res.Steps[r.last].Detail = detail
+}
+
+// SetStatus sets the HTTP status of the last step.
+func (r *Recorder) SetStatus(status int) {
+	if r.last >= 0 {
+		r.res.Steps[r.last].Status = status
+	}
+}
+
+// Fail marks the run failed at step (unless it already failed). Warning
+// classes (rate limiting) give a warning outcome instead of a failure.
+func (r *Recorder) Fail(step string, err error) {
+	if r.res.Outcome == OutcomeFailure || r.res.Outcome == OutcomeWarning {
+		return
+	}
+	class := Classify(err)
+	r.res.Class = class
+	r.res.Step = step
+	r.res.Error = err.Error()
+	if class.Warning() {
+		r.res.Outcome = OutcomeWarning
+	} else {
+		r.res.Outcome = OutcomeFailure
+	}
+}
+
+// Warn marks a run that passed with a warning (a threshold near its limit).
+func (r *Recorder) Warn(step string, class Class, msg string) {
+	if r.res.Outcome != OutcomeSuccess {
+		return
+	}
+	r.res.Outcome = OutcomeWarning
+	r.res.Class = class
+	r.res.Step = step
+	r.res.Error = msg
+}
+
+// Failed reports whether the run has failed or warned so far.
+func (r *Recorder) Failed() bool { return r.res.Outcome != OutcomeSuccess }
+
+// Count adds n to a named count of the run.
+func (r *Recorder) Count(name string, n int) { r.res.AddCount(name, n) }
+
+// Signal records a numeric signal of the run.
+func (r *Recorder) Signal(name string, v float64) { r.res.SetSignal(name, v) }
+
+// SetMethod records the login method used.
+func (r *Recorder) SetMethod(m string) { r.res.Method = m }
+
+// Finish closes the record and returns the Result.
+func (r *Recorder) Finish() Result {
+	r.res.Duration = r.now().Sub(r.start)
+	return r.res
+}

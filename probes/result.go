@@ -1,0 +1,282 @@
+// Package probes holds what every probe shares: the Result a run produces,
+// the timed steps inside it, the failure classes, the engine that runs probes
+// under a concurrency limit, and the scheduler that triggers them.
+//
+// A probe returns a Result and knows nothing about metrics, alerts or HTTP;
+// sinks (exporters, alerts, history) consume Results and know nothing about
+// Matrix.
+package probes
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"syscall"
+	"time"
+)
+
+// Class is the failure class of a run or a step. The empty class means success.
+type Class string
+
+// Failure classes shared by every probe. Probes may add their own (the MAS
+// login adds discovery, registration, consent, ...), keeping them short,
+// lower-case and bounded so they can be used as metric label values.
+const (
+	ClassNone             Class = ""
+	ClassUnreachable      Class = "unreachable"
+	ClassTimeout          Class = "timeout"
+	ClassHTTP5xx          Class = "http_5xx"
+	ClassAuthFailed       Class = "auth_failed"
+	ClassRateLimited      Class = "rate_limited"
+	ClassBadResponse      Class = "bad_response"
+	ClassIdentityMismatch Class = "identity_mismatch"
+	ClassForbidden        Class = "forbidden"
+	ClassNotFound         Class = "not_found"
+	ClassThreshold        Class = "threshold"
+	ClassConfig           Class = "config"
+	ClassCancelled        Class = "cancelled"
+	ClassInternal         Class = "internal"
+)
+
+// Warning reports whether a failure of this class is a warning rather than an
+// outage: the homeserver asked us to slow down, which is not the deployment
+// being broken.
+func (c Class) Warning() bool { return c == ClassRateLimited }
+
+// Outcome is the verdict of a run.
+type Outcome string
+
+const (
+	OutcomeSuccess Outcome = "success"
+	OutcomeWarning Outcome = "warning"
+	OutcomeFailure Outcome = "failure"
+	OutcomeSkipped Outcome = "skipped"
+)
+
+// Step is one timed part of a run.
+type Step struct {
+	Name     string        `json:"name"`
+	Duration time.Duration `json:"-"`
+	OK       bool          `json:"ok"`
+	Class    Class         `json:"class,omitempty"`
+	Error    string        `json:"error,omitempty"`
+	// Status is the HTTP status of the step's last request, where there was one.
+	Status int `json:"status,omitempty"`
+	// Detail is a short, secret-free note ("joined first", "fallback discovery").
+	Detail string `json:"detail,omitempty"`
+}
+
+// Result is what one probe run produces.
+type Result struct {
+	Probe    string        `json:"probe"`
+	Type     string        `json:"type"`
+	Tenant   string        `json:"tenant"`
+	Outcome  Outcome       `json:"outcome"`
+	Class    Class         `json:"class,omitempty"`
+	Step     string        `json:"failed_step,omitempty"`
+	Error    string        `json:"error,omitempty"`
+	Started  time.Time     `json:"started"`
+	Duration time.Duration `json:"-"`
+	Steps    []Step        `json:"steps"`
+	// Signals are numeric observations of the run (message delivery seconds,
+	// Synapse health signals...). Alert rules and exporters read them by name.
+	Signals map[string]float64 `json:"signals,omitempty"`
+	// Counts are event counters of the run (rate limits met, token refreshes...).
+	Counts map[string]int `json:"counts,omitempty"`
+	// Method is the login method used, where the probe logged in.
+	Method string `json:"method,omitempty"`
+}
+
+// Count names used in Result.Counts.
+const (
+	CountRateLimited    = "rate_limited"
+	CountTokenRefresh   = "token_refresh"
+	CountLogin          = "login"
+	CountCleanupFailure = "cleanup_failure"
+)
+
+// Signal names shared between probes and sinks.
+const (
+	SignalDeliverySeconds = "message_delivery_seconds"
+)
+
+// OK reports whether the run is not a failure (success or warning).
+func (r *Result) OK() bool { return r.Outcome == OutcomeSuccess || r.Outcome == OutcomeWarning }
+
+// StepDuration returns the duration of the named step and whether it ran.
+func (r *Result) StepDuration(name string) (time.Duration, bool) {
+	for _, s := range r.Steps {
+		if s.Name == name {
+			return s.Duration, true
+		}
+	}
+	return 0, false
+}
+
+// AddCount adds n to the named count.
+func (r *Result) AddCount(name string, n int) {
+	if r.Counts == nil {
+		r.Counts = map[string]int{}
+	}
+	r.Counts[name] += n
+}
+
+// SetSignal records a numeric signal.
+func (r *Result) SetSignal(name string, v float64) {
+	if r.Signals == nil {
+		r.Signals = map[string]float64{}
+	}
+	r.Signals[name] = v
+}
+
+// Error is an error with a failure class and, optionally, the HTTP status
+// that produced it. Probes return it from steps so the recorder can classify.
+type Error struct {
+	Class  Class
+	Status int
+	Err    error
+}
+
+func (e *Error) Error() string {
+	if e.Err == nil {
+		return string(e.Class)
+	}
+	return e.Err.Error()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf builds a classified error.
+func Errorf(class Class, format string, args ...any) error {
+	return &Error{Class: class, Err: fmt.Errorf(format, args...)}
+}
+
+// WithClass wraps err with a class (keeps err's own class if it has one and
+// class is empty).
+func WithClass(class Class, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Class: class, Err: err}
+}
+
+// Classify finds the failure class of err: an explicit *Error wins; otherwise
+// context deadlines are timeouts, and network errors that never reached the
+// server are unreachable.
+func Classify(err error) Class {
+	if err == nil {
+		return ClassNone
+	}
+	var pe *Error
+	if errors.As(err, &pe) && pe.Class != ClassNone {
+		return pe.Class
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return ClassTimeout
+	}
+	if errors.Is(err, context.Canceled) {
+		return ClassCancelled
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return ClassTimeout
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) ||
+		errors.Is(err, syscall.ENETUNREACH) {
+		return ClassUnreachable
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return ClassUnreachable
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "dial" {
+		return ClassUnreachable
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		// A transport failure after the connection was made (reset, EOF mid-body).
+		return ClassBadResponse
+	}
+	return ClassInternal
+}
+
+// StatusOf returns the HTTP status carried by err, or 0.
+func StatusOf(err error) int {
+	var pe *Error
+	if errors.As(err, &pe) {
+		return pe.Status
+	}
+	return 0
+}
+
+// ClassForStatus maps an HTTP status to a failure class.
+func ClassForStatus(status int) Class {
+	switch {
+	case status >= 500:
+		return ClassHTTP5xx
+	case status == 429:
+		return ClassRateLimited
+	case status == 401:
+		return ClassAuthFailed
+	case status == 403:
+		return ClassForbidden
+	case status == 404:
+		return ClassNotFound
+	case status >= 400:
+		return ClassBadResponse
+	}
+	return ClassNone
+}
+
+// MarshalJSON writes durations as seconds.
+func (s Step) MarshalJSON() ([]byte, error) {
+	type plain Step
+	return json.Marshal(struct {
+		plain
+		Duration float64 `json:"duration_seconds"`
+	}{plain(s), s.Duration.Seconds()})
+}
+
+// UnmarshalJSON reads durations written as seconds.
+func (s *Step) UnmarshalJSON(b []byte) error {
+	type plain Step
+	var v struct {
+		plain
+		Duration float64 `json:"duration_seconds"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*s = Step(v.plain)
+	s.Duration = time.Duration(v.Duration * float64(time.Second))
+	return nil
+}
+
+// MarshalJSON writes durations as seconds.
+func (r Result) MarshalJSON() ([]byte, error) {
+	type plain Result
+	return json.Marshal(struct {
+		plain
+		Duration float64 `json:"duration_seconds"`
+	}{plain(r), r.Duration.Seconds()})
+}
+
+// UnmarshalJSON reads durations written as seconds.
+func (r *Result) UnmarshalJSON(b []byte) error {
+	type plain Result
+	var v struct {
+		plain
+		Duration float64 `json:"duration_seconds"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*r = Result(v.plain)
+	r.Duration = time.Duration(v.Duration * float64(time.Second))
+	return nil
+}
