@@ -92,7 +92,9 @@ func validate(c *Config) Errors {
 			}
 		}
 	}
-	errs = append(errs, validateProbeSections(c)...)
+	errs = append(errs, validateMAS(c)...)
+	errs = append(errs, validateRoundtrip(c)...)
+	errs = append(errs, validateSynapse(c)...)
 	errs = append(errs, validateAlerting(c)...)
 	errs = append(errs, validateWeb(c)...)
 	return errs

@@ -11,12 +11,6 @@ type RoundtripConfig struct {
 // RoomMessageConfig configures the persistent-room message probe.
 type RoomMessageConfig struct{}
 
-// SynapseConfig configures the Synapse metrics probe.
-type SynapseConfig struct {
-	// URL is the metrics page.
-	URL string `yaml:"url" json:"url"`
-}
+func applyRoundtripDefaults(c *Config) {}
 
-func applyProbeDefaults(c *Config) {}
-
-func validateProbeSections(c *Config) Errors { return nil }
+func validateRoundtrip(c *Config) Errors { return nil }
