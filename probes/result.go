@@ -84,6 +84,9 @@ type Result struct {
 	Steps    []Step        `json:"steps"`
 	// Signals are numeric observations of the run (message delivery seconds,
 	// Synapse health signals...). Alert rules and exporters read them by name.
+	// A signal about one part of the target is named "<signal>:<part>", for
+	// example "http_5xx_ratio:RoomSendEventRestServlet"; a plain name is the
+	// whole ("http_5xx_ratio").
 	Signals map[string]float64 `json:"signals,omitempty"`
 	// Counts are event counters of the run (rate limits met, token refreshes...).
 	Counts map[string]int `json:"counts,omitempty"`

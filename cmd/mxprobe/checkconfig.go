@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/probes/auth"
 )
 
 // checkConfig is `mxprobe check-config`: one line per problem, exit 1 on any.
@@ -21,7 +22,11 @@ func checkConfig(c *cli, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
-	d := &deps{cfg: cfg, logger: discard()}
+	d, err := newDeps(cfg, auth.NewManager(nil), nil, discard())
+	if err != nil {
+		fmt.Fprintf(stderr, "%v\n", err)
+		return 1
+	}
 	if _, err := buildJobs(d); err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
 		return 1

@@ -53,7 +53,11 @@ func runOnce(c *cli, logger *slog.Logger, stdout, stderr io.Writer) int {
 		p.Timeout = config.Duration(d)
 	}
 	httpc := mxclient.NewHTTPClient()
-	d := &deps{cfg: cfg, auth: auth.NewManager(httpc), http: httpc, logger: logger}
+	d, err := newDeps(cfg, auth.NewManager(httpc), httpc, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "mxprobe: %v\n", err)
+		return 2
+	}
 	jobs, err := buildJobs(d)
 	if err != nil {
 		fmt.Fprintf(stderr, "mxprobe: %v\n", err)

@@ -96,9 +96,11 @@ func (d *daemon) apply() error {
 	if err != nil {
 		return err
 	}
-	nd := *d.deps
-	nd.cfg = cfg
-	jobs, err := buildJobs(&nd)
+	nd, err := newDeps(cfg, d.deps.auth, d.deps.http, d.logger)
+	if err != nil {
+		return err
+	}
+	jobs, err := buildJobs(nd)
 	if err != nil {
 		return err
 	}
@@ -110,7 +112,7 @@ func (d *daemon) apply() error {
 	if d.sched != nil {
 		d.sched.Stop()
 	}
-	d.deps = &nd
+	d.deps = nd
 	d.cfg.Store(cfg)
 	d.engine.SetConcurrency(cfg.Global.Concurrency)
 	d.engine.SetJobs(jobs)

@@ -34,6 +34,20 @@ var builders = map[string]builder{
 	},
 }
 
+// managerHooks configure the shared login manager for a configuration
+// (register the MAS login methods, ...). They run wherever deps are built.
+var managerHooks []func(m *auth.Manager, cfg *config.Config) error
+
+// newDeps builds the probe dependencies for cfg around a shared manager.
+func newDeps(cfg *config.Config, m *auth.Manager, httpc *http.Client, logger *slog.Logger) (*deps, error) {
+	for _, h := range managerHooks {
+		if err := h(m, cfg); err != nil {
+			return nil, err
+		}
+	}
+	return &deps{cfg: cfg, auth: m, http: httpc, logger: logger}, nil
+}
+
 // tenantFilters narrow the tenants this process runs (sharding).
 var tenantFilters []func(ids []string) []string
 
