@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,6 +31,9 @@ type Options struct {
 type Server struct {
 	Mux  *http.ServeMux
 	opts Options
+
+	mu     sync.RWMutex
+	alerts Alerts
 }
 
 // New builds the server and its lifecycle routes.
