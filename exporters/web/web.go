@@ -32,8 +32,10 @@ type Server struct {
 	Mux  *http.ServeMux
 	opts Options
 
-	mu     sync.RWMutex
-	alerts Alerts
+	mu         sync.RWMutex
+	alerts     Alerts
+	features   Features
+	sessionKey []byte
 }
 
 // New builds the server and its lifecycle routes.

@@ -1,0 +1,251 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/mxprobe/mxprobe/probes"
+)
+
+// ErrUnknownSilence is what an Alerts implementation returns (wrapped) from
+// DeleteSilence for an id it does not know; the API answers 404.
+var ErrUnknownSilence = errors.New("unknown silence")
+
+const maxBody = 64 << 10
+
+func (s *Server) registerAPI() {
+	s.Mux.HandleFunc("POST /api/v1/probes/{probe}/run", s.apiRun)
+	s.Mux.HandleFunc("GET /api/v1/probes", s.read(s.apiProbes))
+	s.Mux.HandleFunc("GET /api/v1/results", s.read(s.apiResults))
+	s.Mux.HandleFunc("GET /api/v1/alerts", s.read(s.apiAlerts))
+	s.Mux.HandleFunc("GET /api/v1/silences", s.read(s.apiSilences))
+	s.Mux.HandleFunc("POST /api/v1/silences", s.write(s.apiAddSilence))
+	s.Mux.HandleFunc("DELETE /api/v1/silences", s.write(s.apiDeleteSilence))
+	s.Mux.HandleFunc("DELETE /api/v1/silences/{id}", s.write(s.apiDeleteSilence))
+}
+
+// apiError is the body of every API error.
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func jsonError(w http.ResponseWriter, code int, format string, args ...any) {
+	writeJSON(w, code, apiError{Error: fmt.Sprintf(format, args...)})
+}
+
+func unauthorized(w http.ResponseWriter, write bool) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="mxprobe"`)
+	what := "this endpoint needs the API token"
+	if write {
+		what = "changes need the API token"
+	}
+	jsonError(w, http.StatusUnauthorized, "%s: send \"Authorization: Bearer <web.api_token>\" (or X-Mxprobe-Token behind basic auth)", what)
+}
+
+func (s *Server) read(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.authorized(r, s.settings(), false) {
+			unauthorized(w, false)
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.authorized(r, s.settings(), true) {
+			unauthorized(w, true)
+			return
+		}
+		h(w, r)
+	}
+}
+
+// lookupStatus maps a Lookup error to a message and status.
+func lookupError(err error) (int, string) {
+	if errors.Is(err, probes.ErrUnknownProbe) || errors.Is(err, probes.ErrUnknownTenant) {
+		return http.StatusNotFound, err.Error()
+	}
+	return http.StatusInternalServerError, err.Error()
+}
+
+// apiRun is POST /api/v1/probes/{probe}/run?tenant=T: run now and return the
+// Result. A run already in flight for the probe and tenant is joined, not
+// stacked; the engine's concurrency limit applies.
+func (s *Server) apiRun(w http.ResponseWriter, r *http.Request) {
+	if !s.authorized(r, s.settings(), true) {
+		unauthorized(w, true)
+		return
+	}
+	probe, tenant := r.PathValue("probe"), r.URL.Query().Get("tenant")
+	res, code, err := s.runNow(r.Context(), probe, tenant)
+	if err != nil {
+		jsonError(w, code, "%v", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) runNow(ctx context.Context, probe, tenant string) (probes.Result, int, error) {
+	run := s.features.Runner
+	if run == nil {
+		return probes.Result{}, http.StatusServiceUnavailable, errors.New("no probes are configured yet")
+	}
+	if _, err := run.Lookup(probe, tenant); err != nil {
+		code, msg := lookupError(err)
+		return probes.Result{}, code, errors.New(msg)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.features.RunTimeout)
+	defer cancel()
+	res, err := run.Run(ctx, probe, tenant)
+	if err != nil {
+		code, msg := lookupError(err)
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			code, msg = http.StatusGatewayTimeout, "the run did not finish in time; its result will appear in /api/v1/results"
+		}
+		return probes.Result{}, code, errors.New(msg)
+	}
+	return res, http.StatusOK, nil
+}
+
+// ProbeInfo lists a configured probe and its tenants.
+type ProbeInfo struct {
+	Name     string   `json:"name"`
+	Type     string   `json:"type"`
+	Disabled bool     `json:"disabled,omitempty"`
+	Tenants  []string `json:"tenants"`
+}
+
+func (s *Server) apiProbes(w http.ResponseWriter, r *http.Request) {
+	out := []ProbeInfo{}
+	if s.features.Runner != nil {
+		for _, j := range s.features.Runner.Jobs() {
+			ts := j.Subjects
+			if len(ts) == 1 && ts[0] == "" {
+				ts = []string{}
+			}
+			out = append(out, ProbeInfo{Name: j.Name, Type: j.Type, Disabled: j.Disabled, Tenants: append([]string{}, ts...)})
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// apiResults is GET /api/v1/results[?probe=P][&tenant=T]: the latest Result
+// per probe and tenant.
+func (s *Server) apiResults(w http.ResponseWriter, r *http.Request) {
+	out := []probes.Result{}
+	if s.features.Results != nil {
+		q := r.URL.Query()
+		for _, res := range s.features.Results.Latest() {
+			if p := q.Get("probe"); p != "" && p != res.Probe {
+				continue
+			}
+			if q.Has("tenant") && q.Get("tenant") != res.Tenant {
+				continue
+			}
+			out = append(out, res)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) apiAlerts(w http.ResponseWriter, r *http.Request) {
+	out := []AlertView{}
+	if a := s.alertsSource(); a != nil {
+		out = append(out, a.Alerts()...)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func noAlerting(w http.ResponseWriter) {
+	jsonError(w, http.StatusNotFound, "alerting is not configured (no alerting section in the configuration)")
+}
+
+func (s *Server) apiSilences(w http.ResponseWriter, r *http.Request) {
+	a := s.alertsSource()
+	if a == nil {
+		noAlerting(w)
+		return
+	}
+	out := append([]Silence{}, a.Silences()...)
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) apiAddSilence(w http.ResponseWriter, r *http.Request) {
+	a := s.alertsSource()
+	if a == nil {
+		noAlerting(w)
+		return
+	}
+	var sil Silence
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&sil); err != nil {
+		jsonError(w, http.StatusBadRequest, "bad silence: %v (expected {\"matchers\": {\"label\": \"value\"}, \"starts_at\": RFC 3339, \"ends_at\": RFC 3339, \"comment\": \"...\", \"created_by\": \"...\"})", err)
+		return
+	}
+	if len(sil.Matchers) == 0 {
+		jsonError(w, http.StatusBadRequest, "bad silence: matchers must name at least one label")
+		return
+	}
+	if sil.EndsAt.IsZero() {
+		jsonError(w, http.StatusBadRequest, "bad silence: ends_at is missing")
+		return
+	}
+	if sil.StartsAt.IsZero() {
+		sil.StartsAt = s.features.Now()
+	}
+	if !sil.EndsAt.After(sil.StartsAt) {
+		jsonError(w, http.StatusBadRequest, "bad silence: ends_at must be after starts_at")
+		return
+	}
+	if strings.TrimSpace(sil.CreatedBy) == "" {
+		sil.CreatedBy = "api"
+	}
+	sil.ID = ""
+	out, err := a.AddSilence(sil)
+	if err != nil {
+		jsonError(w, http.StatusBadRequest, "silence not added: %v", err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, out)
+}
+
+func (s *Server) apiDeleteSilence(w http.ResponseWriter, r *http.Request) {
+	a := s.alertsSource()
+	if a == nil {
+		noAlerting(w)
+		return
+	}
+	id := r.PathValue("id")
+	if id == "" {
+		id = r.URL.Query().Get("id")
+	}
+	if id == "" {
+		jsonError(w, http.StatusBadRequest, "name the silence: DELETE /api/v1/silences/{id} or ?id=")
+		return
+	}
+	if err := a.DeleteSilence(id); err != nil {
+		code := http.StatusBadRequest
+		if errors.Is(err, ErrUnknownSilence) {
+			code = http.StatusNotFound
+		}
+		jsonError(w, code, "silence %q not deleted: %v", id, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

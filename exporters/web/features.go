@@ -1,0 +1,199 @@
+package web
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mxprobe/mxprobe/exporters/history"
+	"github.com/mxprobe/mxprobe/probes"
+)
+
+// Runner runs probes on demand. *probes.Engine implements it: Run respects
+// the concurrency limit and joins a run already in flight for the same probe
+// and tenant; Lookup reports probes.ErrUnknownProbe / ErrUnknownTenant.
+type Runner interface {
+	Run(ctx context.Context, probe, tenant string) (probes.Result, error)
+	Lookup(probe, tenant string) (*probes.Job, error)
+	Jobs() []*probes.Job
+}
+
+// Results is the run history; *history.Store implements it.
+type Results interface {
+	Entries() []history.Entry
+	Latest() []probes.Result
+}
+
+// Settings are the web settings in force, read at request time so a reload
+// applies at once.
+type Settings struct {
+	// Token is the API token; "" leaves the mutating endpoints open.
+	Token string
+	// ProtectReads makes reads (API, /probe, the page) need the token too.
+	ProtectReads bool
+	// Title heads the status page.
+	Title string
+	// SparklineRuns is how many runs the sparkline shows.
+	SparklineRuns int
+	// Refresh reloads the page in the browser (0: never).
+	Refresh time.Duration
+	// TenantNames are display names by tenant id.
+	TenantNames map[string]string
+}
+
+// Features are the parts the API, /probe and the status page run on.
+type Features struct {
+	Runner   Runner
+	Results  Results
+	Settings func() Settings
+	// RunTimeout bounds how long a run-now request waits (default 5 minutes;
+	// the probe's own timeout normally ends it first).
+	RunTimeout time.Duration
+	// Now is the clock of the page (tests); default time.Now.
+	Now func() time.Time
+}
+
+// Enable adds the API (/api/v1/...), /probe and the status page (/) to the
+// server. Call it once, before serving.
+func (s *Server) Enable(f Features) {
+	if f.Settings == nil {
+		f.Settings = func() Settings { return Settings{} }
+	}
+	if f.RunTimeout <= 0 {
+		f.RunTimeout = 5 * time.Minute
+	}
+	if f.Now == nil {
+		f.Now = time.Now
+	}
+	s.mu.Lock()
+	s.features = f
+	if s.sessionKey == nil {
+		s.sessionKey = make([]byte, 32)
+		_, _ = rand.Read(s.sessionKey)
+	}
+	s.mu.Unlock()
+	s.registerAPI()
+	s.registerProbe()
+	s.registerStatus()
+}
+
+func (s *Server) settings() Settings {
+	st := s.features.Settings()
+	if st.Title == "" {
+		st.Title = "mxprobe"
+	}
+	if st.SparklineRuns <= 0 {
+		st.SparklineRuns = 30
+	}
+	return st
+}
+
+// tokenEqual compares in constant time (over digests, so the length of the
+// token does not leak either).
+func tokenEqual(given, want string) bool {
+	if want == "" || given == "" {
+		return false
+	}
+	a := sha256.Sum256([]byte(given))
+	b := sha256.Sum256([]byte(want))
+	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
+}
+
+// requestToken is the API token a request carries: "Authorization: Bearer"
+// or, behind the web config's basic auth (which takes the Authorization
+// header), "X-Mxprobe-Token".
+func requestToken(r *http.Request) string {
+	if t := r.Header.Get("X-Mxprobe-Token"); t != "" {
+		return t
+	}
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+// authorized reports whether r may do a write (write=true) or a read.
+func (s *Server) authorized(r *http.Request, st Settings, write bool) bool {
+	if st.Token == "" {
+		return true
+	}
+	if !write && !st.ProtectReads {
+		return true
+	}
+	return tokenEqual(requestToken(r), st.Token) || (!write && s.validSession(r, st))
+}
+
+const (
+	sessionCookie = "mxprobe_session"
+	sessionTTL    = 12 * time.Hour
+)
+
+func (s *Server) mac(parts ...string) string {
+	m := hmac.New(sha256.New, s.sessionKey)
+	for _, p := range parts {
+		m.Write([]byte(p))
+		m.Write([]byte{0})
+	}
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// tokenID ties sessions to the token in force: a new token (reload) ends
+// every session made with the old one.
+func tokenID(token string) string {
+	h := sha256.Sum256([]byte("mxprobe-session\x00" + token))
+	return base64.RawURLEncoding.EncodeToString(h[:8])
+}
+
+// newSession returns a cookie value: expiry and an HMAC over it and the token.
+func (s *Server) newSession(st Settings) string {
+	exp := strconv.FormatInt(s.features.Now().Add(sessionTTL).Unix(), 10)
+	return exp + "." + s.mac("session", exp, tokenID(st.Token))
+}
+
+func (s *Server) session(r *http.Request, st Settings) (string, bool) {
+	if st.Token == "" {
+		return "", false
+	}
+	c, err := r.Cookie(sessionCookie)
+	if err != nil {
+		return "", false
+	}
+	exp, sig, ok := strings.Cut(c.Value, ".")
+	if !ok {
+		return "", false
+	}
+	n, err := strconv.ParseInt(exp, 10, 64)
+	if err != nil || s.features.Now().Unix() > n {
+		return "", false
+	}
+	if !hmac.Equal([]byte(sig), []byte(s.mac("session", exp, tokenID(st.Token)))) {
+		return "", false
+	}
+	return c.Value, true
+}
+
+func (s *Server) validSession(r *http.Request, st Settings) bool {
+	_, ok := s.session(r, st)
+	return ok
+}
+
+// csrfToken is bound to the session, so a page from another origin cannot
+// know it.
+func (s *Server) csrfToken(session string) string { return s.mac("csrf", session) }
+
+func (s *Server) csrfOK(r *http.Request, st Settings) bool {
+	sess, ok := s.session(r, st)
+	if !ok {
+		return false
+	}
+	want := s.csrfToken(sess)
+	return hmac.Equal([]byte(r.PostFormValue("csrf")), []byte(want))
+}
