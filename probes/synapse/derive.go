@@ -274,9 +274,9 @@ func Derive(prev, cur *Snapshot, o Options) Derived {
 	}
 	var (
 		resp, resp5, recv, txnN, txnS, events, edus, presence, cpu, cpuParts float64
-		allHistCount, allHist5, legacyAll, legacyAll5                         float64
-		sched, tick                                                           histAgg
-		cpuSeen, cpuPartsSeen                                                 bool
+		allHistCount, allHist5, legacyAll, legacyAll5                        float64
+		sched, tick                                                          histAgg
+		cpuSeen, cpuPartsSeen                                                bool
 	)
 	resets := 0
 	for _, s := range cur.order {
