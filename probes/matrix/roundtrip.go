@@ -1,0 +1,340 @@
+package matrix
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/probes"
+	"github.com/mxprobe/mxprobe/probes/auth"
+	"github.com/mxprobe/mxprobe/probes/mxclient"
+)
+
+// Probe-room markers: a creation content field and a state event, so rooms a
+// crash left behind are recognisable (the name prefix is for people).
+const (
+	// MarkerEventType is the state event (state key "") every probe room has.
+	MarkerEventType = "org.mxprobe.probe_room"
+	// CreationMarker is the creation_content field of probe rooms.
+	CreationMarker = "org.mxprobe.probe_room"
+)
+
+// ClassPowerLevel: the bot holds less than the configured power level.
+const ClassPowerLevel probes.Class = "insufficient_power"
+
+// Marker is the content of the marker state event.
+type Marker struct {
+	Probe     string `json:"probe"`
+	Tenant    string `json:"tenant"`
+	CreatedMS int64  `json:"created_ms"`
+}
+
+var markerType = event.Type{Type: MarkerEventType, Class: event.StateEventType}
+
+// RoundtripProbe is the room round trip: the tenant bot creates a private,
+// marked probe room, invites the peer, the peer joins, the bot sends a
+// message with a nonce and the peer sees it through /sync; then the bot's
+// power level (and, when configured, its display name) is checked, and both
+// leave and forget the room. Cleanup always runs, with its own deadline; a
+// sweep removes probe rooms a crash left behind.
+type RoundtripProbe struct {
+	Name     string
+	Manager  *auth.Manager
+	Config   *config.Config
+	Settings *config.RoundtripConfig
+
+	mu    sync.Mutex
+	swept map[string]time.Time // tenant → last successful sweep
+
+	// Test hooks: afterStep is called after each main step; crash skips
+	// cleanup (a process that died mid-run).
+	afterStep func(step string)
+	crash     bool
+}
+
+func (p *RoundtripProbe) settings() *config.RoundtripConfig {
+	if p.Settings != nil {
+		return p.Settings
+	}
+	return &config.RoundtripConfig{}
+}
+
+// actors resolves the bot and the peer of a tenant.
+func (p *RoundtripProbe) actors(tenant string) (bot, peer *actor, err error) {
+	t, ok := p.Config.Tenant(tenant)
+	if !ok {
+		return nil, nil, probes.Errorf(probes.ClassConfig, "unknown tenant %q", tenant)
+	}
+	ba, err := auth.NewAccount(t, "bot", t.Bot)
+	if err != nil {
+		return nil, nil, err
+	}
+	bot = &actor{acct: ba}
+	peerCfg, shared := t.Peer, false
+	if peerCfg == nil && p.Settings != nil && p.Settings.Peer != nil {
+		peerCfg, shared = p.Settings.Peer, true
+	}
+	if peerCfg == nil {
+		return bot, nil, probes.Errorf(probes.ClassConfig, "no peer account for tenant %q (roundtrip.peer or the tenant's peer)", tenant)
+	}
+	pa, err := auth.NewAccount(t, "peer", *peerCfg)
+	if err != nil {
+		return bot, nil, err
+	}
+	if shared {
+		// One session (and one device) of the shared peer per homeserver,
+		// not one per tenant.
+		pa.Key = "shared-peer@" + strings.TrimRight(pa.HomeserverURL, "/")
+	}
+	return bot, &actor{acct: pa, prefix: "peer_"}, nil
+}
+
+// Run implements probes.Prober.
+func (p *RoundtripProbe) Run(ctx context.Context, tenant string) probes.Result {
+	rec := probes.NewRecorder(p.Name, config.TypeRoundtrip, tenant)
+	r := &runner{rec: rec, m: p.Manager}
+	s := p.settings()
+	bot, peer, err := p.actors(tenant)
+	if err != nil {
+		rec.AddStep("login", 0, err)
+		return rec.Finish()
+	}
+	if r.login(ctx, bot) != nil || r.login(ctx, peer) != nil {
+		return rec.Finish()
+	}
+	if p.sweepDue(tenant) {
+		p.sweepStep(ctx, r, tenant, bot, peer)
+	}
+
+	var (
+		room    id.RoomID
+		invited bool
+		joined  bool
+	)
+	defer func() {
+		// Cleanup runs after failures, timeouts and cancellations too, with a
+		// deadline of its own.
+		if room == "" || p.crash {
+			return
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.CleanupTimeout.D())
+		defer cancel()
+		p.cleanup(cctx, r, room, bot, peer, invited, joined)
+	}()
+
+	hook := func(name string) {
+		if p.afterStep != nil {
+			p.afterStep(name)
+		}
+	}
+	nonce := newNonce()
+	created := time.Now()
+	err = r.step(ctx, "create_room", bot, func(ctx context.Context, cli *mautrix.Client) error {
+		var resp struct {
+			RoomID id.RoomID `json:"room_id"`
+		}
+		_, err := cli.MakeRequest(ctx, http.MethodPost, cli.BuildClientURL("v3", "createRoom"), p.createRequest(tenant, created), &resp)
+		if err == nil && resp.RoomID == "" {
+			return probes.Errorf(probes.ClassBadResponse, "createRoom answered without a room_id")
+		}
+		room = resp.RoomID
+		return err
+	})
+	hook("create_room")
+	if err != nil {
+		return rec.Finish()
+	}
+
+	err = r.step(ctx, "invite", bot, func(ctx context.Context, cli *mautrix.Client) error {
+		invited = true
+		_, err := cli.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: id.UserID(peer.sess.UserID)})
+		if err != nil && mxclient.HTTPStatus(err) >= 400 && mxclient.HTTPStatus(err) < 500 {
+			invited = false // refused: nothing to clean up on the peer's side
+		}
+		return err
+	})
+	hook("invite")
+	if err != nil {
+		return rec.Finish()
+	}
+
+	err = r.step(ctx, "join", peer, func(ctx context.Context, cli *mautrix.Client) error {
+		joined = true
+		_, err := cli.JoinRoomByID(ctx, room)
+		return err
+	})
+	hook("join")
+	if err != nil {
+		return rec.Finish()
+	}
+
+	since, err := r.position(ctx, peer, room)
+	hook("sync")
+	if err != nil {
+		return rec.Finish()
+	}
+
+	var sent time.Time
+	err = r.step(ctx, "send", bot, func(ctx context.Context, cli *mautrix.Client) error {
+		return sendNonce(ctx, cli, room, nonce, &sent)
+	})
+	hook("send")
+	if err != nil {
+		return rec.Finish()
+	}
+
+	err = r.receive(ctx, peer, room, since, nonce, sent, s.SyncTimeout.D())
+	hook("receive")
+	if err != nil {
+		return rec.Finish()
+	}
+
+	err = p.powerLevels(ctx, r, bot, room, s.MinPower())
+	hook("power_levels")
+	if err != nil {
+		return rec.Finish()
+	}
+
+	if want := bot.acct.Config.DisplayName; want != "" {
+		_ = checkDisplayName(ctx, r, bot, want)
+		hook("display_name")
+	}
+	return rec.Finish()
+}
+
+func (p *RoundtripProbe) createRequest(tenant string, created time.Time) map[string]any {
+	ms := created.UnixMilli()
+	return map[string]any{
+		"preset":     "private_chat",
+		"visibility": "private",
+		"name":       fmt.Sprintf("%s%s %d", p.settings().RoomNamePrefix, tenant, ms),
+		"topic":      "mxprobe round-trip probe room; safe to leave and forget",
+		"creation_content": map[string]any{
+			CreationMarker: true,
+		},
+		"initial_state": []map[string]any{{
+			"type": MarkerEventType, "state_key": "",
+			"content": Marker{Probe: p.Name, Tenant: tenant, CreatedMS: ms},
+		}},
+	}
+}
+
+// powerLevels is the step that checks the bot's power level in room.
+func (p *RoundtripProbe) powerLevels(ctx context.Context, r *runner, bot *actor, room id.RoomID, minLevel int) error {
+	return checkPowerLevel(ctx, r, bot, room, minLevel)
+}
+
+func checkPowerLevel(ctx context.Context, r *runner, bot *actor, room id.RoomID, minLevel int) error {
+	level := 0
+	err := r.step(ctx, "power_levels", bot, func(ctx context.Context, cli *mautrix.Client) error {
+		var pl event.PowerLevelsEventContent
+		if err := cli.StateEvent(ctx, room, event.StatePowerLevels, "", &pl); err != nil {
+			return err
+		}
+		level = pl.GetUserLevel(id.UserID(bot.sess.UserID))
+		if level < minLevel {
+			return probes.Errorf(ClassPowerLevel, "the bot holds power level %d, below the required %d", level, minLevel)
+		}
+		return nil
+	})
+	if err == nil {
+		if level > 100 {
+			r.rec.Note(fmt.Sprintf("room creator (≥ %d required)", minLevel))
+		} else {
+			r.rec.Note(fmt.Sprintf("level %d (≥ %d required)", level, minLevel))
+		}
+	}
+	return err
+}
+
+// checkDisplayName is the step that compares the bot's display name with
+// the configured one.
+func checkDisplayName(ctx context.Context, r *runner, bot *actor, want string) error {
+	return r.step(ctx, "display_name", bot, func(ctx context.Context, cli *mautrix.Client) error {
+		resp, err := cli.GetDisplayName(ctx, id.UserID(bot.sess.UserID))
+		if err != nil {
+			return err
+		}
+		if resp.DisplayName != want {
+			return probes.Errorf(probes.ClassIdentityMismatch, "display name is %q, expected %q",
+				mxclient.Short(resp.DisplayName), want)
+		}
+		return nil
+	})
+}
+
+// cleanup leaves and forgets room for both accounts (soft steps: counted,
+// and a failure does not fail an otherwise good run).
+func (p *RoundtripProbe) cleanup(ctx context.Context, r *runner, room id.RoomID, bot, peer *actor, invited, joined bool) {
+	peerIn := invited || joined
+	peerLeft := false
+	_ = r.rec.SoftStep("leave", func() error {
+		var errs []error
+		if peerIn {
+			err, raw, _ := r.attempt(ctx, peer, false, func(ctx context.Context, cli *mautrix.Client) error {
+				_, err := cli.LeaveRoom(ctx, room)
+				return err
+			})
+			switch {
+			case err == nil:
+				peerLeft = true
+			case !joined && gone(raw):
+				// The invite never landed: nothing to leave.
+			default:
+				r.rec.Count(probes.CountCleanupFailure, 1)
+				errs = append(errs, fmt.Errorf("peer: %w", err))
+			}
+		}
+		err, _, _ := r.attempt(ctx, bot, false, func(ctx context.Context, cli *mautrix.Client) error {
+			_, err := cli.LeaveRoom(ctx, room)
+			return err
+		})
+		if err != nil {
+			r.rec.Count(probes.CountCleanupFailure, 1)
+			errs = append(errs, fmt.Errorf("bot: %w", err))
+			// Still try to forget; it fails if the leave did not happen.
+		}
+		return joinErrs(errs)
+	})
+	_ = r.rec.SoftStep("forget", func() error {
+		var errs []error
+		if peerLeft {
+			if err, _, _ := r.attempt(ctx, peer, false, forget(room)); err != nil {
+				r.rec.Count(probes.CountCleanupFailure, 1)
+				errs = append(errs, fmt.Errorf("peer: %w", err))
+			}
+		}
+		if err, _, _ := r.attempt(ctx, bot, false, forget(room)); err != nil {
+			r.rec.Count(probes.CountCleanupFailure, 1)
+			errs = append(errs, fmt.Errorf("bot: %w", err))
+		}
+		return joinErrs(errs)
+	})
+}
+
+func forget(room id.RoomID) func(ctx context.Context, cli *mautrix.Client) error {
+	return func(ctx context.Context, cli *mautrix.Client) error {
+		_, err := cli.ForgetRoom(ctx, room)
+		return err
+	}
+}
+
+// joinErrs joins errors keeping the class of the first.
+func joinErrs(errs []error) error {
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
+	}
+	return probes.WithClass(probes.Classify(errs[0]), errors.Join(errs...))
+}

@@ -1,0 +1,192 @@
+package matrix
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/probes"
+)
+
+// sweepDue reports whether the tenant's sweep should run now: at its first
+// run after start (or reload) and then every sweep_interval.
+func (p *RoundtripProbe) sweepDue(tenant string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	last, ok := p.swept[tenant]
+	return !ok || time.Since(last) >= p.settings().SweepInterval.D()
+}
+
+func (p *RoundtripProbe) markSwept(tenant string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.swept == nil {
+		p.swept = map[string]time.Time{}
+	}
+	p.swept[tenant] = time.Now()
+}
+
+// Sweep logs the tenant's bot and peer in and leaves and forgets the probe
+// rooms older than sweep_max_age that they are still in or invited to.
+func (p *RoundtripProbe) Sweep(ctx context.Context, tenant string) probes.Result {
+	rec := probes.NewRecorder(p.Name, config.TypeRoundtrip, tenant)
+	r := &runner{rec: rec, m: p.Manager}
+	bot, peer, err := p.actors(tenant)
+	if err != nil {
+		rec.AddStep("login", 0, err)
+		return rec.Finish()
+	}
+	if r.login(ctx, bot) != nil || r.login(ctx, peer) != nil {
+		return rec.Finish()
+	}
+	p.sweepStep(ctx, r, tenant, bot, peer)
+	return rec.Finish()
+}
+
+// sweepStep is the soft step "sweep", bounded by cleanup_timeout.
+func (p *RoundtripProbe) sweepStep(ctx context.Context, r *runner, tenant string, bot, peer *actor) {
+	s := p.settings()
+	sctx, cancel := context.WithTimeout(ctx, max(s.CleanupTimeout.D(), time.Second))
+	defer cancel()
+	cutoff := time.Now().Add(-s.SweepMaxAge.D())
+	left := 0
+	err := r.rec.SoftStep("sweep", func() error {
+		var errs []error
+		for _, a := range []*actor{peer, bot} {
+			n, err := p.sweepActor(sctx, r, a, cutoff)
+			left += n
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}
+		return joinErrs(errs)
+	})
+	if left > 0 {
+		r.rec.Note(fmt.Sprintf("left and forgot %d stale probe rooms", left))
+	}
+	if err == nil {
+		p.markSwept(tenant)
+	}
+}
+
+// sweepActor leaves and forgets the stale probe rooms of one account: the
+// joined ones (recognised by the marker state event) and, for invitations
+// (which carry no state to read), those whose name has the probe prefix.
+func (p *RoundtripProbe) sweepActor(ctx context.Context, r *runner, a *actor, cutoff time.Time) (int, error) {
+	var rooms []id.RoomID
+	err, _, _ := r.attempt(ctx, a, false, func(ctx context.Context, cli *mautrix.Client) error {
+		resp, err := cli.JoinedRooms(ctx)
+		if err == nil {
+			rooms = resp.JoinedRooms
+		}
+		return err
+	})
+	if err != nil {
+		r.rec.Count(probes.CountCleanupFailure, 1)
+		return 0, fmt.Errorf("%sjoined_rooms: %w", a.prefix, err)
+	}
+	stale := map[id.RoomID]bool{}
+	for _, room := range rooms {
+		var m Marker
+		err, raw, _ := r.attempt(ctx, a, false, func(ctx context.Context, cli *mautrix.Client) error {
+			return cli.StateEvent(ctx, room, markerType, "", &m)
+		})
+		switch {
+		case err == nil:
+			if m.CreatedMS > 0 && time.UnixMilli(m.CreatedMS).Before(cutoff) {
+				stale[room] = true
+			}
+		case gone(raw):
+			// Not a probe room.
+		default:
+			r.rec.Count(probes.CountCleanupFailure, 1)
+			return 0, fmt.Errorf("%sreading the probe marker: %w", a.prefix, err)
+		}
+	}
+	invites, err := p.staleInvites(ctx, r, a, cutoff)
+	if err != nil {
+		r.rec.Count(probes.CountCleanupFailure, 1)
+		return 0, err
+	}
+	for _, room := range invites {
+		stale[room] = true
+	}
+	n := 0
+	var errs []error
+	for room := range stale {
+		err, _, _ := r.attempt(ctx, a, false, func(ctx context.Context, cli *mautrix.Client) error {
+			if _, err := cli.LeaveRoom(ctx, room); err != nil {
+				return err
+			}
+			_, err := cli.ForgetRoom(ctx, room)
+			return err
+		})
+		if err != nil {
+			r.rec.Count(probes.CountCleanupFailure, 1)
+			errs = append(errs, fmt.Errorf("%sleaving a stale probe room: %w", a.prefix, err))
+			continue
+		}
+		n++
+	}
+	return n, joinErrs(errs)
+}
+
+// staleInvites lists the pending invitations of a to probe rooms created
+// before cutoff, from one /sync that shows only invitations' stripped state.
+func (p *RoundtripProbe) staleInvites(ctx context.Context, r *runner, a *actor, cutoff time.Time) ([]id.RoomID, error) {
+	none := map[string]any{"not_types": []string{"*"}}
+	filter, _ := json.Marshal(map[string]any{
+		"presence": none, "account_data": none,
+		"room": map[string]any{
+			"timeline": map[string]any{"limit": 0}, "state": none,
+			"ephemeral": none, "account_data": none,
+		},
+	})
+	var resp *mautrix.RespSync
+	err, _, _ := r.attempt(ctx, a, false, func(ctx context.Context, cli *mautrix.Client) error {
+		var err error
+		resp, err = cli.SyncRequest(ctx, 0, "", string(filter), false, event.PresenceOffline)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%slisting invitations: %w", a.prefix, err)
+	}
+	prefix := p.settings().RoomNamePrefix
+	var out []id.RoomID
+	for room, inv := range resp.Rooms.Invite {
+		for _, evt := range inv.State.Events {
+			if evt == nil || evt.Type.Type != event.StateRoomName.Type {
+				continue
+			}
+			name, _ := evt.Content.Raw["name"].(string)
+			if created, ok := probeRoomCreated(name, prefix); ok && created.Before(cutoff) {
+				out = append(out, room)
+			}
+		}
+	}
+	return out, nil
+}
+
+// probeRoomCreated parses "<prefix><tenant> <unix ms>", the name of probe rooms.
+func probeRoomCreated(name, prefix string) (time.Time, bool) {
+	if prefix == "" || !strings.HasPrefix(name, prefix) {
+		return time.Time{}, false
+	}
+	i := strings.LastIndexByte(name, ' ')
+	if i < 0 {
+		return time.Time{}, false
+	}
+	ms, err := strconv.ParseInt(name[i+1:], 10, 64)
+	if err != nil || ms <= 0 {
+		return time.Time{}, false
+	}
+	return time.UnixMilli(ms), true
+}
