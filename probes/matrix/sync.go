@@ -112,8 +112,8 @@ func (r *runner) receive(ctx context.Context, a *actor, room id.RoomID, since, n
 func sendNonce(ctx context.Context, cli *mautrix.Client, room id.RoomID, nonce string, sent *time.Time) error {
 	*sent = time.Now()
 	_, err := cli.SendMessageEvent(ctx, room, event.EventMessage, map[string]any{
-		"msgtype": "m.notice",
-		"body":    "mxprobe probe message " + nonce,
+		"msgtype":  "m.notice",
+		"body":     "mxprobe probe message " + nonce,
 		NonceField: nonce,
 	}, mautrix.ReqSendEvent{TransactionID: "mxprobe-" + nonce})
 	return err
