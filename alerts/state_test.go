@@ -1,0 +1,318 @@
+package alerts
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/probes"
+)
+
+// fakeClock is the injectable clock of the state machine tests.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// recorder is a Notifier that records what it was given.
+type recorder struct {
+	name string
+	mu   sync.Mutex
+	got  []Notification
+	fail bool
+}
+
+func (r *recorder) Name() string { return r.name }
+func (r *recorder) Notify(ctx context.Context, n Notification) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fail {
+		return "", context.DeadlineExceeded
+	}
+	r.got = append(r.got, n)
+	return "ref-" + n.ID, nil
+}
+func (r *recorder) states() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var s []string
+	for _, n := range r.got {
+		s = append(s, string(n.State))
+	}
+	return strings.Join(s, ",")
+}
+
+func parseCfg(t testing.TB, yml string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse([]byte(yml), "test.yml", func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	return cfg
+}
+
+const baseCfg = `
+global: {homeserver_url: "http://127.0.0.1:1", server_name: localhost}
+tenants:
+  - {id: acme, bot: {user: bot-acme, password: x}}
+  - {id: beta, bot: {user: bot-beta, password: x}}
+probes:
+  - {name: login, type: login, schedule: "@every 1m"}
+`
+
+// step is one event of a table case: a result (ok/fail) after an advance
+// of the clock, or a tick.
+type ev struct {
+	adv  time.Duration
+	res  string // "ok", "fail", "" = tick only
+	want State  // state of (rule, acme) afterwards
+}
+
+// drive runs the events and delivers synchronously, returning the notifier.
+func drive(t *testing.T, alerting string, evs []ev) (*Manager, *recorder, *fakeClock) {
+	t.Helper()
+	cfg := parseCfg(t, baseCfg+alerting)
+	clk := &fakeClock{t: time.Date(2030, 1, 7, 12, 0, 0, 0, time.UTC)} // a Monday
+	rec := &recorder{name: "rec"}
+	m, err := New(Options{Config: cfg, Notifiers: []Notifier{rec}, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range evs {
+		clk.Add(e.adv)
+		switch e.res {
+		case "ok":
+			m.Observe(probes.Result{Probe: "login", Tenant: "acme", Outcome: probes.OutcomeSuccess})
+		case "fail":
+			m.Observe(probes.Result{Probe: "login", Tenant: "acme", Outcome: probes.OutcomeFailure,
+				Class: probes.ClassAuthFailed, Step: "login", Error: "M_FORBIDDEN"})
+		}
+		m.Tick()
+		m.deliverNow()
+		if got := m.state("r", "acme"); got != e.want {
+			t.Fatalf("event %d (%+v): state %q, want %q (notifications %s)", i, e, got, e.want, rec.states())
+		}
+	}
+	return m, rec, clk
+}
+
+// deliverNow runs every worker's due work once, synchronously (tests).
+func (m *Manager) deliverNow() {
+	m.mu.Lock()
+	ws := make([]*worker, 0, len(m.notifiers))
+	for _, w := range m.notifiers {
+		ws = append(ws, w)
+	}
+	m.mu.Unlock()
+	for _, w := range ws {
+		for _, j := range w.due() {
+			w.deliver(context.Background(), j)
+		}
+	}
+}
+
+func (m *Manager) state(rule, tenant string) State {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := m.entries[entryKey(rule, tenant)]; e != nil {
+		return e.State
+	}
+	return StateInactive
+}
+
+func TestStateMachine(t *testing.T) {
+	const (
+		I = StateInactive
+		P = StatePending
+		F = StateFiring
+		R = StateResolved
+	)
+	cases := []struct {
+		name     string
+		alerting string
+		evs      []ev
+		notes    string // notifications delivered, in order
+	}{
+		{
+			name:     "fires after 3 failures, resolves after 2 successes",
+			alerting: "alerting: {rules: [{name: r, probe: login, failures: 3, successes: 2}]}",
+			evs: []ev{{time.Minute, "fail", I}, {time.Minute, "fail", I}, {time.Minute, "fail", F},
+				{time.Minute, "fail", F}, {time.Minute, "ok", F}, {time.Minute, "ok", R}},
+			notes: "firing,resolved",
+		},
+		{
+			name:     "a success breaks the failure streak",
+			alerting: "alerting: {rules: [{name: r, probe: login, failures: 3}]}",
+			evs:      []ev{{time.Minute, "fail", I}, {time.Minute, "fail", I}, {time.Minute, "ok", I}, {time.Minute, "fail", I}, {time.Minute, "fail", I}},
+			notes:    "",
+		},
+		{
+			name:     "flapping does not resolve until 2 successes in a row",
+			alerting: "alerting: {rules: [{name: r, probe: login, failures: 2, successes: 2}]}",
+			evs: []ev{{time.Minute, "fail", I}, {time.Minute, "fail", F},
+				{time.Minute, "ok", F}, {time.Minute, "fail", F}, {time.Minute, "ok", F}, {time.Minute, "fail", F},
+				{time.Minute, "ok", F}, {time.Minute, "ok", R}},
+			notes: "firing,resolved",
+		},
+		{
+			name:     "for: keeps the alert pending, then fires on a tick",
+			alerting: "alerting: {rules: [{name: r, probe: login, failures: 1, for: 5m}]}",
+			evs: []ev{{time.Minute, "fail", P}, {2 * time.Minute, "", P}, {2 * time.Minute, "fail", P},
+				{time.Minute, "", F}, {time.Minute, "ok", R}},
+			notes: "firing,resolved",
+		},
+		{
+			name:     "pending that recovers before for: never notifies",
+			alerting: "alerting: {rules: [{name: r, probe: login, failures: 1, for: 5m}]}",
+			evs:      []ev{{time.Minute, "fail", P}, {time.Minute, "ok", I}, {10 * time.Minute, "", I}},
+			notes:    "",
+		},
+		{
+			name:     "fires again after resolving: a second instance",
+			alerting: "alerting: {rules: [{name: r, probe: login, failures: 1}]}",
+			evs:      []ev{{time.Minute, "fail", F}, {time.Minute, "ok", R}, {time.Minute, "fail", F}, {time.Minute, "ok", R}},
+			notes:    "firing,resolved,firing,resolved",
+		},
+		{
+			name: "a silence mutes firing but keeps the state",
+			alerting: `alerting:
+  rules: [{name: r, probe: login, failures: 1}]
+  silences: [{matchers: {tenant: acme}, ends_at: "2030-01-07T12:10:00Z"}]`,
+			evs:   []ev{{time.Minute, "fail", F}, {time.Minute, "fail", F}, {time.Minute, "ok", R}},
+			notes: "",
+		},
+		{
+			name: "firing when the silence ends notifies then",
+			alerting: `alerting:
+  rules: [{name: r, probe: login, failures: 1}]
+  silences: [{matchers: {alertname: r}, ends_at: "2030-01-07T12:05:00Z"}]`,
+			evs:   []ev{{time.Minute, "fail", F}, {3 * time.Minute, "fail", F}, {2 * time.Minute, "", F}, {time.Minute, "ok", R}},
+			notes: "firing,resolved",
+		},
+		{
+			name: "a silence on another tenant does not mute",
+			alerting: `alerting:
+  rules: [{name: r, probe: login, failures: 1}]
+  silences: [{matchers: {tenant: beta}, ends_at: "2030-01-07T13:00:00Z"}]`,
+			evs:   []ev{{time.Minute, "fail", F}, {time.Minute, "ok", R}},
+			notes: "firing,resolved",
+		},
+		{
+			name: "maintenance window (12:00 daily, 30m) mutes, then releases",
+			alerting: `alerting:
+  rules: [{name: r, probe: login, failures: 1}]
+  maintenance_windows: [{name: nightly, schedule: "0 12 * * *", duration: 30m}]`,
+			evs:   []ev{{time.Minute, "fail", F}, {10 * time.Minute, "fail", F}, {20 * time.Minute, "", F}, {time.Minute, "ok", R}},
+			notes: "firing,resolved",
+		},
+		{
+			name: "resolve during a maintenance window after an announced firing is delivered",
+			alerting: `alerting:
+  rules: [{name: r, probe: login, failures: 1}]
+  maintenance_windows: [{name: noon, schedule: "5 12 * * *", duration: 30m}]`,
+			evs:   []ev{{time.Minute, "fail", F}, {5 * time.Minute, "fail", F}, {time.Minute, "ok", R}},
+			notes: "firing,resolved",
+		},
+		{
+			name: "success ratio below 70% over 10m with 4 samples",
+			alerting: `alerting:
+  rules: [{name: r, probe: login, success_ratio: {below: 0.7, window: 10m, min_samples: 4}}]`,
+			evs: []ev{{time.Minute, "ok", I}, {time.Minute, "fail", I}, {time.Minute, "ok", I}, {time.Minute, "ok", I},
+				{time.Minute, "fail", F}, {time.Minute, "ok", F}, {time.Minute, "ok", R}},
+			notes: "firing,resolved",
+		},
+		{
+			name: "stale: no result for 3 intervals fires on a tick",
+			alerting: `alerting:
+  rules: [{name: r, probe: login, tenants: [acme], stale: {intervals: 3}}]`,
+			evs:   []ev{{time.Minute, "ok", I}, {2 * time.Minute, "", I}, {2 * time.Minute, "", F}, {time.Minute, "ok", R}},
+			notes: "firing,resolved",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, rec, _ := drive(t, tc.alerting, tc.evs)
+			if got := rec.states(); got != tc.notes {
+				t.Fatalf("notifications %q, want %q", got, tc.notes)
+			}
+		})
+	}
+}
+
+func TestThresholdAndAnomaly(t *testing.T) {
+	cfg := parseCfg(t, baseCfg+`
+alerting:
+  rules:
+    - {name: slow, probe: login, threshold: {signal: "step:login", aggregate: p95, window: 10m, above: 2, min_samples: 3}}
+    - {name: odd, probe: login, anomaly: {signal: duration, min_samples: 10, deviations: 4, min_delta: 0.5}}
+    - {name: hs5xx, probe: login, threshold: {signal: "http_5xx_ratio:RoomSendEventRestServlet", above: 0.05}}
+`)
+	clk := &fakeClock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	m, err := New(Options{Config: cfg, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := func(step, dur float64, sig map[string]float64) {
+		clk.Add(time.Minute)
+		m.Observe(probes.Result{Probe: "login", Tenant: "acme", Outcome: probes.OutcomeSuccess,
+			Duration: time.Duration(dur * float64(time.Second)), Signals: sig,
+			Steps: []probes.Step{{Name: "login", Duration: time.Duration(step * float64(time.Second)), OK: true}}})
+	}
+	// A new tenant's first slow runs must not page the anomaly rule.
+	for i := 0; i < 9; i++ {
+		obs(0.1, 5+float64(i%2), nil)
+	}
+	if s := m.state("odd", "acme"); s != StateInactive {
+		t.Fatalf("anomaly fired before min_samples: %s", s)
+	}
+	for i := 0; i < 20; i++ {
+		obs(0.1, 1+0.05*float64(i%3), nil)
+	}
+	if s := m.state("odd", "acme"); s != StateInactive {
+		t.Fatalf("anomaly on normal values: %s", s)
+	}
+	obs(0.1, 9, nil)
+	if s := m.state("odd", "acme"); s != StateFiring {
+		t.Fatalf("anomaly not firing on a spike: %s", s)
+	}
+	// p95 of step:login over 10m.
+	obs(3, 1, nil)
+	obs(3, 1, nil)
+	if s := m.state("slow", "acme"); s != StateFiring {
+		t.Fatalf("p95 latency rule: %s", s)
+	}
+	obs(0.1, 1, map[string]float64{"http_5xx_ratio:RoomSendEventRestServlet": 0.2})
+	if s := m.state("hs5xx", "acme"); s != StateFiring {
+		t.Fatalf("signal rule: %s", s)
+	}
+	obs(0.1, 1, map[string]float64{"http_5xx_ratio:RoomSendEventRestServlet": 0.01})
+	if s := m.state("hs5xx", "acme"); s != StateResolved {
+		t.Fatalf("signal rule did not resolve: %s", s)
+	}
+	// A result without the signal changes nothing.
+	obs(0.1, 1, nil)
+	if s := m.state("hs5xx", "acme"); s != StateResolved {
+		t.Fatalf("signal rule moved without data: %s", s)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	for attempt, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 10: 30 * time.Second} {
+		for i := 0; i < 50; i++ {
+			d := backoff(time.Second, 30*time.Second, attempt)
+			if d < want/2 || d > want {
+				t.Fatalf("attempt %d: %v not in [%v, %v]", attempt, d, want/2, want)
+			}
+		}
+	}
+}
