@@ -83,10 +83,25 @@ func runOnce(c *cli, logger *slog.Logger, stdout, stderr io.Writer) int {
 	live := c.runOutput == "text" && len(subjects) > 1
 	results := make([]probes.Result, len(subjects))
 	var (
-		wg  sync.WaitGroup
-		mu  sync.Mutex
-		bad []string
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		bad  []string
+		done int
 	)
+	// On a terminal a status line under the finished ones shows how far the
+	// run is; piped output gets the finished lines only.
+	tty := live && isTerminal(stdout)
+	status := func() {
+		if tty {
+			fmt.Fprintf(stdout, "\r\033[K%s: %d/%d done, %d failed, %d running ...", job.Name, done, len(subjects), len(bad), len(subjects)-done)
+		}
+	}
+	if live {
+		fmt.Fprintf(stdout, "running %s for %d tenants (at most %d at once)\n", job.Name, len(subjects), cfg.Global.Concurrency)
+		mu.Lock()
+		status()
+		mu.Unlock()
+	}
 	for i, s := range subjects {
 		wg.Add(1)
 		go func() {
@@ -102,13 +117,21 @@ func runOnce(c *cli, logger *slog.Logger, stdout, stderr io.Writer) int {
 			if !res.OK() {
 				bad = append(bad, displayTenant(s))
 			}
+			done++
 			if live {
+				if tty {
+					fmt.Fprint(stdout, "\r\033[K")
+				}
 				fmt.Fprintln(stdout, summaryLine(res))
+				status()
 			}
 		}()
 	}
 	wg.Wait()
 	engine.Shutdown(0)
+	if tty {
+		fmt.Fprint(stdout, "\r\033[K")
+	}
 
 	switch {
 	case c.runOutput == "json":
@@ -250,6 +273,17 @@ func fmtDur(d time.Duration) string {
 		return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
 	}
 	return d.Round(10 * time.Millisecond).String()
+}
+
+// isTerminal reports whether w is a terminal (a character device), where
+// `mxprobe run` shows live progress. A variable so tests can pretend.
+var isTerminal = func(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 func signalContext() (context.Context, context.CancelFunc) {
