@@ -16,7 +16,7 @@ func TestSynapseHook(t *testing.T) {
 	m.Observe(probes.Result{Probe: "synapse", Type: SynapseType, Outcome: probes.OutcomeSuccess,
 		Steps: []probes.Step{{Name: "scrape", OK: true}, {Name: "parse", OK: true}},
 		Signals: map[string]float64{
-			"http_5xx_ratio":                                     0.02,
+			"http_5xx_ratio": 0.02,
 			"http_5xx_ratio:RoomSendEventRestServlet":            0.1,
 			"http_response_p95_seconds:RoomSendEventRestServlet": 0.25,
 			"http_requests_per_second":                           40,
