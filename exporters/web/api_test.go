@@ -65,6 +65,9 @@ func newFixture(t *testing.T, st Settings) *fixture {
 		rec.Signal("http_5xx_ratio:RoomSendEventRestServlet", 0.25)
 		rec.Signal("http_5xx_ratio", 0.5)
 		rec.Signal("message_delivery_seconds", 0.125)
+		rec.Signal("http_5xx_ratio:", 0.75)    // same series as the plain one: dropped
+		rec.Signal("step_duration_seconds", 9) // would clash with the step family: dropped
+		rec.Signal("9 bad-name", 1)            // sanitized
 		return rec.Finish()
 	})
 	global := probes.ProberFunc(func(ctx context.Context, tenant string) probes.Result {
@@ -321,10 +324,13 @@ func TestProbeEndpoint(t *testing.T) {
 	}
 	for _, want := range []string{"probe_success 1", "probe_duration_seconds ", `probe_step_duration_seconds{step="login"}`,
 		`probe_step_duration_seconds{step="whoami"}`, `probe_http_5xx_ratio{part="RoomSendEventRestServlet"} 0.25`,
-		`probe_http_5xx_ratio{part=""} 0.5`, "probe_message_delivery_seconds 0.125"} {
+		`probe_http_5xx_ratio{part=""} 0.5`, "probe_message_delivery_seconds 0.125", "probe___bad_name 1"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("missing %q in:\n%s", want, body)
 		}
+	}
+	if strings.Contains(body, "0.75") || strings.Contains(body, " 9\n") {
+		t.Errorf("duplicate or clashing signal exposed:\n%s", body)
 	}
 	if strings.Contains(body, "go_goroutines") || strings.Contains(body, "mxprobe_") {
 		t.Errorf("/probe must expose this run only:\n%s", body)

@@ -132,10 +132,20 @@ func collectSignals(ch chan<- prometheus.Metric, signals map[string]float64) {
 	}
 	fams := map[string][]part{}
 	hasPart := map[string]bool{}
-	for k, v := range signals {
+	seen := map[[2]string]bool{}
+	keys := make([]string, 0, len(signals))
+	for k := range signals {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
 		name, p, ok := strings.Cut(k, ":")
 		name = "probe_" + sanitizeMetricName(name)
-		fams[name] = append(fams[name], part{p, v})
+		if seen[[2]string{name, p}] { // "x" and "x:" (or names equal once sanitized)
+			continue
+		}
+		seen[[2]string{name, p}] = true
+		fams[name] = append(fams[name], part{p, signals[k]})
 		if ok {
 			hasPart[name] = true
 		}
@@ -146,7 +156,7 @@ func collectSignals(ch chan<- prometheus.Metric, signals map[string]float64) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		if n == "probe_success" || n == "probe_duration_seconds" || n == "probe_warning" {
+		if reservedProbeMetrics[n] {
 			continue // never shadow the run's own metrics
 		}
 		var labels []string
@@ -164,6 +174,11 @@ func collectSignals(ch chan<- prometheus.Metric, signals map[string]float64) {
 			}
 		}
 	}
+}
+
+var reservedProbeMetrics = map[string]bool{
+	"probe_success": true, "probe_duration_seconds": true, "probe_warning": true,
+	"probe_step_duration_seconds": true, "probe_step_success": true, "probe_failure_info": true,
 }
 
 func sanitizeMetricName(s string) string {
