@@ -115,22 +115,28 @@ func (p *RoundtripProbe) Run(ctx context.Context, tenant string) probes.Result {
 		p.sweepStep(ctx, r, tenant, bot, peer)
 	}
 
-	var (
-		room    id.RoomID
-		invited bool
-		joined  bool
-	)
-	defer func() {
-		// Cleanup runs after failures, timeouts and cancellations too, with a
-		// deadline of its own.
-		if room == "" || p.crash {
-			return
-		}
+	st := &rtState{}
+	p.steps(ctx, r, tenant, bot, peer, st)
+	// Cleanup runs after failures, timeouts and cancellations too, with a
+	// deadline of its own.
+	if st.room != "" && !p.crash {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.CleanupTimeout.D())
-		defer cancel()
-		p.cleanup(cctx, r, room, bot, peer, invited, joined)
-	}()
+		p.cleanup(cctx, r, st.room, bot, peer, st.invited, st.joined)
+		cancel()
+	}
+	return rec.Finish()
+}
 
+// rtState is how far a round trip got, for its cleanup.
+type rtState struct {
+	room    id.RoomID
+	invited bool
+	joined  bool
+}
+
+// steps runs the main path of the round trip, stopping at the first failure.
+func (p *RoundtripProbe) steps(ctx context.Context, r *runner, tenant string, bot, peer *actor, st *rtState) {
+	s := p.settings()
 	hook := func(name string) {
 		if p.afterStep != nil {
 			p.afterStep(name)
@@ -138,7 +144,7 @@ func (p *RoundtripProbe) Run(ctx context.Context, tenant string) probes.Result {
 	}
 	nonce := newNonce()
 	created := time.Now()
-	err = r.step(ctx, "create_room", bot, func(ctx context.Context, cli *mautrix.Client) error {
+	err := r.step(ctx, "create_room", bot, func(ctx context.Context, cli *mautrix.Client) error {
 		var resp struct {
 			RoomID id.RoomID `json:"room_id"`
 		}
@@ -146,69 +152,68 @@ func (p *RoundtripProbe) Run(ctx context.Context, tenant string) probes.Result {
 		if err == nil && resp.RoomID == "" {
 			return probes.Errorf(probes.ClassBadResponse, "createRoom answered without a room_id")
 		}
-		room = resp.RoomID
+		st.room = resp.RoomID
 		return err
 	})
 	hook("create_room")
 	if err != nil {
-		return rec.Finish()
+		return
 	}
 
 	err = r.step(ctx, "invite", bot, func(ctx context.Context, cli *mautrix.Client) error {
-		invited = true
-		_, err := cli.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: id.UserID(peer.sess.UserID)})
+		st.invited = true
+		_, err := cli.InviteUser(ctx, st.room, &mautrix.ReqInviteUser{UserID: id.UserID(peer.sess.UserID)})
 		if err != nil && mxclient.HTTPStatus(err) >= 400 && mxclient.HTTPStatus(err) < 500 {
-			invited = false // refused: nothing to clean up on the peer's side
+			st.invited = false // refused: nothing to clean up on the peer's side
 		}
 		return err
 	})
 	hook("invite")
 	if err != nil {
-		return rec.Finish()
+		return
 	}
 
 	err = r.step(ctx, "join", peer, func(ctx context.Context, cli *mautrix.Client) error {
-		joined = true
-		_, err := cli.JoinRoomByID(ctx, room)
+		st.joined = true
+		_, err := cli.JoinRoomByID(ctx, st.room)
 		return err
 	})
 	hook("join")
 	if err != nil {
-		return rec.Finish()
+		return
 	}
 
-	since, err := r.position(ctx, peer, room)
+	since, err := r.position(ctx, peer, st.room)
 	hook("sync")
 	if err != nil {
-		return rec.Finish()
+		return
 	}
 
 	var sent time.Time
 	err = r.step(ctx, "send", bot, func(ctx context.Context, cli *mautrix.Client) error {
-		return sendNonce(ctx, cli, room, nonce, &sent)
+		return sendNonce(ctx, cli, st.room, nonce, &sent)
 	})
 	hook("send")
 	if err != nil {
-		return rec.Finish()
+		return
 	}
 
-	err = r.receive(ctx, peer, room, since, nonce, sent, s.SyncTimeout.D())
+	err = r.receive(ctx, peer, st.room, since, nonce, sent, s.SyncTimeout.D())
 	hook("receive")
 	if err != nil {
-		return rec.Finish()
+		return
 	}
 
-	err = p.powerLevels(ctx, r, bot, room, s.MinPower())
+	err = checkPowerLevel(ctx, r, bot, st.room, s.MinPower())
 	hook("power_levels")
 	if err != nil {
-		return rec.Finish()
+		return
 	}
 
 	if want := bot.acct.Config.DisplayName; want != "" {
 		_ = checkDisplayName(ctx, r, bot, want)
 		hook("display_name")
 	}
-	return rec.Finish()
 }
 
 func (p *RoundtripProbe) createRequest(tenant string, created time.Time) map[string]any {
@@ -228,11 +233,7 @@ func (p *RoundtripProbe) createRequest(tenant string, created time.Time) map[str
 	}
 }
 
-// powerLevels is the step that checks the bot's power level in room.
-func (p *RoundtripProbe) powerLevels(ctx context.Context, r *runner, bot *actor, room id.RoomID, minLevel int) error {
-	return checkPowerLevel(ctx, r, bot, room, minLevel)
-}
-
+// checkPowerLevel is the step that checks the bot's power level in room.
 func checkPowerLevel(ctx context.Context, r *runner, bot *actor, room id.RoomID, minLevel int) error {
 	level := 0
 	err := r.step(ctx, "power_levels", bot, func(ctx context.Context, cli *mautrix.Client) error {
