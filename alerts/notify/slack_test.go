@@ -1,0 +1,159 @@
+package notify_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/mxprobe/mxprobe/alerts"
+	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/internal/testenv"
+	"github.com/mxprobe/mxprobe/probes"
+	"github.com/mxprobe/mxprobe/probes/auth"
+)
+
+// loginSetup is a tenant whose bot logs in to the local Dendrite for real.
+type loginSetup struct {
+	d        *testenv.Dendrite
+	user, pw string
+	cfg      *config.Config
+	probe    probes.Prober
+	httpc    *http.Client
+}
+
+func newLoginSetup(t *testing.T, alerting string) *loginSetup {
+	d := testenv.SharedDendrite(t)
+	user, pw := d.User(t, "alertbot")
+	cfg := parse(t, fmt.Sprintf(`
+global: {homeserver_url: %q, server_name: %q, external_url: "http://status.example"}
+tenants:
+  - {id: acme, bot: {user: %q, password: %q}}
+probes:
+  - {name: login, type: login, schedule: "@every 1h"}
+%s`, d.URL, d.ServerName, user, pw, alerting))
+	httpc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	t.Cleanup(httpc.CloseIdleConnections)
+	return &loginSetup{d: d, user: user, pw: pw, cfg: cfg, httpc: httpc,
+		probe: &auth.LoginProbe{Name: "login", Manager: auth.NewManager(httpc), Config: cfg}}
+}
+
+func (s *loginSetup) run(t *testing.T, m *alerts.Manager, want probes.Outcome) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res := s.probe.Run(ctx, "acme")
+	if res.Outcome != want {
+		t.Fatalf("login run: outcome %s (%s at %s: %s), want %s", res.Outcome, res.Class, res.Step, res.Error, want)
+	}
+	m.Observe(res)
+}
+
+// breakPassword changes the bot's password on the homeserver, so the
+// configured one is wrong; fix restores it.
+func (s *loginSetup) breakPassword(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := s.d.ChangePassword(ctx, s.user, s.pw, s.pw+"-rotated"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (s *loginSetup) fix(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := s.d.ChangePassword(ctx, s.user, s.pw+"-rotated", s.pw); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSlackLoginBreaksAndHeals: a real login on the local Dendrite breaks
+// (the password is rotated); exactly one firing message reaches Slack after
+// the threshold; the password is restored and the same message is updated
+// to resolved with a reply in its thread (Web API), or one resolved message
+// arrives (incoming webhook).
+func TestSlackLoginBreaksAndHeals(t *testing.T) {
+	for _, mode := range []string{"webapi", "webhook"} {
+		t.Run(mode, func(t *testing.T) {
+			opts := append(testenv.LeakOptions(), goleak.IgnoreCurrent())
+			t.Cleanup(func() { goleak.VerifyNone(t, opts...) })
+			slackSrv := newFakeSlack(t)
+			block := fmt.Sprintf("{token: xoxb-test-token, channel: C0ALERTS, api_url: %q}", slackSrv.apiURL())
+			if mode == "webhook" {
+				block = fmt.Sprintf("{webhook_url: %q}", slackSrv.webhookURL())
+			}
+			s := newLoginSetup(t, `alerting:
+  rules: [{name: login_failing, probe: login, failures: 3, successes: 2, severity: critical}]
+  notifiers: [{name: slack, type: slack, slack: `+block+`}]`)
+			m := newManager(t, s.cfg, s.httpc)
+
+			s.run(t, m, probes.OutcomeSuccess)
+			s.breakPassword(t)
+			for i := 0; i < 2; i++ {
+				s.run(t, m, probes.OutcomeFailure)
+			}
+			time.Sleep(200 * time.Millisecond) // give a wrong early delivery the chance to show
+			if n := len(slackSrv.messages()); n != 0 {
+				t.Fatalf("%d Slack messages before the threshold: %+v", n, slackSrv.messages())
+			}
+			s.run(t, m, probes.OutcomeFailure) // third failure: fires
+			waitFor(t, "the firing message", 10*time.Second, func() bool { return count(slackSrv.messages(), firing) == 1 })
+			s.run(t, m, probes.OutcomeFailure) // still failing: no second message
+			time.Sleep(200 * time.Millisecond)
+			msgs := slackSrv.messages()
+			if len(msgs) != 1 {
+				t.Fatalf("want exactly one message while firing, got %+v", msgs)
+			}
+			first := msgs[0]
+			for _, want := range []string{"acme", "login_failing"} {
+				if !contains(first.Text+first.Blocks, want) {
+					t.Errorf("firing message lacks %q: %+v", want, first)
+				}
+			}
+			for _, want := range []string{"Failing step", "auth_failed", "http://status.example/?tenant=acme"} {
+				if !contains(first.Blocks, want) {
+					t.Errorf("firing blocks lack %q: %s", want, first.Blocks)
+				}
+			}
+			if contains(first.Text+first.Blocks, "xoxb-test-token") {
+				t.Error("the token leaked into the message")
+			}
+
+			s.fix(t)
+			s.run(t, m, probes.OutcomeSuccess)
+			time.Sleep(200 * time.Millisecond)
+			if n := count(slackSrv.messages(), resolved); n != 0 {
+				t.Fatalf("resolved after one success, want two (successes: 2)")
+			}
+			s.run(t, m, probes.OutcomeSuccess)
+			switch mode {
+			case "webapi":
+				waitFor(t, "the update and thread reply", 10*time.Second, func() bool { return len(slackSrv.messages()) >= 3 })
+				time.Sleep(200 * time.Millisecond)
+				msgs = slackSrv.messages()
+				if len(msgs) != 3 {
+					t.Fatalf("want post, update, reply; got %+v", msgs)
+				}
+				up, reply := msgs[1], msgs[2]
+				if up.Method != "chat.update" || up.TS != first.TS || up.Channel != "C0ALERTS" || !resolved(up) {
+					t.Errorf("second call is not an update of the firing message %s: %+v", first.TS, up)
+				}
+				if reply.Method != "chat.postMessage" || reply.ThreadTS != first.TS {
+					t.Errorf("third call is not a reply in the thread of %s: %+v", first.TS, reply)
+				}
+			case "webhook":
+				waitFor(t, "the resolved message", 10*time.Second, func() bool { return count(slackSrv.messages(), resolved) == 1 })
+				time.Sleep(200 * time.Millisecond)
+				if msgs = slackSrv.messages(); len(msgs) != 2 || !resolved(msgs[1]) {
+					t.Fatalf("want firing then one resolved, got %+v", msgs)
+				}
+			}
+			s.httpc.CloseIdleConnections()
+		})
+	}
+}
+
+func contains(s, sub string) bool { return len(sub) > 0 && stringsContains(s, sub) }
