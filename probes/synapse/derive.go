@@ -124,7 +124,8 @@ func (h *histAgg) add(le, v float64) {
 func (h *histAgg) quantile(q float64, finiteOnly bool) (float64, bool) {
 	b := h.buckets
 	sortBuckets(b)
-	if len(b) == 0 || !isInf(b[len(b)-1].le) {
+	// Like Prometheus: at least two buckets, the last one +Inf.
+	if len(b) < 2 || !isInf(b[len(b)-1].le) {
 		return 0, false
 	}
 	// Cumulative counts must not decrease (per-sample reset handling can break it).
@@ -218,8 +219,16 @@ func is5xx(code string) bool { return len(code) == 3 && code[0] == '5' }
 
 // Derive compares cur with prev (nil for the first scrape) and computes the
 // health signals over the time between them.
-func Derive(prev, cur *Snapshot, o Options) Derived {
-	d := Derived{Signals: map[string]float64{}}
+func Derive(prev, cur *Snapshot, o Options) (d Derived) {
+	d = Derived{Signals: map[string]float64{}}
+	defer func() {
+		// A page may carry NaN or Inf; such signals are left out.
+		for k, v := range d.Signals {
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				delete(d.Signals, k)
+			}
+		}
+	}()
 	sig := d.Signals
 	sig[SigPageBytes] = float64(cur.Bytes)
 	sig[SigPageSamples] = float64(cur.Samples)
@@ -455,11 +464,6 @@ func Derive(prev, cur *Snapshot, o Options) Derived {
 	sig[SigRestarted] = restarted
 	sig[SigCounterResets] = float64(resets)
 	d.Resets = resets
-	for k, v := range sig {
-		if math.IsNaN(v) || math.IsInf(v, 0) {
-			delete(sig, k)
-		}
-	}
 	return d
 }
 

@@ -535,7 +535,7 @@ func (p *parser) record(info nameInfo, labels []byte, v float64) error {
 		s.count, s.hasCnt = v, true
 	case sfxBucket:
 		b, err := parseValue(le)
-		if err != nil {
+		if err != nil || b != b {
 			return fmt.Errorf("histogram bucket: invalid le %s", quote(le))
 		}
 		s.buckets = append(s.buckets, bucket{le: b, v: v})
