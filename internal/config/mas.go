@@ -1,14 +1,26 @@
 package config
 
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+)
+
 // MAS is the matrix-authentication-service deployment.
 type MAS struct {
-	// PublicURL is MAS's public base URL (env MAS_PUBLIC_URL).
+	// PublicURL is MAS's public base URL (env MAS_PUBLIC_URL). Discovery
+	// falls back to its /.well-known/openid-configuration when the homeserver
+	// does not serve auth_metadata.
 	PublicURL string `yaml:"public_url" json:"public_url"`
 	// RedirectURI is registered for the bot client (env MAS_REDIRECT_URI).
+	// mxprobe never fetches it: it reads the code from MAS's redirect to it.
 	RedirectURI string `yaml:"redirect_uri" json:"redirect_uri"`
 	// Scopes are the OIDC scopes asked for (env MAS_SCOPES, default "openid email").
 	Scopes string `yaml:"scopes" json:"scopes"`
-	// ClientURI is the client_uri sent at registration (https).
+	// ClientURI is the client_uri sent at registration (https, not localhost).
+	// Default: the https origin of a web redirect URI, or the project page
+	// for a native (loopback) one.
 	ClientURI string `yaml:"client_uri" json:"client_uri"`
 	// ClientName is the client_name sent at registration.
 	ClientName string `yaml:"client_name" json:"client_name"`
@@ -18,6 +30,10 @@ type MAS struct {
 	Upstream Upstream `yaml:"upstream" json:"upstream"`
 	// DiscoveryTTL is how long discovery and registration are cached.
 	DiscoveryTTL Duration `yaml:"discovery_ttl" json:"discovery_ttl"`
+	// CompatRedirectURL is the redirectUrl of compat SSO logins (never
+	// fetched; the loginToken is read from MAS's redirect). Default:
+	// redirect_uri, else http://localhost/mxprobe/sso.
+	CompatRedirectURL string `yaml:"compat_redirect_url" json:"compat_redirect_url"`
 }
 
 // Upstream describes the upstream provider login adapter.
@@ -27,11 +43,173 @@ type Upstream struct {
 	Adapter string `yaml:"adapter" json:"adapter"`
 	// APIURL is the platform API base for the openmeet adapter.
 	APIURL string `yaml:"api_url" json:"api_url"`
+	// TenantHeader overrides the x-tenant-id value (default: the tenant id).
+	TenantHeader string `yaml:"tenant_id" json:"tenant_id"`
 	// UsernameField / PasswordField name the form inputs for the form adapter.
 	UsernameField string `yaml:"username_field" json:"username_field"`
 	PasswordField string `yaml:"password_field" json:"password_field"`
 }
 
-func applyMASDefaults(c *Config) {}
+// Upstream adapters.
+const (
+	UpstreamOpenMeet = "openmeet"
+	UpstreamForm     = "form"
+)
 
-func validateMAS(c *Config) Errors { return nil }
+// Application types of the dynamically registered client.
+const (
+	AppTypeNative = "native"
+	AppTypeWeb    = "web"
+)
+
+// DefaultMASClientURI is the client_uri of native registrations when none is set.
+const DefaultMASClientURI = "https://github.com/mxprobe/mxprobe"
+
+// ApplicationType derives the registration's application_type from the
+// redirect URI: a loopback http redirect only passes MAS's policy as a
+// native client, an https one as a web client.
+func (m MAS) ApplicationType() string {
+	u, err := url.Parse(m.RedirectURI)
+	if err == nil && u.Scheme == "http" && IsLoopbackHost(u.Hostname()) {
+		return AppTypeNative
+	}
+	if err == nil && u.Scheme != "https" && u.Scheme != "http" && u.Scheme != "" {
+		return AppTypeNative // a private-use scheme (reversed client_uri host)
+	}
+	return AppTypeWeb
+}
+
+// IsLoopbackHost reports whether host is localhost or a loopback address.
+func IsLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// usesMAS reports whether any tenant account logs in through MAS.
+func (c *Config) usesMAS() (oidc, sso bool) {
+	for i := range c.Tenants {
+		t := &c.Tenants[i]
+		for _, a := range []*Account{&t.Bot, t.Peer} {
+			if a == nil {
+				continue
+			}
+			switch a.Method {
+			case MethodMASOIDC:
+				oidc = true
+			case MethodMASCompatSSO:
+				sso = true
+			}
+		}
+	}
+	switch c.Global.LoginMethod {
+	case MethodMASOIDC:
+		oidc = true
+	case MethodMASCompatSSO:
+		sso = true
+	}
+	return oidc, sso
+}
+
+func applyMASDefaults(c *Config) {
+	m := &c.MAS
+	m.Scopes = strings.Join(strings.Fields(m.Scopes), " ")
+	if m.ClientURI == "" && m.RedirectURI != "" {
+		if m.ApplicationType() == AppTypeWeb {
+			if u, err := url.Parse(m.RedirectURI); err == nil && u.Host != "" {
+				m.ClientURI = "https://" + u.Host + "/"
+			}
+		} else {
+			m.ClientURI = DefaultMASClientURI
+		}
+	}
+	if m.CompatRedirectURL == "" {
+		m.CompatRedirectURL = m.RedirectURI
+		if m.CompatRedirectURL == "" {
+			m.CompatRedirectURL = "http://localhost/mxprobe/sso"
+		}
+	}
+	if m.Upstream.Adapter == UpstreamForm {
+		if m.Upstream.UsernameField == "" {
+			m.Upstream.UsernameField = "email"
+		}
+		if m.Upstream.PasswordField == "" {
+			m.Upstream.PasswordField = "password"
+		}
+	}
+}
+
+func validateMAS(c *Config) Errors {
+	var errs Errors
+	add := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Sprintf("%s: mas.%s: ", c.File, field)+fmt.Sprintf(format, args...))
+	}
+	m := &c.MAS
+	if m.PublicURL != "" {
+		if err := checkURL(m.PublicURL); err != nil {
+			add("public_url", "%v", err)
+		}
+	}
+	if m.DiscoveryTTL < 0 {
+		add("discovery_ttl", "must not be negative")
+	}
+	if m.RedirectURI != "" {
+		if u, err := url.Parse(m.RedirectURI); err != nil || u.Scheme == "" {
+			add("redirect_uri", "not an absolute URL")
+		} else {
+			if u.Fragment != "" || strings.Contains(m.RedirectURI, "#") {
+				add("redirect_uri", "must not have a fragment (MAS refuses it)")
+			}
+			switch m.ApplicationType() {
+			case AppTypeWeb:
+				if u.Scheme != "https" {
+					add("redirect_uri", "must be https, or http on localhost/127.0.0.1/[::1] (a native client)")
+				}
+			}
+		}
+	}
+	if m.ClientURI != "" {
+		cu, err := url.Parse(m.ClientURI)
+		switch {
+		case err != nil || cu.Scheme != "https" || cu.Host == "":
+			add("client_uri", "must be an https URL (MAS's policy)")
+		case IsLoopbackHost(cu.Hostname()):
+			add("client_uri", "must not be localhost or a loopback address (MAS's policy)")
+		case m.ApplicationType() == AppTypeWeb && m.RedirectURI != "":
+			if ru, err := url.Parse(m.RedirectURI); err == nil && !HostWithin(ru.Hostname(), cu.Hostname()) {
+				add("client_uri", "host %q must be the redirect_uri's host or a parent of it for a web client", cu.Hostname())
+			}
+		}
+	}
+	switch m.Upstream.Adapter {
+	case UpstreamOpenMeet, UpstreamForm:
+	default:
+		add("upstream.adapter", "unknown adapter %q (known: openmeet, form)", m.Upstream.Adapter)
+	}
+	if m.Upstream.APIURL != "" {
+		if err := checkURL(m.Upstream.APIURL); err != nil {
+			add("upstream.api_url", "%v", err)
+		}
+	}
+	if m.CompatRedirectURL != "" {
+		if u, err := url.Parse(m.CompatRedirectURL); err != nil || u.Scheme == "" || u.Host == "" {
+			add("compat_redirect_url", "not an absolute URL")
+		}
+	}
+	oidc, sso := c.usesMAS()
+	if (oidc || sso) && m.Upstream.Adapter == UpstreamOpenMeet && m.Upstream.APIURL == "" {
+		add("upstream.api_url", "missing: the openmeet adapter logs the bot in at the platform API")
+	}
+	if oidc && m.ClientURI == "" {
+		add("client_uri", "missing (needed for client registration)")
+	}
+	return errs
+}
+
+// HostWithin reports whether host is parent or a subdomain of it.
+func HostWithin(host, parent string) bool {
+	host, parent = strings.ToLower(host), strings.ToLower(parent)
+	return host == parent || strings.HasSuffix(host, "."+parent)
+}

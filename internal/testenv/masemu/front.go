@@ -1,0 +1,380 @@
+package masemu
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// --- compatibility layer (served by MAS on /_matrix/client/v3/login) --------
+
+func (e *Emulator) compatLogin(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+		flows := []map[string]any{
+			{"type": "m.login.sso", "identity_providers": []map[string]string{{"id": "oidc-" + Provider, "name": "OpenMeet"}}},
+			{"type": "m.login.token"},
+		}
+		if e.opts.PasswordsEnabled {
+			flows = append(flows, map[string]any{"type": "m.login.password"})
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"flows": flows})
+		return
+	case http.MethodPost:
+	default:
+		matrixError(w, http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "method not allowed", nil)
+		return
+	}
+	var req struct {
+		Type       string `json:"type"`
+		Identifier struct {
+			Type string `json:"type"`
+			User string `json:"user"`
+		} `json:"identifier"`
+		User     string `json:"user"`
+		Password string `json:"password"`
+		Token    string `json:"token"`
+		DeviceID string `json:"device_id"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+		matrixError(w, http.StatusBadRequest, "M_NOT_JSON", "body is not JSON", nil)
+		return
+	}
+	var localpart string
+	switch req.Type {
+	case "m.login.password":
+		if !e.opts.PasswordsEnabled {
+			matrixError(w, http.StatusBadRequest, "M_UNKNOWN", "password login is disabled", nil)
+			return
+		}
+		u := req.Identifier.User
+		if u == "" {
+			u = req.User
+		}
+		u = strings.TrimPrefix(u, "@")
+		u, _, _ = strings.Cut(u, ":")
+		e.mu.Lock()
+		pw, ok := e.masPass[u]
+		e.mu.Unlock()
+		if !ok || pw == "" || pw != req.Password {
+			matrixError(w, http.StatusForbidden, "M_FORBIDDEN", "invalid username or password", nil)
+			return
+		}
+		localpart = u
+	case "m.login.token":
+		e.mu.Lock()
+		lt := e.loginTokens[req.Token]
+		delete(e.loginTokens, req.Token)
+		e.mu.Unlock()
+		if lt == nil || !e.now().Before(lt.expires) {
+			matrixError(w, http.StatusForbidden, "M_FORBIDDEN", "invalid login token", nil)
+			return
+		}
+		localpart = lt.user
+	default:
+		matrixError(w, http.StatusBadRequest, "M_UNKNOWN", "unsupported login type", nil)
+		return
+	}
+	device := req.DeviceID
+	if device == "" {
+		device = ulid()
+	}
+	a := &accessToken{token: random("mct_"), user: localpart, device: device}
+	e.mu.Lock()
+	e.access[a.token] = a
+	e.stats.CompatLogins++
+	e.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"access_token": a.token, "device_id": device, "user_id": "@" + localpart + ":" + e.ServerName,
+		"home_server": e.ServerName,
+	})
+}
+
+func (e *Emulator) compatSSORedirect(w http.ResponseWriter, r *http.Request) {
+	ru := r.URL.Query().Get("redirectUrl")
+	u, err := url.Parse(ru)
+	if ru == "" || err != nil || u.Scheme == "" {
+		matrixError(w, http.StatusBadRequest, "M_MISSING_PARAM", "redirectUrl is required", nil)
+		return
+	}
+	c := &compatLogin{id: ulid(), redirectURL: ru}
+	e.mu.Lock()
+	e.compat[c.id] = c
+	e.mu.Unlock()
+	redirect(w, http.StatusSeeOther, e.MASURL+"/complete-compat-sso/"+c.id)
+}
+
+func (e *Emulator) compatPage(w http.ResponseWriter, r *http.Request) {
+	e.mu.Lock()
+	c := e.compat[r.PathValue("id")]
+	e.mu.Unlock()
+	if c == nil || c.done {
+		errorPage(w, http.StatusBadRequest, "Invalid login", "Unknown or finished compat login.")
+		return
+	}
+	if e.sessionUser(r) == "" {
+		redirect(w, http.StatusSeeOther, "/login?"+url.Values{"kind": {"continue_compat_sso_login"}, "id": {c.id}}.Encode())
+		return
+	}
+	renderPage(w, http.StatusOK, page{Title: "Continue to your client?", Form: true, Button: "Continue",
+		Hidden: []field{{Name: "csrf", Value: csrfToken(w, r, "csrf")}}})
+}
+
+func (e *Emulator) compatSubmit(w http.ResponseWriter, r *http.Request) {
+	u := e.sessionUser(r)
+	if u == "" || !csrfOK(r, "csrf") {
+		errorPage(w, http.StatusBadRequest, "CSRF check failed", "Missing session or csrf token.")
+		return
+	}
+	e.mu.Lock()
+	c := e.compat[r.PathValue("id")]
+	if c == nil || c.done {
+		e.mu.Unlock()
+		errorPage(w, http.StatusBadRequest, "Invalid login", "")
+		return
+	}
+	c.done = true
+	lt := &loginToken{token: random(""), user: u, expires: e.now().Add(30 * time.Second)}
+	e.loginTokens[lt.token] = lt
+	e.mu.Unlock()
+	redirect(w, http.StatusSeeOther, withQuery(c.redirectURL, url.Values{"loginToken": {lt.token}}))
+}
+
+// --- the upstream provider (OpenMeet-like) ------------------------------------
+
+func (e *Emulator) upstreamHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/v1/auth/email/login", e.upEmailLogin)
+	mux.HandleFunc("GET /api/oidc/auth", e.upAuth)
+	mux.HandleFunc("POST /api/oidc/login", e.upFormLogin)
+	return mux
+}
+
+func (e *Emulator) upEmailLogin(w http.ResponseWriter, r *http.Request) {
+	tenant := r.Header.Get("x-tenant-id")
+	var body struct {
+		Email    string `json:"email"`
+		Password string `json:"password"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&body); err != nil || tenant == "" {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"status": 400, "errors": map[string]string{"request": "tenant header and JSON body required"}})
+		return
+	}
+	e.mu.Lock()
+	u := e.upUsers[tenant+"|"+strings.ToLower(body.Email)]
+	e.mu.Unlock()
+	if u == nil {
+		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"status": 422, "errors": map[string]string{"email": "notFound"}})
+		return
+	}
+	if u.password != body.Password {
+		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"status": 422, "errors": map[string]string{"password": "incorrectPassword"}})
+		return
+	}
+	e.upStartSession(w, u)
+	writeJSON(w, http.StatusOK, map[string]any{"token": random("jwt."), "user": map[string]string{"email": u.email, "slug": u.localpart}})
+}
+
+func (e *Emulator) upStartSession(w http.ResponseWriter, u *upUser) {
+	sid := random("")
+	e.mu.Lock()
+	e.upSessCk[sid] = u
+	e.stats.UpstreamLogins++
+	e.mu.Unlock()
+	setCookie(w, "oidc_session", sid)
+	setCookie(w, "oidc_tenant", u.tenant)
+}
+
+func (e *Emulator) upAuth(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	ru := q.Get("redirect_uri")
+	if q.Get("client_id") != UpstreamClientID || ru != e.MASURL+"/upstream/callback/"+Provider ||
+		q.Get("response_type") != "code" || !strings.Contains(" "+q.Get("scope")+" ", " openid ") {
+		errorPage(w, http.StatusBadRequest, "Invalid authorization request", "Unknown client, redirect_uri, response_type or scope.")
+		return
+	}
+	fail := func(code string) {
+		redirect(w, http.StatusFound, withQuery(ru, url.Values{"error": {code}, "state": {q.Get("state")}}))
+	}
+	e.mu.Lock()
+	u := e.upSessCk[cookie(r, "oidc_session")]
+	if e.faults.UpstreamSessionExpired {
+		u = nil
+	}
+	e.mu.Unlock()
+	if u != nil && cookie(r, "oidc_tenant") != u.tenant {
+		u = nil
+	}
+	if u == nil {
+		if q.Get("prompt") == "none" {
+			fail("login_required")
+			return
+		}
+		renderPage(w, http.StatusOK, page{Title: "Sign in", Form: true, Button: "Sign in", Action: "/api/oidc/login",
+			Hidden: []field{{Name: "csrf", Value: csrfToken(w, r, "oidc_csrf")}, {Name: "return", Value: r.URL.RawQuery}},
+			Text:   []field{{Name: "email", Label: "Email", Type: "email"}, {Name: "password", Label: "Password", Type: "password"}}})
+		return
+	}
+	if hint := q.Get("login_hint"); hint != "" && !strings.EqualFold(hint, u.email) {
+		fail("login_required")
+		return
+	}
+	c := &upCode{code: random(""), redirectURI: ru, user: u, issued: e.now()}
+	e.mu.Lock()
+	e.upCodes[c.code] = c
+	e.mu.Unlock()
+	redirect(w, http.StatusFound, withQuery(ru, url.Values{"code": {c.code}, "state": {q.Get("state")}}))
+}
+
+func (e *Emulator) upFormLogin(w http.ResponseWriter, r *http.Request) {
+	if c := cookie(r, "oidc_csrf"); c == "" || r.PostFormValue("csrf") != c {
+		errorPage(w, http.StatusBadRequest, "CSRF check failed", "")
+		return
+	}
+	email := strings.ToLower(r.PostFormValue("email"))
+	var u *upUser
+	e.mu.Lock()
+	for _, x := range e.upUsers {
+		if strings.ToLower(x.email) == email && x.password == r.PostFormValue("password") {
+			u = x
+		}
+	}
+	e.mu.Unlock()
+	ret := r.PostFormValue("return")
+	if u == nil {
+		renderPage(w, http.StatusOK, page{Title: "Sign in", Message: "Wrong email or password.", Form: true, Button: "Sign in",
+			Action: "/api/oidc/login",
+			Hidden: []field{{Name: "csrf", Value: csrfToken(w, r, "oidc_csrf")}, {Name: "return", Value: ret}},
+			Text:   []field{{Name: "email", Label: "Email", Type: "email"}, {Name: "password", Label: "Password", Type: "password"}}})
+		return
+	}
+	e.upStartSession(w, u)
+	redirect(w, http.StatusFound, "/api/oidc/auth?"+ret)
+}
+
+// --- the Matrix front ------------------------------------------------------------
+
+func (e *Emulator) frontHandler() http.Handler {
+	mux := http.NewServeMux()
+	meta := func(w http.ResponseWriter, r *http.Request) {
+		e.mu.Lock()
+		f := e.faults.AuthMetadata404
+		e.mu.Unlock()
+		if f {
+			matrixError(w, http.StatusNotFound, "M_UNRECOGNIZED", "Unrecognized request", nil)
+			return
+		}
+		writeJSON(w, http.StatusOK, e.Metadata())
+	}
+	mux.HandleFunc("GET /_matrix/client/v1/auth_metadata", meta)
+	mux.HandleFunc("GET /_matrix/client/unstable/org.matrix.msc2965/auth_metadata", meta)
+	compat := func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			e.mu.Lock()
+			down := e.masDown
+			e.mu.Unlock()
+			if down {
+				matrixError(w, http.StatusBadGateway, "M_UNKNOWN", "authentication service unavailable", nil)
+				return
+			}
+			h(w, r)
+		}
+	}
+	mux.HandleFunc("/_matrix/client/v3/login", compat(e.compatLogin))
+	mux.HandleFunc("GET /_matrix/client/v3/login/sso/redirect", compat(e.compatSSORedirect))
+	var proxy *httputil.ReverseProxy
+	if d := e.opts.Dendrite; d != nil {
+		target, _ := url.Parse(d.URL)
+		proxy = &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Host = target.Host
+		}}
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		tok := bearer(r)
+		if tok == "" {
+			if proxy == nil {
+				matrixError(w, http.StatusNotFound, "M_UNRECOGNIZED", "Unrecognized request", nil)
+				return
+			}
+			proxy.ServeHTTP(w, r)
+			return
+		}
+		a, ok := e.lookupToken(tok)
+		if !ok {
+			matrixError(w, http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "Token is not active", map[string]any{"soft_logout": false})
+			return
+		}
+		if proxy == nil {
+			if r.URL.Path == "/_matrix/client/v3/account/whoami" {
+				writeJSON(w, http.StatusOK, map[string]any{"user_id": "@" + a.user + ":" + e.ServerName, "device_id": a.device, "is_guest": false})
+				return
+			}
+			matrixError(w, http.StatusNotFound, "M_UNRECOGNIZED", "Unrecognized request (no homeserver behind the emulator)", nil)
+			return
+		}
+		dt, err := e.dendriteToken(r, a.user, a.device)
+		if err != nil {
+			matrixError(w, http.StatusBadGateway, "M_UNKNOWN", "emulator could not open a homeserver session: "+err.Error(), nil)
+			return
+		}
+		r.Header.Set("Authorization", "Bearer "+dt)
+		if q := r.URL.Query(); q.Has("access_token") {
+			q.Del("access_token")
+			r.URL.RawQuery = q.Encode()
+		}
+		proxy.ServeHTTP(w, r)
+	})
+	return mux
+}
+
+func bearer(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
+		return strings.TrimPrefix(h, "Bearer ")
+	}
+	return r.URL.Query().Get("access_token")
+}
+
+// dendriteToken maps a MAS session (user and device) to a Dendrite session
+// of the same user, creating the Dendrite account on first use with a
+// password only the emulator knows.
+func (e *Emulator) dendriteToken(r *http.Request, localpart, device string) (string, error) {
+	e.dendriteMu.Lock()
+	defer e.dendriteMu.Unlock()
+	key := localpart + "|" + device
+	if t, ok := e.dendTokens[key]; ok {
+		return t, nil
+	}
+	ctx, cancel := ctxTimeout(r)
+	defer cancel()
+	d := e.opts.Dendrite
+	pw, ok := e.dendPass[localpart]
+	if !ok {
+		pw = random("dp-")
+		if _, err := d.Register(ctx, localpart, pw, false); err != nil {
+			return "", fmt.Errorf("register %s at the homeserver failed", localpart)
+		}
+		e.dendPass[localpart] = pw
+	}
+	body, _ := json.Marshal(map[string]any{
+		"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": localpart},
+		"password": pw, "device_id": device, "initial_device_display_name": "mxprobe via masemu",
+	})
+	b, err := d.Do(ctx, http.MethodPost, "/_matrix/client/v3/login", "", body)
+	if err != nil {
+		return "", fmt.Errorf("homeserver login of %s failed", localpart)
+	}
+	var out struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal(b, &out); err != nil || out.AccessToken == "" {
+		return "", fmt.Errorf("homeserver login of %s answered no token", localpart)
+	}
+	e.dendTokens[key] = out.AccessToken
+	return out.AccessToken, nil
+}

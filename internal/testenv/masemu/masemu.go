@@ -1,0 +1,521 @@
+// Package masemu is a strict in-process emulator of MAS
+// (matrix-authentication-service) with an OpenMeet-like upstream OIDC
+// provider and a Matrix front in front of a homeserver. It holds clients to
+// MAS's rules (registration policy, exact redirect URIs, cookies and CSRF on
+// every form, single-use codes, PKCE, short-lived access tokens, refresh
+// rotation with the reuse rule) so a client that passes it should pass MAS.
+//
+// It is test and demo code: the daemon never imports it.
+package masemu
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mxprobe/mxprobe/internal/testenv"
+)
+
+// Provider is the id of the one upstream provider MAS is configured with.
+const Provider = "openmeet"
+
+// UpstreamClientID is MAS's client id at the upstream provider.
+const UpstreamClientID = "mas"
+
+// Options configure an emulator.
+type Options struct {
+	// Dendrite is the homeserver behind the Matrix front. Without one, the
+	// front answers /account/whoami itself and nothing else.
+	Dendrite *testenv.Dendrite
+	// ServerName of the Matrix user ids (default: Dendrite's, else "localhost").
+	ServerName string
+	// AccessTTL is the access token lifetime (default 300 s, as MAS).
+	AccessTTL time.Duration
+	// CodeTTL is the authorization code lifetime (default 10 min, as MAS).
+	CodeTTL time.Duration
+	// NoTerms hides the terms checkbox of the account creation form (OpenMeet
+	// shows terms, so accept_terms=on is required by default).
+	NoTerms bool
+	// PasswordsEnabled turns on MAS passwords for compat m.login.password.
+	PasswordsEnabled bool
+	// UpstreamLoginForm makes MAS not send prompt=none upstream, so the
+	// provider shows an HTML login form without a session (form adapter).
+	UpstreamLoginForm bool
+	// Now is the clock (time.Now if nil).
+	Now func() time.Time
+}
+
+// Faults switch on deviations for negative tests.
+type Faults struct {
+	// AuthMetadata404 makes the homeserver answer 404 on auth_metadata
+	// (both paths), as a homeserver that does not delegate auth.
+	AuthMetadata404 bool
+	// ConsentWithoutCSRF renders the consent page without its csrf input.
+	ConsentWithoutCSRF bool
+	// RegistrationDown makes client registration answer 503.
+	RegistrationDown bool
+	// UpstreamSessionExpired makes the provider ignore its session cookies
+	// (the platform session expired between the email login and /auth).
+	UpstreamSessionExpired bool
+}
+
+// Stats count what the emulator saw.
+type Stats struct {
+	Registrations     int
+	Authorizations    int
+	UpstreamLogins    int
+	AccountsCreated   int
+	CodesIssued       int
+	TokensIssued      int
+	Refreshes         int
+	RefreshRejected   int
+	CodeReuse         int
+	UnknownTokenReply int
+	CompatLogins      int
+}
+
+// Emulator is a running MAS, upstream provider and Matrix front.
+type Emulator struct {
+	// MASURL is MAS's public base URL (MAS_PUBLIC_URL).
+	MASURL string
+	// UpstreamURL is the platform API / OIDC provider base URL.
+	UpstreamURL string
+	// HomeserverURL is the Matrix front the bots use as homeserver.
+	HomeserverURL string
+	ServerName    string
+
+	opts Options
+	mas  *httptest.Server
+	up   *httptest.Server
+	hs   *httptest.Server
+
+	mu      sync.Mutex
+	faults  Faults
+	stats   Stats
+	masDown bool
+
+	clients     map[string]*client
+	grants      map[string]*grant
+	upSessions  map[string]*upSession
+	links       map[string]*link
+	linkBySub   map[string]string
+	users       map[string]*user // by localpart
+	sessions    map[string]string
+	codes       map[string]*authCode
+	access      map[string]*accessToken
+	refresh     map[string]*refreshToken
+	compat      map[string]*compatLogin
+	loginTokens map[string]*loginToken
+
+	upUsers    map[string]*upUser // by tenant|email
+	upSessCk   map[string]*upUser // oidc_session cookie → user
+	upCodes    map[string]*upCode
+	masPass    map[string]string
+	dendriteMu sync.Mutex
+	dendPass   map[string]string // localpart → password only the emulator knows
+	dendTokens map[string]string // localpart|device → Dendrite token
+}
+
+type client struct {
+	id              string
+	redirectURIs    []string
+	applicationType string
+}
+
+type grant struct {
+	id, clientID, redirectURI, scope, state, nonce string
+	challenge, challengeMethod, loginHint          string
+	device                                         string
+	done                                           bool
+	created                                        time.Time
+}
+
+type upSession struct {
+	id, state, nonce string
+	kind, contID     string // "grant" or "compat", and its id
+	loginHint        string
+	linkID           string
+}
+
+type link struct {
+	id, sub, email, localpart string
+	user                      string // linked MAS user (localpart), or ""
+	upSession                 string
+}
+
+type user struct{ localpart, email string }
+
+type authCode struct {
+	code      string
+	grant     *grant
+	user      string
+	issued    time.Time
+	used      bool
+	issuedTok []*accessToken
+}
+
+type accessToken struct {
+	token, user, device, clientID string
+	expires                       time.Time // zero: never
+	revoked, used                 bool
+	pair                          *refreshToken
+}
+
+type refreshToken struct {
+	token, user, device, clientID, scope string
+	revoked, used                        bool
+	next                                 *refreshToken
+	access                               *accessToken
+}
+
+type compatLogin struct {
+	id, redirectURL string
+	user            string
+	done            bool
+}
+
+type loginToken struct {
+	token, user string
+	expires     time.Time
+}
+
+type upUser struct {
+	tenant, email, password, localpart string
+}
+
+type upCode struct {
+	code, redirectURI string
+	user              *upUser
+	issued            time.Time
+}
+
+// Start runs an emulator on loopback listeners (MAS, the provider and the
+// Matrix front on distinct loopback hosts where the system allows, so their
+// cookies stay apart as they would on real hosts).
+func Start(opts Options) (*Emulator, error) {
+	if opts.AccessTTL == 0 {
+		opts.AccessTTL = 300 * time.Second
+	}
+	if opts.CodeTTL == 0 {
+		opts.CodeTTL = 10 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	e := &Emulator{opts: opts,
+		clients: map[string]*client{}, grants: map[string]*grant{}, upSessions: map[string]*upSession{},
+		links: map[string]*link{}, linkBySub: map[string]string{}, users: map[string]*user{},
+		sessions: map[string]string{}, codes: map[string]*authCode{}, access: map[string]*accessToken{},
+		refresh: map[string]*refreshToken{}, compat: map[string]*compatLogin{}, loginTokens: map[string]*loginToken{},
+		upUsers: map[string]*upUser{}, upSessCk: map[string]*upUser{}, upCodes: map[string]*upCode{},
+		masPass: map[string]string{}, dendPass: map[string]string{}, dendTokens: map[string]string{},
+	}
+	e.ServerName = opts.ServerName
+	if e.ServerName == "" {
+		if opts.Dendrite != nil {
+			e.ServerName = opts.Dendrite.ServerName
+		} else {
+			e.ServerName = "localhost"
+		}
+	}
+	var err error
+	if e.mas, err = serve("127.0.0.1", e.masHandler()); err != nil {
+		return nil, err
+	}
+	if e.up, err = serve("127.0.0.2", e.upstreamHandler()); err != nil {
+		e.mas.Close()
+		return nil, err
+	}
+	if e.hs, err = serve("127.0.0.3", e.frontHandler()); err != nil {
+		e.mas.Close()
+		e.up.Close()
+		return nil, err
+	}
+	e.MASURL, e.UpstreamURL, e.HomeserverURL = e.mas.URL, e.up.URL, e.hs.URL
+	return e, nil
+}
+
+// serve starts a server on host (falling back to 127.0.0.1 where other
+// loopback addresses are not configured).
+func serve(host string, h http.Handler) (*httptest.Server, error) {
+	l, err := net.Listen("tcp", host+":0")
+	if err != nil {
+		if l, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return nil, err
+		}
+	}
+	s := httptest.NewUnstartedServer(h)
+	s.Listener.Close()
+	s.Listener = l
+	s.Start()
+	return s, nil
+}
+
+// Close stops every server.
+func (e *Emulator) Close() {
+	e.mas.Close()
+	e.up.Close()
+	e.hs.Close()
+	e.mas.Client().CloseIdleConnections()
+}
+
+// StopMAS takes MAS down (connections refused); the Matrix front stays up.
+func (e *Emulator) StopMAS() {
+	e.mu.Lock()
+	e.masDown = true
+	e.mu.Unlock()
+	e.mas.Close()
+}
+
+// StopUpstream takes the upstream provider down.
+func (e *Emulator) StopUpstream() { e.up.Close() }
+
+// SetFaults replaces the active faults.
+func (e *Emulator) SetFaults(f Faults) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.faults = f
+}
+
+// Stats returns the counters so far.
+func (e *Emulator) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.stats
+}
+
+// AddUpstreamUser creates a bot account at the platform: tenant, email and
+// password for the email login, and the localpart the provider's claims
+// carry (preferred_username).
+func (e *Emulator) AddUpstreamUser(tenant, email, password, localpart string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.upUsers[tenant+"|"+strings.ToLower(email)] = &upUser{tenant: tenant, email: email, password: password, localpart: localpart}
+}
+
+// SetUpstreamPassword changes a platform account's password (a rotated bot password).
+func (e *Emulator) SetUpstreamPassword(tenant, email, password string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if u := e.upUsers[tenant+"|"+strings.ToLower(email)]; u != nil {
+		u.password = password
+	}
+}
+
+// SetMASPassword gives a MAS user a password (compat m.login.password,
+// with Options.PasswordsEnabled). The MAS user is created if needed.
+func (e *Emulator) SetMASPassword(localpart, password string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.users[localpart] == nil {
+		e.users[localpart] = &user{localpart: localpart}
+	}
+	e.masPass[localpart] = password
+}
+
+// HasUser reports whether MAS has an account with that localpart.
+func (e *Emulator) HasUser(localpart string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.users[localpart] != nil
+}
+
+// ForgetClients drops every client registration (MAS's database was reset).
+func (e *Emulator) ForgetClients() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.clients = map[string]*client{}
+}
+
+// RevokeRefreshTokens revokes every refresh token of a user (an admin
+// ended the sessions' refresh ability); access tokens live on until expiry.
+func (e *Emulator) RevokeRefreshTokens(localpart string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, r := range e.refresh {
+		if r.user == localpart {
+			r.revoked = true
+		}
+	}
+}
+
+// ExpireAccessTokens makes every access token of a user expired now.
+func (e *Emulator) ExpireAccessTokens(localpart string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, a := range e.access {
+		if a.user == localpart {
+			a.expires = e.opts.Now().Add(-time.Second)
+		}
+	}
+}
+
+// Metadata is the OAuth 2.0 authorization server metadata MAS serves.
+func (e *Emulator) Metadata() map[string]any {
+	b := e.MASURL
+	return map[string]any{
+		"issuer":                                b + "/",
+		"authorization_endpoint":                b + "/authorize",
+		"token_endpoint":                        b + "/oauth2/token",
+		"registration_endpoint":                 b + "/oauth2/registration",
+		"revocation_endpoint":                   b + "/oauth2/revoke",
+		"introspection_endpoint":                b + "/oauth2/introspect",
+		"userinfo_endpoint":                     b + "/oauth2/userinfo",
+		"jwks_uri":                              b + "/oauth2/keys.json",
+		"response_types_supported":              []string{"code", "id_token", "code id_token"},
+		"response_modes_supported":              []string{"form_post", "query", "fragment"},
+		"grant_types_supported":                 []string{"authorization_code", "refresh_token", "client_credentials", "urn:ietf:params:oauth:grant-type:device_code"},
+		"code_challenge_methods_supported":      []string{"plain", "S256"},
+		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt", "none"},
+		"scopes_supported":                      []string{"openid", "email"},
+		"prompt_values_supported":               []string{"none", "login", "create"},
+		"account_management_uri":                b + "/account/",
+	}
+}
+
+// --- helpers ---------------------------------------------------------------
+
+func random(prefix string) string {
+	b := make([]byte, 18)
+	_, _ = rand.Read(b)
+	return prefix + base64.RawURLEncoding.EncodeToString(b)
+}
+
+func ulid() string {
+	b := make([]byte, 10)
+	_, _ = rand.Read(b)
+	return strings.ToUpper(hex.EncodeToString(b))
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func oauthError(w http.ResponseWriter, status int, code, desc string) {
+	writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
+}
+
+func matrixError(w http.ResponseWriter, status int, code, msg string, extra map[string]any) {
+	body := map[string]any{"errcode": code, "error": msg}
+	for k, v := range extra {
+		body[k] = v
+	}
+	writeJSON(w, status, body)
+}
+
+var pageTmpl = template.Must(template.New("page").Parse(`<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{{.Title}}</title></head>
+<body><h1>{{.Title}}</h1>{{if .Message}}<p class="error">{{.Message}}</p>{{end}}
+{{if .Form}}<form method="post" action="{{.Action}}">
+{{range .Hidden}}<input type="hidden" name="{{.Name}}" value="{{.Value}}">
+{{end}}{{range .Text}}<label>{{.Label}} <input type="{{.Type}}" name="{{.Name}}" value=""></label>
+{{end}}{{range .Checks}}<label><input type="checkbox" name="{{.Name}}"> {{.Label}}</label>
+{{end}}<button type="submit">{{.Button}}</button>
+</form>{{end}}
+</body></html>`))
+
+type field struct{ Name, Value, Label, Type string }
+
+type page struct {
+	Title, Message, Action, Button string
+	Form                           bool
+	Hidden, Text, Checks           []field
+}
+
+func renderPage(w http.ResponseWriter, status int, p page) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = pageTmpl.Execute(w, p)
+}
+
+func errorPage(w http.ResponseWriter, status int, title, msg string) {
+	renderPage(w, status, page{Title: title, Message: msg})
+}
+
+func redirect(w http.ResponseWriter, status int, to string) {
+	w.Header().Set("Location", to)
+	w.WriteHeader(status)
+}
+
+// withQuery appends parameters to a URL that may already have a query.
+func withQuery(base string, v url.Values) string {
+	u, err := url.Parse(base)
+	if err != nil {
+		return base
+	}
+	q := u.Query()
+	for k, vs := range v {
+		for _, x := range vs {
+			q.Add(k, x)
+		}
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func cookie(r *http.Request, name string) string {
+	c, err := r.Cookie(name)
+	if err != nil {
+		return ""
+	}
+	return c.Value
+}
+
+func setCookie(w http.ResponseWriter, name, value string) {
+	http.SetCookie(w, &http.Cookie{Name: name, Value: value, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode})
+}
+
+// csrfToken returns the browser's csrf cookie, setting one if absent.
+func csrfToken(w http.ResponseWriter, r *http.Request, name string) string {
+	if v := cookie(r, name); v != "" {
+		return v
+	}
+	v := random("")
+	setCookie(w, name, v)
+	return v
+}
+
+// csrfOK checks the form's csrf value against the cookie (both required).
+func csrfOK(r *http.Request, cookieName string) bool {
+	c := cookie(r, cookieName)
+	return c != "" && r.PostFormValue("csrf") == c
+}
+
+func s256(verifier string) string {
+	sum := sha256.Sum256([]byte(verifier))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// ctxTimeout bounds the emulator's own calls to Dendrite.
+func ctxTimeout(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), 15*time.Second)
+}
+
+func (e *Emulator) now() time.Time { return e.opts.Now() }
+
+func (e *Emulator) count(f func(s *Stats)) {
+	e.mu.Lock()
+	f(&e.stats)
+	e.mu.Unlock()
+}
+
+// String describes the emulator (for logs); no secrets.
+func (e *Emulator) String() string {
+	return fmt.Sprintf("masemu{mas=%s upstream=%s homeserver=%s}", e.MASURL, e.UpstreamURL, e.HomeserverURL)
+}

@@ -1,0 +1,720 @@
+package auth
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/oauth2"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/probes"
+	"github.com/mxprobe/mxprobe/probes/mxclient"
+)
+
+// Failure classes of the MAS logins: the part of the login that refused.
+// Transport failures keep the shared classes (unreachable, timeout, http_5xx),
+// so "MAS is down" and "MAS said no" stay apart; the step says which hop.
+const (
+	ClassDiscovery     probes.Class = "discovery"
+	ClassRegistration  probes.Class = "registration"
+	ClassUpstreamLogin probes.Class = "upstream_login"
+	ClassAuthorize     probes.Class = "authorize"
+	ClassAccountLink   probes.Class = "account_link"
+	ClassConsent       probes.Class = "consent"
+	ClassTokenExchange probes.Class = "token_exchange"
+	ClassTokenRefresh  probes.Class = "token_refresh"
+)
+
+// Step names of the MAS logins (bounded: they are metric label values).
+const (
+	StepDiscovery         = "discovery"
+	StepRegistration      = "registration"
+	StepUpstreamLogin     = "upstream_login"
+	StepAuthorize         = "authorize"
+	StepMASLogin          = "mas_login"
+	StepUpstreamAuthorize = "upstream_authorize"
+	StepProviderAuthorize = "provider_authorize"
+	StepProviderLogin     = "provider_login"
+	StepUpstreamCallback  = "upstream_callback"
+	StepAccountLink       = "account_link"
+	StepAccountCreate     = "account_create"
+	StepConsent           = "consent"
+	StepConsentSubmit     = "consent_submit"
+	StepSSORedirect       = "sso_redirect"
+	StepMASPage           = "mas_page"
+	StepTokenExchange     = "token_exchange"
+	StepTokenLogin        = "token_login"
+	StepTokenRefresh      = "token_refresh"
+	StepTokenWhoami       = "token_whoami"
+	StepCompatLogin       = "compat_login"
+)
+
+// Matrix scopes (MSC2967 unstable, and the stable names; never mixed).
+const (
+	scopeAPIUnstable    = "urn:matrix:org.matrix.msc2967.client:api:*"
+	scopeDeviceUnstable = "urn:matrix:org.matrix.msc2967.client:device:"
+	scopeAPIStable      = "urn:matrix:client:api:*"
+	scopeDeviceStable   = "urn:matrix:client:device:"
+)
+
+const (
+	masBodyLimit = 1 << 20
+	maxHops      = 30
+)
+
+// AuthMetadata is the part of MAS's OAuth 2.0 server metadata the login uses.
+type AuthMetadata struct {
+	Issuer                string   `json:"issuer"`
+	AuthorizationEndpoint string   `json:"authorization_endpoint"`
+	TokenEndpoint         string   `json:"token_endpoint"`
+	RegistrationEndpoint  string   `json:"registration_endpoint"`
+	RevocationEndpoint    string   `json:"revocation_endpoint,omitempty"`
+	CodeChallengeMethods  []string `json:"code_challenge_methods_supported,omitempty"`
+}
+
+func (a *AuthMetadata) check() error {
+	for name, v := range map[string]string{
+		"issuer": a.Issuer, "authorization_endpoint": a.AuthorizationEndpoint,
+		"token_endpoint": a.TokenEndpoint, "registration_endpoint": a.RegistrationEndpoint,
+	} {
+		u, err := url.Parse(v)
+		if v == "" || err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+			return fmt.Errorf("metadata %s is missing or not an http(s) URL", name)
+		}
+	}
+	if len(a.CodeChallengeMethods) > 0 {
+		for _, m := range a.CodeChallengeMethods {
+			if m == "S256" {
+				return nil
+			}
+		}
+		return fmt.Errorf("the server does not support PKCE S256")
+	}
+	return nil
+}
+
+type discoveryEntry struct {
+	meta    AuthMetadata
+	source  string
+	expires time.Time
+}
+
+// MASMethod is the mas_oidc login: discovery, dynamic client registration,
+// authorization code with PKCE S256 through MAS and the upstream provider,
+// token exchange, and refresh with rotation. It caches discovery per
+// homeserver and the client id per issuer.
+type MASMethod struct {
+	Config   config.MAS
+	Upstream UpstreamAdapter
+	// Now is the clock of the caches (time.Now if nil).
+	Now func() time.Time
+
+	mu        sync.Mutex
+	discovery map[string]discoveryEntry
+	clients   map[string]string // issuer + registration metadata → client_id
+}
+
+// NewMASMethod returns the mas_oidc method for a MAS configuration.
+func NewMASMethod(cfg config.MAS) *MASMethod {
+	return &MASMethod{Config: cfg, Upstream: NewUpstreamAdapter(cfg.Upstream),
+		discovery: map[string]discoveryEntry{}, clients: map[string]string{}}
+}
+
+func (m *MASMethod) now() time.Time {
+	if m.Now != nil {
+		return m.Now()
+	}
+	return time.Now()
+}
+
+// ttl is the discovery and registration cache lifetime.
+func (m *MASMethod) ttl() time.Duration {
+	if d := m.Config.DiscoveryTTL.D(); d > 0 {
+		return d
+	}
+	return time.Hour
+}
+
+// flowClient is an HTTP client with its own cookie jar that never follows
+// redirects, on the manager's transport.
+func flowClient(base *http.Client) *http.Client {
+	jar, _ := cookiejar.New(nil)
+	var tr http.RoundTripper
+	if base != nil {
+		tr = base.Transport
+	}
+	return &http.Client{Transport: tr, Jar: jar,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// Login implements Method.
+func (m *MASMethod) Login(ctx context.Context, mgr *Manager, acct Account, rec *probes.Recorder) (*Session, error) {
+	if acct.Password == "" {
+		err := probes.Errorf(probes.ClassConfig, "no password configured for the upstream login")
+		rec.AddStep(StepUpstreamLogin, 0, err)
+		return nil, err
+	}
+	if m.Config.RedirectURI == "" {
+		err := probes.Errorf(probes.ClassConfig, "mas.redirect_uri is not set")
+		rec.AddStep(StepRegistration, 0, err)
+		return nil, err
+	}
+	hc := flowClient(mgr.HTTP)
+
+	var meta AuthMetadata
+	var detail string
+	if err := rec.Step(StepDiscovery, func() error {
+		var err error
+		meta, detail, err = m.discover(ctx, mgr.HTTP, acct.HomeserverURL)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	rec.Note(detail)
+
+	reregistered := false
+	for {
+		var clientID string
+		var cached bool
+		if err := rec.Step(StepRegistration, func() error {
+			var err error
+			clientID, cached, err = m.register(ctx, mgr.HTTP, meta)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		if cached {
+			rec.Note("cached " + m.Config.ApplicationType() + " client")
+		} else {
+			rec.Note("registered " + m.Config.ApplicationType() + " client")
+		}
+		sess, err := m.authorize(ctx, mgr, hc, acct, meta, clientID, cached && !reregistered, rec)
+		var uc *unknownClientError
+		if err != nil && errors.As(err, &uc) && cached && !reregistered {
+			// MAS forgot the client (a database reset): register again, once.
+			m.forgetClient(meta.Issuer)
+			reregistered = true
+			rec.Note("MAS does not know the cached client: registering again")
+			continue
+		}
+		return sess, err
+	}
+}
+
+// unknownClientError marks MAS answering that it does not know the client.
+type unknownClientError struct{ error }
+
+func (e *unknownClientError) Unwrap() error { return e.error }
+
+func (m *MASMethod) oauthConfig(meta AuthMetadata, clientID string) *oauth2.Config {
+	return &oauth2.Config{
+		ClientID:    clientID,
+		RedirectURL: m.Config.RedirectURI,
+		Endpoint: oauth2.Endpoint{AuthURL: meta.AuthorizationEndpoint, TokenURL: meta.TokenEndpoint,
+			AuthStyle: oauth2.AuthStyleInParams},
+	}
+}
+
+// Scopes are MAS_SCOPES plus the Matrix API scope and the device scope
+// (MSC2967 names, or the stable ones; never both).
+func (m *MASMethod) Scopes(deviceID string) []string {
+	var out []string
+	for _, s := range strings.Fields(m.Config.Scopes) {
+		if strings.HasPrefix(s, "urn:matrix:") {
+			continue // ours are added below, never mixed
+		}
+		out = append(out, s)
+	}
+	if m.Config.StableScopes {
+		out = append(out, scopeAPIStable)
+		if deviceID != "" {
+			out = append(out, scopeDeviceStable+deviceID)
+		}
+	} else {
+		out = append(out, scopeAPIUnstable)
+		if deviceID != "" {
+			out = append(out, scopeDeviceUnstable+deviceID)
+		}
+	}
+	return out
+}
+
+func (m *MASMethod) authorize(ctx context.Context, mgr *Manager, hc *http.Client, acct Account,
+	meta AuthMetadata, clientID string, cachedClient bool, rec *probes.Recorder) (*Session, error) {
+	// 1. The upstream session (the OpenMeet adapter logs in at the platform API).
+	if err := m.Upstream.BeforeAuthorize(ctx, hc, acct, rec); err != nil {
+		return nil, err
+	}
+	oc := m.oauthConfig(meta, clientID)
+	oc.Scopes = m.Scopes(acct.DeviceID())
+	verifier := oauth2.GenerateVerifier()
+	state, nonce := randomToken(), randomToken()
+	authURL := oc.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier),
+		oauth2.SetAuthURLParam("nonce", nonce), oauth2.SetAuthURLParam("login_hint", acct.Config.Email))
+
+	target, err := url.Parse(m.Config.RedirectURI)
+	if err != nil {
+		return nil, probes.Errorf(probes.ClassConfig, "mas.redirect_uri is not a URL")
+	}
+	h := &hopper{hc: hc, rec: rec, acct: acct, adapter: m.Upstream, target: target,
+		origins: map[string]bool{}, cachedClient: cachedClient}
+	if u, err := url.Parse(meta.AuthorizationEndpoint); err == nil {
+		h.origins[origin(u)] = true
+		h.authPath = u.Path
+	}
+	if u, err := url.Parse(meta.Issuer); err == nil {
+		h.origins[origin(u)] = true
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, authURL, nil)
+	if err != nil {
+		return nil, probes.Errorf(probes.ClassConfig, "authorization endpoint: bad URL")
+	}
+	q, err := h.follow(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if q.Get("state") != state {
+		err := probes.Errorf(ClassAuthorize, "the redirect to redirect_uri carries a different state (possible CSRF or mixed-up flows)")
+		rec.Fail(h.lastStep, err)
+		return nil, err
+	}
+	code := q.Get("code")
+	if code == "" {
+		err := probes.Errorf(ClassAuthorize, "the redirect to redirect_uri carries no code")
+		rec.Fail(h.lastStep, err)
+		return nil, err
+	}
+
+	// 6. Token exchange, then whoami.
+	var tok *oauth2.Token
+	if err := rec.Step(StepTokenExchange, func() error {
+		var err error
+		tok, err = oc.Exchange(context.WithValue(ctx, oauth2.HTTPClient, tokenClient(mgr.HTTP)), code,
+			oauth2.VerifierOption(verifier))
+		if err != nil {
+			return m.tokenError(ClassTokenExchange, meta.Issuer, err)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if tok.RefreshToken == "" {
+		rec.Note("no refresh token issued")
+	}
+	sess := &Session{
+		AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry,
+		DeviceID: acct.DeviceID(), HomeserverURL: acct.HomeserverURL,
+		Extra: map[string]string{
+			"client_id": clientID, "token_endpoint": meta.TokenEndpoint,
+			"authorization_endpoint": meta.AuthorizationEndpoint, "issuer": meta.Issuer,
+		},
+	}
+	if err := rec.Step(StepTokenWhoami, func() error { return mgr.Whoami(ctx, acct, sess) }); err != nil {
+		return nil, err
+	}
+	return sess, nil
+}
+
+// tokenClient is the HTTP client for the token endpoint (no cookies needed).
+func tokenClient(base *http.Client) *http.Client {
+	if base == nil {
+		return http.DefaultClient
+	}
+	return base
+}
+
+// tokenError classifies an OAuth token endpoint error without echoing its body.
+func (m *MASMethod) tokenError(class probes.Class, issuer string, err error) error {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		status := 0
+		if re.Response != nil {
+			status = re.Response.StatusCode
+		}
+		if status >= 500 {
+			return &probes.Error{Class: probes.ClassHTTP5xx, Status: status, Err: fmt.Errorf("token endpoint: HTTP %d", status)}
+		}
+		if re.ErrorCode == "invalid_client" {
+			m.forgetClient(issuer)
+		}
+		msg := re.ErrorCode
+		if msg == "" {
+			msg = fmt.Sprintf("HTTP %d", status)
+		}
+		if re.ErrorDescription != "" {
+			msg += ": " + mxclient.Short(re.ErrorDescription)
+		}
+		return &probes.Error{Class: class, Status: status, Err: fmt.Errorf("token endpoint refused: %s", msg)}
+	}
+	c := probes.Classify(err)
+	if c == probes.ClassInternal {
+		c = class
+	}
+	return &probes.Error{Class: c, Err: fmt.Errorf("token endpoint: %s", redactErr(err))}
+}
+
+// Refresh implements Refresher: a refresh_token grant (the pair rotates). A
+// failure is recorded as a step that does not fail the run: the manager falls
+// back to a full login.
+func (m *MASMethod) Refresh(ctx context.Context, mgr *Manager, acct Account, sess *Session, rec *probes.Recorder) (*Session, error) {
+	var ns *Session
+	err := rec.SoftStep(StepTokenRefresh, func() error {
+		clientID, tokenURL := sess.Extra["client_id"], sess.Extra["token_endpoint"]
+		if clientID == "" || tokenURL == "" {
+			return probes.Errorf(ClassTokenRefresh, "session has no client registration to refresh with")
+		}
+		oc := &oauth2.Config{ClientID: clientID,
+			Endpoint: oauth2.Endpoint{TokenURL: tokenURL, AuthStyle: oauth2.AuthStyleInParams}}
+		ts := oc.TokenSource(context.WithValue(ctx, oauth2.HTTPClient, tokenClient(mgr.HTTP)),
+			&oauth2.Token{RefreshToken: sess.RefreshToken, Expiry: time.Unix(1, 0)})
+		tok, err := ts.Token()
+		if err != nil {
+			return m.tokenError(ClassTokenRefresh, sess.Extra["issuer"], err)
+		}
+		ns = &Session{UserID: sess.UserID, DeviceID: sess.DeviceID, HomeserverURL: sess.HomeserverURL,
+			AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry,
+			Extra: sess.Extra}
+		return nil
+	})
+	if err == nil && ns.RefreshToken != sess.RefreshToken {
+		rec.Note("refresh token rotated")
+	}
+	return ns, err
+}
+
+// discover finds MAS's metadata: the homeserver's auth_metadata, its unstable
+// MSC2965 path, then MAS's own well-known document; cached with a TTL.
+func (m *MASMethod) discover(ctx context.Context, hc *http.Client, homeserver string) (AuthMetadata, string, error) {
+	key := strings.TrimRight(homeserver, "/")
+	m.mu.Lock()
+	e, ok := m.discovery[key]
+	m.mu.Unlock()
+	if ok && m.now().Before(e.expires) {
+		return e.meta, "cached (" + e.source + ")", nil
+	}
+	type cand struct{ url, source string }
+	var cands []cand
+	if key != "" {
+		cands = append(cands,
+			cand{key + "/_matrix/client/v1/auth_metadata", "auth_metadata"},
+			cand{key + "/_matrix/client/unstable/org.matrix.msc2965/auth_metadata", "unstable auth_metadata"})
+	}
+	if pub := strings.TrimRight(m.Config.PublicURL, "/"); pub != "" {
+		cands = append(cands, cand{pub + "/.well-known/openid-configuration", "MAS well-known"})
+	}
+	var firstErr error
+	var tried []string
+	for _, c := range cands {
+		var meta AuthMetadata
+		status, err := getJSON(ctx, hc, c.url, &meta)
+		if err == nil {
+			err = meta.check()
+			if err != nil {
+				err = probes.Errorf(ClassDiscovery, "%s: %v", c.source, err)
+			}
+		}
+		if err == nil {
+			m.mu.Lock()
+			m.discovery[key] = discoveryEntry{meta: meta, source: c.source, expires: m.now().Add(m.ttl())}
+			m.mu.Unlock()
+			detail := c.source
+			if len(tried) > 0 {
+				detail += " (fallback after " + strings.Join(tried, ", ") + ")"
+			}
+			return meta, detail, nil
+		}
+		if ctx.Err() != nil {
+			return AuthMetadata{}, "", probes.WithClass(probes.Classify(ctx.Err()), ctx.Err())
+		}
+		tried = append(tried, fmt.Sprintf("%s %s", c.source, statusText(status, err)))
+		if firstErr == nil && status != http.StatusNotFound && status != http.StatusMethodNotAllowed && status != http.StatusBadRequest {
+			firstErr = err
+		}
+	}
+	if len(cands) == 0 {
+		return AuthMetadata{}, "", probes.Errorf(probes.ClassConfig, "no homeserver URL and no mas.public_url to discover MAS from")
+	}
+	if firstErr != nil {
+		class := probes.Classify(firstErr)
+		if class == probes.ClassInternal || class == probes.ClassBadResponse || class == probes.ClassNotFound {
+			class = ClassDiscovery
+		}
+		return AuthMetadata{}, "", &probes.Error{Class: class, Status: probes.StatusOf(firstErr),
+			Err: fmt.Errorf("no usable auth metadata: %s", strings.Join(tried, "; "))}
+	}
+	return AuthMetadata{}, "", probes.Errorf(ClassDiscovery,
+		"no auth metadata: %s (the homeserver does not delegate to MAS; set mas.public_url)", strings.Join(tried, "; "))
+}
+
+func statusText(status int, err error) string {
+	if status != 0 {
+		return fmt.Sprintf("HTTP %d", status)
+	}
+	return string(probes.Classify(err))
+}
+
+// registration returns the client registration body.
+func (m *MASMethod) registration() map[string]any {
+	return map[string]any{
+		"client_name":                m.Config.ClientName,
+		"client_uri":                 m.Config.ClientURI,
+		"redirect_uris":              []string{m.Config.RedirectURI},
+		"grant_types":                []string{"authorization_code", "refresh_token"},
+		"response_types":             []string{"code"},
+		"token_endpoint_auth_method": "none",
+		"application_type":           m.Config.ApplicationType(),
+	}
+}
+
+func (m *MASMethod) clientKey(issuer string) string {
+	return issuer + "|" + m.Config.RedirectURI + "|" + m.Config.ClientURI + "|" + m.Config.ClientName
+}
+
+func (m *MASMethod) forgetClient(issuer string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k := range m.clients {
+		if strings.HasPrefix(k, issuer+"|") {
+			delete(m.clients, k)
+		}
+	}
+}
+
+// register does the dynamic client registration (MSC2966), cached per issuer.
+func (m *MASMethod) register(ctx context.Context, hc *http.Client, meta AuthMetadata) (string, bool, error) {
+	key := m.clientKey(meta.Issuer)
+	m.mu.Lock()
+	id, ok := m.clients[key]
+	m.mu.Unlock()
+	if ok {
+		return id, true, nil
+	}
+	body, _ := json.Marshal(m.registration())
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, meta.RegistrationEndpoint, bytes.NewReader(body))
+	if err != nil {
+		return "", false, probes.Errorf(ClassRegistration, "bad registration endpoint")
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	resp, err := tokenClient(hc).Do(req)
+	if err != nil {
+		return "", false, transportError("registration endpoint", err)
+	}
+	defer drain(resp)
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, masBodyLimit))
+	var out struct {
+		ClientID         string `json:"client_id"`
+		Error            string `json:"error"`
+		ErrorDescription string `json:"error_description"`
+	}
+	_ = json.Unmarshal(b, &out)
+	switch {
+	case resp.StatusCode >= 500:
+		return "", false, &probes.Error{Class: probes.ClassHTTP5xx, Status: resp.StatusCode,
+			Err: fmt.Errorf("registration endpoint: HTTP %d", resp.StatusCode)}
+	case resp.StatusCode/100 != 2:
+		msg := out.Error
+		if msg == "" {
+			msg = "no error code"
+		}
+		if out.ErrorDescription != "" {
+			msg += ": " + mxclient.Short(out.ErrorDescription)
+		}
+		return "", false, &probes.Error{Class: ClassRegistration, Status: resp.StatusCode,
+			Err: fmt.Errorf("client registration refused (HTTP %d): %s", resp.StatusCode, msg)}
+	case out.ClientID == "":
+		return "", false, &probes.Error{Class: ClassRegistration, Status: resp.StatusCode,
+			Err: fmt.Errorf("registration answered without a client_id")}
+	}
+	m.mu.Lock()
+	m.clients[key] = out.ClientID
+	m.mu.Unlock()
+	return out.ClientID, false, nil
+}
+
+// getJSON fetches a JSON document; the error is classified.
+func getJSON(ctx context.Context, hc *http.Client, u string, out any) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, probes.Errorf(probes.ClassConfig, "bad URL")
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := tokenClient(hc).Do(req)
+	if err != nil {
+		return 0, transportError(redactURL(req.URL), err)
+	}
+	defer drain(resp)
+	if resp.StatusCode/100 != 2 {
+		return resp.StatusCode, &probes.Error{Class: probes.ClassForStatus(resp.StatusCode), Status: resp.StatusCode,
+			Err: fmt.Errorf("%s: HTTP %d", redactURL(req.URL), resp.StatusCode)}
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, masBodyLimit)).Decode(out); err != nil {
+		return resp.StatusCode, &probes.Error{Class: probes.ClassBadResponse, Status: resp.StatusCode,
+			Err: fmt.Errorf("%s: not JSON", redactURL(req.URL))}
+	}
+	return resp.StatusCode, nil
+}
+
+func drain(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, masBodyLimit))
+	resp.Body.Close()
+}
+
+// transportError classifies a failed request, naming what without its query.
+func transportError(what string, err error) error {
+	class := probes.Classify(err)
+	if class == probes.ClassInternal {
+		class = probes.ClassUnreachable
+	}
+	return &probes.Error{Class: class, Err: fmt.Errorf("%s: %s", what, redactErr(err))}
+}
+
+// redactErr keeps the cause of a transport error but drops the URL (whose
+// query may carry a code or state).
+func redactErr(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return err.Error()
+}
+
+// redactURL renders a URL without its query, fragment or credentials.
+func redactURL(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	c := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}
+	return c.String()
+}
+
+func origin(u *url.URL) string { return strings.ToLower(u.Scheme + "://" + u.Host) }
+
+func randomToken() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// MASCompatSSOMethod is MAS's compatibility SSO login: m.login.sso's redirect
+// through MAS and the upstream provider, a consent POST, then m.login.token
+// with the loginToken MAS appended to the redirect URL.
+type MASCompatSSOMethod struct {
+	Config   config.MAS
+	Upstream UpstreamAdapter
+}
+
+// NewMASCompatSSOMethod returns the mas_compat_sso method.
+func NewMASCompatSSOMethod(cfg config.MAS) *MASCompatSSOMethod {
+	return &MASCompatSSOMethod{Config: cfg, Upstream: NewUpstreamAdapter(cfg.Upstream)}
+}
+
+// Login implements Method.
+func (c *MASCompatSSOMethod) Login(ctx context.Context, mgr *Manager, acct Account, rec *probes.Recorder) (*Session, error) {
+	if acct.Password == "" {
+		err := probes.Errorf(probes.ClassConfig, "no password configured for the upstream login")
+		rec.AddStep(StepUpstreamLogin, 0, err)
+		return nil, err
+	}
+	hc := flowClient(mgr.HTTP)
+	if err := c.Upstream.BeforeAuthorize(ctx, hc, acct, rec); err != nil {
+		return nil, err
+	}
+	target, err := url.Parse(c.Config.CompatRedirectURL)
+	if err != nil || target.Host == "" {
+		return nil, probes.Errorf(probes.ClassConfig, "mas.compat_redirect_url is not a URL")
+	}
+	hs, err := url.Parse(strings.TrimRight(acct.HomeserverURL, "/"))
+	if err != nil {
+		return nil, probes.Errorf(probes.ClassConfig, "homeserver URL: not a URL")
+	}
+	start := *hs
+	start.Path += "/_matrix/client/v3/login/sso/redirect"
+	start.RawQuery = url.Values{"redirectUrl": {target.String()}}.Encode()
+	h := &hopper{hc: hc, rec: rec, acct: acct, adapter: c.Upstream, target: target,
+		origins: map[string]bool{origin(hs): true}, learnOrigin: true}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, start.String(), nil)
+	if err != nil {
+		return nil, probes.Errorf(probes.ClassConfig, "homeserver URL: %v", err)
+	}
+	q, err := h.follow(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	loginToken := q.Get("loginToken")
+	if loginToken == "" {
+		err := probes.Errorf(ClassAuthorize, "the redirect to redirectUrl carries no loginToken")
+		rec.Fail(h.lastStep, err)
+		return nil, err
+	}
+	var sess *Session
+	if err := rec.Step(StepTokenLogin, func() error {
+		cli, err := mxclient.New(acct.HomeserverURL, mgr.HTTP)
+		if err != nil {
+			return err
+		}
+		var resp *mautrix.RespLogin
+		err = mxclient.Call(ctx, nil, func(ctx context.Context) error {
+			var err error
+			resp, err = cli.Login(ctx, &mautrix.ReqLogin{
+				Type: mautrix.AuthTypeToken, Token: loginToken,
+				DeviceID: id.DeviceID(acct.DeviceID()), InitialDeviceDisplayName: "mxprobe",
+			})
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if resp.AccessToken == "" {
+			return probes.Errorf(probes.ClassBadResponse, "m.login.token answered without an access_token")
+		}
+		sess = &Session{UserID: string(resp.UserID), AccessToken: resp.AccessToken, DeviceID: string(resp.DeviceID),
+			RefreshToken: resp.RefreshToken, HomeserverURL: acct.HomeserverURL}
+		if resp.ExpiresInMS > 0 {
+			sess.Expiry = time.Now().Add(time.Duration(resp.ExpiresInMS) * time.Millisecond)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := rec.Step(StepTokenWhoami, func() error { return mgr.Whoami(ctx, acct, sess) }); err != nil {
+		return nil, err
+	}
+	return sess, nil
+}
+
+// MASCompatPasswordMethod is m.login.password served by MAS's compatibility
+// layer (where the deployment enables MAS passwords).
+type MASCompatPasswordMethod struct{}
+
+// Login implements Method.
+func (MASCompatPasswordMethod) Login(ctx context.Context, mgr *Manager, acct Account, rec *probes.Recorder) (*Session, error) {
+	var sess *Session
+	err := rec.Step(StepCompatLogin, func() error {
+		var err error
+		sess, err = PasswordLogin(ctx, mgr, acct)
+		return err
+	})
+	return sess, err
+}
+
+// RegisterMAS adds the MAS login methods for a configuration to m.
+func RegisterMAS(m *Manager, cfg config.MAS) {
+	m.Register(config.MethodMASOIDC, NewMASMethod(cfg))
+	m.Register(config.MethodMASCompatSSO, NewMASCompatSSOMethod(cfg))
+	m.Register(config.MethodMASCompatPassword, MASCompatPasswordMethod{})
+}

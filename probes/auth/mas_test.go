@@ -1,0 +1,223 @@
+package auth_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/internal/testenv/masemu"
+	"github.com/mxprobe/mxprobe/probes"
+	"github.com/mxprobe/mxprobe/probes/auth"
+	"github.com/mxprobe/mxprobe/probes/mxclient"
+)
+
+// masEnv is an emulator with one bot, a manager with the MAS methods, and
+// the bot's account.
+type masEnv struct {
+	emu  *masemu.Emulator
+	mgr  *auth.Manager
+	cfg  config.MAS
+	acct auth.Account
+}
+
+const botPassword = "bot-secret-pw-1"
+
+func newMASEnv(t testing.TB, opts masemu.Options, tweak func(*config.MAS)) *masEnv {
+	t.Helper()
+	emu, err := masemu.Start(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emu.Close)
+	cfg := config.MAS{
+		PublicURL:   emu.MASURL,
+		RedirectURI: "http://localhost:9005/auth/matrix/callback",
+		Scopes:      "openid email",
+		ClientURI:   config.DefaultMASClientURI,
+		ClientName:  "mxprobe-test",
+		Upstream:    config.Upstream{Adapter: config.UpstreamOpenMeet, APIURL: emu.UpstreamURL},
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	httpc := mxclient.NewHTTPClient()
+	t.Cleanup(httpc.CloseIdleConnections)
+	mgr := auth.NewManager(httpc)
+	auth.RegisterMAS(mgr, cfg)
+	env := &masEnv{emu: emu, mgr: mgr, cfg: cfg}
+	env.acct = env.bot(t, "acme", "openmeet-bot-acme", config.MethodMASOIDC)
+	return env
+}
+
+// bot adds a platform account for a tenant and returns its mxprobe account.
+func (e *masEnv) bot(t testing.TB, tenant, localpart, method string) auth.Account {
+	email := "bot-" + tenant + "@openmeet.net"
+	e.emu.AddUpstreamUser(tenant, email, botPassword, localpart)
+	return auth.Account{
+		Key: tenant + "/bot", Tenant: tenant, Role: "bot", HomeserverURL: e.emu.HomeserverURL,
+		ServerName: e.emu.ServerName, Password: botPassword,
+		Config: config.Account{Method: method, User: localpart, Email: email},
+	}
+}
+
+func (e *masEnv) login(t testing.TB) (probes.Result, *auth.Session) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rec := probes.NewRecorder("login", "login", e.acct.Tenant)
+	sess, _ := e.mgr.Login(ctx, e.acct, rec)
+	return rec.Finish(), sess
+}
+
+func stepNames(r probes.Result) []string {
+	var out []string
+	for _, s := range r.Steps {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+func hasStep(r probes.Result, name string) bool {
+	_, ok := r.StepDuration(name)
+	return ok
+}
+
+// assertNoSecrets fails when a result (as JSON, the form every sink sees)
+// contains the password or any token/code the emulator issued.
+func assertNoSecrets(t *testing.T, r probes.Result, extra ...string) {
+	t.Helper()
+	b, _ := json.Marshal(r)
+	s := string(b)
+	for _, bad := range append([]string{botPassword, "mat_", "mar_", "mct_", "code=", "code_verifier", "loginToken=", "state="}, extra...) {
+		if bad != "" && strings.Contains(s, bad) {
+			t.Errorf("result leaks %q: %s", bad, s)
+		}
+	}
+}
+
+func requireOK(t *testing.T, r probes.Result) {
+	t.Helper()
+	if !r.OK() {
+		t.Fatalf("login failed at %s (%s): %s\nsteps: %v", r.Step, r.Class, r.Error, stepNames(r))
+	}
+}
+
+func requireFail(t *testing.T, r probes.Result, step string, class probes.Class) {
+	t.Helper()
+	if r.OK() {
+		t.Fatalf("login succeeded, want failure at %s/%s; steps %v", step, class, stepNames(r))
+	}
+	if r.Step != step || r.Class != class {
+		t.Fatalf("failed at %s (%s): %s; want %s (%s)\nsteps: %v", r.Step, r.Class, r.Error, step, class, stepNames(r))
+	}
+	assertNoSecrets(t, r)
+}
+
+func TestMASLoginFirstAndSecond(t *testing.T) {
+	env := newMASEnv(t, masemu.Options{}, nil)
+	res, sess := env.login(t)
+	requireOK(t, res)
+	assertNoSecrets(t, res)
+	for _, want := range []string{"upstream_login", "discovery", "registration", "authorize", "mas_login",
+		"upstream_authorize", "provider_authorize", "upstream_callback", "account_link", "account_create",
+		"consent", "consent_submit", "token_exchange", "token_whoami"} {
+		if !hasStep(res, want) {
+			t.Errorf("first login has no %s step: %v", want, stepNames(res))
+		}
+	}
+	if sess.UserID != "@openmeet-bot-acme:"+env.emu.ServerName || sess.RefreshToken == "" || sess.Expiry.IsZero() {
+		t.Fatalf("session: %v expiry %v refresh %v", sess, sess.Expiry, sess.RefreshToken != "")
+	}
+	if !env.emu.HasUser("openmeet-bot-acme") {
+		t.Fatal("MAS has no account after the first login")
+	}
+	// Second login: no account creation form, cached discovery and client.
+	res2, _ := env.login(t)
+	requireOK(t, res2)
+	if hasStep(res2, "account_create") {
+		t.Errorf("second login created an account again: %v", stepNames(res2))
+	}
+	for _, s := range res2.Steps {
+		if (s.Name == "discovery" || s.Name == "registration") && !strings.Contains(s.Detail, "cached") {
+			t.Errorf("%s not cached on the second login: %q", s.Name, s.Detail)
+		}
+	}
+	if st := env.emu.Stats(); st.Registrations != 1 || st.AccountsCreated != 1 || st.CodesIssued != 2 {
+		t.Errorf("emulator stats %+v", st)
+	}
+}
+
+func TestMASLoginStableScopesWebClient(t *testing.T) {
+	env := newMASEnv(t, masemu.Options{NoTerms: true}, func(c *config.MAS) {
+		c.StableScopes = true
+		c.RedirectURI = "https://bots.example.org/auth/matrix/callback"
+		c.ClientURI = "https://example.org/"
+	})
+	res, _ := env.login(t)
+	requireOK(t, res)
+}
+
+func TestMASLoginFormAdapter(t *testing.T) {
+	env := newMASEnv(t, masemu.Options{UpstreamLoginForm: true}, func(c *config.MAS) {
+		c.Upstream = config.Upstream{Adapter: config.UpstreamForm, UsernameField: "email", PasswordField: "password"}
+	})
+	res, _ := env.login(t)
+	requireOK(t, res)
+	if !hasStep(res, "provider_login") {
+		t.Errorf("no provider_login step: %v", stepNames(res))
+	}
+	// Wrong password: the provider shows its form again.
+	env.emu.SetUpstreamPassword("acme", env.acct.Config.Email, "rotated")
+	env.mgr.Forget(env.acct.Key)
+	res, _ = env.login(t)
+	requireFail(t, res, "provider_login", auth.ClassUpstreamLogin)
+}
+
+func TestMASNegative(t *testing.T) {
+	cases := []struct {
+		name  string
+		opts  masemu.Options
+		tweak func(*config.MAS)
+		setup func(env *masEnv)
+		step  string
+		class probes.Class
+		msg   string
+	}{
+		{name: "wrong bot password", setup: func(env *masEnv) { env.acct.Password = "wrong-password" },
+			step: "upstream_login", class: auth.ClassUpstreamLogin, msg: "HTTP 422"},
+		{name: "login_required", setup: func(env *masEnv) {
+			env.emu.SetFaults(masemu.Faults{UpstreamSessionExpired: true})
+		}, step: "provider_authorize", class: auth.ClassUpstreamLogin, msg: "error=login_required"},
+		{name: "registration refused by policy", tweak: func(c *config.MAS) {
+			c.RedirectURI = "https://evil.example.net/cb" // not on the client_uri host
+			c.ClientURI = "https://example.org/"
+		}, step: "registration", class: auth.ClassRegistration, msg: "invalid_redirect_uri"},
+		{name: "consent csrf missing", setup: func(env *masEnv) {
+			env.emu.SetFaults(masemu.Faults{ConsentWithoutCSRF: true})
+		}, step: "consent", class: auth.ClassConsent, msg: "csrf"},
+		{name: "MAS down", setup: func(env *masEnv) { env.emu.StopMAS() },
+			step: "registration", class: probes.ClassUnreachable},
+		{name: "upstream down", setup: func(env *masEnv) { env.emu.StopUpstream() },
+			step: "upstream_login", class: probes.ClassUnreachable},
+		{name: "registration endpoint 503", setup: func(env *masEnv) {
+			env.emu.SetFaults(masemu.Faults{RegistrationDown: true})
+		}, step: "registration", class: probes.ClassHTTP5xx},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newMASEnv(t, tc.opts, tc.tweak)
+			if tc.setup != nil {
+				tc.setup(env)
+			}
+			res, _ := env.login(t)
+			requireFail(t, res, tc.step, tc.class)
+			if tc.msg != "" && !strings.Contains(res.Error, tc.msg) {
+				t.Errorf("error %q does not mention %q", res.Error, tc.msg)
+			}
+		})
+	}
+}
+

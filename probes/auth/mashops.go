@@ -1,0 +1,426 @@
+package auth
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/probes"
+	"github.com/mxprobe/mxprobe/probes/mxclient"
+)
+
+// hopper follows MAS's redirect chain by hand, one timed step per request,
+// filling the forms MAS (and, with the form adapter, the provider) shows,
+// until a redirect to the target (the client's redirect URI) appears. The
+// target itself is never fetched.
+type hopper struct {
+	hc      *http.Client
+	rec     *probes.Recorder
+	acct    Account
+	adapter UpstreamAdapter
+	target  *url.URL
+	// origins are the scheme://host of MAS (and, for compat SSO, the
+	// homeserver); anything else is the upstream provider.
+	origins map[string]bool
+	// learnOrigin adds the first redirect's origin to origins (compat SSO:
+	// the homeserver hands over to MAS).
+	learnOrigin bool
+	authPath    string
+
+	lastStep string
+	// cachedClient: the client id came from the cache (a 400 at /authorize
+	// may mean MAS forgot it).
+	cachedClient bool
+	formLogins   int
+	posted       map[string]int
+}
+
+// isTarget reports whether u is the redirect URI (same origin and path).
+func (h *hopper) isTarget(u *url.URL) bool {
+	return strings.EqualFold(u.Scheme, h.target.Scheme) && strings.EqualFold(u.Host, h.target.Host) &&
+		strings.TrimRight(u.Path, "/") == strings.TrimRight(h.target.Path, "/")
+}
+
+// hop names the request for its step.
+func (h *hopper) hop(u *url.URL, method string) string {
+	if !h.origins[origin(u)] {
+		if method == http.MethodPost {
+			return StepProviderLogin
+		}
+		return StepProviderAuthorize
+	}
+	p := u.Path
+	switch {
+	case h.authPath != "" && p == h.authPath:
+		return StepAuthorize
+	case strings.Contains(p, "/login/sso/redirect"):
+		return StepSSORedirect
+	case strings.Contains(p, "/upstream/authorize/"):
+		return StepUpstreamAuthorize
+	case strings.Contains(p, "/upstream/callback/"):
+		return StepUpstreamCallback
+	case strings.Contains(p, "/upstream/link/"), strings.Contains(p, "/register"):
+		if method == http.MethodPost {
+			return StepAccountCreate
+		}
+		return StepAccountLink
+	case strings.Contains(p, "/consent/"), strings.Contains(p, "/complete-compat-sso/"):
+		if method == http.MethodPost {
+			return StepConsentSubmit
+		}
+		return StepConsent
+	case strings.HasSuffix(p, "/login"):
+		return StepMASLogin
+	}
+	return StepMASPage
+}
+
+// hopClass is the failure class of a refusal at that hop.
+func hopClass(step string) probes.Class {
+	switch step {
+	case StepProviderAuthorize, StepProviderLogin:
+		return ClassUpstreamLogin
+	case StepAccountLink, StepAccountCreate:
+		return ClassAccountLink
+	case StepConsent, StepConsentSubmit:
+		return ClassConsent
+	}
+	return ClassAuthorize
+}
+
+// loginRequired are OAuth errors meaning "the upstream session is missing".
+var loginRequired = map[string]bool{
+	"login_required": true, "interaction_required": true, "account_selection_required": true,
+}
+
+// follow performs req and what follows until the target is reached; it
+// returns the target's query parameters.
+func (h *hopper) follow(ctx context.Context, req *http.Request) (url.Values, error) {
+	h.posted = map[string]int{}
+	for i := 0; i < maxHops; i++ {
+		step := h.hop(req.URL, req.Method)
+		h.lastStep = step
+		t0 := time.Now()
+		resp, err := h.hc.Do(req)
+		if err != nil {
+			e := transportError(step+" "+req.Method+" "+req.URL.Path, err)
+			h.rec.AddStep(step, time.Since(t0), e)
+			return nil, e
+		}
+		body, rerr := io.ReadAll(io.LimitReader(resp.Body, masBodyLimit))
+		drain(resp)
+		d := time.Since(t0)
+		if rerr != nil {
+			e := transportError(step+" "+req.URL.Path, rerr)
+			h.rec.AddStep(step, d, e)
+			return nil, e
+		}
+		where := req.Method + " " + req.URL.Path
+		switch {
+		case resp.StatusCode/100 == 3:
+			loc, err := resp.Location()
+			if err != nil {
+				e := &probes.Error{Class: hopClass(step), Status: resp.StatusCode,
+					Err: fmt.Errorf("%s: redirect without a usable Location", where)}
+				h.rec.AddStep(step, d, e)
+				return nil, e
+			}
+			if h.learnOrigin {
+				h.origins[origin(loc)] = true
+				h.learnOrigin = false
+			}
+			if code := loc.Query().Get("error"); code != "" {
+				class := hopClass(step)
+				if loginRequired[code] || step == StepProviderAuthorize || step == StepProviderLogin {
+					class = ClassUpstreamLogin
+				}
+				msg := fmt.Sprintf("%s redirected with error=%s", where, safeCode(code))
+				if desc := loc.Query().Get("error_description"); desc != "" {
+					msg += ": " + mxclient.Short(desc)
+				}
+				e := &probes.Error{Class: class, Status: resp.StatusCode, Err: fmt.Errorf("%s", msg)}
+				h.rec.AddStep(step, d, e)
+				return nil, e
+			}
+			if h.isTarget(loc) {
+				h.rec.AddStep(step, d, nil)
+				h.rec.SetStatus(resp.StatusCode)
+				h.rec.Note(where + " → redirect_uri")
+				return loc.Query(), nil
+			}
+			h.rec.AddStep(step, d, nil)
+			h.rec.SetStatus(resp.StatusCode)
+			h.rec.Note(where + " → " + loc.Path)
+			req, err = http.NewRequestWithContext(ctx, http.MethodGet, loc.String(), nil)
+			if err != nil {
+				return nil, probes.Errorf(hopClass(step), "bad redirect")
+			}
+		case resp.StatusCode == http.StatusOK && isHTML(resp):
+			next, note, err := h.page(ctx, step, req.URL, body)
+			if err != nil {
+				if pe, ok := err.(*probes.Error); ok {
+					pe.Status = resp.StatusCode
+				}
+				h.rec.AddStep(step, d, err)
+				return nil, err
+			}
+			h.rec.AddStep(step, d, nil)
+			h.rec.SetStatus(resp.StatusCode)
+			h.rec.Note(where + ": " + note)
+			req = next
+		default:
+			class := hopClass(step)
+			if resp.StatusCode >= 500 {
+				class = probes.ClassHTTP5xx
+			}
+			msg := fmt.Sprintf("%s: HTTP %d", where, resp.StatusCode)
+			if t := pageTitle(req.URL, body); t != "" {
+				msg += ": " + mxclient.Short(t)
+			}
+			var err error = &probes.Error{Class: class, Status: resp.StatusCode, Err: fmt.Errorf("%s", msg)}
+			if step == StepAuthorize && resp.StatusCode == http.StatusBadRequest && h.cachedClient {
+				// Perhaps MAS forgot the cached client: the caller registers
+				// again and retries, so this hop does not fail the run.
+				err = &unknownClientError{err}
+				_ = h.rec.SoftStep(step, func() error { return err })
+				return nil, err
+			}
+			h.rec.AddStep(step, d, err)
+			return nil, err
+		}
+	}
+	e := probes.Errorf(hopClass(h.lastStep), "more than %d hops without reaching redirect_uri", maxHops)
+	h.rec.Fail(h.lastStep, e)
+	return nil, e
+}
+
+// safeCode keeps an OAuth error code printable and short (it comes from outside).
+func safeCode(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if (r >= 'a' && r <= 'z') || r == '_' || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		}
+		if b.Len() >= 40 {
+			break
+		}
+	}
+	return b.String()
+}
+
+func isHTML(resp *http.Response) bool {
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	return mt == "text/html" || mt == "application/xhtml+xml"
+}
+
+func pageTitle(u *url.URL, body []byte) string {
+	if len(body) == 0 || !bytes.Contains(body, []byte("<")) {
+		return ""
+	}
+	_, title := parseForms(body, u)
+	return title
+}
+
+// page handles an HTML page of the chain and returns the request that
+// submits it.
+func (h *hopper) page(ctx context.Context, step string, pageURL *url.URL, body []byte) (*http.Request, string, error) {
+	forms, title := parseForms(body, pageURL)
+	f := postForm(forms)
+	if step == StepProviderAuthorize || step == StepProviderLogin {
+		h.formLogins++
+		if h.formLogins > 1 {
+			return nil, "", probes.Errorf(ClassUpstreamLogin,
+				"the provider showed its login form again: it refused the bot's credentials")
+		}
+		if f == nil {
+			return nil, "", probes.Errorf(ClassUpstreamLogin, "the provider showed a page without a login form (%s)", mxclient.Short(title))
+		}
+		vals, err := h.adapter.FillForm(f, h.acct)
+		if err != nil {
+			return nil, "", err
+		}
+		req, err := formRequest(ctx, f, vals)
+		return req, "login form filled", err
+	}
+	if f == nil {
+		return nil, "", probes.Errorf(hopClass(step), "unexpected page without a form at %s (%s)", pageURL.Path, mxclient.Short(title))
+	}
+	switch step {
+	case StepAccountLink:
+		if !f.has("csrf") || f.value("csrf") == "" {
+			return nil, "", probes.Errorf(ClassAccountLink, "the account creation form has no csrf field")
+		}
+		vals := f.hidden()
+		vals.Set("action", "register")
+		for _, in := range f.Inputs {
+			if in.Type == "checkbox" && (strings.HasPrefix(in.Name, "import_") || in.Name == "accept_terms") {
+				vals.Set(in.Name, "on")
+			}
+		}
+		note := "account creation form"
+		if f.has("accept_terms") {
+			note += ", terms accepted"
+		}
+		req, err := formRequest(ctx, f, vals)
+		return req, note, err
+	case StepConsent:
+		if !f.has("csrf") || f.value("csrf") == "" {
+			return nil, "", probes.Errorf(ClassConsent, "the consent page has no csrf field")
+		}
+		vals := f.hidden()
+		for _, in := range f.Inputs {
+			if in.Type == "button-submit" && in.Name != "" && vals.Get(in.Name) == "" {
+				vals.Set(in.Name, in.Value)
+				break
+			}
+		}
+		req, err := formRequest(ctx, f, vals)
+		return req, "consent form", err
+	}
+	return nil, "", probes.Errorf(hopClass(step), "unexpected page at %s (%s)", pageURL.Path, mxclient.Short(title))
+}
+
+func formRequest(ctx context.Context, f *HTMLForm, vals url.Values) (*http.Request, error) {
+	if f.Method != http.MethodPost {
+		u, err := url.Parse(f.Action)
+		if err != nil {
+			return nil, probes.Errorf(probes.ClassBadResponse, "form action is not a URL")
+		}
+		u.RawQuery = vals.Encode()
+		return http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.Action, strings.NewReader(vals.Encode()))
+	if err != nil {
+		return nil, probes.Errorf(probes.ClassBadResponse, "form action is not a URL")
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return req, nil
+}
+
+// UpstreamAdapter authenticates the bot at the upstream OIDC provider.
+type UpstreamAdapter interface {
+	// BeforeAuthorize runs before the authorization request; the OpenMeet
+	// adapter logs in at the platform API here (cookies land in hc's jar),
+	// recording its own step.
+	BeforeAuthorize(ctx context.Context, hc *http.Client, acct Account, rec *probes.Recorder) error
+	// FillForm fills the login form the provider shows, or refuses.
+	FillForm(f *HTMLForm, acct Account) (url.Values, error)
+}
+
+// NewUpstreamAdapter returns the adapter a configuration names.
+func NewUpstreamAdapter(u config.Upstream) UpstreamAdapter {
+	if u.Adapter == config.UpstreamForm {
+		return &FormAdapter{UsernameField: u.UsernameField, PasswordField: u.PasswordField}
+	}
+	return &OpenMeetAdapter{APIURL: u.APIURL, TenantID: u.TenantHeader}
+}
+
+// OpenMeetAdapter logs the bot in at the platform with
+// POST {api}/api/v1/auth/email/login (header x-tenant-id), which sets the
+// session cookies the platform's OIDC provider reads.
+type OpenMeetAdapter struct {
+	APIURL string
+	// TenantID overrides the x-tenant-id header (default: the tenant id).
+	TenantID string
+}
+
+// BeforeAuthorize implements UpstreamAdapter.
+func (o *OpenMeetAdapter) BeforeAuthorize(ctx context.Context, hc *http.Client, acct Account, rec *probes.Recorder) error {
+	var status int
+	err := rec.Step(StepUpstreamLogin, func() error {
+		if o.APIURL == "" {
+			return probes.Errorf(probes.ClassConfig, "mas.upstream.api_url is not set")
+		}
+		tenant := o.TenantID
+		if tenant == "" {
+			tenant = acct.Tenant
+		}
+		body, _ := json.Marshal(map[string]string{"email": acct.Config.Email, "password": acct.Password})
+		u := strings.TrimRight(o.APIURL, "/") + "/api/v1/auth/email/login"
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+		if err != nil {
+			return probes.Errorf(probes.ClassConfig, "mas.upstream.api_url is not a URL")
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("x-tenant-id", tenant)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return transportError("platform login", err)
+		}
+		drain(resp)
+		status = resp.StatusCode
+		switch {
+		case status >= 500:
+			return &probes.Error{Class: probes.ClassHTTP5xx, Status: status, Err: fmt.Errorf("platform login: HTTP %d", status)}
+		case status/100 != 2:
+			return &probes.Error{Class: ClassUpstreamLogin, Status: status,
+				Err: fmt.Errorf("platform refused the bot's email login (HTTP %d): wrong password or unknown bot email", status)}
+		}
+		if len(hc.Jar.Cookies(req.URL)) == 0 {
+			return &probes.Error{Class: ClassUpstreamLogin, Status: status, Err: fmt.Errorf("platform login set no session cookie")}
+		}
+		return nil
+	})
+	if err == nil {
+		rec.SetStatus(status)
+		rec.Note("POST /api/v1/auth/email/login")
+	}
+	return err
+}
+
+// FillForm implements UpstreamAdapter: the OpenMeet login happens before the
+// flow, so a login form at the provider means the session was not accepted.
+func (o *OpenMeetAdapter) FillForm(*HTMLForm, Account) (url.Values, error) {
+	return nil, probes.Errorf(ClassUpstreamLogin, "the provider shows a login form: it did not accept the platform session")
+}
+
+// FormAdapter fills a generic HTML login form (username or email, password,
+// and the hidden fields such as a CSRF token) on the provider's page.
+type FormAdapter struct {
+	UsernameField, PasswordField string
+}
+
+// BeforeAuthorize implements UpstreamAdapter (nothing to do before).
+func (*FormAdapter) BeforeAuthorize(context.Context, *http.Client, Account, *probes.Recorder) error {
+	return nil
+}
+
+// FillForm implements UpstreamAdapter.
+func (a *FormAdapter) FillForm(f *HTMLForm, acct Account) (url.Values, error) {
+	pw := a.PasswordField
+	if pw == "" {
+		pw, _ = f.hasType("password")
+	}
+	if pw == "" || !f.has(pw) {
+		return nil, probes.Errorf(ClassUpstreamLogin, "the provider's page has no password input")
+	}
+	user := a.UsernameField
+	if user == "" {
+		if n, ok := f.hasType("email"); ok {
+			user = n
+		} else {
+			user = "username"
+		}
+	}
+	if !f.has(user) {
+		return nil, probes.Errorf(ClassUpstreamLogin, "the provider's login form has no %q input", user)
+	}
+	vals := f.hidden()
+	login := acct.Config.Email
+	if login == "" || strings.Contains(strings.ToLower(user), "user") {
+		if acct.Config.User != "" && !strings.Contains(strings.ToLower(user), "mail") {
+			login = acct.Config.User
+		}
+	}
+	vals.Set(user, login)
+	vals.Set(pw, acct.Password)
+	return vals, nil
+}
