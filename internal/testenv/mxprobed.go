@@ -1,0 +1,330 @@
+package testenv
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"gopkg.in/yaml.v3"
+)
+
+// BuildMxprobe builds cmd/mxprobe (without the race detector) into a
+// temporary folder of the test and returns the binary's path.
+func BuildMxprobe(t testing.TB) string {
+	t.Helper()
+	root, err := ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "mxprobe")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/mxprobe")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/mxprobe: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// MxprobeDaemon is a running `mxprobe serve` probing a local Dendrite with
+// every probe type this build offers that can run locally.
+type MxprobeDaemon struct {
+	// URL is the daemon's base URL (http://127.0.0.1:port).
+	URL string
+	// Addr is host:port of the listener.
+	Addr string
+	// Tenants are the configured tenant ids; BrokenTenant's bot has a wrong
+	// password, so its login fails (failing-step series exist).
+	Tenants      []string
+	BrokenTenant string
+	// Probes are the configured probe names (named after their types);
+	// Dropped are the probe types left out because this build lacks them.
+	Probes  []string
+	Dropped []string
+
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  *lockedBuffer
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// optionalProbeTypes are added to the daemon's config when the build has
+// them; versions and login are always there.
+var optionalProbeTypes = []string{"roundtrip", "synapse_metrics"}
+
+// StartMxprobe builds mxprobe, writes a config with healthy tenants (bot and
+// peer accounts on d), one tenant whose password is wrong, and a
+// synapse_metrics probe reading a replay of the Synapse reference pages, and
+// runs `mxprobe serve` until the test ends. It returns once /-/ready answers.
+func StartMxprobe(t testing.TB, d *Dendrite) *MxprobeDaemon {
+	t.Helper()
+	bin := BuildMxprobe(t)
+	dir := t.TempDir()
+	m := &MxprobeDaemon{BrokenTenant: "tenant-broken", log: &lockedBuffer{}}
+
+	peer, peerPW := d.User(t, "mxpeer")
+	var tenants []map[string]any
+	for _, id := range []string{"tenant-a", "tenant-b"} {
+		user, pw := d.User(t, "mxbot")
+		tenants = append(tenants, map[string]any{
+			"id": id, "name": "Test " + id,
+			"bot": map[string]any{"method": "password", "user": user, "password": pw},
+		})
+		m.Tenants = append(m.Tenants, id)
+	}
+	user, _ := d.User(t, "mxbot")
+	tenants = append(tenants, map[string]any{
+		"id": m.BrokenTenant, "name": "Broken tenant",
+		"bot": map[string]any{"method": "password", "user": user, "password": "not-the-password"},
+	})
+	m.Tenants = append(m.Tenants, m.BrokenTenant)
+
+	synapse := SynapseReplay(t)
+	all := map[string]map[string]any{
+		"versions": {"name": "versions", "type": "versions", "schedule": "@every 2s", "timeout": "10s"},
+		"login":    {"name": "login", "type": "login", "schedule": "@every 2s", "timeout": "15s"},
+		"roundtrip": {"name": "roundtrip", "type": "roundtrip", "schedule": "@every 3s", "timeout": "20s",
+			"roundtrip": map[string]any{"peer": map[string]any{"method": "password", "user": peer, "password": peerPW}}},
+		"synapse_metrics": {"name": "synapse", "type": "synapse_metrics", "schedule": "@every 2s", "timeout": "10s",
+			"synapse": map[string]any{"url": synapse.URL + "/_synapse/metrics"}},
+	}
+	cfg := map[string]any{
+		"global": map[string]any{
+			"homeserver_url": d.URL, "server_name": d.ServerName,
+			"data_dir": filepath.Join(dir, "data"), "concurrency": 8, "jitter": 0.5,
+		},
+		"tenants": tenants,
+	}
+	cfgPath := filepath.Join(dir, "mxprobe.yml")
+	write := func(types []string) {
+		var ps []map[string]any
+		for _, typ := range types {
+			ps = append(ps, all[typ])
+		}
+		cfg["probes"] = ps
+		b, err := yaml.Marshal(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	types := []string{"versions", "login"}
+	for _, typ := range optionalProbeTypes {
+		write(append(types, typ))
+		out, err := exec.Command(bin, "check-config", "--config.file", cfgPath).CombinedOutput()
+		switch {
+		case err == nil:
+			types = append(types, typ)
+		case strings.Contains(string(out), "not available in this build"):
+			m.Dropped = append(m.Dropped, typ)
+		default:
+			t.Fatalf("mxprobe check-config with a %s probe: %v\n%s", typ, err, out)
+		}
+	}
+	write(types)
+	for _, typ := range types {
+		m.Probes = append(m.Probes, all[typ]["name"].(string))
+	}
+	if len(m.Dropped) > 0 {
+		t.Logf("probe types not in this build, left out: %v", m.Dropped)
+	}
+
+	port, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Addr = fmt.Sprintf("127.0.0.1:%d", port)
+	m.URL = "http://" + m.Addr
+	m.cmd = exec.Command(bin, "serve", "--config.file", cfgPath, "--web.listen-address", m.Addr, "--log.level", "warn")
+	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
+	if err := m.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	m.done = make(chan struct{})
+	go func() { _ = m.cmd.Wait(); close(m.done) }()
+	t.Cleanup(func() {
+		_ = m.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-m.done:
+		case <-time.After(20 * time.Second):
+			_ = m.cmd.Process.Kill()
+			<-m.done
+		}
+		if t.Failed() {
+			t.Logf("mxprobe log:\n%s", m.log.String())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if code, _ := m.get("/-/ready"); code == http.StatusOK {
+			break
+		}
+		select {
+		case <-m.done:
+			t.Fatalf("mxprobe exited at start:\n%s", m.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mxprobe not ready after 30s:\n%s", m.log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return m
+}
+
+func (m *MxprobeDaemon) get(path string) (int, []byte) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, m.URL+path, nil)
+	req.Header.Set("Accept", "text/plain;version=0.0.4")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// Log returns what the daemon printed so far.
+func (m *MxprobeDaemon) Log() string { return m.log.String() }
+
+// Scrape reads the daemon's /metrics in the text format.
+func (m *MxprobeDaemon) Scrape(t testing.TB) map[string]*dto.MetricFamily {
+	t.Helper()
+	code, body := m.get("/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("GET /metrics: status %d", code)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v", err)
+	}
+	return fams
+}
+
+// SeriesNames returns the names of the series in families as they appear
+// in PromQL: histograms and summaries give _bucket/_sum/_count.
+func SeriesNames(fams map[string]*dto.MetricFamily) []string {
+	var out []string
+	for name, f := range fams {
+		switch f.GetType() {
+		case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM:
+			out = append(out, name+"_bucket", name+"_sum", name+"_count")
+		case dto.MetricType_SUMMARY:
+			out = append(out, name, name+"_sum", name+"_count")
+		default:
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// WaitForSeries scrapes until every name in want has a series (or the
+// timeout), and returns the union of the series names seen in all scrapes.
+func (m *MxprobeDaemon) WaitForSeries(t testing.TB, want []string, timeout time.Duration) map[string]bool {
+	t.Helper()
+	seen := map[string]bool{}
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, n := range SeriesNames(m.Scrape(t)) {
+			seen[n] = true
+		}
+		var missing []string
+		for _, w := range want {
+			if !seen[w] {
+				missing = append(missing, w)
+			}
+		}
+		if len(missing) == 0 {
+			return seen
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s, /metrics still lacks %v\nmxprobe log:\n%s", timeout, missing, m.log.String())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// SynapseReplay serves the Synapse reference pages (healthy_t0 and
+// healthy_t60, alternately) at /_synapse/metrics until the test ends, so a
+// synapse_metrics probe derives every signal.
+func SynapseReplay(t testing.TB) *httptest.Server {
+	t.Helper()
+	root, err := ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pages [][]byte
+	for _, name := range []string{"healthy_t0.prom.gz", "healthy_t60.prom.gz"} {
+		pages = append(pages, readGzip(t, filepath.Join(root, "probes", "synapse", "testdata", name)))
+	}
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/_synapse/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		_, _ = w.Write(pages[int(n.Add(1)-1)%len(pages)])
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func readGzip(t testing.TB, path string) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	b, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return b
+}
