@@ -1,0 +1,66 @@
+package synapse
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/internal/testenv"
+	"github.com/mxprobe/mxprobe/probes"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.StopShared()
+	if code == 0 {
+		if err := goleak.Find(testenv.LeakOptions()...); err != nil {
+			println("goleak:", err.Error())
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// TestLiveDendriteMetrics scrapes the local Dendrite's real /metrics page
+// (a Go client_golang exposition, basic auth) through the whole probe: the
+// live HTTP path, the parser on a page it was not written for, and the
+// process signals every Prometheus client exports.
+func TestLiveDendriteMetrics(t *testing.T) {
+	d := testenv.SharedDendrite(t)
+	httpc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	defer httpc.CloseIdleConnections()
+	sc := &config.SynapseConfig{URL: d.URL + "/metrics",
+		BasicAuth: &config.SynapseBasicAuth{Username: testenv.MetricsUser, Password: testenv.MetricsPassword}}
+	sc.ApplyDefaults()
+	p := &Probe{Name: "dendrite", Config: sc, HTTP: httpc, Store: NewStore(), Window: 500 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res := p.Run(ctx, "")
+	if res.Outcome != probes.OutcomeSuccess {
+		t.Fatalf("live scrape: %s %s at %s: %s", res.Outcome, res.Class, res.Step, res.Error)
+	}
+	if res.Signals[SigPageSamples] < 10 || res.Signals[SigRSS] <= 0 || res.Signals[SigWindow] <= 0 {
+		t.Errorf("signals from the live page look wrong: %v", res.Signals)
+	}
+	if _, ok := res.Signals[SigCPU]; !ok {
+		t.Errorf("no CPU signal from process_cpu_seconds_total: %v", res.Signals)
+	}
+	// A second scheduled-style run uses the stored scrape.
+	p.Window = 0
+	if res := p.Run(ctx, ""); res.Outcome != probes.OutcomeSuccess {
+		t.Errorf("second run: %s %s: %s", res.Outcome, res.Class, res.Error)
+	}
+
+	// Without the password, the page is refused (Dendrite answers 403).
+	bad := *sc
+	bad.BasicAuth = nil
+	res = (&Probe{Name: "dendrite-noauth", Config: &bad, HTTP: httpc, Store: NewStore()}).Run(ctx, "")
+	if res.Class != probes.ClassAuthFailed && res.Class != probes.ClassForbidden {
+		t.Errorf("without credentials: %s %s: %s", res.Outcome, res.Class, res.Error)
+	}
+}
