@@ -124,6 +124,7 @@ func (d *daemon) apply() error {
 		}
 	}
 	d.history.Prune(func(k history.Key) bool { return keep[k] })
+	d.history.SetSize(cfg.Global.HistorySize)
 	d.sched = probes.NewScheduler(d.engine, cfg.Global.JitterFraction())
 	d.sched.Start(jobs)
 	return nil

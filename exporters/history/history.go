@@ -117,6 +117,31 @@ func (s *Store) Get(probe, tenant string) (Entry, bool) {
 	return Entry{Key: Key{probe, tenant}, Latest: rg.latest(), LastSuccess: rg.lastSuccess, LastFailure: rg.lastFailure, Recent: rg.ordered()}, true
 }
 
+// SetSize changes how many runs are kept per probe and tenant, keeping the
+// newest ones already held.
+func (s *Store) SetSize(size int) {
+	if size <= 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if size == s.size {
+		return
+	}
+	s.size = size
+	for k, rg := range s.runs {
+		old := rg.ordered()
+		if len(old) > size {
+			old = old[len(old)-size:]
+		}
+		nr := &ring{buf: make([]probes.Result, size), lastFailure: rg.lastFailure, lastSuccess: rg.lastSuccess}
+		copy(nr.buf, old)
+		nr.next = len(old) % size
+		nr.full = len(old) == size
+		s.runs[k] = nr
+	}
+}
+
 // Prune drops the series for which keep is false (after a reload).
 func (s *Store) Prune(keep func(Key) bool) {
 	s.mu.Lock()
