@@ -1,0 +1,75 @@
+package auth
+
+import (
+	"context"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/internal/testenv/fuzzmut"
+)
+
+const formFuzzPassword = "pw-FORM-SEKRIT-91b2"
+
+var formSeeds = []string{
+	`<!doctype html><html><head><title>Sign in</title></head><body>
+<form method="post" action="/login?next=%2Fauthorize"><input type="hidden" name="csrf" value="c1">
+<input type="email" name="email"><input type="password" name="password"><button type="submit" name="action" value="login">Go</button></form></body></html>`,
+	`<html><title>Consent</title><form method="POST" action="https://mas.example/consent/01H"><input type=hidden name=csrf value=x><button name=action value=consent>Allow</button></form>`,
+	`<form action="javascript:alert(1)"><input name=username><input type=password name=pw></form>`,
+	`<form action="http://[::1">` + strings.Repeat(`<div>`, 200) + `<input type=password name=p>`,
+	`<form><form><input name="a" value="&amp;&#0;"></form>`,
+	`<title></title><form method=get action="//other.example/cb?x=1"><input type=text><input type=password name=""></form>`,
+	"\xff\xfe<\x00form>",
+	``,
+}
+
+// checkForms is the fuzz body for the MAS and upstream HTML pages: parsing,
+// picking the form, filling it and building the request never panic, every
+// form gets an action URL, and no error carries the bot's password.
+func checkForms(t *testing.T, body []byte) {
+	base, _ := url.Parse("https://mas.example/upstream/authorize/01H?state=s")
+	forms, _ := parseForms(body, base)
+	acct := Account{Password: formFuzzPassword, Config: config.Account{User: "bot", Email: "bot@example.org"}}
+	for _, f := range forms {
+		if f.Action == "" || f.Method == "" {
+			t.Fatalf("form without action or method: %+v", f)
+		}
+		for _, a := range []*FormAdapter{{}, {UsernameField: "username", PasswordField: "password"}} {
+			vals, err := a.FillForm(f, acct)
+			if err != nil {
+				if strings.Contains(err.Error(), formFuzzPassword) {
+					t.Fatalf("FillForm error carries the password: %v", err)
+				}
+				continue
+			}
+			req, err := formRequest(context.Background(), f, vals)
+			if err != nil {
+				if strings.Contains(err.Error(), formFuzzPassword) {
+					t.Fatalf("formRequest error carries the password: %v", err)
+				}
+				continue
+			}
+			if req.URL == nil {
+				t.Fatal("request without URL")
+			}
+		}
+	}
+	_ = postForm(forms)
+}
+
+func FuzzMASForm(f *testing.F) {
+	for _, s := range formSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(checkForms)
+}
+
+func TestFuzzMASFormShort(t *testing.T) {
+	var seeds [][]byte
+	for _, s := range formSeeds {
+		seeds = append(seeds, []byte(s))
+	}
+	fuzzmut.Run(t, seeds, fuzzmut.Options{Iterations: 1500, Seed: 31}, checkForms)
+}
