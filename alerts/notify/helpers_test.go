@@ -48,10 +48,11 @@ type fakeSlack struct {
 	seq  atomic.Int64
 	// mode: "" ok, "500" answers 500, "slow" waits before answering.
 	mode atomic.Value
+	quit chan struct{}
 }
 
 func newFakeSlack(t *testing.T) *fakeSlack {
-	f := &fakeSlack{}
+	f := &fakeSlack{quit: make(chan struct{})}
 	f.mode.Store("")
 	f.srv = slacktest.NewTestServer(func(c slacktest.Customize) {
 		c.Handle("/chat.postMessage", f.handle("chat.postMessage"))
@@ -60,6 +61,7 @@ func newFakeSlack(t *testing.T) *fakeSlack {
 	})
 	f.srv.Start()
 	t.Cleanup(f.srv.Stop)
+	t.Cleanup(func() { close(f.quit) })
 	return f
 }
 
@@ -76,6 +78,8 @@ func (f *fakeSlack) handle(method string) http.HandlerFunc {
 			select {
 			case <-time.After(3 * time.Second):
 			case <-r.Context().Done():
+				return
+			case <-f.quit:
 				return
 			}
 		}
