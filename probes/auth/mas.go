@@ -268,7 +268,9 @@ func (m *MASMethod) authorize(ctx context.Context, mgr *Manager, hc *http.Client
 
 	target, err := url.Parse(m.Config.RedirectURI)
 	if err != nil {
-		return nil, probes.Errorf(probes.ClassConfig, "mas.redirect_uri is not a URL")
+		err := probes.Errorf(probes.ClassConfig, "mas.redirect_uri is not a URL")
+		rec.AddStep(StepAuthorize, 0, err)
+		return nil, err
 	}
 	h := &hopper{hc: hc, rec: rec, acct: acct, adapter: m.Upstream, target: target,
 		origins: map[string]bool{}, cachedClient: cachedClient}
@@ -281,7 +283,9 @@ func (m *MASMethod) authorize(ctx context.Context, mgr *Manager, hc *http.Client
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, authURL, nil)
 	if err != nil {
-		return nil, probes.Errorf(probes.ClassConfig, "authorization endpoint: bad URL")
+		err := probes.Errorf(ClassDiscovery, "authorization endpoint: bad URL")
+		rec.AddStep(StepAuthorize, 0, err)
+		return nil, err
 	}
 	q, err := h.follow(ctx, req)
 	if err != nil {
@@ -634,13 +638,24 @@ func (c *MASCompatSSOMethod) Login(ctx context.Context, mgr *Manager, acct Accou
 	if err := c.Upstream.BeforeAuthorize(ctx, hc, acct, rec); err != nil {
 		return nil, err
 	}
-	target, err := url.Parse(c.Config.CompatRedirectURL)
+	redirectURL := c.Config.CompatRedirectURL
+	if redirectURL == "" {
+		redirectURL = c.Config.RedirectURI
+	}
+	if redirectURL == "" {
+		redirectURL = "http://localhost/mxprobe/sso"
+	}
+	target, err := url.Parse(redirectURL)
 	if err != nil || target.Host == "" {
-		return nil, probes.Errorf(probes.ClassConfig, "mas.compat_redirect_url is not a URL")
+		err := probes.Errorf(probes.ClassConfig, "mas.compat_redirect_url is not a URL")
+		rec.AddStep(StepSSORedirect, 0, err)
+		return nil, err
 	}
 	hs, err := url.Parse(strings.TrimRight(acct.HomeserverURL, "/"))
-	if err != nil {
-		return nil, probes.Errorf(probes.ClassConfig, "homeserver URL: not a URL")
+	if err != nil || hs.Host == "" {
+		err := probes.Errorf(probes.ClassConfig, "homeserver URL: not a URL")
+		rec.AddStep(StepSSORedirect, 0, err)
+		return nil, err
 	}
 	start := *hs
 	start.Path += "/_matrix/client/v3/login/sso/redirect"
@@ -649,7 +664,9 @@ func (c *MASCompatSSOMethod) Login(ctx context.Context, mgr *Manager, acct Accou
 		origins: map[string]bool{origin(hs): true}, learnOrigin: true}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, start.String(), nil)
 	if err != nil {
-		return nil, probes.Errorf(probes.ClassConfig, "homeserver URL: %v", err)
+		err := probes.Errorf(probes.ClassConfig, "homeserver URL: not a URL")
+		rec.AddStep(StepSSORedirect, 0, err)
+		return nil, err
 	}
 	q, err := h.follow(ctx, req)
 	if err != nil {

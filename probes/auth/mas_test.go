@@ -3,6 +3,9 @@ package auth_test
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -221,3 +224,196 @@ func TestMASNegative(t *testing.T) {
 	}
 }
 
+// tamper rewrites token endpoint requests: replay sends the form once
+// before the real request (the code is used twice), verifier replaces the
+// PKCE verifier.
+type tamper struct {
+	base     http.RoundTripper
+	replay   bool
+	verifier string
+}
+
+func (tp *tamper) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !strings.HasSuffix(req.URL.Path, "/oauth2/token") || req.Body == nil {
+		return tp.base.RoundTrip(req)
+	}
+	b, err := io.ReadAll(req.Body)
+	if err != nil {
+		return nil, err
+	}
+	form, _ := url.ParseQuery(string(b))
+	if form.Get("grant_type") == "authorization_code" {
+		if tp.verifier != "" {
+			form.Set("code_verifier", tp.verifier)
+		}
+		if tp.replay {
+			first := req.Clone(req.Context())
+			first.Body = io.NopCloser(strings.NewReader(form.Encode()))
+			first.ContentLength = int64(len(form.Encode()))
+			if resp, err := tp.base.RoundTrip(first); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+	}
+	body := form.Encode()
+	req = req.Clone(req.Context())
+	req.Body = io.NopCloser(strings.NewReader(body))
+	req.ContentLength = int64(len(body))
+	return tp.base.RoundTrip(req)
+}
+
+func TestMASTokenExchangeRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		tp   tamper
+		msg  string
+	}{
+		{"code reused", tamper{replay: true}, "already used"},
+		{"PKCE verifier wrong", tamper{verifier: "wrong-verifier-wrong-verifier-wrong-verifier-0"}, "PKCE"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newMASEnv(t, masemu.Options{}, nil)
+			tp := tc.tp
+			tp.base = env.mgr.HTTP.Transport
+			env.mgr.HTTP = &http.Client{Transport: &tp}
+			res, _ := env.login(t)
+			requireFail(t, res, "token_exchange", auth.ClassTokenExchange)
+			if !strings.Contains(res.Error, "invalid_grant") || !strings.Contains(res.Error, tc.msg) {
+				t.Errorf("error %q: want invalid_grant and %q", res.Error, tc.msg)
+			}
+		})
+	}
+}
+
+func TestMASAuthMetadata404FallsBack(t *testing.T) {
+	env := newMASEnv(t, masemu.Options{}, nil)
+	env.emu.SetFaults(masemu.Faults{AuthMetadata404: true})
+	res, _ := env.login(t)
+	requireOK(t, res)
+	if d := res.Steps[0]; d.Name != "discovery" || !strings.Contains(d.Detail, "MAS well-known (fallback after auth_metadata HTTP 404, unstable auth_metadata HTTP 404)") {
+		t.Errorf("discovery step: %+v", d)
+	}
+	// Without mas.public_url there is nothing to fall back to.
+	env2 := newMASEnv(t, masemu.Options{}, func(c *config.MAS) { c.PublicURL = "" })
+	env2.emu.SetFaults(masemu.Faults{AuthMetadata404: true})
+	res, _ = env2.login(t)
+	requireFail(t, res, "discovery", auth.ClassDiscovery)
+}
+
+func TestMASReRegistersWhenMASForgetsClient(t *testing.T) {
+	env := newMASEnv(t, masemu.Options{}, nil)
+	res, _ := env.login(t)
+	requireOK(t, res)
+	env.emu.ForgetClients()
+	res, _ = env.login(t)
+	requireOK(t, res)
+	if st := env.emu.Stats(); st.Registrations != 2 {
+		t.Fatalf("registrations = %d, want 2 (re-registered after MAS forgot the client)", st.Registrations)
+	}
+}
+
+// whoami calls whoami with a session and recovers once on M_UNKNOWN_TOKEN,
+// the way the Matrix probes do.
+func whoamiRecover(t *testing.T, env *masEnv, sess *auth.Session) (probes.Result, *auth.Session) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rec := probes.NewRecorder("whoami", "login", env.acct.Tenant)
+	err := rec.Step("whoami", func() error { return env.mgr.Whoami(ctx, env.acct, sess) })
+	if err == nil {
+		return rec.Finish(), sess
+	}
+	if probes.Classify(err) != probes.ClassAuthFailed {
+		t.Fatalf("whoami: %v", err)
+	}
+	sub := probes.NewRecorder("whoami", "login", env.acct.Tenant)
+	ns, err := env.mgr.Recover(ctx, env.acct, sess, sub)
+	if err == nil {
+		err = sub.Step("whoami", func() error { return env.mgr.Whoami(ctx, env.acct, ns) })
+	}
+	return sub.Finish(), ns
+}
+
+func TestMASRefresh(t *testing.T) {
+	env := newMASEnv(t, masemu.Options{}, nil)
+	res, sess := env.login(t)
+	requireOK(t, res)
+
+	// Expired access token: M_UNKNOWN_TOKEN, refresh (rotation) and retry.
+	env.emu.ExpireAccessTokens(env.acct.Config.User)
+	res, ns := whoamiRecover(t, env, sess)
+	requireOK(t, res)
+	if !hasStep(res, "token_refresh") || hasStep(res, "authorize") || res.Counts[probes.CountTokenRefresh] != 1 {
+		t.Fatalf("want a refresh without a new login: %v counts %v", stepNames(res), res.Counts)
+	}
+	if ns.RefreshToken == sess.RefreshToken || ns.AccessToken == sess.AccessToken {
+		t.Fatal("the refresh did not rotate the tokens")
+	}
+	assertNoSecrets(t, res)
+
+	// The old refresh token is refused once its successor has been used.
+	old := *sess
+	rec := probes.NewRecorder("x", "login", "acme")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := auth.NewMASMethod(env.cfg).Refresh(ctx, env.mgr, env.acct, &old, rec); err == nil ||
+		probes.Classify(err) != auth.ClassTokenRefresh || !strings.Contains(err.Error(), "invalid_grant") {
+		t.Fatalf("reusing a rotated refresh token: %v", err)
+	}
+
+	// Expired and refresh revoked: the refresh fails (not failing the
+	// run), a full login follows and succeeds.
+	env.emu.ExpireAccessTokens(env.acct.Config.User)
+	env.emu.RevokeRefreshTokens(env.acct.Config.User)
+	res, ns2 := whoamiRecover(t, env, ns)
+	requireOK(t, res)
+	var refreshStep probes.Step
+	for _, s := range res.Steps {
+		if s.Name == "token_refresh" {
+			refreshStep = s
+		}
+	}
+	if refreshStep.OK || refreshStep.Class != auth.ClassTokenRefresh || !hasStep(res, "token_exchange") {
+		t.Fatalf("want a failed token_refresh then a full login: %+v / %v", refreshStep, stepNames(res))
+	}
+	if ns2.AccessToken == ns.AccessToken {
+		t.Fatal("no new session")
+	}
+	assertNoSecrets(t, res)
+}
+
+func TestMASCompatSSO(t *testing.T) {
+	env := newMASEnv(t, masemu.Options{}, nil)
+	env.acct.Config.Method = config.MethodMASCompatSSO
+	res, sess := env.login(t)
+	requireOK(t, res)
+	for _, want := range []string{"upstream_login", "sso_redirect", "provider_authorize", "account_create", "consent_submit", "token_login", "token_whoami"} {
+		if !hasStep(res, want) {
+			t.Errorf("no %s step: %v", want, stepNames(res))
+		}
+	}
+	if !strings.HasPrefix(sess.UserID, "@openmeet-bot-acme:") {
+		t.Fatalf("session %v", sess)
+	}
+	assertNoSecrets(t, res)
+	env.acct.Password = "wrong"
+	res, _ = env.login(t)
+	requireFail(t, res, "upstream_login", auth.ClassUpstreamLogin)
+}
+
+func TestMASCompatPassword(t *testing.T) {
+	env := newMASEnv(t, masemu.Options{PasswordsEnabled: true}, nil)
+	env.acct.Config.Method = config.MethodMASCompatPassword
+	env.emu.SetMASPassword(env.acct.Config.User, botPassword)
+	res, _ := env.login(t)
+	requireOK(t, res)
+	env.acct.Password = "wrong"
+	res, _ = env.login(t)
+	requireFail(t, res, "compat_login", probes.ClassAuthFailed)
+
+	off := newMASEnv(t, masemu.Options{}, nil)
+	off.acct.Config.Method = config.MethodMASCompatPassword
+	res, _ = off.login(t)
+	requireFail(t, res, "compat_login", probes.ClassBadResponse)
+}

@@ -161,7 +161,9 @@ func (h *hopper) follow(ctx context.Context, req *http.Request) (url.Values, err
 			h.rec.Note(where + " → " + loc.Path)
 			req, err = http.NewRequestWithContext(ctx, http.MethodGet, loc.String(), nil)
 			if err != nil {
-				return nil, probes.Errorf(hopClass(step), "bad redirect")
+				e := probes.Errorf(hopClass(step), "%s: redirect to an unusable URL", where)
+				h.rec.Fail(step, e)
+				return nil, e
 			}
 		case resp.StatusCode == http.StatusOK && isHTML(resp):
 			next, note, err := h.page(ctx, step, req.URL, body)
