@@ -175,3 +175,7 @@ func firing(m slackMsg) bool   { return strings.Contains(m.Text, "[FIRING]") }
 func resolved(m slackMsg) bool { return strings.Contains(m.Text, "[RESOLVED]") }
 
 func stringsContains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func contextTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}
