@@ -46,6 +46,7 @@ test: tools
 ## bench: benchmarks, benchstat-friendly
 bench: tools
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./...
+	./scripts/bench-footprint.sh
 
 ## fuzz: each fuzz target for FUZZTIME
 fuzz:
