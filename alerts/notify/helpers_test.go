@@ -70,6 +70,9 @@ func (f *fakeSlack) webhookURL() string { return "http://" + f.srv.ServerAddr + 
 
 func (f *fakeSlack) handle(method string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		// Read the body first: only then does net/http notice a client
+		// that gives up (its timeout), which cancels r.Context().
+		body, _ := io.ReadAll(r.Body)
 		switch f.mode.Load().(string) {
 		case "500":
 			http.Error(w, "boom", http.StatusInternalServerError)
@@ -82,8 +85,10 @@ func (f *fakeSlack) handle(method string) http.HandlerFunc {
 			case <-f.quit:
 				return
 			}
+			if r.Context().Err() != nil {
+				return // the client gave up: Slack is too slow to have posted
+			}
 		}
-		body, _ := io.ReadAll(r.Body)
 		m := slackMsg{Method: method}
 		if method == "webhook" {
 			var wm struct {
