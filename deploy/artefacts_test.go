@@ -1,0 +1,432 @@
+package deploy
+
+import (
+	"bufio"
+	"bytes"
+	"debug/elf"
+	"encoding/base64"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/mxprobe/mxprobe/internal/testenv"
+)
+
+// Facts of the daemon the artefacts must agree with (cmd/mxprobe's
+// DefaultListenAddress and exporters/web's lifecycle routes).
+const (
+	daemonPort   = 9787
+	healthyPath  = "/-/healthy"
+	readyPath    = "/-/ready"
+	metricsPath  = "/metrics"
+	configInPods = "/etc/mxprobe/mxprobe.yml"
+)
+
+// dockerfile is the parsed Dockerfile: instructions with continuation lines joined.
+type instruction struct{ op, args string }
+
+func readDockerfile(t *testing.T) []instruction {
+	t.Helper()
+	f, err := os.Open("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []instruction
+	var cur string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if cur == "" && (line == "" || strings.HasPrefix(line, "#")) {
+			continue
+		}
+		if strings.HasSuffix(line, "\\") {
+			cur += strings.TrimSuffix(line, "\\") + " "
+			continue
+		}
+		cur += line
+		op, args, _ := strings.Cut(cur, " ")
+		out = append(out, instruction{strings.ToUpper(op), strings.TrimSpace(args)})
+		cur = ""
+	}
+	return out
+}
+
+// TestDockerfileBuildsStaticBinary is half of "Done when" 5: the Dockerfile's
+// own `go build` line, run here with its ARG defaults, gives a static binary
+// (no ELF interpreter, no dynamic section) that runs.
+func TestDockerfileBuildsStaticBinary(t *testing.T) {
+	ins := readDockerfile(t)
+	args := map[string]string{}
+	var build string
+	for _, in := range ins {
+		switch in.op {
+		case "ARG":
+			k, v, _ := strings.Cut(in.args, "=")
+			args[k] = v
+		case "RUN":
+			if strings.Contains(in.args, "go build") {
+				build = in.args
+			}
+		}
+	}
+	if build == "" {
+		t.Fatal("no RUN ... go build in the Dockerfile")
+	}
+	if !strings.Contains(build, "CGO_ENABLED=0") || !strings.Contains(build, "-trimpath") {
+		t.Fatalf("the build line must be CGO_ENABLED=0 go build -trimpath ...: %s", build)
+	}
+	out := regexp.MustCompile(`-o\s+(\S+)`).FindStringSubmatch(build)
+	if out == nil {
+		t.Fatalf("the build line names no -o output: %s", build)
+	}
+	bin := filepath.Join(t.TempDir(), "mxprobe")
+	cmdline := strings.Replace(build, out[0], "-o "+bin, 1)
+	root, err := testenv.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", cmdline)
+	cmd.Dir = root
+	cmd.Env = os.Environ()
+	for k, v := range args {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	if o, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", cmdline, err, o)
+	}
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
+			t.Errorf("binary has a %v program header: not static", p.Type)
+		}
+	}
+	if s := f.Section(".dynamic"); s != nil {
+		t.Error("binary has a .dynamic section: not static")
+	}
+	if libs, _ := f.ImportedLibraries(); len(libs) > 0 {
+		t.Errorf("binary needs shared libraries %v", libs)
+	}
+	o, err := exec.Command(bin, "version").CombinedOutput()
+	if err != nil || !strings.Contains(string(o), "mxprobe, version "+args["VERSION"]) {
+		t.Errorf("%s version: %v\n%s", bin, err, o)
+	}
+}
+
+func TestDockerfileRuntimeStage(t *testing.T) {
+	ins := readDockerfile(t)
+	var froms []string
+	var user, expose, entry string
+	for _, in := range ins {
+		switch in.op {
+		case "FROM":
+			froms = append(froms, in.args)
+		case "USER":
+			user = in.args
+		case "EXPOSE":
+			expose = in.args
+		case "ENTRYPOINT":
+			entry = in.args
+		case "COPY":
+			if strings.HasPrefix(in.args, "--from") {
+				continue
+			}
+			fields := strings.Fields(in.args)
+			for _, src := range fields[:len(fields)-1] {
+				if src == "." {
+					continue
+				}
+				if _, err := os.Stat(filepath.Join("..", src)); err != nil {
+					t.Errorf("COPY %s: %v (the build context is the repository root)", src, err)
+				}
+			}
+		}
+	}
+	if len(froms) < 2 {
+		t.Fatalf("not a multi-stage build: FROM %v", froms)
+	}
+	last := froms[len(froms)-1]
+	if !strings.Contains(last, "distroless/static") && last != "scratch" {
+		t.Errorf("runtime stage %q is neither distroless/static nor scratch", last)
+	}
+	if user == "" || user == "root" || strings.HasPrefix(user, "0") {
+		t.Errorf("USER %q: the container must not run as root", user)
+	}
+	if expose != "9787" {
+		t.Errorf("EXPOSE %q, want %d", expose, daemonPort)
+	}
+	if !strings.Contains(entry, "mxprobe") {
+		t.Errorf("ENTRYPOINT %q", entry)
+	}
+}
+
+// yamlDocs decodes every document of a YAML file.
+func yamlDocs(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	var docs []map[string]any
+	for {
+		var d map[string]any
+		err := dec.Decode(&d)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if d != nil {
+			docs = append(docs, d)
+		}
+	}
+	return docs
+}
+
+// exists accepts a path, or its ".example" twin for files the operator
+// creates from it (.env).
+func exists(path string) bool {
+	if _, err := os.Stat(path); err == nil {
+		return true
+	}
+	_, err := os.Stat(path + ".example")
+	return err == nil
+}
+
+func get(m any, path ...string) any {
+	for _, p := range path {
+		mm, ok := m.(map[string]any)
+		if !ok {
+			return nil
+		}
+		m = mm[p]
+	}
+	return m
+}
+
+func list(v any) []any { l, _ := v.([]any); return l }
+
+// TestComposeReferencesExistingFiles: the compose file parses, its build
+// context and Dockerfile exist, every bind-mounted file exists, and mxprobe
+// publishes its port.
+func TestComposeReferencesExistingFiles(t *testing.T) {
+	dir := "compose"
+	docs := yamlDocs(t, filepath.Join(dir, "compose.yml"))
+	if len(docs) != 1 {
+		t.Fatalf("%d documents", len(docs))
+	}
+	services, _ := docs[0]["services"].(map[string]any)
+	for _, s := range []string{"mxprobe", "prometheus", "alertmanager", "grafana"} {
+		if services[s] == nil {
+			t.Errorf("no service %s", s)
+		}
+	}
+	mx := services["mxprobe"]
+	ctx, _ := get(mx, "build", "context").(string)
+	df, _ := get(mx, "build", "dockerfile").(string)
+	if !exists(filepath.Join(dir, ctx, df)) {
+		t.Errorf("build %s / %s does not exist", ctx, df)
+	}
+	if ef, _ := get(mx, "env_file").(string); ef != "" && !exists(filepath.Join(dir, ef)) {
+		t.Errorf("env_file %s (nor %s.example) does not exist", ef, ef)
+	}
+	if ports := list(get(mx, "ports")); len(ports) != 1 || ports[0] != "9787:9787" {
+		t.Errorf("mxprobe ports %v, want 9787:9787", ports)
+	}
+	mounts := 0
+	for name, svc := range services {
+		for _, v := range list(get(svc, "volumes")) {
+			src, _, _ := strings.Cut(v.(string), ":")
+			if !strings.HasPrefix(src, ".") {
+				continue // a named volume
+			}
+			mounts++
+			if !exists(filepath.Join(dir, src)) {
+				t.Errorf("service %s mounts %s, which does not exist", name, src)
+			}
+		}
+	}
+	if mounts < 7 {
+		t.Errorf("only %d bind mounts checked", mounts)
+	}
+}
+
+// TestKubernetesManifests is the other half of "Done when" 5, without
+// kubectl: the manifests parse, kustomization resources and generator files
+// exist, probes hit the daemon's paths on its port, the ServiceMonitor
+// scrapes the service's port, and the PrometheusRule carries the same rules
+// as deploy/prometheus.
+func TestKubernetesManifests(t *testing.T) {
+	dir := "kubernetes"
+	kust := yamlDocs(t, filepath.Join(dir, "kustomization.yaml"))[0]
+	var files []string
+	for _, r := range list(kust["resources"]) {
+		files = append(files, r.(string))
+	}
+	for _, key := range []string{"configMapGenerator", "secretGenerator"} {
+		for _, g := range list(kust[key]) {
+			for _, f := range append(list(get(g, "files")), list(get(g, "envs"))...) {
+				_, p, found := strings.Cut(f.(string), "=")
+				if !found {
+					p = f.(string)
+				}
+				if !exists(filepath.Join(dir, p)) {
+					t.Errorf("%s file %s does not exist", key, p)
+				}
+			}
+		}
+	}
+	kinds := map[string]map[string]any{}
+	for _, f := range files {
+		p := filepath.Join(dir, f)
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("kustomization resource %s: %v", f, err)
+			continue
+		}
+		for _, d := range yamlDocs(t, p) {
+			kind, _ := d["kind"].(string)
+			if kind == "" || d["apiVersion"] == nil || get(d, "metadata", "name") == nil {
+				t.Errorf("%s: a manifest without kind, apiVersion or metadata.name", f)
+			}
+			kinds[kind] = d
+		}
+	}
+	sts, svc, sm := kinds["StatefulSet"], kinds["Service"], kinds["ServiceMonitor"]
+	if sts == nil || svc == nil || sm == nil || kinds["PrometheusRule"] == nil {
+		t.Fatalf("want a StatefulSet, Service, ServiceMonitor and PrometheusRule, have %v", reflect.ValueOf(kinds).MapKeys())
+	}
+	containers := list(get(sts, "spec", "template", "spec", "containers"))
+	if len(containers) != 1 {
+		t.Fatalf("%d containers", len(containers))
+	}
+	c := containers[0]
+	ports := map[string]int{}
+	for _, p := range list(get(c, "ports")) {
+		ports[get(p, "name").(string)] = get(p, "containerPort").(int)
+	}
+	if ports["http-metrics"] != daemonPort {
+		t.Errorf("container ports %v, want http-metrics %d", ports, daemonPort)
+	}
+	for probe, path := range map[string]string{"livenessProbe": healthyPath, "readinessProbe": readyPath} {
+		p := get(c, probe, "httpGet", "path")
+		port := get(c, probe, "httpGet", "port")
+		if p != path {
+			t.Errorf("%s path %v, want %s", probe, p, path)
+		}
+		if _, named := ports[port.(string)]; !named {
+			t.Errorf("%s port %v is not a container port", probe, port)
+		}
+	}
+	args := list(get(c, "args"))
+	var shardCount string
+	sawConfig := false
+	for _, a := range args {
+		s := a.(string)
+		if v, ok := strings.CutPrefix(s, "--shard.count="); ok {
+			shardCount = v
+		}
+		if s == "--config.file="+configInPods {
+			sawConfig = true
+		}
+		if v, ok := strings.CutPrefix(s, "--web.listen-address="); ok && v != ":9787" {
+			t.Errorf("listen address %s", v)
+		}
+	}
+	if !sawConfig {
+		t.Errorf("args %v do not read %s", args, configInPods)
+	}
+	if replicas := get(sts, "spec", "replicas"); shardCount == "" || shardCount != strings.TrimSpace(fmtAny(replicas)) {
+		t.Errorf("--shard.count=%s but replicas %v: they must agree", shardCount, replicas)
+	}
+	// The config volume mounts the generated ConfigMap where the args read it.
+	mountPath := ""
+	for _, m := range list(get(c, "volumeMounts")) {
+		if get(m, "name") == "config" {
+			mountPath = get(m, "mountPath").(string)
+		}
+	}
+	if filepath.Join(mountPath, "mxprobe.yml") != configInPods {
+		t.Errorf("config mounted at %q", mountPath)
+	}
+	cmName := ""
+	for _, v := range list(get(sts, "spec", "template", "spec", "volumes")) {
+		if get(v, "name") == "config" {
+			cmName, _ = get(v, "configMap", "name").(string)
+		}
+	}
+	if cmName != get(list(kust["configMapGenerator"])[0], "name") {
+		t.Errorf("config volume uses ConfigMap %q, not the generated one", cmName)
+	}
+	secretName := get(list(get(c, "envFrom"))[0], "secretRef", "name")
+	if secretName != get(list(kust["secretGenerator"])[0], "name") {
+		t.Errorf("envFrom secret %v is not the generated one", secretName)
+	}
+	if get(sts, "spec", "serviceName") != get(svc, "metadata", "name") {
+		t.Error("StatefulSet serviceName is not the Service")
+	}
+	if get(svc, "metadata", "name") != "mxprobe" {
+		t.Error("the Service must be named mxprobe: it becomes job=\"mxprobe\", which the rules select")
+	}
+	svcPort := list(get(svc, "spec", "ports"))[0]
+	if get(svcPort, "port") != daemonPort || get(svcPort, "targetPort") != "http-metrics" {
+		t.Errorf("service port %v", svcPort)
+	}
+	ep := list(get(sm, "spec", "endpoints"))[0]
+	if get(ep, "port") != get(svcPort, "name") || get(ep, "path") != metricsPath {
+		t.Errorf("ServiceMonitor endpoint %v does not scrape the service's port at %s", ep, metricsPath)
+	}
+	sel, _ := get(sm, "spec", "selector", "matchLabels").(map[string]any)
+	labels, _ := get(svc, "metadata", "labels").(map[string]any)
+	for k, v := range sel {
+		if labels[k] != v {
+			t.Errorf("ServiceMonitor selects %s=%v, the Service has %v", k, v, labels[k])
+		}
+	}
+	podLabels, _ := get(sts, "spec", "template", "metadata", "labels").(map[string]any)
+	for k, v := range get(svc, "spec", "selector").(map[string]any) {
+		if podLabels[k] != v {
+			t.Errorf("Service selects %s=%v, the pods have %v", k, v, podLabels[k])
+		}
+	}
+	// The operator's rules are the tested rules.
+	want := yamlDocs(t, filepath.Join("prometheus", "mxprobe.rules.yml"))[0]["groups"]
+	if got := get(kinds["PrometheusRule"], "spec", "groups"); !reflect.DeepEqual(got, want) {
+		t.Error("kubernetes/prometheusrule.yaml differs from prometheus/mxprobe.rules.yml: regenerate it")
+	}
+}
+
+func fmtAny(v any) string {
+	b, _ := yaml.Marshal(v)
+	return string(b)
+}
+
+// TestExampleConfigsAreValid runs `mxprobe check-config` on the configs the
+// compose file and the Kubernetes ConfigMap ship, with the environment they
+// get there (a sample TENANTS_B64).
+func TestExampleConfigsAreValid(t *testing.T) {
+	bin := testenv.BuildMxprobe(t)
+	tenants := base64.StdEncoding.EncodeToString([]byte(`[{"id":"acme","name":"ACME","botUser":{"email":"bot-acme@example.org","slug":"openmeet-bot-acme","password":"x"}}]`))
+	for _, cfg := range []string{filepath.Join("compose", "mxprobe.yml"), filepath.Join("kubernetes", "mxprobe.yml")} {
+		cmd := exec.Command(bin, "check-config", "--config.file", cfg)
+		cmd.Env = append(os.Environ(), "TENANTS_B64="+tenants, "MATRIX_HOMESERVER_URL=https://matrix.example.org",
+			"MATRIX_SERVER_NAME=example.org", "MAS_PUBLIC_URL=https://mas.example.org")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Errorf("%s: %v\n%s", cfg, err, out)
+		}
+	}
+}
