@@ -1,6 +1,7 @@
 package auth_test
 
 import (
+	"encoding/json"
 	"os"
 	"testing"
 
@@ -20,3 +21,5 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(code)
 }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
