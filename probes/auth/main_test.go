@@ -11,6 +11,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(emuChildEnv) == "1" {
+		os.Exit(runEmulatorChild())
+	}
 	code := m.Run()
 	testenv.StopShared()
 	if code == 0 {
