@@ -316,8 +316,13 @@ func (m *MASMethod) authorize(ctx context.Context, mgr *Manager, hc *http.Client
 	}); err != nil {
 		return nil, err
 	}
-	if tok.RefreshToken == "" {
+	switch {
+	case tok.RefreshToken == "":
 		rec.Note("no refresh token issued")
+	case !tok.Expiry.IsZero():
+		rec.Note("access token for " + time.Until(tok.Expiry).Round(time.Second).String() + ", refresh token issued")
+	default:
+		rec.Note("refresh token issued")
 	}
 	sess := &Session{
 		AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry,

@@ -325,6 +325,15 @@ func (e *Emulator) SetMASPassword(localpart, password string) {
 	e.masPass[localpart] = password
 }
 
+// UseHomeserverAccount tells the Matrix front the password of an account
+// that already exists on the homeserver, so MAS sessions of that user map to
+// it (instead of the front registering the account itself).
+func (e *Emulator) UseHomeserverAccount(localpart, password string) {
+	e.dendriteMu.Lock()
+	defer e.dendriteMu.Unlock()
+	e.dendPass[localpart] = password
+}
+
 // HasUser reports whether MAS has an account with that localpart.
 func (e *Emulator) HasUser(localpart string) bool {
 	e.mu.Lock()
