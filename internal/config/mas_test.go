@@ -1,0 +1,75 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func parseMAS(t *testing.T, yml string, env map[string]string) (*Config, error) {
+	t.Helper()
+	return Parse([]byte(yml), "m.yml", func(k string) string { return env[k] })
+}
+
+const masTenant = `
+tenants:
+  - id: acme
+    homeserver_url: https://matrix.example.org
+    bot: {method: mas_oidc, password: sekret-pw}
+`
+
+func TestMASDefaultsNativeFromEnv(t *testing.T) {
+	cfg, err := parseMAS(t, "mas: {upstream: {api_url: https://api.example.org}}\n"+masTenant, map[string]string{
+		"MAS_PUBLIC_URL": "https://mas.example.org", "MAS_REDIRECT_URI": "http://localhost:9005/auth/matrix/callback",
+		"MAS_SCOPES": "openid  email",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := cfg.MAS
+	if m.ApplicationType() != AppTypeNative || m.ClientURI != DefaultMASClientURI || m.Scopes != "openid email" ||
+		m.CompatRedirectURL != m.RedirectURI || m.Upstream.Adapter != UpstreamOpenMeet || m.DiscoveryTTL.D().Hours() != 1 {
+		t.Fatalf("defaults: %+v", m)
+	}
+	if cfg.Tenants[0].Bot.Email != "bot-acme@openmeet.net" {
+		t.Fatalf("email %q", cfg.Tenants[0].Bot.Email)
+	}
+}
+
+func TestMASWebClientURIDerived(t *testing.T) {
+	cfg, err := parseMAS(t, `mas:
+  redirect_uri: https://bots.example.org/cb
+  upstream: {adapter: form}
+`+masTenant, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MAS.ApplicationType() != AppTypeWeb || cfg.MAS.ClientURI != "https://bots.example.org/" ||
+		cfg.MAS.Upstream.UsernameField != "email" || cfg.MAS.Upstream.PasswordField != "password" {
+		t.Fatalf("%+v", cfg.MAS)
+	}
+}
+
+func TestMASValidation(t *testing.T) {
+	for _, tc := range []struct{ yml, want string }{
+		{"mas: {redirect_uri: 'http://example.org/cb', upstream: {api_url: 'https://a.example'}}\n" + masTenant, "mas.redirect_uri: must be https"},
+		{"mas: {redirect_uri: 'https://a.example.org/cb#frag', upstream: {api_url: 'https://a.example'}}\n" + masTenant, "fragment"},
+		{"mas: {redirect_uri: 'https://a.example.org/cb', client_uri: 'http://a.example.org/', upstream: {api_url: 'https://a.example'}}\n" + masTenant, "mas.client_uri: must be an https URL"},
+		{"mas: {redirect_uri: 'http://localhost:9005/cb', client_uri: 'https://localhost/', upstream: {api_url: 'https://a.example'}}\n" + masTenant, "must not be localhost"},
+		{"mas: {redirect_uri: 'https://a.example.org/cb', client_uri: 'https://other.example.net/', upstream: {api_url: 'https://a.example'}}\n" + masTenant, "parent of it for a web client"},
+		{"mas: {redirect_uri: 'http://localhost:9005/cb'}\n" + masTenant, "mas.upstream.api_url: missing"},
+		{"mas: {redirect_uri: 'http://localhost:9005/cb', upstream: {adapter: saml, api_url: 'https://a.example'}}\n" + masTenant, "unknown adapter"},
+		{"mas: {upstream: {api_url: 'https://a.example'}}\n" + masTenant, "needs mas.redirect_uri"},
+		{"mas: {public_url: 'ftp://mas', redirect_uri: 'http://localhost:9005/cb', upstream: {api_url: 'https://a.example'}}\n" + masTenant, "mas.public_url"},
+	} {
+		_, err := parseMAS(t, tc.yml, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q:\n got %v\nwant %q", tc.yml, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "sekret-pw") {
+			t.Errorf("error echoes the password: %v", err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "m.yml") {
+			t.Errorf("error does not name the file: %v", err)
+		}
+	}
+}
