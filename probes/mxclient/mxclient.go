@@ -146,6 +146,8 @@ func Classify(err error) error {
 			class = probes.ClassRateLimited
 		} else if he.RespError.ErrCode == "M_UNKNOWN_TOKEN" || he.RespError.ErrCode == "M_MISSING_TOKEN" {
 			class = probes.ClassAuthFailed
+		} else if class == probes.ClassNone {
+			class = probes.ClassBadResponse
 		}
 		msg := he.RespError.Err
 		if msg == "" {
@@ -154,7 +156,11 @@ func Classify(err error) error {
 		return &probes.Error{Class: class, Status: status, Err: fmt.Errorf("%s (HTTP %d): %s", he.RespError.ErrCode, status, Short(msg))}
 	}
 	if status/100 != 2 {
-		return &probes.Error{Class: probes.ClassForStatus(status), Status: status,
+		class := probes.ClassForStatus(status)
+		if class == probes.ClassNone {
+			class = probes.ClassBadResponse // a redirect (loop) or another unexpected status
+		}
+		return &probes.Error{Class: class, Status: status,
 			Err: fmt.Errorf("HTTP %d without a Matrix error body", status)}
 	}
 	// A 2xx answer we could not read.
