@@ -359,9 +359,16 @@ func (o *OpenMeetAdapter) BeforeAuthorize(ctx context.Context, hc *http.Client, 
 		}
 		drain(resp)
 		status = resp.StatusCode
+		if ctx.Err() != nil { // the answer's body outlasted the run's deadline
+			return probes.WithClass(probes.ClassTimeout, fmt.Errorf("platform login: reading the answer: %w", ctx.Err()))
+		}
 		switch {
 		case status >= 500:
 			return &probes.Error{Class: probes.ClassHTTP5xx, Status: status, Err: fmt.Errorf("platform login: HTTP %d", status)}
+		case status == http.StatusTooManyRequests:
+			return &probes.Error{Class: probes.ClassRateLimited, Status: status, Err: fmt.Errorf("platform login: rate limited (HTTP 429)")}
+		case status/100 == 3:
+			return &probes.Error{Class: probes.ClassBadResponse, Status: status, Err: fmt.Errorf("platform login: unexpected redirect (HTTP %d)", status)}
 		case status/100 != 2:
 			return &probes.Error{Class: ClassUpstreamLogin, Status: status,
 				Err: fmt.Errorf("platform refused the bot's email login (HTTP %d): wrong password or unknown bot email", status)}
