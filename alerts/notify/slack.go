@@ -82,6 +82,11 @@ func (s *Slack) Notify(ctx context.Context, n alerts.Notification) (string, erro
 	if err != nil {
 		return "", redact(err, s.token)
 	}
+	if ts == "" {
+		// slack-go accepts an answer without "ok" or "error" (a proxy's page,
+		// a truncated body) as success; without a ts nothing was posted.
+		return "", fmt.Errorf("slack: chat.postMessage answered without a message ts")
+	}
 	return ch + " " + ts, nil
 }
 
