@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"html"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -553,5 +554,70 @@ func TestCompatRules(t *testing.T) {
 	}
 	if resp, _ := b.postJSON(e.HomeserverURL+"/_matrix/client/v3/login", login, nil); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("login token reused: %d", resp.StatusCode)
+	}
+}
+
+func TestMoreFormAndTokenRules(t *testing.T) {
+	e, _ := start(t, Options{UpstreamLoginForm: true})
+	client := clientID(t, e)
+
+	// The provider's HTML login form: csrf required, a wrong password shows
+	// the form again, the right one continues to MAS.
+	b := newBrowser(t)
+	resp, body := b.get(authorizeURL(e, client, nil))
+	if resp.StatusCode != 200 || !strings.HasSuffix(resp.Request.URL.Path, "/api/oidc/auth") || !strings.Contains(body, `type="password"`) {
+		t.Fatalf("no provider login form: %d %s", resp.StatusCode, resp.Request.URL)
+	}
+	ret := regexp.MustCompile(`name="return" value="([^"]+)"`).FindStringSubmatch(body)
+	if ret == nil {
+		t.Fatal("no return field")
+	}
+	retv := html.UnescapeString(ret[1])
+	login := e.UpstreamURL + "/api/oidc/login"
+	if resp, _ := b.post(login, url.Values{"email": {email}, "password": {password}, "return": {retv}}); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("provider form without csrf: %d", resp.StatusCode)
+	}
+	resp, body = b.post(login, url.Values{"csrf": {csrfOf(body)}, "email": {email}, "password": {"wrong"}, "return": {retv}})
+	if resp.StatusCode != 200 || !strings.Contains(body, "Wrong email or password") {
+		t.Errorf("wrong password at the provider: %d", resp.StatusCode)
+	}
+	resp, _ = b.post(login, url.Values{"csrf": {csrfOf(body)}, "email": {email}, "password": {password}, "return": {retv}})
+	if resp.StatusCode != 200 || !strings.Contains(resp.Request.URL.Path, "/upstream/link/") {
+		t.Fatalf("right password did not reach MAS's link page: %d %s", resp.StatusCode, resp.Request.URL.Path)
+	}
+	// The link page needs the upstream session cookie of this browser.
+	if resp, _ := newBrowser(t).get(resp.Request.URL.String()); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("link page without the upstream cookie: %d", resp.StatusCode)
+	}
+
+	// A code issued to one client is refused to another; revoked tokens
+	// get M_UNKNOWN_TOKEN at the homeserver front.
+	q := flow(t, e, newBrowser(t), authorizeURL(e, client, nil))
+	f := codeGrant(clientID2(t, e), q.Get("code"))
+	if st, out := tokenReq(t, e, f); st != 400 || out["error"] != "invalid_grant" {
+		t.Errorf("code of another client: %d %v", st, out)
+	}
+	q = flow(t, e, newBrowser(t), authorizeURL(e, client, nil))
+	_, tok := tokenReq(t, e, codeGrant(client, q.Get("code")))
+	at := tok["access_token"].(string)
+	if resp, _ := newBrowser(t).post(e.MASURL+"/oauth2/revoke", url.Values{"token": {at}, "client_id": {client}}); resp.StatusCode != 200 {
+		t.Fatalf("revoke: %d", resp.StatusCode)
+	}
+	if front(t, e, at) != http.StatusUnauthorized {
+		t.Error("revoked access token still works")
+	}
+	if front(t, e, "syt_not_issued_by_mas") != http.StatusUnauthorized {
+		t.Error("a token MAS never issued is accepted")
+	}
+
+	// Compat SSO consent: csrf required.
+	b = newBrowser(t)
+	flow(t, e, b, authorizeURL(e, client, nil)) // logs the browser in at MAS
+	resp, _ = b.get(e.HomeserverURL + "/_matrix/client/v3/login/sso/redirect?redirectUrl=" + url.QueryEscape("http://localhost/sso"))
+	if resp.StatusCode != 200 || !strings.Contains(resp.Request.URL.Path, "/complete-compat-sso/") {
+		t.Fatalf("compat page: %d %s", resp.StatusCode, resp.Request.URL.Path)
+	}
+	if resp, _ := b.post(resp.Request.URL.String(), url.Values{}); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("compat consent without csrf: %d", resp.StatusCode)
 	}
 }
