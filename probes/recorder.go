@@ -1,6 +1,7 @@
 package probes
 
 import (
+	"strings"
 	"time"
 )
 
@@ -12,6 +13,8 @@ type Recorder struct {
 	start time.Time
 	now   func() time.Time
 	last  int // index of the last step, -1 if none
+	// secrets are scrubbed from every error text recorded (see Scrub).
+	secrets []string
 }
 
 // NewRecorder starts a run record.
@@ -54,7 +57,7 @@ func (r *Recorder) record(name string, d time.Duration, err error, failsRun bool
 	st := Step{Name: name, Duration: d, OK: err == nil}
 	if err != nil {
 		st.Class = Classify(err)
-		st.Error = err.Error()
+		st.Error = r.scrub(err.Error())
 		st.Status = StatusOf(err)
 	}
 	r.res.Steps = append(r.res.Steps, st)
@@ -92,7 +95,7 @@ func (r *Recorder) Fail(step string, err error) {
 	class := Classify(err)
 	r.res.Class = class
 	r.res.Step = step
-	r.res.Error = err.Error()
+	r.res.Error = r.scrub(err.Error())
 	if class.Warning() {
 		r.res.Outcome = OutcomeWarning
 	} else {
@@ -108,7 +111,25 @@ func (r *Recorder) Warn(step string, class Class, msg string) {
 	r.res.Outcome = OutcomeWarning
 	r.res.Class = class
 	r.res.Step = step
-	r.res.Error = msg
+	r.res.Error = r.scrub(msg)
+}
+
+// Scrub names secrets the run uses (passwords, tokens): they are replaced by
+// "<redacted>" in every error text recorded from now on, so a server that
+// echoes credentials in its error messages cannot get them into a Result.
+func (r *Recorder) Scrub(secrets ...string) {
+	for _, s := range secrets {
+		if len(s) >= 4 {
+			r.secrets = append(r.secrets, s)
+		}
+	}
+}
+
+func (r *Recorder) scrub(msg string) string {
+	for _, s := range r.secrets {
+		msg = strings.ReplaceAll(msg, s, "<redacted>")
+	}
+	return msg
 }
 
 // Failed reports whether the run has failed or warned so far.

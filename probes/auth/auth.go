@@ -186,6 +186,7 @@ func (m *Manager) login(ctx context.Context, acct Account, rec *probes.Recorder)
 		return nil, err
 	}
 	rec.SetMethod(acct.Config.Method)
+	rec.Scrub(acct.Password, acct.Token)
 	sess, err := meth.Login(ctx, m, acct, rec)
 	rec.Count(loginCountName(acct.Config.Method, err == nil), 1)
 	if err != nil {
@@ -196,6 +197,7 @@ func (m *Manager) login(ctx context.Context, acct Account, rec *probes.Recorder)
 		sess.HomeserverURL = acct.HomeserverURL
 	}
 	m.store(acct.Key, sess)
+	rec.Scrub(sess.AccessToken, sess.RefreshToken)
 	return sess, nil
 }
 
@@ -220,6 +222,7 @@ func (m *Manager) Session(ctx context.Context, acct Account, rec *probes.Recorde
 	if sess == nil {
 		return m.login(ctx, acct, rec)
 	}
+	rec.Scrub(acct.Password, acct.Token, sess.AccessToken, sess.RefreshToken)
 	if !sess.Expiry.IsZero() && time.Until(sess.Expiry) < m.RefreshBefore {
 		return m.renew(ctx, acct, sess, rec)
 	}
