@@ -53,6 +53,8 @@ func (r *runner) login(ctx context.Context, a *actor) error {
 	if err != nil {
 		return err
 	}
+	// The peer logged in on a sub-record: its secrets are the run's too.
+	r.rec.Scrub(a.acct.Password, a.acct.Token, sess.AccessToken)
 	return a.use(r.m, sess)
 }
 
