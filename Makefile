@@ -1,4 +1,5 @@
 # mxprobe: `make demo` runs it against a local deployment, `make test` tests it.
+SHELL     := /bin/bash
 GO        ?= go
 TOOLS_BIN := $(CURDIR)/.tools/bin
 DENDRITE_VERSION := v0.13.8
