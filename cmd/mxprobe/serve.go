@@ -39,15 +39,15 @@ type daemon struct {
 	cfg      atomic.Pointer[config.Config]
 	// stop functions run at shutdown, after the last probe returned.
 	stops []func()
+	// reloaders apply each new configuration to what start hooks attached
+	// to this daemon (an error rejects the reload).
+	reloaders []func(cfg *config.Config) error
 }
 
 // startHooks let capabilities attach sinks, routes and state to the daemon
-// before the first config load; reloadHooks apply each new config (an error
-// rejects the reload and keeps the old config).
-var (
-	startHooks  []func(d *daemon) error
-	reloadHooks []func(d *daemon, cfg *config.Config) error
-)
+// before the first config load; what they attach follows later configs
+// through d.reloaders (an error rejects the reload and keeps the old config).
+var startHooks []func(d *daemon) error
 
 func newDaemon(c *cli, logger *slog.Logger) (*daemon, error) {
 	mxclient.UserAgent = "mxprobe/" + version.Version
@@ -104,8 +104,8 @@ func (d *daemon) apply() error {
 	if err != nil {
 		return err
 	}
-	for _, h := range reloadHooks {
-		if err := h(d, cfg); err != nil {
+	for _, apply := range d.reloaders {
+		if err := apply(cfg); err != nil {
 			return err
 		}
 	}

@@ -31,27 +31,10 @@ func init() {
 		}
 		d.web.SetAlerts(alertsAdapter{w})
 		d.stops = append(d.stops, w.stop)
-		wiredAlertsMu.Lock()
-		wiredAlerts[d] = w
-		wiredAlertsMu.Unlock()
+		d.reloaders = append(d.reloaders, func(cfg *config.Config) error { return w.reload(d, cfg) })
 		return nil
 	})
-	reloadHooks = append(reloadHooks, func(d *daemon, cfg *config.Config) error {
-		wiredAlertsMu.Lock()
-		w := wiredAlerts[d]
-		wiredAlertsMu.Unlock()
-		if w == nil {
-			return nil
-		}
-		return w.reload(d, cfg)
-	})
 }
-
-// wiredAlerts maps daemons to their alert wiring (tests run several).
-var (
-	wiredAlertsMu sync.Mutex
-	wiredAlerts   = map[*daemon]*alertsWiring{}
-)
 
 type alertsWiring struct {
 	d         *daemon
@@ -117,9 +100,6 @@ func (w *alertsWiring) reload(d *daemon, cfg *config.Config) error {
 }
 
 func (w *alertsWiring) stop() {
-	wiredAlertsMu.Lock()
-	delete(wiredAlerts, w.d)
-	wiredAlertsMu.Unlock()
 	if m := w.manager(); m != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

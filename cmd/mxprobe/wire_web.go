@@ -21,12 +21,12 @@ func init() {
 			Results:  d.history,
 			Settings: ws.get,
 		})
-		return nil
-	})
-	reloadHooks = append(reloadHooks, func(d *daemon, cfg *config.Config) error {
-		if _, err := cfg.Web.Token(); err != nil {
-			return fmt.Errorf("web.api_token_file: %w", err)
-		}
+		d.reloaders = append(d.reloaders, func(cfg *config.Config) error {
+			if _, err := cfg.Web.Token(); err != nil {
+				return fmt.Errorf("web.api_token_file: %w", err)
+			}
+			return nil
+		})
 		return nil
 	})
 }
