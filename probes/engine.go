@@ -203,12 +203,14 @@ func (e *Engine) start(job *Job, tenant string, planned time.Time) (*call, bool)
 	go func() {
 		defer e.wg.Done()
 		res := e.execute(root, sem, job, tenant, planned)
+		// Sinks see the Result before callers of Run get it, so a caller
+		// that reads history or metrics right after finds its run there.
+		e.publish(res)
 		e.mu.Lock()
 		delete(e.inflight, key)
 		e.mu.Unlock()
 		c.res = res
 		close(c.done)
-		e.publish(res)
 	}()
 	return c, true
 }
