@@ -8,14 +8,11 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 
 	"github.com/mxprobe/mxprobe/internal/testenv"
 	"github.com/mxprobe/mxprobe/internal/testenv/faultproxy"
@@ -23,17 +20,7 @@ import (
 	"github.com/mxprobe/mxprobe/probes/mxclient"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testenv.StopShared()
-	if code == 0 {
-		if err := goleak.Find(testenv.LeakOptions()...); err != nil {
-			fmt.Fprintf(os.Stderr, "goroutines left behind by the fault matrix: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 // gate is a TCP front with a fixed address in front of a fault proxy: it can
 // be shut (connection refused, live connections reset) and opened again on

@@ -23,11 +23,7 @@ import (
 	"github.com/mxprobe/mxprobe/internal/testenv/masemu"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testenv.StopShared()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 // secrets are recognisable values seeded into every secret field mxprobe
 // knows; none may show up anywhere the daemon writes or serves.

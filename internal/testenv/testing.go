@@ -100,3 +100,22 @@ func MarkIntegration(t testing.TB, service string) {
 	t.Helper()
 	t.Logf("integration: %s", service)
 }
+
+// Main runs a test package: its tests, then stops the shared homeserver, then
+// fails the package if goroutines were left behind (goleak), ignoring the
+// harness's own and idle keep-alive connections of HTTP clients.
+func Main(m *testing.M, opts ...goleak.Option) {
+	code := m.Run()
+	StopShared()
+	if code == 0 {
+		opts = append(append(LeakOptions(),
+			goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+			goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+		), opts...)
+		if err := goleak.Find(opts...); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: goroutines left behind: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}

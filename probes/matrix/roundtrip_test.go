@@ -3,7 +3,6 @@ package matrix
 import (
 	"context"
 	"net/http"
-	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -21,11 +20,7 @@ import (
 	"github.com/mxprobe/mxprobe/probes/mxclient"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testenv.StopShared()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 // fixture is a tenant set-up on a homeserver (Dendrite, or a proxy in front
 // of it).

@@ -3,28 +3,15 @@ package synapse
 import (
 	"context"
 	"net/http"
-	"os"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 
 	"github.com/mxprobe/mxprobe/internal/config"
 	"github.com/mxprobe/mxprobe/internal/testenv"
 	"github.com/mxprobe/mxprobe/probes"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testenv.StopShared()
-	if code == 0 {
-		if err := goleak.Find(testenv.LeakOptions()...); err != nil {
-			println("goleak:", err.Error())
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 // TestLiveDendriteMetrics scrapes the local Dendrite's real /metrics page
 // (a Go client_golang exposition, basic auth) through the whole probe: the
