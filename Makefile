@@ -49,6 +49,11 @@ bench: tools
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./...
 	./scripts/bench-footprint.sh
 
+## soak: SOAK (default 30m) of 50 tenants against Dendrite with random faults (not in CI)
+SOAK ?= 30m
+soak: tools build
+	$(GO) run ./internal/tools/soak --mxprobe bin/mxprobe --duration $(SOAK)
+
 ## fuzz: each fuzz target for FUZZTIME
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)

@@ -1,0 +1,354 @@
+// Command soak is `make soak` (not in CI): it runs `mxprobe serve` for a
+// long time (SOAK, default 30m) with 50 tenants at a short interval against
+// the local Dendrite, through a fault proxy that injects a random fault for a
+// while every minute. Every minute it prints the daemon's heap, goroutines
+// and RSS (from its /metrics) so growth shows; at the end, after a quiet
+// period without faults, it prints the probe rooms left behind on the
+// homeserver and how often each alert fired and resolved (a webhook
+// notifier reports to this program), and fails if any room is left, any
+// alert fired or resolved other than exactly once, or heap or goroutines
+// grew.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/mxprobe/mxprobe/internal/testenv"
+	"github.com/mxprobe/mxprobe/internal/testenv/faultproxy"
+)
+
+func main() {
+	bin := flag.String("mxprobe", "bin/mxprobe", "mxprobe binary")
+	dur := flag.Duration("duration", 30*time.Minute, "soak duration (faults during all but the last quiet period)")
+	tenants := flag.Int("tenants", 50, "tenants")
+	quiet := flag.Duration("quiet", 3*time.Minute, "fault-free time at the end, for alerts to resolve")
+	seed := flag.Uint64("seed", uint64(time.Now().UnixNano()), "random seed of the fault plan")
+	flag.Parse()
+	if err := run(*bin, *dur, *quiet, *tenants, *seed); err != nil {
+		fmt.Fprintln(os.Stderr, "soak:", err)
+		os.Exit(1)
+	}
+}
+
+type notice struct {
+	id, rule, tenant, state string
+}
+
+type receiver struct {
+	mu      sync.Mutex
+	fired   map[string]int
+	resolve map[string]int
+	rules   map[string]string
+}
+
+func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	var p struct {
+		Status string `json:"status"`
+		Alert  struct {
+			ID     string `json:"id"`
+			Rule   string `json:"rule"`
+			Tenant string `json:"tenant"`
+		} `json:"alert"`
+	}
+	if err := json.NewDecoder(io.LimitReader(req.Body, 1<<20)).Decode(&p); err != nil {
+		http.Error(w, "bad payload", http.StatusBadRequest)
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rules[p.Alert.ID] = p.Alert.Rule + "/" + p.Alert.Tenant
+	if p.Status == "resolved" {
+		r.resolve[p.Alert.ID]++
+	} else {
+		r.fired[p.Alert.ID]++
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// faults are what the plan draws from: each is installed for a while on the
+// tenants' path to the homeserver.
+var faults = []struct {
+	name string
+	rule faultproxy.Rule
+}{
+	{"login 502", faultproxy.Rule{Path: "/login$", Fault: faultproxy.Fault{Status: 502, Body: []byte("bad gateway")}}},
+	{"login reset", faultproxy.Rule{Path: "/login$", Fault: faultproxy.Fault{Reset: true}}},
+	{"createRoom 429", faultproxy.Rule{Path: "/createRoom$", Fault: faultproxy.RateLimited(300 * time.Millisecond)}},
+	{"createRoom cut body", faultproxy.Rule{Path: "/createRoom$", Fault: faultproxy.Fault{CutBody: true}}},
+	{"send 503", faultproxy.Rule{Path: "/send/", Fault: faultproxy.Fault{Status: 503, Body: []byte("unavailable")}}},
+	{"sync slow 8s", faultproxy.Rule{Path: "/sync$", Fault: faultproxy.Fault{Delay: 8 * time.Second}}},
+	{"invite hang", faultproxy.Rule{Path: "/invite$", Fault: faultproxy.Fault{Hang: true}}},
+	{"everything slow 1s", faultproxy.Rule{Fault: faultproxy.Fault{Delay: time.Second}}},
+	{"leave 500", faultproxy.Rule{Path: "/leave$", Fault: faultproxy.Fault{Status: 500, Body: []byte("{}")}}},
+	{"whoami unknown token", faultproxy.Rule{Path: "/whoami$", Fault: faultproxy.UnknownToken(false)}},
+}
+
+func run(bin string, dur, quiet time.Duration, tenants int, seed uint64) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	dir, err := os.MkdirTemp("", "mxprobe-soak-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	sctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	d, err := testenv.StartDendrite(sctx, testenv.DendriteOptions{Dir: filepath.Join(dir, "dendrite")})
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer d.Stop()
+	proxy, err := faultproxy.New(d.URL)
+	if err != nil {
+		return err
+	}
+	defer proxy.Close()
+	recv := &receiver{fired: map[string]int{}, resolve: map[string]int{}, rules: map[string]string{}}
+	hook := httptest.NewServer(recv)
+	defer hook.Close()
+
+	type acct struct{ user, pw string }
+	var bots []acct
+	var ts []map[string]any
+	for i := range tenants {
+		a := acct{fmt.Sprintf("soak-bot-%02d", i), fmt.Sprintf("soak-pw-%02d", i)}
+		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		_, err := d.Register(rctx, a.user, a.pw, false)
+		cancel()
+		if err != nil {
+			return err
+		}
+		bots = append(bots, a)
+		ts = append(ts, map[string]any{"id": fmt.Sprintf("t%02d", i), "homeserver_url": proxy.URL,
+			"bot": map[string]any{"method": "password", "user": a.user, "password": a.pw}})
+	}
+	peer := acct{"soak-peer", "soak-peer-pw"}
+	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	_, err = d.Register(rctx, peer.user, peer.pw, false)
+	cancel()
+	if err != nil {
+		return err
+	}
+	cfg := map[string]any{
+		"global": map[string]any{"homeserver_url": proxy.URL, "server_name": d.ServerName,
+			"data_dir": filepath.Join(dir, "data"), "concurrency": 16},
+		"tenants": ts,
+		"probes": []map[string]any{
+			{"name": "login", "type": "login", "schedule": "@every 20s", "timeout": "10s"},
+			{"name": "roundtrip", "type": "roundtrip", "schedule": "@every 30s", "timeout": "15s",
+				"roundtrip": map[string]any{"peer": map[string]any{"method": "password", "user": peer.user, "password": peer.pw},
+					"sweep_interval": "1m", "sweep_max_age": "1m"}},
+		},
+		"alerting": map[string]any{
+			"evaluation_interval": "5s",
+			"rules": []map[string]any{
+				{"name": "login_failing", "probe": "login", "failures": 2, "successes": 2},
+				{"name": "roundtrip_failing", "probe": "roundtrip", "failures": 2, "successes": 2},
+			},
+			"notifiers": []map[string]any{{"name": "hook", "type": "webhook", "webhook": map[string]any{"url": hook.URL}}},
+		},
+	}
+	b, _ := yaml.Marshal(cfg)
+	cfgPath := filepath.Join(dir, "mxprobe.yml")
+	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
+		return err
+	}
+	if out, err := exec.Command(bin, "check-config", "--config.file", cfgPath).CombinedOutput(); err != nil {
+		return fmt.Errorf("check-config: %v\n%s", err, out)
+	}
+	port, _ := testenv.FreePort()
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	logf, err := os.Create(filepath.Join(dir, "mxprobe.log"))
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, "serve", "--config.file", cfgPath, "--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port), "--log.level", "warn")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	stopDaemon := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	defer stopDaemon()
+
+	rng := rand.New(rand.NewPCG(seed, 9))
+	fmt.Printf("soak: %s (%s of it with faults), %d tenants, login every 20s, round trip every 30s, seed %d\n", dur, dur-quiet, tenants, seed)
+	fmt.Printf("%-6s %10s %10s %8s %9s %9s %8s  %s\n", "minute", "heap MB", "RSS MB", "gorout.", "runs", "failed", "firing", "fault this minute")
+	start := time.Now()
+	var heaps, gors []float64
+	faultEnd := start.Add(dur - quiet)
+	for minute := 0; time.Since(start) < dur; minute++ {
+		faultName := "-"
+		minuteStart := start.Add(time.Duration(minute) * time.Minute)
+		if minute > 0 && time.Now().Before(faultEnd) {
+			f := faults[rng.IntN(len(faults))]
+			faultName = f.name
+			h := proxy.Add(f.rule)
+			hold := time.Duration(15+rng.IntN(30)) * time.Second
+			if !sleep(ctx, done, min(hold, time.Until(faultEnd))) {
+				h.Remove()
+				return fmt.Errorf("interrupted or mxprobe exited (log in %s)", dir)
+			}
+			h.Remove()
+		}
+		if !sleep(ctx, done, time.Until(minuteStart.Add(time.Minute))) {
+			return fmt.Errorf("interrupted or mxprobe exited (log in %s)", dir)
+		}
+		m, err := scrape(base + "/metrics")
+		if err != nil {
+			return err
+		}
+		heap, gor := m["go_memstats_heap_inuse_bytes"]/1e6, m["go_goroutines"]
+		heaps, gors = append(heaps, heap), append(gors, gor)
+		fmt.Printf("%-6d %10.1f %10.1f %8.0f %9.0f %9.0f %8.0f  %s\n", minute+1, heap, m["process_resident_memory_bytes"]/1e6, gor,
+			m["runs"], m["failed"], m["firing"], faultName)
+	}
+
+	// The end: stop the daemon (its cleanup runs), then count what is left.
+	stopDaemon()
+	var left []string
+	lctx, lcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer lcancel()
+	for _, a := range append(bots, peer) {
+		tok, err := d.Login(lctx, a.user, a.pw)
+		if err != nil {
+			return fmt.Errorf("login %s for the room count: %v", a.user, err)
+		}
+		rooms, err := d.JoinedRooms(lctx, tok)
+		if err != nil {
+			return err
+		}
+		for _, r := range rooms {
+			left = append(left, a.user+" "+r)
+		}
+		_ = d.Logout(lctx, tok)
+	}
+	recv.mu.Lock()
+	var ids []string
+	for id := range recv.rules {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	bad := 0
+	for _, id := range ids {
+		if recv.fired[id] != 1 || recv.resolve[id] != 1 {
+			bad++
+			fmt.Printf("alert %s (%s): fired %d, resolved %d\n", id, recv.rules[id], recv.fired[id], recv.resolve[id])
+		}
+	}
+	nFired, nResolved := 0, 0
+	for _, id := range ids {
+		nFired += recv.fired[id]
+		nResolved += recv.resolve[id]
+	}
+	recv.mu.Unlock()
+	growth := func(v []float64) float64 {
+		if len(v) < 4 {
+			return 0
+		}
+		early := (v[1] + v[2]) / 2 // after warm-up
+		late := (v[len(v)-1] + v[len(v)-2]) / 2
+		return late / early
+	}
+	fmt.Printf("\nrooms left behind: %d\nalert instances: %d (fired notifications %d, resolved %d, not exactly once: %d)\n",
+		len(left), len(ids), nFired, nResolved, bad)
+	fmt.Printf("heap growth (last 2 min / minutes 2-3): %.2fx; goroutines: %.2fx\n", growth(heaps), growth(gors))
+	for _, l := range left {
+		fmt.Println("  left:", l)
+	}
+	switch {
+	case len(left) > 0:
+		return fmt.Errorf("%d probe rooms left behind", len(left))
+	case bad > 0:
+		return fmt.Errorf("%d alerts not fired and resolved exactly once", bad)
+	case growth(heaps) > 1.5 || growth(gors) > 1.5:
+		return fmt.Errorf("heap or goroutines grew (log in %s)", dir)
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, done chan struct{}, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+	case <-done:
+	}
+	return false
+}
+
+// scrape reads the few series the report needs from /metrics.
+func scrape(u string) (map[string]float64, error) {
+	resp, err := http.Get(u)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if l == "" || l[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(l, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(l[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		name := l[:i]
+		switch {
+		case name == "go_memstats_heap_inuse_bytes", name == "go_goroutines", name == "process_resident_memory_bytes":
+			out[name] = v
+		case strings.HasPrefix(name, "mxprobe_probe_runs_total{"):
+			if !strings.Contains(name, `result="skipped"`) {
+				out["runs"] += v
+			}
+			if strings.Contains(name, `result="failure"`) {
+				out["failed"] += v
+			}
+		case strings.HasPrefix(name, "mxprobe_alerts{") && strings.Contains(name, `state="firing"`):
+			out["firing"] += v
+		}
+	}
+	return out, sc.Err()
+}
