@@ -82,21 +82,31 @@ func (p *proc) alive() bool {
 	}
 }
 
-// rssKB reads VmRSS of pid.
-func rssKB(pid int) (float64, error) {
+// memKB reads VmRSS and its anonymous part (heap, stacks: RssAnon) of pid;
+// the rest is mostly the binary's pages (RssFile).
+func memKB(pid int) (rss, anon float64, err error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if strings.HasPrefix(sc.Text(), "VmRSS:") {
-			fs := strings.Fields(sc.Text())
-			return strconv.ParseFloat(fs[1], 64)
+		fs := strings.Fields(sc.Text())
+		if len(fs) < 2 {
+			continue
+		}
+		switch fs[0] {
+		case "VmRSS:":
+			rss, _ = strconv.ParseFloat(fs[1], 64)
+		case "RssAnon:":
+			anon, _ = strconv.ParseFloat(fs[1], 64)
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS for %d", pid)
+	if rss == 0 {
+		return 0, 0, fmt.Errorf("no VmRSS for %d", pid)
+	}
+	return rss, anon, nil
 }
 
 // cpuTicks reads utime+stime of pid in clock ticks (USER_HZ, 100 on Linux).
@@ -255,7 +265,7 @@ func run(bin, bb string, tenants int, warmup, window time.Duration) error {
 	if err := wait(warmup, nil); err != nil {
 		return err
 	}
-	type stats struct{ sum, max, n, cpu0 float64 }
+	type stats struct{ sum, max, anon, n, cpu0 float64 }
 	st := map[*proc]*stats{mx: {}, bbx: {}}
 	for p, s := range st {
 		s.cpu0, _ = cpuTicks(p.cmd.Process.Pid)
@@ -263,8 +273,9 @@ func run(bin, bb string, tenants int, warmup, window time.Duration) error {
 	t0 := time.Now()
 	if err := wait(window, func() {
 		for p, s := range st {
-			if kb, err := rssKB(p.cmd.Process.Pid); err == nil {
+			if kb, anon, err := memKB(p.cmd.Process.Pid); err == nil {
 				s.sum += kb
+				s.anon += anon
 				s.n++
 				s.max = max(s.max, kb)
 			}
@@ -273,20 +284,20 @@ func run(bin, bb string, tenants int, warmup, window time.Duration) error {
 		return err
 	}
 	secs := time.Since(t0).Seconds()
-	fmt.Printf("\n%-20s %14s %14s %16s\n", "process", "RSS mean MB", "RSS max MB", "CPU ms/min")
-	out := map[*proc][3]float64{}
+	fmt.Printf("\n%-20s %14s %14s %14s %16s\n", "process", "RSS mean MB", "RSS max MB", "anon mean MB", "CPU ms/min")
+	out := map[*proc][4]float64{}
 	for _, p := range []*proc{mx, bbx} {
 		s := st[p]
 		c1, _ := cpuTicks(p.cmd.Process.Pid)
 		cpuMsPerMin := (c1 - s.cpu0) * 10 / secs * 60 // ticks are 10 ms
-		v := [3]float64{s.sum / s.n / 1024, s.max / 1024, cpuMsPerMin}
+		v := [4]float64{s.sum / s.n / 1024, s.max / 1024, cpuMsPerMin, s.anon / s.n / 1024}
 		out[p] = v
-		fmt.Printf("%-20s %14.1f %14.1f %16.1f\n", p.name, v[0], v[1], v[2])
+		fmt.Printf("%-20s %14.1f %14.1f %14.1f %16.1f\n", p.name, v[0], v[1], v[3], v[2])
 	}
 	fmt.Printf("blackbox probes of versions: %d ok, %d failed\n\n", bbOK, bbFail)
 	for _, p := range []*proc{mx, bbx} {
 		v := out[p]
-		fmt.Printf("BenchmarkFootprint/process=%s 1 %.1f RSS-mean-MB %.1f RSS-max-MB %.1f cpu-ms/min\n", p.name, v[0], v[1], v[2])
+		fmt.Printf("BenchmarkFootprint/process=%s 1 %.1f RSS-mean-MB %.1f RSS-max-MB %.1f anon-MB %.1f cpu-ms/min\n", p.name, v[0], v[1], v[3], v[2])
 	}
 	ratio := out[mx][0] / out[bbx][0]
 	verdict := "met"
