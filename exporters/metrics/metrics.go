@@ -256,12 +256,20 @@ func (m *Metrics) SetConfigured(jobs []*probes.Job) {
 		}
 	}
 	m.mu.Lock()
+	pruned := false
 	for k := range m.state {
 		if !keep[k] {
 			delete(m.state, k)
 			m.runs.DeletePartialMatch(prometheus.Labels{"probe": k.probe, "tenant": k.tenant})
 			m.rateLimited.DeleteLabelValues(k.probe, k.tenant)
 			m.tokenRefresh.DeleteLabelValues(k.probe, k.tenant)
+			pruned = true
+		}
+	}
+	if pruned { // let the label pairs of removed tenants go
+		m.pairs = map[[2]string]*dto.LabelPair{}
+		for k, l := range m.state {
+			l.build(k, m.pair)
 		}
 	}
 	m.mu.Unlock()
