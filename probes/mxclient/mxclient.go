@@ -217,8 +217,11 @@ func Call(ctx context.Context, hook RateLimitHook, fn func(ctx context.Context) 
 			if hook != nil {
 				hook(wait, false)
 			}
-			return &probes.Error{Class: probes.ClassRateLimited, Status: http.StatusTooManyRequests,
-				Err: fmt.Errorf("rate limited: homeserver asked to wait %s, beyond the run's deadline", wait.Round(time.Millisecond))}
+			msg := fmt.Sprintf("rate limited: homeserver asked to wait %s, beyond the run's deadline", wait.Round(time.Millisecond))
+			if attempt >= 5 {
+				msg = fmt.Sprintf("rate limited: still limited after %d retries", attempt)
+			}
+			return &probes.Error{Class: probes.ClassRateLimited, Status: http.StatusTooManyRequests, Err: errors.New(msg)}
 		}
 		if hook != nil {
 			hook(wait, true)
