@@ -322,6 +322,26 @@ web:
 	}
 	add("daemon log", 200, logs.String())
 
+	// The CLI: check-config on the bad file, then `mxprobe run` (text and
+	// JSON) over every tenant with the good one.
+	env := append(os.Environ(), "TENANTS_B64="+base64.StdEncoding.EncodeToString(b64))
+	cli := func(name string, args ...string) {
+		c := exec.Command(bin, args...)
+		c.Env = env
+		out, _ := c.CombinedOutput()
+		add(name, 200, string(out))
+		if os.Getenv("LEAK_DEBUG") != "" {
+			t.Logf("%s: %.300s", name, out)
+		}
+	}
+	cli("check-config (bad config)", "check-config", "--config.file", cfgPath)
+	if err := os.WriteFile(cfgPath, []byte(config("")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cli("run login --all", "run", "login", "--all", "--config.file", cfgPath, "--timeout", "10s")
+	cli("run login --all --output json", "run", "login", "--all", "--output", "json", "--config.file", cfgPath, "--timeout", "10s")
+	cli("run synapse --output json", "run", "synapse", "--output", "json", "--config.file", cfgPath, "--timeout", "10s")
+
 	hits := 0
 	for _, o := range outputs {
 		for what, s := range secrets {
