@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -28,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -201,6 +203,37 @@ func run(bin string, dur, quiet time.Duration, tenants int, seed uint64) error {
 	}
 	defer stopDaemon()
 
+	// Dendrite on SQLite can die under this load ("database is locked" is a
+	// panic there): a watchdog restarts it on the same port and data, and
+	// the report counts the crashes. For mxprobe it is one more fault.
+	var restarts atomic.Int64
+	wdDone := make(chan struct{})
+	defer func() { <-wdDone }()
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	go func() {
+		defer close(wdDone)
+		down := 0
+		for sleep(wctx, nil, 2*time.Second) {
+			c, err := net.DialTimeout("tcp", strings.TrimPrefix(d.URL, "http://"), time.Second)
+			if err == nil {
+				c.Close()
+				down = 0
+				continue
+			}
+			if down++; down < 2 {
+				continue
+			}
+			d.Pause() // reap the dead process
+			rctx, cancel := context.WithTimeout(wctx, 90*time.Second)
+			err = d.Resume(rctx)
+			cancel()
+			n := restarts.Add(1)
+			fmt.Printf("  homeserver died at %s; restart %d: %v\n", time.Now().Format("15:04:05"), n, errString(err))
+			down = 0
+		}
+	}()
+
 	rng := rand.New(rand.NewPCG(seed, 9))
 	fmt.Printf("soak: %s (%s of it with faults), %d tenants, login every 20s, round trip every 30s, seed %d\n", dur, dur-quiet, tenants, seed)
 	fmt.Printf("%-6s %10s %10s %8s %9s %9s %8s  %s\n", "minute", "heap MB", "RSS MB", "gorout.", "runs", "failed", "firing", "fault this minute")
@@ -236,6 +269,8 @@ func run(bin string, dur, quiet time.Duration, tenants int, seed uint64) error {
 
 	// The end: stop the daemon (its cleanup runs), then count what is left.
 	stopDaemon()
+	wcancel()
+	<-wdDone
 	var left []string
 	lctx, lcancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer lcancel()
@@ -280,8 +315,8 @@ func run(bin string, dur, quiet time.Duration, tenants int, seed uint64) error {
 		late := (v[len(v)-1] + v[len(v)-2]) / 2
 		return late / early
 	}
-	fmt.Printf("\nrooms left behind: %d\nalert instances: %d (fired notifications %d, resolved %d, not exactly once: %d)\n",
-		len(left), len(ids), nFired, nResolved, bad)
+	fmt.Printf("\nhomeserver crashes (restarted): %d\nrooms left behind: %d\nalert instances: %d (fired notifications %d, resolved %d, not exactly once: %d)\n",
+		restarts.Load(), len(left), len(ids), nFired, nResolved, bad)
 	fmt.Printf("heap growth (last 2 min / minutes 2-3): %.2fx; goroutines: %.2fx\n", growth(heaps), growth(gors))
 	for _, l := range left {
 		fmt.Println("  left:", l)
@@ -295,6 +330,13 @@ func run(bin string, dur, quiet time.Duration, tenants int, seed uint64) error {
 		return fmt.Errorf("heap or goroutines grew (log in %s)", dir)
 	}
 	return nil
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return err.Error()
 }
 
 func sleep(ctx context.Context, done chan struct{}, d time.Duration) bool {
