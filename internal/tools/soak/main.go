@@ -45,6 +45,7 @@ func main() {
 	tenants := flag.Int("tenants", 50, "tenants")
 	quiet := flag.Duration("quiet", 3*time.Minute, "fault-free time at the end, for alerts to resolve")
 	seed := flag.Uint64("seed", uint64(time.Now().UnixNano()), "random seed of the fault plan")
+	flag.StringVar(&roundtripEvery, "roundtrip-every", "30s", "round trip interval (Dendrite on SQLite panics with SQLITE_BUSY under heavy write load)")
 	flag.Parse()
 	if err := run(*bin, *dur, *quiet, *tenants, *seed); err != nil {
 		fmt.Fprintln(os.Stderr, "soak:", err)
@@ -52,9 +53,7 @@ func main() {
 	}
 }
 
-type notice struct {
-	id, rule, tenant, state string
-}
+var roundtripEvery string
 
 type receiver struct {
 	mu      sync.Mutex
@@ -160,7 +159,7 @@ func run(bin string, dur, quiet time.Duration, tenants int, seed uint64) error {
 		"tenants": ts,
 		"probes": []map[string]any{
 			{"name": "login", "type": "login", "schedule": "@every 20s", "timeout": "10s"},
-			{"name": "roundtrip", "type": "roundtrip", "schedule": "@every 30s", "timeout": "15s",
+			{"name": "roundtrip", "type": "roundtrip", "schedule": "@every " + roundtripEvery, "timeout": "15s",
 				"roundtrip": map[string]any{"peer": map[string]any{"method": "password", "user": peer.user, "password": peer.pw},
 					"sweep_interval": "1m", "sweep_max_age": "1m"}},
 		},
@@ -238,7 +237,7 @@ func run(bin string, dur, quiet time.Duration, tenants int, seed uint64) error {
 	}()
 
 	rng := rand.New(rand.NewPCG(seed, 9))
-	fmt.Printf("soak: %s (%s of it with faults), %d tenants, login every 20s, round trip every 30s, seed %d\n", dur, dur-quiet, tenants, seed)
+	fmt.Printf("soak: %s (%s of it with faults), %d tenants, login every 20s, round trip every %s, seed %d\n", dur, dur-quiet, tenants, roundtripEvery, seed)
 	fmt.Printf("%-6s %10s %10s %8s %9s %9s %8s  %s\n", "minute", "heap MB", "RSS MB", "gorout.", "runs", "failed", "firing", "fault this minute")
 	start := time.Now()
 	var heaps, gors []float64
