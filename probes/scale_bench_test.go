@@ -1,16 +1,9 @@
 package probes_test
 
 import (
-	"compress/gzip"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
-	"path/filepath"
-	"runtime"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,31 +20,6 @@ import (
 	"github.com/mxprobe/mxprobe/probes/synapse"
 )
 
-// synapsePages serves the Synapse reference pages alternately, as the
-// stand-in of the Synapse metrics endpoint.
-func synapsePages(b *testing.B) *httptest.Server {
-	root, err := testenv.ModuleRoot()
-	if err != nil {
-		b.Fatal(err)
-	}
-	var pages [][]byte
-	for _, n := range []string{"healthy_t0.prom.gz", "healthy_t60.prom.gz"} {
-		pages = append(pages, gunzipFile(b, filepath.Join(root, "probes", "synapse", "testdata", n)))
-	}
-	var n atomic.Int64
-	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		_, _ = w.Write(pages[int(n.Add(1)-1)%len(pages)])
-	}))
-}
-
-// BenchmarkScale1000Tenants is the whole load of one process: 1,000 tenants,
-// each with a login probe and a room round trip every minute, plus a Synapse
-// scrape every 15 s, through the real scheduler and engine against in-process
-// stand-ins (fakehs for the homeserver, the Synapse reference pages). It
-// measures one scheduling minute: runs/s, p50/p99 lateness, CPU per run,
-// peak RSS (of the whole test process, stand-ins included) and goroutines.
-// Targets: every run of the minute done, p99 lateness < 1 s, RSS < 150 MB.
 func BenchmarkScale1000Tenants(b *testing.B) {
 	const tenants = 1000
 	interval := time.Minute
@@ -61,8 +29,7 @@ func BenchmarkScale1000Tenants(b *testing.B) {
 	hs := fakehs.New("localhost")
 	defer hs.Close()
 	hs.Latency = 2 * time.Millisecond
-	syn := synapsePages(b)
-	defer syn.Close()
+	syn := testenv.SynapseReplay(b)
 	hs.AddUser("peer", "peer-pw", "Peer")
 	cfg := &config.Config{Global: config.Global{HomeserverURL: hs.URL, ServerName: "localhost"}}
 	subjects := make([]string, tenants)
@@ -98,22 +65,7 @@ func BenchmarkScale1000Tenants(b *testing.B) {
 		}
 		e.SetJobs(jobs)
 		s := probes.NewScheduler(e, 0.9)
-		var peakG atomic.Int64
-		stop := make(chan struct{})
-		go func() {
-			t := time.NewTicker(100 * time.Millisecond)
-			defer t.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-t.C:
-					if g := int64(runtime.NumGoroutine()); g > peakG.Load() {
-						peakG.Store(g)
-					}
-				}
-			}
-		}()
+		peakG, stop := samplePeakGoroutines()
 		// One minute of schedule: the first round of both per-tenant probes
 		// (spread over 90% of the interval) and the Synapse scrapes.
 		want := int64(2 * tenants)
@@ -145,21 +97,4 @@ func BenchmarkScale1000Tenants(b *testing.B) {
 		b.ReportMetric(peakRSSBytes()/1e6, "peak-RSS-MB")
 		b.ReportMetric(float64(peakG.Load()), "peak-goroutines")
 	}
-}
-
-func gunzipFile(b *testing.B, path string) []byte {
-	f, err := os.Open(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		b.Fatal(err)
-	}
-	data, err := io.ReadAll(zr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return data
 }

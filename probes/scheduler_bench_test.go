@@ -93,6 +93,27 @@ func peakRSSBytes() float64 {
 	return 0
 }
 
+// samplePeakGoroutines records the highest goroutine count, sampled every
+// 100 ms, until stop is closed.
+func samplePeakGoroutines() (peak *atomic.Int64, stop chan struct{}) {
+	peak, stop = &atomic.Int64{}, make(chan struct{})
+	go func() {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if g := int64(runtime.NumGoroutine()); g > peak.Load() {
+					peak.Store(g)
+				}
+			}
+		}
+	}()
+	return peak, stop
+}
+
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
@@ -136,22 +157,7 @@ func benchScheduler(b *testing.B, tenants int, interval time.Duration) {
 		job := &probes.Job{Name: "login", Type: "login", Schedule: cron.Every(interval), Timeout: 10 * time.Second, Subjects: subjects, Prober: login}
 		e.SetJobs([]*probes.Job{job})
 		s := probes.NewScheduler(e, 0.9)
-		var peakG atomic.Int64
-		stop := make(chan struct{})
-		go func() {
-			t := time.NewTicker(100 * time.Millisecond)
-			defer t.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-t.C:
-					if g := int64(runtime.NumGoroutine()); g > peakG.Load() {
-						peakG.Store(g)
-					}
-				}
-			}
-		}()
+		peakG, stop := samplePeakGoroutines()
 		cpu0, t0 := cpuTime(), time.Now()
 		s.Start([]*probes.Job{job})
 		ctx, cancel := context.WithTimeout(context.Background(), interval+30*time.Second)

@@ -1,7 +1,6 @@
 package leakcheck
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -14,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -43,24 +41,6 @@ var secrets = map[string]string{
 	"web api token":            "APITOKEN-4Tb2-SEKRIT",
 	"synapse bearer token":     "BEARER-7Zu3-SEKRIT",
 	"synapse basic password":   "BASIC-9Qa1-SEKRIT",
-}
-
-// lockedBuffer collects the daemon's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // hostile answers with everything it was sent: a server that echoes
@@ -194,7 +174,7 @@ web:
 		t.Fatal(err)
 	}
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	logs := &lockedBuffer{}
+	logs := &testenv.SyncBuffer{}
 	cmd := exec.Command(bin, "serve", "--config.file", cfgPath, "--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port), "--log.level", "debug")
 	cmd.Env = append(os.Environ(), "TENANTS_B64="+base64.StdEncoding.EncodeToString(b64))
 	cmd.Stdout, cmd.Stderr = logs, logs

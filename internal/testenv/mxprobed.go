@@ -63,21 +63,22 @@ type MxprobeDaemon struct {
 
 	cmd  *exec.Cmd
 	done chan struct{}
-	log  *lockedBuffer
+	log  *SyncBuffer
 }
 
-type lockedBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for a process writing while a test reads.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *SyncBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+func (l *SyncBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
@@ -95,7 +96,7 @@ func StartMxprobe(t testing.TB, d *Dendrite) *MxprobeDaemon {
 	t.Helper()
 	bin := BuildMxprobe(t)
 	dir := t.TempDir()
-	m := &MxprobeDaemon{BrokenTenant: "tenant-broken", log: &lockedBuffer{}}
+	m := &MxprobeDaemon{BrokenTenant: "tenant-broken", log: &SyncBuffer{}}
 
 	peer, peerPW := d.User(t, "mxpeer")
 	var tenants []map[string]any
