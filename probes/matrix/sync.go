@@ -87,9 +87,10 @@ func (r *runner) receive(ctx context.Context, a *actor, room id.RoomID, since, n
 			}
 			at := time.Now()
 			jr := resp.Rooms.Join[room]
-			if (jr == nil || len(jr.Timeline.Events) == 0) && timeout > time.Second && at.Sub(asked) < 50*time.Millisecond {
-				// An empty answer long before the timeout we asked for: the
-				// server does not long-poll. Pause instead of hammering it.
+			if (jr == nil || len(jr.Timeline.Events) == 0) && at.Sub(asked) < 50*time.Millisecond {
+				// An empty answer at once: the server does not long-poll (or
+				// the deadline left no time to ask it to). Pause instead of
+				// hammering it.
 				select {
 				case <-ctx.Done():
 				case <-time.After(emptySyncPause):
