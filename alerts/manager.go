@@ -251,13 +251,7 @@ func (m *Manager) Apply(cfg *config.Config, notifiers []Notifier) error {
 		w.halt()
 	}
 	if running {
-		m.mu.Lock()
-		ws := make([]*worker, 0, len(m.notifiers))
-		for _, w := range m.notifiers {
-			ws = append(ws, w)
-		}
-		m.mu.Unlock()
-		for _, w := range ws {
+		for _, w := range m.workers() {
 			w.start()
 		}
 	}
@@ -276,12 +270,8 @@ func (m *Manager) Start() {
 	m.stop = make(chan struct{})
 	m.mu.Lock()
 	interval := m.cfg.Alerting.EvaluationInterval.D()
-	ws := make([]*worker, 0, len(m.notifiers))
-	for _, w := range m.notifiers {
-		ws = append(ws, w)
-	}
 	m.mu.Unlock()
-	for _, w := range ws {
+	for _, w := range m.workers() {
 		w.start()
 	}
 	if interval <= 0 {
@@ -313,12 +303,7 @@ func (m *Manager) Stop(ctx context.Context) {
 	}
 	m.runMu.Unlock()
 	m.wg.Wait()
-	m.mu.Lock()
-	ws := make([]*worker, 0, len(m.notifiers))
-	for _, w := range m.notifiers {
-		ws = append(ws, w)
-	}
-	m.mu.Unlock()
+	ws := m.workers()
 	done := make(chan struct{})
 	go func() {
 		for _, w := range ws {
@@ -695,14 +680,19 @@ func (m *Manager) DeleteSilence(id string) error {
 	return nil
 }
 
-func (m *Manager) wake() {
+// workers returns the notifier workers, taken under the lock.
+func (m *Manager) workers() []*worker {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	ws := make([]*worker, 0, len(m.notifiers))
 	for _, w := range m.notifiers {
 		ws = append(ws, w)
 	}
-	m.mu.Unlock()
-	for _, w := range ws {
+	return ws
+}
+
+func (m *Manager) wake() {
+	for _, w := range m.workers() {
 		w.poke()
 	}
 }

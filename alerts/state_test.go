@@ -108,13 +108,7 @@ func drive(t *testing.T, alerting string, evs []ev) (*Manager, *recorder, *fakeC
 
 // deliverNow runs every worker's due work once, synchronously (tests).
 func (m *Manager) deliverNow() {
-	m.mu.Lock()
-	ws := make([]*worker, 0, len(m.notifiers))
-	for _, w := range m.notifiers {
-		ws = append(ws, w)
-	}
-	m.mu.Unlock()
-	for _, w := range ws {
+	for _, w := range m.workers() {
 		for _, j := range w.due() {
 			w.deliver(context.Background(), j)
 		}
