@@ -22,10 +22,18 @@ type actor struct {
 	prefix string
 	sess   *auth.Session
 	cli    *mautrix.Client
-	// recovered is set once the actor logged in again after
-	// M_UNKNOWN_TOKEN in this run: one retry per run, not a loop.
-	recovered bool
+	// recoveries counts the renewals after M_UNKNOWN_TOKEN in this run, and
+	// unproven is set while the session they gave has not yet served a
+	// request. A renewed token that is refused at once is not renewed again
+	// (no loop); one that worked and later expired (a run outlasting a short
+	// token lifetime) is, up to maxRecoveries times per run.
+	recoveries int
+	unproven   bool
 }
+
+// maxRecoveries bounds the renewals after M_UNKNOWN_TOKEN of one actor in
+// one run.
+const maxRecoveries = 3
 
 // runner carries what the steps of one run share.
 type runner struct {
@@ -104,10 +112,14 @@ func (r *runner) attempt(ctx context.Context, a *actor, logSteps bool, fn func(c
 		})
 	}
 	err = call()
-	if err == nil || a.recovered || !mxclient.IsUnknownToken(raw) {
+	if err == nil {
+		a.unproven = false
+	}
+	if err == nil || a.unproven || a.recoveries >= maxRecoveries || !mxclient.IsUnknownToken(raw) {
 		return err, raw, 0
 	}
-	a.recovered = true
+	a.recoveries++
+	a.unproven = true
 	t0 := time.Now()
 	sub := probes.NewRecorder("", "", "")
 	sess, rerr := r.m.Recover(ctx, a.acct, a.sess, sub)
@@ -123,7 +135,10 @@ func (r *runner) attempt(ctx context.Context, a *actor, logSteps bool, fn func(c
 	if err := a.use(r.m, sess); err != nil {
 		return err, raw, relog
 	}
-	return call(), raw, relog
+	if err = call(); err == nil {
+		a.unproven = false
+	}
+	return err, raw, relog
 }
 
 // step runs fn as the timed step name of a, without the time of a re-login.
