@@ -27,6 +27,10 @@ const contextLines = 60
 // output that test2json attributes to it after the fail event is kept too.
 type failure struct {
 	pkg, test string
+	// own is the test's output: its lines up to the fail event, and those
+	// attributed to it afterwards until it runs again (-count) or the
+	// package ends.
+	own []string
 	// at is the length of the package's output when the test failed.
 	at int
 }
@@ -38,8 +42,11 @@ type pkgState struct {
 	all []string
 	// byTest holds each test's own lines ("" for the package itself).
 	byTest   map[string][]string
-	failures []failure
-	ended    bool
+	failures []*failure
+	// open maps a failed test to its failure while later output may still
+	// belong to it.
+	open  map[string]*failure
+	ended bool
 }
 
 type report struct {
@@ -59,7 +66,7 @@ func newReport(w io.Writer) *report {
 func (r *report) pkg(name string) *pkgState {
 	p, ok := r.pkgs[name]
 	if !ok {
-		p = &pkgState{byTest: map[string][]string{}}
+		p = &pkgState{byTest: map[string][]string{}, open: map[string]*failure{}}
 		r.pkgs[name] = p
 		r.order = append(r.order, name)
 	}
@@ -82,8 +89,17 @@ func (r *report) line(line []byte) {
 	}
 	p := r.pkg(ev.Package)
 	switch ev.Action {
+	case "run":
+		// A new run of the test (-count > 1 repeats names): its lines start
+		// afresh.
+		delete(p.byTest, ev.Test)
+		delete(p.open, ev.Test)
 	case "output":
 		p.all = append(p.all, ev.Output)
+		if f := p.open[ev.Test]; f != nil && ev.Test != "" {
+			f.own = append(f.own, ev.Output)
+			break
+		}
 		p.byTest[ev.Test] = append(p.byTest[ev.Test], ev.Output)
 		if ev.Test != "" {
 			if i := strings.Index(ev.Output, IntegrationMarker); i >= 0 {
@@ -101,6 +117,7 @@ func (r *report) line(line []byte) {
 		} else if !strings.Contains(ev.Test, "/") {
 			r.passed++
 		}
+		delete(p.byTest, ev.Test)
 	case "skip":
 		if ev.Test == "" {
 			fmt.Fprintf(r.w, "?     %s [no test files]\n", ev.Package)
@@ -123,7 +140,10 @@ func (r *report) line(line []byte) {
 		if !strings.Contains(ev.Test, "/") {
 			r.failed++
 		}
-		p.failures = append(p.failures, failure{pkg: ev.Package, test: ev.Test, at: len(p.all)})
+		f := &failure{pkg: ev.Package, test: ev.Test, own: p.byTest[ev.Test], at: len(p.all)}
+		delete(p.byTest, ev.Test)
+		p.failures = append(p.failures, f)
+		p.open[ev.Test] = f
 	}
 }
 
@@ -138,14 +158,14 @@ func (r *report) end(name string) {
 		r.failures = append(r.failures, p.describe(f))
 	}
 	// Nothing more is needed of the package but its failures' texts.
-	p.all, p.byTest = nil, nil
+	p.all, p.byTest, p.open = nil, nil, nil
 }
 
 // describe is a failed test's report: its own output and, when test2json
 // gave it no message (only its RUN and FAIL lines), the package's output
 // just before the failure, where its messages were attributed elsewhere.
-func (p *pkgState) describe(f failure) string {
-	own := p.byTest[f.test]
+func (p *pkgState) describe(f *failure) string {
+	own := f.own
 	var b strings.Builder
 	fmt.Fprintf(&b, "--- FAIL %s.%s\n%s", f.pkg, f.test, strings.Join(own, ""))
 	if hasMessage(own) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 )
@@ -123,5 +124,48 @@ func TestBuildErrorsShown(t *testing.T) {
 	out, ok := run(t, s)
 	if ok || !strings.Contains(out, "undefined: y") {
 		t.Errorf("build error not reported (ok=%v):\n%s", ok, out)
+	}
+}
+
+// With -count > 1 a name runs several times: a failed repetition shows its
+// own lines, not those of the repetitions that passed before it.
+func TestRepeatedTestShowsOnlyTheFailedRepetition(t *testing.T) {
+	var s stream
+	for i, msg := range []string{"first ok", "second broke"} {
+		s.ev("run", "p", "TestR", "")
+		s.ev("output", "p", "TestR", "=== RUN   TestR\n")
+		s.ev("output", "p", "TestR", "    r_test.go:1: "+msg+"\n")
+		if i == 0 {
+			s.ev("pass", "p", "TestR", "")
+		} else {
+			s.ev("fail", "p", "TestR", "")
+		}
+	}
+	s.ev("fail", "p", "", "")
+	out, _ := run(t, s)
+	if !strings.Contains(out, "second broke") || strings.Contains(out, "first ok") {
+		t.Errorf("want only the failed repetition's lines:\n%s", out)
+	}
+	if !strings.Contains(out, "1 passed, 1 failed") {
+		t.Errorf("counts:\n%s", out)
+	}
+}
+
+// A real `go test -json -count=4` stream whose third repetition failed: the
+// report shows that repetition's messages.
+func TestRealRepeatedFailureStream(t *testing.T) {
+	b, err := os.ReadFile("testdata/repeated_fail.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, ok := run(t, strings.Split(strings.TrimSpace(string(b)), "\n"))
+	if ok {
+		t.Fatal("the failed stream passed")
+	}
+	if !strings.Contains(out, "early408091 run 0 failed") || strings.Contains(out, "early6337b4") {
+		t.Errorf("want the failed repetition's messages only:\n%s", out)
+	}
+	if !strings.Contains(out, "3 passed, 1 failed, 0 skipped") {
+		t.Errorf("counts:\n%s", out)
 	}
 }
