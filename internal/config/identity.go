@@ -11,27 +11,30 @@ func OpenMeetLocalpart(slug, tenantID string) string {
 	return strings.ToLower(slug) + "_" + strings.ToLower(tenantID)
 }
 
-// applyMatrixUsers sets the expected Matrix user of accounts that log in
-// through MAS with the openmeet adapter, unless the tenant names it
-// (matrix_user: a registered handle, or another provider's rule).
+// applyMatrixUsers sets the expected Matrix user of bots that log in
+// through MAS with the openmeet adapter when their user is the platform's
+// slug (a TENANTS_B64 bot, or a file tenant that names no user and so has
+// the default slug openmeet-bot-<id>). A file tenant that names its user
+// states the Matrix localpart itself; matrix_user overrides both (a
+// registered handle, or another provider's rule).
 func applyMatrixUsers(c *Config) {
 	if c.MAS.Upstream.Adapter != UpstreamOpenMeet {
 		return
 	}
 	for i := range c.Tenants {
 		t := &c.Tenants[i]
+		a := &t.Bot
+		if !t.slugUser || a.MatrixUser != "" || a.User == "" {
+			continue
+		}
+		if a.Method != MethodMASOIDC && a.Method != MethodMASCompatSSO {
+			continue
+		}
 		tenantID := t.ID
 		if c.MAS.Upstream.TenantHeader != "" {
 			tenantID = c.MAS.Upstream.TenantHeader
 		}
-		for _, a := range []*Account{&t.Bot, t.Peer} {
-			if a == nil || a.MatrixUser != "" || a.User == "" {
-				continue
-			}
-			if a.Method == MethodMASOIDC || a.Method == MethodMASCompatSSO {
-				a.MatrixUser = OpenMeetLocalpart(a.User, tenantID)
-			}
-		}
+		a.MatrixUser = OpenMeetLocalpart(a.User, tenantID)
 	}
 }
 

@@ -187,7 +187,9 @@ global:
   login_method: mas_oidc
 tenants:
   - id: Acme
-    bot: {user: OpenMeet-Bot-Acme, email: Bot@Example.NET, password: pw}
+    bot: {email: Bot@Example.NET, password: pw}
+  - id: stated
+    bot: {user: openmeet-bot-stated, email: d@example.net, password: pw}
   - id: handle
     bot: {user: openmeet-bot-handle, email: b@example.net, password: pw, matrix_user: acmebot}
   - id: full
@@ -199,13 +201,15 @@ tenants:
 	if err != nil {
 		t.Fatal(err)
 	}
-	for id, want := range map[string]string{"Acme": "openmeet-bot-acme_acme", "handle": "acmebot", "full": "@acmebot:other.example", "pw": ""} {
+	for id, want := range map[string]string{"Acme": "openmeet-bot-acme_acme", "handle": "acmebot", "full": "@acmebot:other.example", "pw": "", "stated": ""} {
 		tn, _ := cfg.Tenant(id)
 		if tn.Bot.MatrixUser != want {
 			t.Errorf("%s: matrix_user %q, want %q", id, tn.Bot.MatrixUser, want)
 		}
 	}
-	if tn, _ := cfg.Tenant("Acme"); tn.Bot.Email != "bot@example.net" {
+	// A file tenant without a user has the default slug, openmeet-bot-<id>;
+	// one that names its user states the Matrix localpart.
+	if tn, _ := cfg.Tenant("Acme"); tn.Bot.User != "openmeet-bot-Acme" || tn.Bot.Email != "bot@example.net" {
 		t.Errorf("email not lower-cased: %q", tn.Bot.Email)
 	}
 	// The tenant header override is the tenant id the provider sees.
