@@ -161,3 +161,12 @@ func validateHTTP(c *Config) Errors {
 	}
 	return errs
 }
+
+// ValidateHTTP checks the http sections again (after code changed them,
+// such as `mxprobe run http --target URL`).
+func (c *Config) ValidateHTTP() error {
+	if errs := validateHTTP(c); len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
