@@ -79,7 +79,9 @@ func TestHTTPProbeAnswers(t *testing.T) {
 	answer("/caught", 200, caught)
 	answer("/text", 200, "<html>hello world</html>")
 	answer("/list", 200, `{"items":[{"id":7,"ok":true,"none":null}]}`)
-	mux.HandleFunc("/moved", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/health/readiness", http.StatusFound) })
+	mux.HandleFunc("/moved", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/health/readiness", http.StatusFound)
+	})
 	mux.HandleFunc("/loop", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/loop", http.StatusFound) })
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
