@@ -96,7 +96,7 @@ func (g Global) JitterFraction() float64 {
 
 // Account is a Matrix account mxprobe logs in as.
 type Account struct {
-	// Method is the login method: password, token, mas_oidc, mas_compat_sso, mas_compat_password.
+	// Method is the login method: password, token, mas_oidc, mas_compat_sso, mas_compat_password, appservice.
 	Method string `yaml:"method" json:"method"`
 	// User is the localpart (the platform's bot slug); for method
 	// appservice, the user to act as (a localpart or a full user id).

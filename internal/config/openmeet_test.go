@@ -288,3 +288,38 @@ tenants:
 		t.Fatal("secret echoed")
 	}
 }
+
+// decodeBase64 accepts what Node's Buffer.from(s, "base64") accepts in
+// practice, and names the position of anything else.
+func TestDecodeBase64Lenient(t *testing.T) {
+	raw := []byte(`[{"id":"a?b>c","name":"ü~"}]`) // bytes that need + and / (or - and _)
+	std := base64.StdEncoding.EncodeToString(raw)
+	if !strings.ContainsAny(std, "+/") {
+		t.Fatalf("test value %q has no + or /", std)
+	}
+	url := base64.URLEncoding.EncodeToString(raw)
+	mixed := []byte(url)
+	for i, c := range std { // keep the standard characters in the first half
+		if i < len(std)/2 {
+			mixed[i] = byte(c)
+		}
+	}
+	for name, v := range map[string]string{
+		"std": std, "url": url, "mixed": string(mixed), "no padding": strings.TrimRight(std, "="),
+		"tabs and CRLF": "\t" + std[:4] + "\r\n" + std[4:] + "\n", "single quotes": "'" + std + "'",
+	} {
+		got, err := decodeBase64(v)
+		if err != nil || string(got) != string(raw) {
+			t.Errorf("%s: %q, %v", name, got, err)
+		}
+	}
+	for name, c := range map[string]struct{ v, want string }{
+		"bad character":     {std[:8] + "*" + std[9:], "illegal data at byte 8"},
+		"data after =":      {std + "QQ", "illegal data at byte"},
+		"one char too many": {"QUFBQ", "illegal data at byte 4"},
+	} {
+		if _, err := decodeBase64(c.v); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", name, err, c.want)
+		}
+	}
+}
