@@ -177,6 +177,10 @@ func TestMASPublicBaseFallback(t *testing.T) {
 	if cfg.MAS.PublicURL != "https://file.example.net" {
 		t.Errorf("the file should win: %q", cfg.MAS.PublicURL)
 	}
+	cfg, err = Parse(nil, "", envOf(map[string]string{"BACKEND_DOMAIN": "https://api.example.net"}))
+	if err != nil || cfg.MAS.Upstream.APIURL != "https://api.example.net" {
+		t.Errorf("BACKEND_DOMAIN not read as mas.upstream.api_url: %v %+v", err, cfg.MAS.Upstream)
+	}
 }
 
 func TestMatrixUserOverride(t *testing.T) {
