@@ -286,7 +286,7 @@ func applyEnv(cfg *Config, env func(string) string) {
 	set(&cfg.Global.ServerName, "MATRIX_SERVER_NAME")
 	set(&cfg.Global.BotEmailDomain, "BOT_EMAIL_DOMAIN")
 	set(&cfg.MAS.PublicURL, "MAS_PUBLIC_URL")
-	set(&cfg.MAS.PublicURL, "MAS_PUBLIC_BASE") // the platform's name for it
+	set(&cfg.MAS.PublicURL, "MAS_PUBLIC_BASE")      // the platform's name for it
 	set(&cfg.MAS.Upstream.APIURL, "BACKEND_DOMAIN") // the platform API base (openmeet-api)
 	set(&cfg.MAS.RedirectURI, "MAS_REDIRECT_URI")
 	set(&cfg.MAS.Scopes, "MAS_SCOPES")
