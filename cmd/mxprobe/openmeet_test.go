@@ -81,6 +81,12 @@ func TestServeShippedTenantsProbesTheRest(t *testing.T) {
 	raw, _ := json.Marshal(entries)
 	t.Setenv("TENANTS_B64", base64.RawURLEncoding.EncodeToString(raw))
 	t.Setenv("MATRIX_HOMESERVER_URL", hs.URL)
+	t.Setenv("MATRIX_SERVER_NAME", hs.ServerName)
+	// The platform's application service, unknown to this homeserver: the
+	// tenant that watches it fails at its first step, without showing the token.
+	const asToken = "as-token-LEAKCHECK-9f2c"
+	t.Setenv("MATRIX_APPSERVICE_ID", "openmeet-appservice")
+	t.Setenv("MATRIX_APPSERVICE_TOKEN", asToken)
 
 	health := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -111,12 +117,14 @@ probes:
 		t.Fatal(err)
 	}
 	defer d.shutdown()
-	waitFor(t, "the bot's login and the health check", 20*time.Second, func() bool {
+	waitFor(t, "the bot's login, the appservice check and the health check", 20*time.Second, func() bool {
 		l, okL := latest(d, "login", "acme")
+		a, okA := latest(d, "login", "appservice")
 		h, okH := latest(d, "readiness", "")
-		return okL && okH && l.Outcome == probes.OutcomeSuccess && h.Outcome == probes.OutcomeSuccess
+		return okL && okA && okH && l.Outcome == probes.OutcomeSuccess && h.Outcome == probes.OutcomeSuccess &&
+			a.Class == probes.ClassAuthFailed && a.Step == "login"
 	})
-	if got := d.config().Tenants; len(got) != 1 || got[0].ID != "acme" || got[0].Bot.Email != "bot-acme@openmeet.net" {
+	if got := d.config().Tenants; len(got) != 2 || got[0].ID != "acme" || got[0].Bot.Email != "bot-acme@openmeet.net" || got[1].ID != "appservice" {
 		t.Fatalf("tenants: %+v", got)
 	}
 	if err := d.reload(); err != nil { // the same entries again: not reported twice
@@ -134,8 +142,19 @@ probes:
 			t.Fatalf("want 3 skip lines (one per entry, once), got %d, %q missing?\n%s", n, w, log)
 		}
 	}
-	if strings.Contains(log+m, pw) {
-		t.Fatal("the bot's password leaked")
+	var pages strings.Builder
+	for _, path := range []string{"/", "/api/v1/results", "/metrics"} {
+		rr := httptest.NewRecorder()
+		d.web.Handler().ServeHTTP(rr, httptest.NewRequest("GET", path, nil))
+		pages.WriteString(rr.Body.String())
+	}
+	if !strings.Contains(pages.String(), "appservice") {
+		t.Fatal("the pages do not show the appservice tenant")
+	}
+	for _, secret := range []string{pw, asToken} {
+		if strings.Contains(log+m+pages.String(), secret) {
+			t.Fatalf("secret %q leaked", secret)
+		}
 	}
 }
 
