@@ -50,6 +50,8 @@ type Config struct {
 	Web      WebConfig      `yaml:"web" json:"web"`
 	// AppService is the deployment-wide application service (appservice.go).
 	AppService AppService `yaml:"appservice" json:"appservice"`
+	// TenantOverrides adjust tenants by id, TENANTS_B64 ones above all (overrides.go).
+	TenantOverrides map[string]TenantOverride `yaml:"tenant_overrides" json:"tenant_overrides,omitempty"`
 
 	// Skipped lists the TENANTS_B64 entries that cannot be probed (an empty
 	// id, no bot): reported, never fatal.
@@ -250,6 +252,7 @@ func Parse(data []byte, name string, env func(string) string) (*Config, error) {
 		}
 	}
 	errs = append(errs, addAppServiceTenant(cfg)...)
+	errs = append(errs, applyOverrides(cfg)...)
 	applyDefaults(cfg)
 	errs = append(errs, validate(cfg)...)
 	if len(errs) > 0 {

@@ -327,3 +327,36 @@ func TestDecodeBase64Lenient(t *testing.T) {
 		}
 	}
 }
+
+// TENANTS_B64 entries carry no mxprobe settings: tenant_overrides adjusts
+// them by id (a registered handle as the expected user, another method).
+func TestTenantOverrides(t *testing.T) {
+	y := masYAML + `
+tenant_overrides:
+  acme: {matrix_user: acmebot}
+  legacy: {method: password}
+`
+	cfg, err := Parse([]byte(y), "f.yml", productionEnv(map[string]string{"MAS_PUBLIC_BASE": "https://mas.example.net"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme, _ := cfg.Tenant("acme")
+	legacy, _ := cfg.Tenant("legacy")
+	if acme.Bot.MatrixUser != "acmebot" || acme.Bot.Method != MethodMASOIDC {
+		t.Errorf("acme: %+v", acme.Bot)
+	}
+	if legacy.Bot.Method != MethodPassword || legacy.Bot.MatrixUser != "" {
+		t.Errorf("legacy: %+v", legacy.Bot)
+	}
+	_, err = Parse([]byte(masYAML+"tenant_overrides:\n  nobot: {method: password}\n  ghost: {method: password}\n  acme: {method: bogus}\n"), "f.yml",
+		productionEnv(map[string]string{"MAS_PUBLIC_BASE": "https://mas.example.net"}))
+	for _, want := range []string{
+		`f.yml: tenant_overrides.ghost: no such tenant`,
+		`f.yml: tenant_overrides.nobot: no such tenant (TENANTS_B64[5] is skipped: no_bot)`,
+		`TENANTS_B64[1] (id "acme"): bot.method: unknown method "bogus"`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+}
