@@ -21,13 +21,10 @@ import (
 // not registered by it as forbidden.
 type AppServiceMethod struct{}
 
-// StepLogin is the first step of every login method.
-const StepLogin = "login"
-
 // Login implements Method.
 func (AppServiceMethod) Login(ctx context.Context, m *Manager, acct Account, rec *probes.Recorder) (*Session, error) {
 	var sess *Session
-	err := rec.Step(StepLogin, func() error {
+	err := rec.Step("login", func() error {
 		if acct.Token == "" {
 			return probes.Errorf(probes.ClassConfig, "no application service token configured")
 		}

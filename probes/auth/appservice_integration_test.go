@@ -84,7 +84,7 @@ tenants:
 	return cfg
 }
 
-func names(r probes.Result) []string {
+func asStepNames(r probes.Result) []string {
 	var out []string
 	for _, s := range r.Steps {
 		out = append(out, s.Name)
@@ -123,7 +123,7 @@ func TestAppServiceLoginAndRoundtrip(t *testing.T) {
 		cancel()
 		for _, r := range []probes.Result{lr, rr} {
 			if !r.OK() {
-				t.Fatalf("%s %s failed at %s (%s): %s; steps %v", tenant, r.Probe, r.Step, r.Class, r.Error, names(r))
+				t.Fatalf("%s %s failed at %s (%s): %s; steps %v", tenant, r.Probe, r.Step, r.Class, r.Error, asStepNames(r))
 			}
 			if r.Method != config.MethodAppService {
 				t.Errorf("%s %s: method %q", tenant, r.Probe, r.Method)
@@ -132,11 +132,11 @@ func TestAppServiceLoginAndRoundtrip(t *testing.T) {
 				t.Errorf("%s: the as_token leaks into the result: %s", tenant, b)
 			}
 		}
-		if got := names(lr); strings.Join(got, ",") != "login,whoami" {
+		if got := asStepNames(lr); strings.Join(got, ",") != "login,whoami" {
 			t.Errorf("%s: login steps %v", tenant, got)
 		}
 		if _, ok := rr.Signals[probes.SignalDeliverySeconds]; !ok {
-			t.Errorf("%s: the round trip measured no delivery: %v", tenant, names(rr))
+			t.Errorf("%s: the round trip measured no delivery: %v", tenant, asStepNames(rr))
 		}
 		sess := mgr.Cached(tenant + "/bot")
 		if sess == nil || sess.UserID != want || sess.AccessToken != dep.token {
@@ -154,7 +154,7 @@ func TestAppServiceLoginAndRoundtrip(t *testing.T) {
 	for tenant, want := range map[string]probes.Class{"wrong": probes.ClassAuthFailed, "outside": probes.ClassForbidden} {
 		for _, r := range []probes.Result{login.Run(ctx, tenant), rt.Run(ctx, tenant)} {
 			if r.OK() || r.Step != "login" || r.Class != want || len(r.Steps) != 1 {
-				t.Errorf("%s %s: failed at %q (%s), want login (%s); steps %v: %s", tenant, r.Probe, r.Step, r.Class, want, names(r), r.Error)
+				t.Errorf("%s %s: failed at %q (%s), want login (%s); steps %v: %s", tenant, r.Probe, r.Step, r.Class, want, asStepNames(r), r.Error)
 			}
 		}
 	}
