@@ -84,3 +84,24 @@ func (d *Dendrite) RegisterAppServiceUser(ctx context.Context, asToken, localpar
 	}
 	return out.UserID, nil
 }
+
+// RotateAppServiceToken gives an application service a new as_token the way
+// an operator does: edit the registration file and restart the homeserver.
+// The old token stops working.
+func (d *Dendrite) RotateAppServiceToken(ctx context.Context, id, newToken string) error {
+	found := false
+	for i := range d.opts.AppServices {
+		if d.opts.AppServices[i].ID == id {
+			d.opts.AppServices[i].ASToken = newToken
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("no application service %q", id)
+	}
+	d.Pause()
+	if _, err := d.writeAppServices(); err != nil {
+		return err
+	}
+	return d.Resume(ctx)
+}

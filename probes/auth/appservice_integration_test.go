@@ -161,4 +161,16 @@ func TestAppServiceLoginAndRoundtrip(t *testing.T) {
 	if r := login.Run(ctx, "outside"); !strings.Contains(r.Error, "may not act as @"+dep.outside) {
 		t.Errorf("forbidden does not say why: %s", r.Error)
 	}
+
+	// The operator rotates the token at the homeserver: the cached session
+	// of the old one meets M_UNKNOWN_TOKEN, and the probes fail at their
+	// first step as auth_failed, not later.
+	if err := dep.d.RotateAppServiceToken(ctx, dep.service, dep.token+"-rotated"); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []probes.Result{login.Run(ctx, "acme"), rt.Run(ctx, "acme"), rt.Run(ctx, config.DefaultAppServiceTenant)} {
+		if r.OK() || r.Class != probes.ClassAuthFailed || r.Step != "login" {
+			t.Errorf("%s %s after rotation: failed at %q (%s): %s; steps %v", r.Tenant, r.Probe, r.Step, r.Class, r.Error, asStepNames(r))
+		}
+	}
 }
