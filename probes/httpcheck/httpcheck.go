@@ -118,6 +118,10 @@ func (p *Probe) do(ctx context.Context, rec *probes.Recorder) (status int, body 
 		return 0, nil, false, probes.Errorf(probes.ClassConfig, "http.url: %v", err)
 	}
 	for k, v := range c.Headers {
+		if http.CanonicalHeaderKey(k) == "Host" {
+			req.Host = v // Go sends req.Host, not a Host header
+			continue
+		}
 		req.Header.Set(k, v)
 	}
 	if req.Header.Get("User-Agent") == "" {

@@ -127,22 +127,23 @@ func TestHTTPProbeAnswers(t *testing.T) {
 // The request carries the configured method, headers, body and bearer
 // token; the token never shows in the result.
 func TestHTTPProbeRequest(t *testing.T) {
-	type seen struct{ method, tenant, auth, body, ua string }
+	type seen struct{ method, tenant, auth, body, ua, host string }
 	got := make(chan seen, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
-		got <- seen{r.Method, r.Header.Get("x-tenant-id"), r.Header.Get("Authorization"), string(b), r.Header.Get("User-Agent")}
+		got <- seen{r.Method, r.Header.Get("x-tenant-id"), r.Header.Get("Authorization"), string(b), r.Header.Get("User-Agent"), r.Host}
 		w.WriteHeader(http.StatusUnauthorized)
 		_, _ = io.WriteString(w, `{"message":"token Bearer tok-SECRET-1234 refused"}`)
 	}))
 	defer srv.Close()
 	c := section(t, srv.URL+"/api/health/matrix", `method: post
-headers: {x-tenant-id: acme, Content-Type: application/json}
+headers: {x-tenant-id: acme, Content-Type: application/json, host: api.openmeet.example}
 body: '{"ping":1}'
 bearer_token: tok-SECRET-1234`)
 	r := run(t, c, 10*time.Second)
 	s := <-got
-	if s.method != "POST" || s.tenant != "acme" || s.auth != "Bearer tok-SECRET-1234" || s.body != `{"ping":1}` || !strings.HasPrefix(s.ua, "mxprobe") {
+	if s.method != "POST" || s.tenant != "acme" || s.auth != "Bearer tok-SECRET-1234" || s.body != `{"ping":1}` || !strings.HasPrefix(s.ua, "mxprobe") ||
+		s.host != "api.openmeet.example" {
 		t.Fatalf("request %+v", s)
 	}
 	if r.Class != probes.ClassAuthFailed || r.Step != "status" {
