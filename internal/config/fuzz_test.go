@@ -188,7 +188,7 @@ func checkParse(t *testing.T, data []byte, tenants string) {
 // the bad one) for the config YAML fuzz body, with TENANTS_B64 set.
 func TestFuzzParseShort(t *testing.T) {
 	var seeds [][]byte
-	for _, f := range []string{"testdata/good.yml", "testdata/bad.yml"} {
+	for _, f := range []string{"testdata/good.yml", "testdata/bad.yml", "testdata/openmeet/mxprobe.yml"} {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)

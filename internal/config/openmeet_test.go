@@ -360,3 +360,36 @@ tenant_overrides:
 		}
 	}
 }
+
+// The example configuration for OpenMeet loads with the platform's
+// environment: its TENANTS_B64, MAS under MAS_PUBLIC_BASE, the platform API
+// under BACKEND_DOMAIN, the application service.
+func TestOpenMeetExampleConfig(t *testing.T) {
+	cfg, err := Load("testdata/openmeet/mxprobe.yml", productionEnv(map[string]string{
+		"MAS_PUBLIC_BASE": "https://mas.example.net", "BACKEND_DOMAIN": "https://api.example.net",
+		"MATRIX_APPSERVICE_ID": "openmeet-appservice", "MATRIX_APPSERVICE_TOKEN": "as-TESTSECRET",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, tn := range cfg.Tenants {
+		ids = append(ids, tn.ID+":"+tn.Bot.Method)
+	}
+	if got := strings.Join(ids, " "); got != "acme:mas_oidc legacy:mas_oidc Both:mas_oidc asonly:appservice platform-bot:appservice" {
+		t.Errorf("tenants %s", got)
+	}
+	if tn, _ := cfg.Tenant("acme"); tn.Bot.MatrixUser != "acmebot" {
+		t.Errorf("acme: %+v", tn.Bot)
+	}
+	if tn, _ := cfg.Tenant("platform-bot"); tn.Bot.User != "openmeet-appservice" {
+		t.Errorf("platform-bot: %+v", tn.Bot)
+	}
+	p, _ := cfg.Probe("openmeet_matrix")
+	if p.PerTenant() || p.HTTP.Method != "GET" || p.HTTP.MaxBodyBytes != DefaultHTTPMaxBodyBytes || p.HTTP.BodyRE == nil {
+		t.Errorf("http probe: %+v", p.HTTP)
+	}
+	if len(cfg.Skipped) != 2 {
+		t.Errorf("skipped: %+v", cfg.Skipped)
+	}
+}
