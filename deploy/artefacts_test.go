@@ -423,7 +423,7 @@ func TestExampleConfigsAreValid(t *testing.T) {
 	for _, cfg := range []string{filepath.Join("compose", "mxprobe.yml"), filepath.Join("kubernetes", "mxprobe.yml")} {
 		cmd := exec.Command(bin, "check-config", "--config.file", cfg)
 		cmd.Env = append(os.Environ(), "TENANTS_B64="+tenants, "MATRIX_HOMESERVER_URL=https://matrix.example.org",
-			"MATRIX_SERVER_NAME=example.org", "MAS_PUBLIC_URL=https://mas.example.org")
+			"MATRIX_SERVER_NAME=example.org", "MAS_PUBLIC_URL=https://mas.example.org", "BACKEND_DOMAIN=https://api.example.org")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Errorf("%s: %v\n%s", cfg, err, out)

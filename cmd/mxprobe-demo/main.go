@@ -71,7 +71,7 @@ func run(listen, bin string, keep bool) error {
 
 	fmt.Println("starting a local Dendrite homeserver ...")
 	sctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-	e.dendrite, err = testenv.StartDendrite(sctx, testenv.DendriteOptions{Dir: filepath.Join(dir, "dendrite")})
+	e.dendrite, err = testenv.StartDendrite(sctx, testenv.DendriteOptions{Dir: filepath.Join(dir, "dendrite"), AppServices: demoAppServices})
 	cancel()
 	if err != nil {
 		return err

@@ -35,6 +35,9 @@ func checkConfig(c *cli, stdout, stderr io.Writer) int {
 	if src == "" {
 		src = "(no file)"
 	}
+	for _, s := range cfg.Skipped {
+		fmt.Fprintln(stdout, s.String())
+	}
 	fmt.Fprintf(stdout, "%s: OK: %d tenant(s), %d probe(s)\n", src, len(cfg.Tenants), len(cfg.Probes))
 	return 0
 }

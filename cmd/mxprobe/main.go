@@ -64,7 +64,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	runCmd.Flag("tenant", "Tenant id (repeatable).").StringsVar(&c.runTenants)
 	runCmd.Flag("all", "Run for every tenant of the probe.").BoolVar(&c.runAll)
 	runCmd.Flag("output", "Output format: text or json.").Short('o').Default("text").EnumVar(&c.runOutput, "text", "json")
-	runCmd.Flag("target", "Target URL for probes that take one (synapse_metrics), without a config file.").StringVar(&c.runTarget)
+	runCmd.Flag("target", "Target URL for probes that take one (synapse_metrics, http), without a config file.").StringVar(&c.runTarget)
 	runCmd.Flag("window", "Time between the two scrapes of synapse_metrics.").Default("15s").StringVar(&c.runWindow)
 	runCmd.Flag("timeout", "Override the probe's timeout.").StringVar(&c.runTimeout)
 

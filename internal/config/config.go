@@ -37,6 +37,7 @@ const (
 	TypeRoundtrip      = "roundtrip"
 	TypeRoomMessage    = "room_message"
 	TypeSynapseMetrics = "synapse_metrics"
+	TypeHTTP           = "http"
 )
 
 // Config is the whole configuration.
@@ -47,6 +48,14 @@ type Config struct {
 	Probes   []Probe        `yaml:"probes" json:"probes"`
 	Alerting AlertingConfig `yaml:"alerting" json:"alerting"`
 	Web      WebConfig      `yaml:"web" json:"web"`
+	// AppService is the deployment-wide application service (appservice.go).
+	AppService AppService `yaml:"appservice" json:"appservice"`
+	// TenantOverrides adjust tenants by id, TENANTS_B64 ones above all (overrides.go).
+	TenantOverrides map[string]TenantOverride `yaml:"tenant_overrides" json:"tenant_overrides,omitempty"`
+
+	// Skipped lists the TENANTS_B64 entries that cannot be probed (an empty
+	// id, no bot): reported, never fatal.
+	Skipped []SkippedTenant `yaml:"-" json:"-"`
 
 	// TenantSources says where each tenant came from ("file" or "TENANTS_B64"),
 	// by tenant id, for messages.
@@ -89,10 +98,15 @@ func (g Global) JitterFraction() float64 {
 
 // Account is a Matrix account mxprobe logs in as.
 type Account struct {
-	// Method is the login method: password, token, mas_oidc, mas_compat_sso, mas_compat_password.
+	// Method is the login method: password, token, mas_oidc, mas_compat_sso, mas_compat_password, appservice.
 	Method string `yaml:"method" json:"method"`
-	// User is the localpart (the platform's bot slug).
+	// User is the localpart (the platform's bot slug); for method
+	// appservice, the user to act as (a localpart or a full user id).
 	User string `yaml:"user" json:"user"`
+	// MatrixUser is the Matrix user the login must end up as, a localpart or
+	// a full user id, when it differs from User: with MAS, the provider's
+	// preferred_username becomes the localpart (identity.go).
+	MatrixUser string `yaml:"matrix_user" json:"matrix_user,omitempty"`
 	// Email is used by upstream (MAS) logins.
 	Email string `yaml:"email" json:"email"`
 	// Password and PasswordFile: one of them for password and MAS logins.
@@ -118,6 +132,10 @@ type Tenant struct {
 	RoomID string `yaml:"room_id" json:"room_id"`
 
 	line int
+	// slugUser: Bot.User is the platform's slug of the bot (from
+	// TENANTS_B64, or the default openmeet-bot-<id>), not a Matrix localpart
+	// the file states (identity.go).
+	slugUser bool
 }
 
 // UnmarshalYAML records the line of the tenant for later validation errors.
@@ -145,6 +163,7 @@ type Probe struct {
 	Roundtrip   *RoundtripConfig   `yaml:"roundtrip" json:"roundtrip,omitempty"`
 	RoomMessage *RoomMessageConfig `yaml:"room_message" json:"room_message,omitempty"`
 	Synapse     *SynapseConfig     `yaml:"synapse" json:"synapse,omitempty"`
+	HTTP        *HTTPConfig        `yaml:"http" json:"http,omitempty"`
 
 	line int
 }
@@ -163,7 +182,7 @@ func (p *Probe) UnmarshalYAML(n *yaml.Node) error {
 // configured target).
 func (p *Probe) PerTenant() bool {
 	switch p.Type {
-	case TypeVersions, TypeSynapseMetrics:
+	case TypeVersions, TypeSynapseMetrics, TypeHTTP:
 		return false
 	}
 	return true
@@ -212,18 +231,28 @@ func Parse(data []byte, name string, env func(string) string) (*Config, error) {
 		cfg.TenantSources[t.ID] = "file"
 	}
 	applyEnv(cfg, env)
+	explicitMethod := cfg.Global.LoginMethod != ""
 	if b64 := env("TENANTS_B64"); strings.TrimSpace(b64) != "" {
-		tenants, terrs := ParseTenantsB64(b64, cfg.Global.BotEmailDomain)
+		tenants, skipped, terrs := ParseTenantsB64Skipped(b64, cfg.Global.BotEmailDomain)
 		errs = append(errs, terrs...)
+		cfg.Skipped = skipped
 		for _, t := range tenants {
 			if src, dup := cfg.TenantSources[t.ID]; dup {
 				errs = append(errs, fmt.Sprintf("TENANTS_B64: tenant id %q is also defined in the %s", t.ID, src))
 				continue
 			}
 			cfg.TenantSources[t.ID] = "TENANTS_B64"
+			t.slugUser = t.Bot.Method != MethodAppService
+			// The platform disables MAS's password login: its bots log in
+			// through MAS's OIDC flow when MAS is there.
+			if t.Bot.Method == "" && !explicitMethod && cfg.MAS.PublicURL != "" {
+				t.Bot.Method = MethodMASOIDC
+			}
 			cfg.Tenants = append(cfg.Tenants, t)
 		}
 	}
+	errs = append(errs, addAppServiceTenant(cfg)...)
+	errs = append(errs, applyOverrides(cfg)...)
 	applyDefaults(cfg)
 	errs = append(errs, validate(cfg)...)
 	if len(errs) > 0 {
@@ -260,8 +289,11 @@ func applyEnv(cfg *Config, env func(string) string) {
 	set(&cfg.Global.ServerName, "MATRIX_SERVER_NAME")
 	set(&cfg.Global.BotEmailDomain, "BOT_EMAIL_DOMAIN")
 	set(&cfg.MAS.PublicURL, "MAS_PUBLIC_URL")
+	set(&cfg.MAS.PublicURL, "MAS_PUBLIC_BASE")      // the platform's name for it
+	set(&cfg.MAS.Upstream.APIURL, "BACKEND_DOMAIN") // the platform API base (openmeet-api)
 	set(&cfg.MAS.RedirectURI, "MAS_REDIRECT_URI")
 	set(&cfg.MAS.Scopes, "MAS_SCOPES")
+	applyAppServiceEnv(cfg, env)
 }
 
 func applyDefaults(cfg *Config) {
@@ -307,14 +339,21 @@ func applyDefaults(cfg *Config) {
 		if t.Bot.Method == "" {
 			t.Bot.Method = g.LoginMethod
 		}
-		if t.Bot.User == "" && t.ID != "" {
+		cfg.applyAppServiceAccount(&t.Bot)
+		if t.Bot.User == "" && t.ID != "" && t.Bot.Method != MethodAppService {
 			t.Bot.User = "openmeet-bot-" + t.ID
+			t.slugUser = true
 		}
 		if t.Bot.Email == "" && t.ID != "" {
 			t.Bot.Email = "bot-" + t.ID + "@" + g.BotEmailDomain
 		}
 		if t.Peer != nil && t.Peer.Method == "" {
 			t.Peer.Method = MethodPassword
+		}
+		t.Bot.Email = strings.ToLower(t.Bot.Email)
+		if t.Peer != nil {
+			cfg.applyAppServiceAccount(t.Peer)
+			t.Peer.Email = strings.ToLower(t.Peer.Email)
 		}
 	}
 	if len(cfg.Probes) == 0 {
@@ -334,6 +373,8 @@ func applyDefaults(cfg *Config) {
 		}
 	}
 	applyMASDefaults(cfg)
+	applyMatrixUsers(cfg)
+	applyHTTPDefaults(cfg)
 	applyRoundtripDefaults(cfg)
 	applySynapseDefaults(cfg)
 	applyAlertingDefaults(cfg)
@@ -351,6 +392,7 @@ var probeDefaults = map[string]probeDefault{
 	TypeRoundtrip:      {"@every 5m", 60e9},
 	TypeRoomMessage:    {"@every 2m", 30e9},
 	TypeSynapseMetrics: {"@every 30s", 10e9},
+	TypeHTTP:           {"@every 30s", 10e9},
 	"":                 {"@every 1m", 30e9},
 }
 

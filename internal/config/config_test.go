@@ -120,8 +120,6 @@ func TestTenantsB64Errors(t *testing.T) {
 		}), []string{
 			`TENANTS_B64[1] (id "nopw"): botUser.password: missing`,
 			`TENANTS_B64[2] (id "nested"): matrixConfig.botUser.password: missing`,
-			`TENANTS_B64[3]: id: missing`,
-			`TENANTS_B64[4] (id "nobot"): botUser: missing`,
 			`TENANTS_B64[5]: botUser.password: expected string, got number`,
 		}},
 	}

@@ -26,6 +26,8 @@ func tenantsB64Seeds() []string {
 		enc([]map[string]any{{"id": "t3", "botUser": map[string]any{"password": 12}}, {"id": "t3", "botUser": map[string]any{"password": b64Secret}}}),
 		enc([]map[string]any{{"botUser": map[string]any{"password": b64Secret}}, {"id": " ", "matrixConfig": nil}}),
 		base64.RawURLEncoding.EncodeToString([]byte(`[{"id":"u","botUser":{"password":"` + b64Secret + `"}}]`)),
+		enc([]map[string]any{{"id": "", "name": "Public"}, {"id": "as", "matrixConfig": map[string]any{"homeserverUrl": "http://hs",
+			"appservice": map[string]any{"id": "svc", "token": b64Secret, "hsToken": b64Secret}}}, {"id": "nb", "matrixConfig": map[string]any{"serverName": "hs"}}}),
 		"", "!!!", "W10=", "e30=", "bnVsbA==",
 	}
 }
@@ -46,6 +48,10 @@ func passwordsIn(value string) (pw []string, ids []string) {
 			BotUser *struct {
 				Password any `json:"password"`
 			} `json:"botUser"`
+			AppService *struct {
+				Token   any `json:"token"`
+				HSToken any `json:"hsToken"`
+			} `json:"appservice"`
 		} `json:"matrixConfig"`
 	}
 	if json.Unmarshal(raw, &entries) != nil {
@@ -59,6 +65,13 @@ func passwordsIn(value string) (pw []string, ids []string) {
 		if e.BotUser != nil {
 			if s, ok := e.BotUser.Password.(string); ok {
 				pw = append(pw, s)
+			}
+		}
+		if e.MatrixConfig != nil && e.MatrixConfig.AppService != nil {
+			for _, v := range []any{e.MatrixConfig.AppService.Token, e.MatrixConfig.AppService.HSToken} {
+				if s, ok := v.(string); ok {
+					pw = append(pw, s)
+				}
 			}
 		}
 		if e.MatrixConfig != nil && e.MatrixConfig.BotUser != nil {
@@ -92,7 +105,8 @@ func checkTenantsB64(t *testing.T, value string) {
 	}
 	seen := map[string]bool{}
 	for _, tn := range tenants {
-		if tn.ID == "" || tn.Bot.Password == "" || tn.Bot.User == "" || tn.Bot.Email == "" {
+		appservice := tn.Bot.Method == MethodAppService && tn.Bot.AccessToken != ""
+		if tn.ID == "" || (!appservice && (tn.Bot.Password == "" || tn.Bot.User == "" || tn.Bot.Email == "")) {
 			t.Errorf("tenant accepted without id, user, email or password: %+v", tn)
 		}
 		if seen[tn.ID] {
@@ -101,6 +115,9 @@ func checkTenantsB64(t *testing.T, value string) {
 		seen[tn.ID] = true
 		if b, _ := json.Marshal(tn.Bot); strings.Contains(string(b), string(tn.Bot.Password)) && len(tn.Bot.Password) >= 8 {
 			t.Errorf("tenant bot marshals its password: %s", b)
+		}
+		if b, _ := json.Marshal(tn.Bot); strings.Contains(string(b), string(tn.Bot.AccessToken)) && len(tn.Bot.AccessToken) >= 8 {
+			t.Errorf("tenant bot marshals its appservice token: %s", b)
 		}
 	}
 }
@@ -171,7 +188,7 @@ func checkParse(t *testing.T, data []byte, tenants string) {
 // the bad one) for the config YAML fuzz body, with TENANTS_B64 set.
 func TestFuzzParseShort(t *testing.T) {
 	var seeds [][]byte
-	for _, f := range []string{"testdata/good.yml", "testdata/bad.yml"} {
+	for _, f := range []string{"testdata/good.yml", "testdata/bad.yml", "testdata/openmeet/mxprobe.yml"} {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)

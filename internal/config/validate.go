@@ -27,7 +27,7 @@ func (c *Config) probeWhere(p *Probe) string {
 
 var knownMethods = map[string]bool{
 	MethodPassword: true, MethodToken: true, MethodMASOIDC: true,
-	MethodMASCompatSSO: true, MethodMASCompatPassword: true,
+	MethodMASCompatSSO: true, MethodMASCompatPassword: true, MethodAppService: true,
 }
 
 func validate(c *Config) Errors {
@@ -93,6 +93,8 @@ func validate(c *Config) Errors {
 		}
 	}
 	errs = append(errs, validateMAS(c)...)
+	errs = append(errs, validateAppService(c)...)
+	errs = append(errs, validateHTTP(c)...)
 	errs = append(errs, validateRoundtrip(c)...)
 	errs = append(errs, validateSynapse(c)...)
 	errs = append(errs, validateAlerting(c)...)
@@ -110,6 +112,16 @@ func (c *Config) validateAccount(w string, a *Account) Errors {
 		if a.AccessToken == "" && a.AccessTokenFile == "" {
 			errs = append(errs, w+".access_token: missing (or access_token_file)")
 		}
+	case MethodAppService:
+		if a.AccessToken == "" && a.AccessTokenFile == "" {
+			errs = append(errs, w+".access_token: missing: the as_token (access_token, access_token_file, appservice.token, appservice.token_file or MATRIX_APPSERVICE_TOKEN)")
+		}
+		if a.AccessToken != "" && a.AccessTokenFile != "" {
+			errs = append(errs, w+": access_token and access_token_file are mutually exclusive")
+		}
+		if a.User == "" {
+			errs = append(errs, w+".user: missing: the user to act as (or appservice.id / MATRIX_APPSERVICE_ID, the sender_localpart)")
+		}
 	default:
 		if a.Password == "" && a.PasswordFile == "" {
 			errs = append(errs, w+".password: missing (or password_file)")
@@ -126,14 +138,15 @@ func (c *Config) validateAccount(w string, a *Account) Errors {
 			errs = append(errs, w+": method mas_oidc needs mas.redirect_uri (or MAS_REDIRECT_URI)")
 		}
 	}
-	if a.User == "" && a.Method != MethodToken {
+	if a.User == "" && a.Method != MethodToken && a.Method != MethodAppService {
 		errs = append(errs, w+".user: missing")
 	}
+	errs = append(errs, validateMatrixUser(w, a)...)
 	return errs
 }
 
 func methodList() string {
-	return "password, token, mas_oidc, mas_compat_sso, mas_compat_password"
+	return "password, token, mas_oidc, mas_compat_sso, mas_compat_password, appservice"
 }
 
 func checkURL(s string) error {

@@ -46,6 +46,8 @@ type DendriteOptions struct {
 	ServerName string
 	// Log receives Dendrite's output; discarded if nil.
 	Log io.Writer
+	// AppServices are registered with the homeserver (appservice.go).
+	AppServices []AppService
 }
 
 // Dendrite is a running local homeserver.
@@ -202,6 +204,13 @@ func (d *Dendrite) writeConfig(ctx context.Context, genKeys, genConfig string) e
 	set([]string{"federation_api", "key_perspectives"}, []any{})
 	set([]string{"user_api", "bcrypt_cost"}, 4)
 	set([]string{"logging"}, []any{map[string]any{"type": "std", "level": "warn"}})
+	if len(d.opts.AppServices) > 0 {
+		files, err := d.writeAppServices()
+		if err != nil {
+			return err
+		}
+		set([]string{"app_service_api", "config_files"}, files)
+	}
 	b, err := yaml.Marshal(doc)
 	if err != nil {
 		return err

@@ -63,15 +63,24 @@ func NewAccount(tenant *config.Tenant, role string, acct config.Account) (Accoun
 	return a, nil
 }
 
-// ExpectedUserID is @user:server_name, or "" when the user is not known.
+// ExpectedUserID is the Matrix user the account must end up as: the
+// configured matrix_user (with MAS, the provider's preferred_username), else
+// the user, as @localpart:server_name (a full user id is taken as is), or ""
+// when the user is not known.
 func (a Account) ExpectedUserID() string {
-	if a.Config.User == "" {
+	u := a.Config.MatrixUser
+	if u == "" {
+		u = a.Config.User
+	}
+	switch {
+	case u == "":
 		return ""
+	case strings.HasPrefix(u, "@"):
+		return u
+	case a.ServerName == "":
+		return "@" + u
 	}
-	if a.ServerName == "" {
-		return "@" + a.Config.User
-	}
-	return "@" + a.Config.User + ":" + a.ServerName
+	return "@" + u + ":" + a.ServerName
 }
 
 // DeviceID is a stable device id per account and role, so repeated logins
@@ -118,6 +127,7 @@ func NewManager(httpc *http.Client) *Manager {
 	}
 	m.Register(config.MethodPassword, PasswordMethod{})
 	m.Register(config.MethodToken, TokenMethod{})
+	m.Register(config.MethodAppService, AppServiceMethod{})
 	return m
 }
 
@@ -278,6 +288,8 @@ func (m *Manager) Client(sess *Session) (*mautrix.Client, error) {
 	cli.AccessToken = sess.AccessToken
 	cli.UserID = id.UserID(sess.UserID)
 	cli.DeviceID = id.DeviceID(sess.DeviceID)
+	// An application service asserts the identity it acts as on every request.
+	cli.SetAppServiceUserID = sess.Method == config.MethodAppService
 	return cli, nil
 }
 
@@ -302,7 +314,7 @@ func (m *Manager) Whoami(ctx context.Context, acct Account, sess *Session) error
 	}
 	if want := acct.ExpectedUserID(); want != "" {
 		got := string(resp.UserID)
-		if acct.ServerName == "" {
+		if !strings.Contains(want, ":") {
 			got, _, _ = strings.Cut(got, ":")
 		}
 		if got != want {
