@@ -15,7 +15,7 @@ import (
 // password login.
 func init() {
 	hooks = append(hooks, func(e *env) error {
-		emu, err := masemu.Start(masemu.Options{Dendrite: e.dendrite, PasswordsEnabled: true})
+		emu, err := masemu.Start(masemu.Options{Dendrite: e.dendrite})
 		if err != nil {
 			return fmt.Errorf("starting the MAS emulator: %w", err)
 		}

@@ -45,6 +45,10 @@ type Upstream struct {
 	APIURL string `yaml:"api_url" json:"api_url"`
 	// TenantHeader overrides the x-tenant-id value (default: the tenant id).
 	TenantHeader string `yaml:"tenant_id" json:"tenant_id"`
+	// Provider chooses the upstream provider on MAS's login page when it
+	// lists several: the provider's id (a ULID) or its name as the page
+	// shows it, case-insensitive. Not needed with one provider.
+	Provider string `yaml:"provider" json:"provider"`
 	// UsernameField / PasswordField name the form inputs for the form adapter.
 	UsernameField string `yaml:"username_field" json:"username_field"`
 	PasswordField string `yaml:"password_field" json:"password_field"`

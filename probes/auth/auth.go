@@ -37,9 +37,12 @@ type Session struct {
 // Account is an account to log in as, with its secrets resolved.
 type Account struct {
 	// Key identifies the cached session: tenant id and role ("bot", "peer", "login").
-	Key           string
-	Tenant        string
-	Role          string
+	Key    string
+	Tenant string
+	Role   string
+	// TenantName is the tenant's display name (the bot's display name at
+	// MAS's registration when bot.display_name is not set).
+	TenantName    string
 	HomeserverURL string
 	ServerName    string
 	Config        config.Account
@@ -50,7 +53,7 @@ type Account struct {
 // NewAccount resolves an account's secrets (inline or from *_file).
 func NewAccount(tenant *config.Tenant, role string, acct config.Account) (Account, error) {
 	a := Account{
-		Key: tenant.ID + "/" + role, Tenant: tenant.ID, Role: role,
+		Key: tenant.ID + "/" + role, Tenant: tenant.ID, Role: role, TenantName: tenant.Name,
 		HomeserverURL: tenant.HomeserverURL, ServerName: tenant.ServerName, Config: acct,
 	}
 	var err error

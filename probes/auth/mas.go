@@ -37,6 +37,9 @@ const (
 	ClassConsent       probes.Class = "consent"
 	ClassTokenExchange probes.Class = "token_exchange"
 	ClassTokenRefresh  probes.Class = "token_refresh"
+	// ClassPolicy: MAS's policy refused the login (a scope it does not
+	// allow, the session limit reached): its policy violation page.
+	ClassPolicy probes.Class = "policy"
 )
 
 // Step names of the MAS logins (bounded: they are metric label values).
@@ -54,6 +57,11 @@ const (
 	StepAccountCreate     = "account_create"
 	StepConsent           = "consent"
 	StepConsentSubmit     = "consent_submit"
+	StepRegisterFinish    = "register_finish"
+	StepDisplayName       = "display_name"
+	StepDisplayNameSubmit = "display_name_submit"
+	StepPolicyViolation   = "policy_violation"
+	StepTokenRevoke       = "token_revoke"
 	StepSSORedirect       = "sso_redirect"
 	StepMASPage           = "mas_page"
 	StepTokenExchange     = "token_exchange"
@@ -273,7 +281,7 @@ func (m *MASMethod) authorize(ctx context.Context, mgr *Manager, hc *http.Client
 		return nil, err
 	}
 	h := &hopper{hc: hc, rec: rec, acct: acct, adapter: m.Upstream, target: target,
-		origins: map[string]bool{}, cachedClient: cachedClient}
+		origins: map[string]bool{}, cachedClient: cachedClient, provider: m.Config.Upstream.Provider}
 	if u, err := url.Parse(meta.AuthorizationEndpoint); err == nil {
 		h.origins[origin(u)] = true
 		h.authPath = u.Path
@@ -666,7 +674,7 @@ func (c *MASCompatSSOMethod) Login(ctx context.Context, mgr *Manager, acct Accou
 	start.Path += "/_matrix/client/v3/login/sso/redirect"
 	start.RawQuery = url.Values{"redirectUrl": {target.String()}}.Encode()
 	h := &hopper{hc: hc, rec: rec, acct: acct, adapter: c.Upstream, target: target,
-		origins: map[string]bool{origin(hs): true}, learnOrigin: true}
+		origins: map[string]bool{origin(hs): true}, learnOrigin: true, provider: c.Config.Upstream.Provider}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, start.String(), nil)
 	if err != nil {
 		err := probes.Errorf(probes.ClassConfig, "homeserver URL: not a URL")

@@ -191,9 +191,9 @@ func TestMASNegative(t *testing.T) {
 	}{
 		{name: "wrong bot password", setup: func(env *masEnv) { env.acct.Password = "wrong-password" },
 			step: "upstream_login", class: auth.ClassUpstreamLogin, msg: "HTTP 422"},
-		{name: "login_required", setup: func(env *masEnv) {
+		{name: "upstream session expired", setup: func(env *masEnv) {
 			env.emu.SetFaults(masemu.Faults{UpstreamSessionExpired: true})
-		}, step: "provider_authorize", class: auth.ClassUpstreamLogin, msg: "error=login_required"},
+		}, step: "provider_authorize", class: auth.ClassUpstreamLogin, msg: "shows a login form"},
 		{name: "registration refused by policy", tweak: func(c *config.MAS) {
 			c.RedirectURI = "https://evil.example.net/cb" // not on the client_uri host
 			c.ClientURI = "https://example.org/"
@@ -403,7 +403,7 @@ func TestMASCompatSSO(t *testing.T) {
 }
 
 func TestMASCompatPassword(t *testing.T) {
-	env := newMASEnv(t, masemu.Options{PasswordsEnabled: true}, nil)
+	env := newMASEnv(t, masemu.Options{}, nil)
 	env.acct.Config.Method = config.MethodMASCompatPassword
 	env.emu.SetMASPassword(env.acct.Config.User, botPassword)
 	res, _ := env.login(t)
@@ -412,7 +412,7 @@ func TestMASCompatPassword(t *testing.T) {
 	res, _ = env.login(t)
 	requireFail(t, res, "compat_login", probes.ClassAuthFailed)
 
-	off := newMASEnv(t, masemu.Options{}, nil)
+	off := newMASEnv(t, masemu.Options{PasswordsDisabled: true}, nil)
 	off.acct.Config.Method = config.MethodMASCompatPassword
 	res, _ = off.login(t)
 	requireFail(t, res, "compat_login", probes.ClassBadResponse)
