@@ -233,4 +233,3 @@ func (e *Emulator) register(w http.ResponseWriter, r *http.Request) {
 		"response_types": m.ResponseTypes, "token_endpoint_auth_method": "none", "application_type": appType,
 	})
 }
-
