@@ -40,6 +40,9 @@ const (
 	// ClassPolicy: MAS's policy refused the login (a scope it does not
 	// allow, the session limit reached): its policy violation page.
 	ClassPolicy probes.Class = "policy"
+	// ClassTokenRevoke: MAS refused to revoke a replaced session (a step
+	// that never fails the run).
+	ClassTokenRevoke probes.Class = "token_revoke"
 )
 
 // Step names of the MAS logins (bounded: they are metric label values).
@@ -338,6 +341,7 @@ func (m *MASMethod) authorize(ctx context.Context, mgr *Manager, hc *http.Client
 		Extra: map[string]string{
 			"client_id": clientID, "token_endpoint": meta.TokenEndpoint,
 			"authorization_endpoint": meta.AuthorizationEndpoint, "issuer": meta.Issuer,
+			"revocation_endpoint": meta.RevocationEndpoint,
 		},
 	}
 	if err := rec.Step(StepTokenWhoami, func() error { return mgr.Whoami(ctx, acct, sess) }); err != nil {
@@ -411,6 +415,54 @@ func (m *MASMethod) Refresh(ctx context.Context, mgr *Manager, acct Account, ses
 		rec.Note("refresh token rotated")
 	}
 	return ns, err
+}
+
+// Revoke implements Revoker: it ends the session at MAS's
+// revocation_endpoint (RFC 7009; MAS ends the whole OAuth 2.0 session,
+// crates/handlers/src/oauth2/revoke.rs 241-246). The refresh token is sent,
+// as it outlives the access token. MAS answers 200 for a token it no
+// longer knows.
+func (m *MASMethod) Revoke(ctx context.Context, mgr *Manager, sess *Session) error {
+	endpoint, clientID := sess.Extra["revocation_endpoint"], sess.Extra["client_id"]
+	if endpoint == "" || clientID == "" {
+		return probes.Errorf(ClassTokenRevoke, "MAS advertises no revocation_endpoint: the replaced session stays until it expires")
+	}
+	form := url.Values{"client_id": {clientID}}
+	if sess.RefreshToken != "" {
+		form.Set("token", sess.RefreshToken)
+		form.Set("token_type_hint", "refresh_token")
+	} else {
+		form.Set("token", sess.AccessToken)
+		form.Set("token_type_hint", "access_token")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return probes.Errorf(ClassDiscovery, "revocation_endpoint is not a URL")
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	resp, err := tokenClient(mgr.HTTP).Do(req)
+	if err != nil {
+		return transportError("revocation endpoint", err)
+	}
+	defer drain(resp)
+	if resp.StatusCode/100 == 2 {
+		return nil
+	}
+	var out struct {
+		Error string `json:"error"`
+	}
+	_ = json.NewDecoder(io.LimitReader(resp.Body, masBodyLimit)).Decode(&out)
+	class := ClassTokenRevoke
+	if resp.StatusCode >= 500 {
+		class = probes.ClassHTTP5xx
+	}
+	msg := safeCode(out.Error)
+	if msg == "" {
+		msg = "no error code"
+	}
+	return &probes.Error{Class: class, Status: resp.StatusCode,
+		Err: fmt.Errorf("revocation endpoint refused (HTTP %d): %s", resp.StatusCode, msg)}
 }
 
 // discover finds MAS's metadata: the homeserver's auth_metadata, its unstable
