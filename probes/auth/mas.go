@@ -538,7 +538,7 @@ func statusText(status int, err error) string {
 
 // registration returns the client registration body.
 func (m *MASMethod) registration() map[string]any {
-	return map[string]any{
+	r := map[string]any{
 		"client_name":                m.Config.ClientName,
 		"client_uri":                 m.Config.ClientURI,
 		"redirect_uris":              []string{m.Config.RedirectURI},
@@ -547,6 +547,10 @@ func (m *MASMethod) registration() map[string]any {
 		"token_endpoint_auth_method": "none",
 		"application_type":           m.Config.ApplicationType(),
 	}
+	if len(m.Config.Contacts) > 0 {
+		r["contacts"] = m.Config.Contacts // required by MAS v0.12 and older
+	}
+	return r
 }
 
 func (m *MASMethod) clientKey(issuer string) string {
