@@ -7,12 +7,15 @@ import (
 )
 
 // The MAS login in the demo: the MAS emulator (with its OpenMeet-like
-// upstream provider) starts in front of the demo Dendrite, and tenant
-// "masdemo" logs its bot in with method mas_oidc through it, so the login
-// probe shows every hop (discovery, registration, platform login, MAS and
-// provider redirects, account creation, consent, token exchange, whoami)
-// with its timing. Its round-trip peer logs in through MAS's compatibility
-// password login.
+// upstream provider) starts in front of the demo Dendrite in MAS's default
+// configuration (password login on, so /login is a page; localpart import
+// ignore, so the registration form asks for a username; no display name
+// imported, so the display-name step follows), and tenant "masdemo" logs its
+// bot in with method mas_oidc through it: the login probe shows every page
+// (discovery, registration, platform login, login page, provider, account
+// registration, display name, consent, token exchange, whoami) with its
+// timing. Its round-trip peer logs in through MAS's compatibility password
+// login.
 func init() {
 	hooks = append(hooks, func(e *env) error {
 		emu, err := masemu.Start(masemu.Options{Dendrite: e.dendrite})

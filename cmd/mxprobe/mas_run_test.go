@@ -39,6 +39,7 @@ tenants:
 			t.Fatalf("run %d: exit %d\n%s\n%s", i, code, out, errOut)
 		}
 		if i == 0 {
+			t.Logf("first run:\n%s", out)
 			for _, want := range []string{"mas_login", "login page: provider OpenMeet", "account_create", "display_name", "display name set"} {
 				if !strings.Contains(out, want) {
 					t.Errorf("first run does not show %q:\n%s", want, out)
