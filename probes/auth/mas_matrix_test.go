@@ -3,6 +3,7 @@ package auth_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -282,5 +283,37 @@ func TestMASRefreshRevokesOldAccessToken(t *testing.T) {
 	}
 	if n := len(env.emu.ActiveSessions(env.acct.Config.User)); n != 1 {
 		t.Errorf("%d sessions after a refresh", n)
+	}
+}
+
+// pageSwap answers GET /login with a page of its own.
+type pageSwap struct {
+	base http.RoundTripper
+	body string
+}
+
+func (p pageSwap) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodGet && strings.HasSuffix(req.URL.Path, "/login") {
+		return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/html; charset=utf-8"}},
+			Body: io.NopCloser(strings.NewReader(p.body)), Request: req}, nil
+	}
+	return p.base.RoundTrip(req)
+}
+
+// An unknown page fails with its title, heading and URL, never its HTML.
+func TestMASUnknownPage(t *testing.T) {
+	env := newMASEnv(t, masemu.Options{}, nil)
+	env.mgr.HTTP = &http.Client{Transport: pageSwap{env.mgr.HTTP.Transport,
+		`<html><head><title>Maintenance</title></head><body><h1>Back soon</h1><p>html-body-marker</p>
+<form method="post" action="/somewhere"><input name="q" type="text"></form></body></html>`}}
+	res, _ := env.login(t)
+	requireFail(t, res, "mas_login", auth.ClassAuthorize)
+	for _, want := range []string{"unexpected page", "/login", `"Maintenance"`, `"Back soon"`} {
+		if !strings.Contains(res.Error, want) {
+			t.Errorf("error %q lacks %s", res.Error, want)
+		}
+	}
+	if strings.Contains(res.Error, "html-body-marker") || strings.Contains(res.Error, "<") {
+		t.Errorf("error carries the page's HTML: %q", res.Error)
 	}
 }
