@@ -130,7 +130,7 @@ func runOnce(c *cli, logger *slog.Logger, stdout, stderr io.Writer) int {
 	}
 	wg.Wait()
 	engine.Shutdown(0)
-	revokeHeld(mgr, logger)
+	revokeHeld(mgr, logger, slog.LevelDebug)
 	if tty {
 		fmt.Fprint(stdout, "\r\033[K")
 	}
@@ -290,11 +290,14 @@ var isTerminal = func(w io.Writer) bool {
 
 // revokeHeld ends the sessions a process holds (MAS sessions are revoked at
 // MAS, so runs and restarts do not pile them up), within a bounded time.
-func revokeHeld(mgr *auth.Manager, logger *slog.Logger) {
+func revokeHeld(mgr *auth.Manager, logger *slog.Logger, level slog.Level) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if ok, failed := mgr.RevokeAll(ctx); ok+failed > 0 {
-		logger.Info("held sessions revoked", "revoked", ok, "failed", failed)
+		if failed > 0 {
+			level = slog.LevelWarn
+		}
+		logger.Log(ctx, level, "held sessions revoked", "revoked", ok, "failed", failed)
 	}
 }
 
