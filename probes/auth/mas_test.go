@@ -164,7 +164,7 @@ func TestMASLoginStableScopesWebClient(t *testing.T) {
 }
 
 func TestMASLoginFormAdapter(t *testing.T) {
-	env := newMASEnv(t, masemu.Options{UpstreamLoginForm: true}, func(c *config.MAS) {
+	env := newMASEnv(t, masemu.Options{}, func(c *config.MAS) {
 		c.Upstream = config.Upstream{Adapter: config.UpstreamForm, UsernameField: "email", PasswordField: "password"}
 	})
 	res, _ := env.login(t)
@@ -201,6 +201,9 @@ func TestMASNegative(t *testing.T) {
 		{name: "consent csrf missing", setup: func(env *masEnv) {
 			env.emu.SetFaults(masemu.Faults{ConsentWithoutCSRF: true})
 		}, step: "consent", class: auth.ClassConsent, msg: "csrf"},
+		{name: "username taken at MAS", setup: func(env *masEnv) {
+			env.emu.SetMASPassword(env.acct.Config.User, "someone-else") // a MAS account already has the localpart
+		}, step: "account_create", class: auth.ClassAccountLink, msg: "This username is already taken"},
 		{name: "MAS down", setup: func(env *masEnv) { env.emu.StopMAS() },
 			step: "registration", class: probes.ClassUnreachable},
 		{name: "upstream down", setup: func(env *masEnv) { env.emu.StopUpstream() },

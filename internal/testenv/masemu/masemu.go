@@ -102,10 +102,6 @@ type Options struct {
 	ResponseMode string
 	// SessionLimit is experimental.session_limit's soft limit (0: none).
 	SessionLimit int
-	// UpstreamLoginForm is kept for older tests: MAS never sends prompt
-	// upstream, so the provider always shows its login form without a
-	// session.
-	UpstreamLoginForm bool
 	// Now is the clock (time.Now if nil).
 	Now func() time.Time
 }

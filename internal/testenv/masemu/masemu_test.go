@@ -611,7 +611,7 @@ func TestCompatRules(t *testing.T) {
 }
 
 func TestMoreFormAndTokenRules(t *testing.T) {
-	e, _ := start(t, Options{UpstreamLoginForm: true})
+	e, _ := start(t, Options{})
 	client := clientID(t, e)
 
 	// The provider's HTML login form: csrf required, a wrong password shows
