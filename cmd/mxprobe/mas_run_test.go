@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mxprobe/mxprobe/internal/testenv"
 	"github.com/mxprobe/mxprobe/internal/testenv/masemu"
 	"github.com/mxprobe/mxprobe/probes"
 )
@@ -32,10 +36,9 @@ probes:
 `, emu.HomeserverURL, emu.ServerName, emu.MASURL, emu.UpstreamURL, user, email, pw, schedule)
 }
 
-// Done-when 3 (CLI part): ten consecutive `mxprobe run login` runs, each
-// with its own session manager as a process has, leave at most 2 active MAS
+// Ten consecutive `mxprobe run login` processes leave at most 2 active MAS
 // sessions for the bot: each run revokes the session it created before it
-// ends. The first run meets the login page, the registration and the
+// exits. The first run meets the login page, the registration and the
 // display-name step.
 func TestRunLoginRevokesItsMASSession(t *testing.T) {
 	emu, err := masemu.Start(masemu.Options{})
@@ -46,10 +49,17 @@ func TestRunLoginRevokesItsMASSession(t *testing.T) {
 	const user, email, pw = "openmeet-bot-masdemo", "bot-masdemo@openmeet.net", "platform-pw"
 	emu.AddUpstreamUser("masdemo", email, pw, user)
 	cfg := writeFile(t, "mas.yml", masConfig(emu, user, email, pw, "@every 1m"))
+	bin := testenv.BuildMxprobe(t)
 	for i := 0; i < 10; i++ {
-		code, out, errOut := runCLI(t, "run", "login", "--tenant", "masdemo", "--config.file", cfg)
-		if code != 0 {
-			t.Fatalf("run %d: exit %d\n%s\n%s", i, code, out, errOut)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		cmd := exec.CommandContext(ctx, bin, "run", "login", "--tenant", "masdemo", "--config.file", cfg)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		cancel()
+		out := stdout.String()
+		if err != nil {
+			t.Fatalf("run %d: %v\n%s\n%s", i, err, out, stderr.String())
 		}
 		if i == 0 {
 			t.Logf("first run:\n%s", out)
