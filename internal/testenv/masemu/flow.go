@@ -346,7 +346,10 @@ func forcedOrRequired(action string) bool { return action == ImportForce || acti
 // (crates/handlers/src/upstream_oauth2/link.rs 396-840): the username is
 // suggested (prefilled) or forced from the claims unless the import is
 // ignore; display name and email are shown unless ignored.
-func (e *Emulator) registerView(w http.ResponseWriter, r *http.Request, l *link, msg string) (registerView, string) {
+func (e *Emulator) registerView(w http.ResponseWriter, r *http.Request, lp *link, msg string) (registerView, string) {
+	e.mu.Lock()
+	l := *lp // the claims, as of now
+	e.mu.Unlock()
 	v := registerView{CSRF: csrfToken(w, r, "csrf"), ServerName: e.ServerName, Terms: !e.opts.NoTerms, Error: msg}
 	if e.opts.LocalpartImport != ImportIgnore {
 		switch {
@@ -438,10 +441,11 @@ func (e *Emulator) linkSubmit(w http.ResponseWriter, r *http.Request) {
 		renderMAS(w, http.StatusOK, "register", v)
 	}
 	username := strings.TrimSpace(r.PostFormValue("username"))
-	if forcedOrRequired(e.opts.LocalpartImport) {
-		username = l.localpart
-	}
 	e.mu.Lock()
+	claims := *l
+	if forcedOrRequired(e.opts.LocalpartImport) {
+		username = claims.localpart
+	}
 	taken := e.users[username] != nil
 	e.mu.Unlock()
 	switch {
@@ -467,12 +471,12 @@ func (e *Emulator) linkSubmit(w http.ResponseWriter, r *http.Request) {
 		}
 		return false
 	}
-	reg := &registration{id: ulid(), linkID: l.id, upSession: s.id, localpart: username}
-	if shouldImport(e.opts.DisplayNameImport, "import_display_name") && l.name != "" {
-		reg.displayName, reg.hasDisplayName = l.name, true
+	reg := &registration{id: ulid(), linkID: claims.id, upSession: s.id, localpart: username}
+	if shouldImport(e.opts.DisplayNameImport, "import_display_name") && claims.name != "" {
+		reg.displayName, reg.hasDisplayName = claims.name, true
 	}
 	if shouldImport(e.opts.EmailImport, "import_email") {
-		reg.email = l.email
+		reg.email = claims.email
 	}
 	e.mu.Lock()
 	e.registrations[reg.id] = reg
@@ -501,11 +505,12 @@ func (e *Emulator) registerFinish(w http.ResponseWriter, r *http.Request) {
 		errorPage(w, http.StatusBadRequest, "Invalid registration", "")
 		return
 	}
+	e.mu.Lock()
 	if !reg.hasDisplayName {
+		e.mu.Unlock()
 		redirect(w, http.StatusSeeOther, "/register/steps/"+reg.id+"/display-name")
 		return
 	}
-	e.mu.Lock()
 	l := e.links[reg.linkID]
 	s := e.upSessions[reg.upSession]
 	if e.users[reg.localpart] != nil || l == nil || l.user != "" || s == nil || s.consumed {
@@ -554,7 +559,7 @@ func (e *Emulator) displayNameSubmit(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	case "skip":
-		name = reg.localpart
+		name = reg.localpart // set once at creation
 	default:
 		errorPage(w, http.StatusBadRequest, "Invalid action", "Expected action=set or action=skip.")
 		return
