@@ -1,7 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"time"
 
 	"github.com/mxprobe/mxprobe/internal/testenv/masemu"
 )
@@ -49,6 +53,19 @@ func init() {
 		e.urls = append(e.urls,
 			fmt.Sprintf("MAS emulator %s (homeserver front %s, upstream provider %s)", emu.MASURL, emu.HomeserverURL, emu.UpstreamURL),
 			"tenant masdemo logs in through MAS: bin/mxprobe run login --tenant masdemo --config.file <config below>")
+		return nil
+	})
+	// The tenant's first login, before the daemon starts, so the demo shows
+	// MAS's pages of a first login: login page, registration, display name.
+	beforeServe = append(beforeServe, func(e *env, bin, cfg string) error {
+		fmt.Println("first MAS login of tenant masdemo (mxprobe run login --tenant masdemo):")
+		ctx, cancel := context.WithTimeout(e.ctx, time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, "run", "login", "--tenant", "masdemo", "--config.file", cfg)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Println("  (the first MAS login failed; the daemon will show why)")
+		}
 		return nil
 	})
 }
