@@ -39,6 +39,10 @@ type env struct {
 // hooks add capabilities to the demo, in file order of registration.
 var hooks []func(e *env) error
 
+// beforeServe hooks run once the config is written, before mxprobe serves
+// (bin is the mxprobe binary, cfg the config file).
+var beforeServe []func(e *env, bin, cfg string) error
+
 func main() {
 	listen := flag.String("listen", "127.0.0.1:9787", "address mxprobe listens on")
 	bin := flag.String("mxprobe", "bin/mxprobe", "path of the mxprobe binary")
@@ -110,6 +114,11 @@ func run(listen, bin string, keep bool) error {
 		return err
 	}
 
+	for _, h := range beforeServe {
+		if err := h(e, bin, cfgPath); err != nil {
+			return err
+		}
+	}
 	cmd := exec.Command(bin, "serve", "--config.file", cfgPath, "--web.listen-address", listen)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), e.extraEnv...)

@@ -1,21 +1,28 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"time"
 
 	"github.com/mxprobe/mxprobe/internal/testenv/masemu"
 )
 
 // The MAS login in the demo: the MAS emulator (with its OpenMeet-like
-// upstream provider) starts in front of the demo Dendrite, and tenant
-// "masdemo" logs its bot in with method mas_oidc through it, so the login
-// probe shows every hop (discovery, registration, platform login, MAS and
-// provider redirects, account creation, consent, token exchange, whoami)
-// with its timing. Its round-trip peer logs in through MAS's compatibility
-// password login.
+// upstream provider) starts in front of the demo Dendrite in MAS's default
+// configuration (password login on, so /login is a page; localpart import
+// ignore, so the registration form asks for a username; no display name
+// imported, so the display-name step follows), and tenant "masdemo" logs its
+// bot in with method mas_oidc through it: the login probe shows every page
+// (discovery, registration, platform login, login page, provider, account
+// registration, display name, consent, token exchange, whoami) with its
+// timing. Its round-trip peer logs in through MAS's compatibility password
+// login.
 func init() {
 	hooks = append(hooks, func(e *env) error {
-		emu, err := masemu.Start(masemu.Options{Dendrite: e.dendrite, PasswordsEnabled: true})
+		emu, err := masemu.Start(masemu.Options{Dendrite: e.dendrite})
 		if err != nil {
 			return fmt.Errorf("starting the MAS emulator: %w", err)
 		}
@@ -46,6 +53,19 @@ func init() {
 		e.urls = append(e.urls,
 			fmt.Sprintf("MAS emulator %s (homeserver front %s, upstream provider %s)", emu.MASURL, emu.HomeserverURL, emu.UpstreamURL),
 			"tenant masdemo logs in through MAS: bin/mxprobe run login --tenant masdemo --config.file <config below>")
+		return nil
+	})
+	// The tenant's first login, before the daemon starts, so the demo shows
+	// MAS's pages of a first login: login page, registration, display name.
+	beforeServe = append(beforeServe, func(e *env, bin, cfg string) error {
+		fmt.Println("first MAS login of tenant masdemo (mxprobe run login --tenant masdemo):")
+		ctx, cancel := context.WithTimeout(e.ctx, time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, "run", "login", "--tenant", "masdemo", "--config.file", cfg)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Println("  (the first MAS login failed; the daemon will show why)")
+		}
 		return nil
 	})
 }

@@ -53,7 +53,8 @@ func runOnce(c *cli, logger *slog.Logger, stdout, stderr io.Writer) int {
 		p.Timeout = config.Duration(d)
 	}
 	httpc := mxclient.NewHTTPClient()
-	d, err := newDeps(cfg, auth.NewManager(httpc), httpc, logger)
+	mgr := auth.NewManager(httpc)
+	d, err := newDeps(cfg, mgr, httpc, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "mxprobe: %v\n", err)
 		return 2
@@ -129,6 +130,7 @@ func runOnce(c *cli, logger *slog.Logger, stdout, stderr io.Writer) int {
 	}
 	wg.Wait()
 	engine.Shutdown(0)
+	revokeHeld(mgr, logger, slog.LevelDebug)
 	if tty {
 		fmt.Fprint(stdout, "\r\033[K")
 	}
@@ -284,6 +286,19 @@ var isTerminal = func(w io.Writer) bool {
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// revokeHeld ends the sessions a process holds (MAS sessions are revoked at
+// MAS, so runs and restarts do not pile them up), within a bounded time.
+func revokeHeld(mgr *auth.Manager, logger *slog.Logger, level slog.Level) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if ok, failed := mgr.RevokeAll(ctx); ok+failed > 0 {
+		if failed > 0 {
+			level = slog.LevelWarn
+		}
+		logger.Log(ctx, level, "held sessions revoked", "revoked", ok, "failed", failed)
+	}
 }
 
 func signalContext() (context.Context, context.CancelFunc) {

@@ -192,6 +192,7 @@ func (d *daemon) shutdown() {
 		grace = cfg.Global.ShutdownGrace.D()
 	}
 	d.engine.Shutdown(grace)
+	revokeHeld(d.deps.auth, d.logger, slog.LevelInfo)
 	for i := len(d.stops) - 1; i >= 0; i-- {
 		d.stops[i]()
 	}

@@ -40,6 +40,7 @@ type Metrics struct {
 	rateLimited   *prometheus.CounterVec
 	tokenRefresh  *prometheus.CounterVec
 	cleanupFail   *prometheus.CounterVec
+	revocations   *prometheus.CounterVec
 	reloadOK      prometheus.Gauge
 	reloadTime    prometheus.Gauge
 	configuredRun *prometheus.GaugeVec
@@ -128,6 +129,10 @@ func New() *Metrics {
 		Namespace: namespace, Name: "cleanup_failures_total",
 		Help: "Probe rooms that could not be left or forgotten.",
 	}, []string{"probe"})
+	m.revocations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "mas_revocations_total",
+		Help: "Revocations of MAS sessions replaced by a fresh login, at MAS's revocation_endpoint, by result.",
+	}, []string{"result"})
 	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "config_last_reload_successful",
 		Help: "Whether the last configuration reload succeeded.",
@@ -142,7 +147,7 @@ func New() *Metrics {
 	}, []string{"probe", "type"})
 	reg.MustRegister(
 		m.duration, m.stepDuration, m.delivery, m.lateness, m.runs, m.steps, m.logins,
-		m.rateLimited, m.tokenRefresh, m.cleanupFail, m.reloadOK, m.reloadTime, m.configuredRun,
+		m.rateLimited, m.tokenRefresh, m.cleanupFail, m.revocations, m.reloadOK, m.reloadTime, m.configuredRun,
 		(*lastCollector)(m),
 		versioncollector.NewCollector(namespace),
 		collectors.NewGoCollector(),
@@ -188,6 +193,8 @@ func (m *Metrics) Observe(r probes.Result) {
 			m.tokenRefresh.WithLabelValues(r.Probe, r.Tenant).Add(float64(n))
 		case name == probes.CountCleanupFailure:
 			m.cleanupFail.WithLabelValues(r.Probe).Add(float64(n))
+		case strings.HasPrefix(name, "mas_revocation:"):
+			m.revocations.WithLabelValues(strings.TrimPrefix(name, "mas_revocation:")).Add(float64(n))
 		case strings.HasPrefix(name, "login:"):
 			// login:<method>:<result>
 			parts := strings.SplitN(name, ":", 3)

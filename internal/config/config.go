@@ -115,7 +115,8 @@ type Account struct {
 	// AccessToken and AccessTokenFile: for method token.
 	AccessToken     promcfg.Secret `yaml:"access_token" json:"access_token"`
 	AccessTokenFile string         `yaml:"access_token_file" json:"access_token_file"`
-	// DisplayName, if set, is checked against the account's profile.
+	// DisplayName, if set, is checked against the account's profile; MAS
+	// logins set it at MAS's display-name step (default: the tenant's name).
 	DisplayName string `yaml:"display_name" json:"display_name"`
 }
 

@@ -34,7 +34,14 @@ type MAS struct {
 	// fetched; the loginToken is read from MAS's redirect). Default:
 	// redirect_uri, else http://localhost/mxprobe/sso.
 	CompatRedirectURL string `yaml:"compat_redirect_url" json:"compat_redirect_url"`
+	// Contacts are sent as the registration's contacts (email addresses),
+	// which MAS v0.12 and older require. Optional.
+	Contacts []string `yaml:"contacts" json:"contacts,omitempty"`
 }
+
+// DefaultCompatRedirectURL is the compat SSO redirectUrl when neither
+// compat_redirect_url nor an http(s) redirect_uri gives one.
+const DefaultCompatRedirectURL = "http://localhost/mxprobe/sso"
 
 // Upstream describes the upstream provider login adapter.
 type Upstream struct {
@@ -45,6 +52,10 @@ type Upstream struct {
 	APIURL string `yaml:"api_url" json:"api_url"`
 	// TenantHeader overrides the x-tenant-id value (default: the tenant id).
 	TenantHeader string `yaml:"tenant_id" json:"tenant_id"`
+	// Provider chooses the upstream provider on MAS's login page when it
+	// lists several: the provider's id (a ULID) or its name as the page
+	// shows it, case-insensitive. Not needed with one provider.
+	Provider string `yaml:"provider" json:"provider"`
 	// UsernameField / PasswordField name the form inputs for the form adapter.
 	UsernameField string `yaml:"username_field" json:"username_field"`
 	PasswordField string `yaml:"password_field" json:"password_field"`
@@ -79,13 +90,37 @@ func (m MAS) ApplicationType() string {
 	return AppTypeWeb
 }
 
-// IsLoopbackHost reports whether host is localhost or a loopback address.
+// IsLoopbackHost reports whether host is one of the loopback hosts MAS's
+// client registration policy accepts: exactly localhost, 127.0.0.1 and
+// [::1] (policies/client_registration/client_registration.rego is_localhost),
+// not the rest of 127.0.0.0/8.
 func IsLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
+	switch strings.ToLower(host) {
+	case "localhost", "127.0.0.1", "::1", "[::1]":
+		return true
+	}
+	return false
+}
+
+// isLoopbackAddress reports whether host is any loopback address or name.
+func isLoopbackAddress(host string) bool {
+	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
 		return true
 	}
 	ip := net.ParseIP(strings.Trim(host, "[]"))
 	return ip != nil && ip.IsLoopback()
+}
+
+// masAllowedScope is MAS's authorization grant policy for the scopes a bot
+// may ask for (policies/authorization_grant/authorization_grant.rego
+// allowed_scope): openid, email, and the Matrix API and device scopes
+// (which mxprobe adds itself).
+func masAllowedScope(s string) bool {
+	switch s {
+	case "openid", "email", "urn:matrix:client:api:*", "urn:matrix:org.matrix.msc2967.client:api:*":
+		return true
+	}
+	return strings.HasPrefix(s, "urn:matrix:client:device:") || strings.HasPrefix(s, "urn:matrix:org.matrix.msc2967.client:device:")
 }
 
 // usesMAS reports whether any tenant account logs in through MAS.
@@ -127,8 +162,10 @@ func applyMASDefaults(c *Config) {
 	}
 	if m.CompatRedirectURL == "" {
 		m.CompatRedirectURL = m.RedirectURI
-		if m.CompatRedirectURL == "" {
-			m.CompatRedirectURL = "http://localhost/mxprobe/sso"
+		// A private-use scheme redirect_uri (com.example:/cb) has no host;
+		// compat SSO's redirectUrl needs one to be recognised.
+		if u, err := url.Parse(m.CompatRedirectURL); err != nil || u.Host == "" {
+			m.CompatRedirectURL = DefaultCompatRedirectURL
 		}
 	}
 	if m.Upstream.Adapter == UpstreamForm {
@@ -164,8 +201,15 @@ func validateMAS(c *Config) Errors {
 			}
 			switch m.ApplicationType() {
 			case AppTypeWeb:
-				if u.Scheme != "https" {
+				switch {
+				case u.Scheme == "http" && isLoopbackAddress(u.Hostname()):
+					add("redirect_uri", "loopback host %q: MAS accepts only localhost, 127.0.0.1 and [::1] for a native client", u.Hostname())
+				case u.Scheme != "https":
 					add("redirect_uri", "must be https, or http on localhost/127.0.0.1/[::1] (a native client)")
+				}
+			case AppTypeNative:
+				if u.Scheme != "http" && u.Host != "" {
+					add("redirect_uri", "a private-use scheme redirect URI takes no host (%s:/path), as MAS's policy requires", u.Scheme)
 				}
 			}
 		}
@@ -181,6 +225,16 @@ func validateMAS(c *Config) Errors {
 			if ru, err := url.Parse(m.RedirectURI); err == nil && !HostWithin(ru.Hostname(), cu.Hostname()) {
 				add("client_uri", "host %q must be the redirect_uri's host or a parent of it for a web client", cu.Hostname())
 			}
+		}
+	}
+	for _, sc := range strings.Fields(m.Scopes) {
+		if !masAllowedScope(sc) {
+			add("scopes", "scope %q is not allowed by MAS's authorization grant policy (allowed: openid, email; mxprobe adds the Matrix API and device scopes)", sc)
+		}
+	}
+	for i, c := range m.Contacts {
+		if !strings.Contains(c, "@") || strings.ContainsAny(c, " \t\n") {
+			add(fmt.Sprintf("contacts[%d]", i), "not an email address")
 		}
 	}
 	switch m.Upstream.Adapter {

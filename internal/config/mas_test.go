@@ -73,3 +73,39 @@ func TestMASValidation(t *testing.T) {
 		}
 	}
 }
+
+// MAS's policies: loopback is exactly localhost, 127.0.0.1, [::1]; scopes
+// outside the authorization grant policy are refused by name; a
+// private-use scheme gets a compat redirect URL that works.
+func TestMASRefusesWhatMASRefuses(t *testing.T) {
+	for _, tc := range []struct{ yml, want string }{
+		{"mas: {redirect_uri: 'http://127.0.0.2:9005/cb', upstream: {api_url: 'https://a.example'}}\n" + masTenant,
+			`loopback host "127.0.0.2": MAS accepts only localhost, 127.0.0.1 and [::1]`},
+		{"mas: {redirect_uri: 'http://localhost:9005/cb', scopes: 'openid profile', upstream: {api_url: 'https://a.example'}}\n" + masTenant,
+			`mas.scopes: scope "profile" is not allowed`},
+		{"mas: {redirect_uri: 'http://localhost:9005/cb', scopes: 'openid urn:synapse:admin:*', upstream: {api_url: 'https://a.example'}}\n" + masTenant,
+			`scope "urn:synapse:admin:*" is not allowed`},
+		{"mas: {redirect_uri: 'com.github://host/cb', upstream: {api_url: 'https://a.example'}}\n" + masTenant,
+			"private-use scheme redirect URI takes no host"},
+		{"mas: {redirect_uri: 'http://localhost:9005/cb', contacts: ['nobody'], upstream: {api_url: 'https://a.example'}}\n" + masTenant,
+			"mas.contacts[0]: not an email address"},
+	} {
+		_, err := parseMAS(t, tc.yml, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s\nerror %v, want %q", tc.yml, err, tc.want)
+		}
+	}
+	for _, ok := range []string{"http://localhost:9005/cb", "http://127.0.0.1:9005/cb", "http://[::1]:9005/cb"} {
+		cfg, err := parseMAS(t, "mas: {redirect_uri: '"+ok+"', upstream: {api_url: 'https://a.example'}, contacts: [ops@example.org]}\n"+masTenant, nil)
+		if err != nil || cfg.MAS.ApplicationType() != AppTypeNative {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+	cfg, err := parseMAS(t, "mas: {redirect_uri: 'com.github:/callback', upstream: {api_url: 'https://a.example'}}\n"+masTenant, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MAS.ApplicationType() != AppTypeNative || cfg.MAS.CompatRedirectURL != DefaultCompatRedirectURL {
+		t.Fatalf("private-use scheme: %s, compat %q", cfg.MAS.ApplicationType(), cfg.MAS.CompatRedirectURL)
+	}
+}

@@ -37,9 +37,12 @@ type Session struct {
 // Account is an account to log in as, with its secrets resolved.
 type Account struct {
 	// Key identifies the cached session: tenant id and role ("bot", "peer", "login").
-	Key           string
-	Tenant        string
-	Role          string
+	Key    string
+	Tenant string
+	Role   string
+	// TenantName is the tenant's display name (the bot's display name at
+	// MAS's registration when bot.display_name is not set).
+	TenantName    string
 	HomeserverURL string
 	ServerName    string
 	Config        config.Account
@@ -50,7 +53,7 @@ type Account struct {
 // NewAccount resolves an account's secrets (inline or from *_file).
 func NewAccount(tenant *config.Tenant, role string, acct config.Account) (Account, error) {
 	a := Account{
-		Key: tenant.ID + "/" + role, Tenant: tenant.ID, Role: role,
+		Key: tenant.ID + "/" + role, Tenant: tenant.ID, Role: role, TenantName: tenant.Name,
 		HomeserverURL: tenant.HomeserverURL, ServerName: tenant.ServerName, Config: acct,
 	}
 	var err error
@@ -99,6 +102,20 @@ type Method interface {
 type Refresher interface {
 	Refresh(ctx context.Context, m *Manager, acct Account, sess *Session, rec *probes.Recorder) (*Session, error)
 }
+
+// Revoker is a Method whose sessions can be ended at the server (MAS's
+// revocation_endpoint). A session a fresh login replaces is revoked, so
+// repeated logins do not pile sessions up.
+type Revoker interface {
+	Revoke(ctx context.Context, m *Manager, sess *Session) error
+}
+
+// CountRevocationPrefix prefixes the Result.Counts keys that count
+// revocations of replaced sessions: "mas_revocation:success" / ":failure".
+const CountRevocationPrefix = "mas_revocation:"
+
+// revokeTimeout bounds one revocation (best effort).
+const revokeTimeout = 5 * time.Second
 
 // Manager logs accounts in and caches their sessions. It is shared by every
 // probe and survives config reloads.
@@ -186,10 +203,12 @@ func (m *Manager) Login(ctx context.Context, acct Account, rec *probes.Recorder)
 	l := m.keyLock(acct.Key)
 	l.Lock()
 	defer l.Unlock()
-	return m.login(ctx, acct, rec)
+	return m.login(ctx, acct, rec, m.Cached(acct.Key))
 }
 
-func (m *Manager) login(ctx context.Context, acct Account, rec *probes.Recorder) (*Session, error) {
+// login logs in afresh; prev is the session the new one replaces (revoked
+// once the new one works).
+func (m *Manager) login(ctx context.Context, acct Account, rec *probes.Recorder, prev *Session) (*Session, error) {
 	meth, err := m.method(acct.Config.Method)
 	if err != nil {
 		rec.AddStep("login", 0, err)
@@ -208,7 +227,74 @@ func (m *Manager) login(ctx context.Context, acct Account, rec *probes.Recorder)
 	}
 	m.store(acct.Key, sess)
 	rec.Scrub(sess.AccessToken, sess.RefreshToken)
+	if prev != nil && prev.AccessToken != sess.AccessToken {
+		m.revokeReplaced(ctx, prev, rec)
+	}
 	return sess, nil
+}
+
+// revoker returns the Revoker of a session's method, if it has one.
+func (m *Manager) revoker(sess *Session) Revoker {
+	if sess == nil || sess.Method == "" {
+		return nil
+	}
+	meth, err := m.method(sess.Method)
+	if err != nil {
+		return nil
+	}
+	r, _ := meth.(Revoker)
+	return r
+}
+
+// revokeReplaced ends a replaced session at the server: best effort, a step
+// of its own that never fails the run, counted by result.
+func (m *Manager) revokeReplaced(ctx context.Context, prev *Session, rec *probes.Recorder) {
+	r := m.revoker(prev)
+	if r == nil {
+		return
+	}
+	rec.Scrub(prev.AccessToken, prev.RefreshToken)
+	err := rec.SoftStep(StepTokenRevoke, func() error {
+		rctx, cancel := context.WithTimeout(ctx, revokeTimeout)
+		defer cancel()
+		return r.Revoke(rctx, m, prev)
+	})
+	if err != nil {
+		rec.Count(CountRevocationPrefix+"failure", 1)
+		return
+	}
+	rec.Count(CountRevocationPrefix+"success", 1)
+	rec.Note("replaced session revoked")
+}
+
+// RevokeAll ends every held session whose method can revoke (the daemon on
+// SIGTERM, `mxprobe run` before it exits) and forgets them all. It returns
+// how many revocations succeeded and failed.
+func (m *Manager) RevokeAll(ctx context.Context) (ok, failed int) {
+	m.mu.Lock()
+	held := make(map[string]*Session, len(m.sessions))
+	for k, s := range m.sessions {
+		held[k] = s
+	}
+	m.mu.Unlock()
+	for key, s := range held {
+		l := m.keyLock(key)
+		l.Lock()
+		if m.Cached(key) == s {
+			if r := m.revoker(s); r != nil {
+				rctx, cancel := context.WithTimeout(ctx, revokeTimeout)
+				if err := r.Revoke(rctx, m, s); err != nil {
+					failed++
+				} else {
+					ok++
+				}
+				cancel()
+			}
+			m.Forget(key)
+		}
+		l.Unlock()
+	}
+	return ok, failed
 }
 
 // LoginCountPrefix prefixes the Result.Counts keys that count logins by method
@@ -230,7 +316,7 @@ func (m *Manager) Session(ctx context.Context, acct Account, rec *probes.Recorde
 	defer l.Unlock()
 	sess := m.Cached(acct.Key)
 	if sess == nil {
-		return m.login(ctx, acct, rec)
+		return m.login(ctx, acct, rec, nil)
 	}
 	rec.Scrub(acct.Password, acct.Token, sess.AccessToken, sess.RefreshToken)
 	if !sess.Expiry.IsZero() && time.Until(sess.Expiry) < m.RefreshBefore {
@@ -276,7 +362,7 @@ func (m *Manager) renew(ctx context.Context, acct Account, sess *Session, rec *p
 			}
 		}
 	}
-	return m.login(ctx, acct, rec)
+	return m.login(ctx, acct, rec, sess)
 }
 
 // Client returns a mautrix client for a session.

@@ -37,6 +37,12 @@ const (
 	ClassConsent       probes.Class = "consent"
 	ClassTokenExchange probes.Class = "token_exchange"
 	ClassTokenRefresh  probes.Class = "token_refresh"
+	// ClassPolicy: MAS's policy refused the login (a scope it does not
+	// allow, the session limit reached): its policy violation page.
+	ClassPolicy probes.Class = "policy"
+	// ClassTokenRevoke: MAS refused to revoke a replaced session (a step
+	// that never fails the run).
+	ClassTokenRevoke probes.Class = "token_revoke"
 )
 
 // Step names of the MAS logins (bounded: they are metric label values).
@@ -54,6 +60,11 @@ const (
 	StepAccountCreate     = "account_create"
 	StepConsent           = "consent"
 	StepConsentSubmit     = "consent_submit"
+	StepRegisterFinish    = "register_finish"
+	StepDisplayName       = "display_name"
+	StepDisplayNameSubmit = "display_name_submit"
+	StepPolicyViolation   = "policy_violation"
+	StepTokenRevoke       = "token_revoke"
 	StepSSORedirect       = "sso_redirect"
 	StepMASPage           = "mas_page"
 	StepTokenExchange     = "token_exchange"
@@ -273,7 +284,7 @@ func (m *MASMethod) authorize(ctx context.Context, mgr *Manager, hc *http.Client
 		return nil, err
 	}
 	h := &hopper{hc: hc, rec: rec, acct: acct, adapter: m.Upstream, target: target,
-		origins: map[string]bool{}, cachedClient: cachedClient}
+		origins: map[string]bool{}, cachedClient: cachedClient, provider: m.Config.Upstream.Provider}
 	if u, err := url.Parse(meta.AuthorizationEndpoint); err == nil {
 		h.origins[origin(u)] = true
 		h.authPath = u.Path
@@ -330,6 +341,7 @@ func (m *MASMethod) authorize(ctx context.Context, mgr *Manager, hc *http.Client
 		Extra: map[string]string{
 			"client_id": clientID, "token_endpoint": meta.TokenEndpoint,
 			"authorization_endpoint": meta.AuthorizationEndpoint, "issuer": meta.Issuer,
+			"revocation_endpoint": meta.RevocationEndpoint,
 		},
 	}
 	if err := rec.Step(StepTokenWhoami, func() error { return mgr.Whoami(ctx, acct, sess) }); err != nil {
@@ -405,6 +417,54 @@ func (m *MASMethod) Refresh(ctx context.Context, mgr *Manager, acct Account, ses
 	return ns, err
 }
 
+// Revoke implements Revoker: it ends the session at MAS's
+// revocation_endpoint (RFC 7009; MAS ends the whole OAuth 2.0 session,
+// crates/handlers/src/oauth2/revoke.rs 241-246). The refresh token is sent,
+// as it outlives the access token. MAS answers 200 for a token it no
+// longer knows.
+func (m *MASMethod) Revoke(ctx context.Context, mgr *Manager, sess *Session) error {
+	endpoint, clientID := sess.Extra["revocation_endpoint"], sess.Extra["client_id"]
+	if endpoint == "" || clientID == "" {
+		return probes.Errorf(ClassTokenRevoke, "MAS advertises no revocation_endpoint: the replaced session stays until it expires")
+	}
+	form := url.Values{"client_id": {clientID}}
+	if sess.RefreshToken != "" {
+		form.Set("token", sess.RefreshToken)
+		form.Set("token_type_hint", "refresh_token")
+	} else {
+		form.Set("token", sess.AccessToken)
+		form.Set("token_type_hint", "access_token")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return probes.Errorf(ClassDiscovery, "revocation_endpoint is not a URL")
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	resp, err := tokenClient(mgr.HTTP).Do(req)
+	if err != nil {
+		return transportError("revocation endpoint", err)
+	}
+	defer drain(resp)
+	if resp.StatusCode/100 == 2 {
+		return nil
+	}
+	var out struct {
+		Error string `json:"error"`
+	}
+	_ = json.NewDecoder(io.LimitReader(resp.Body, masBodyLimit)).Decode(&out)
+	class := ClassTokenRevoke
+	if resp.StatusCode >= 500 {
+		class = probes.ClassHTTP5xx
+	}
+	msg := safeCode(out.Error)
+	if msg == "" {
+		msg = "no error code"
+	}
+	return &probes.Error{Class: class, Status: resp.StatusCode,
+		Err: fmt.Errorf("revocation endpoint refused (HTTP %d): %s", resp.StatusCode, msg)}
+}
+
 // discover finds MAS's metadata: the homeserver's auth_metadata, its unstable
 // MSC2965 path, then MAS's own well-known document; cached with a TTL.
 func (m *MASMethod) discover(ctx context.Context, hc *http.Client, homeserver string) (AuthMetadata, string, error) {
@@ -478,7 +538,7 @@ func statusText(status int, err error) string {
 
 // registration returns the client registration body.
 func (m *MASMethod) registration() map[string]any {
-	return map[string]any{
+	r := map[string]any{
 		"client_name":                m.Config.ClientName,
 		"client_uri":                 m.Config.ClientURI,
 		"redirect_uris":              []string{m.Config.RedirectURI},
@@ -487,6 +547,10 @@ func (m *MASMethod) registration() map[string]any {
 		"token_endpoint_auth_method": "none",
 		"application_type":           m.Config.ApplicationType(),
 	}
+	if len(m.Config.Contacts) > 0 {
+		r["contacts"] = m.Config.Contacts // required by MAS v0.12 and older
+	}
+	return r
 }
 
 func (m *MASMethod) clientKey(issuer string) string {
@@ -666,7 +730,7 @@ func (c *MASCompatSSOMethod) Login(ctx context.Context, mgr *Manager, acct Accou
 	start.Path += "/_matrix/client/v3/login/sso/redirect"
 	start.RawQuery = url.Values{"redirectUrl": {target.String()}}.Encode()
 	h := &hopper{hc: hc, rec: rec, acct: acct, adapter: c.Upstream, target: target,
-		origins: map[string]bool{origin(hs): true}, learnOrigin: true}
+		origins: map[string]bool{origin(hs): true}, learnOrigin: true, provider: c.Config.Upstream.Provider}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, start.String(), nil)
 	if err != nil {
 		err := probes.Errorf(probes.ClassConfig, "homeserver URL: not a URL")

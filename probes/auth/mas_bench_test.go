@@ -110,8 +110,10 @@ func (c *emuChild) stats(b *testing.B) childStats {
 }
 
 // BenchmarkMASLogin is one full mas_oidc login (cold discovery and
-// registration caches, platform login, every MAS hop, consent, token
-// exchange, whoami) against the emulator in a child process. allocs/op,
+// registration caches, platform login, every MAS hop with the login page of
+// MAS's default configuration, consent, token exchange, whoami, and the
+// revocation of the session it replaces) against the emulator in a child
+// process. allocs/op,
 // B/op and client-cpu-ms/op are the client's; emulator-* are the emulator's
 // share of the same logins.
 func BenchmarkMASLogin(b *testing.B) {

@@ -31,7 +31,6 @@ func newMASDeployment(t *testing.T, opts masemu.Options, tenants ...string) *mas
 	d := testenv.SharedDendrite(t)
 	testenv.MarkIntegration(t, "MAS emulator in front of Dendrite")
 	opts.Dendrite = d
-	opts.PasswordsEnabled = true
 	emu, err := masemu.Start(opts)
 	if err != nil {
 		t.Fatal(err)

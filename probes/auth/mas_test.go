@@ -164,7 +164,7 @@ func TestMASLoginStableScopesWebClient(t *testing.T) {
 }
 
 func TestMASLoginFormAdapter(t *testing.T) {
-	env := newMASEnv(t, masemu.Options{UpstreamLoginForm: true}, func(c *config.MAS) {
+	env := newMASEnv(t, masemu.Options{}, func(c *config.MAS) {
 		c.Upstream = config.Upstream{Adapter: config.UpstreamForm, UsernameField: "email", PasswordField: "password"}
 	})
 	res, _ := env.login(t)
@@ -191,9 +191,9 @@ func TestMASNegative(t *testing.T) {
 	}{
 		{name: "wrong bot password", setup: func(env *masEnv) { env.acct.Password = "wrong-password" },
 			step: "upstream_login", class: auth.ClassUpstreamLogin, msg: "HTTP 422"},
-		{name: "login_required", setup: func(env *masEnv) {
+		{name: "upstream session expired", setup: func(env *masEnv) {
 			env.emu.SetFaults(masemu.Faults{UpstreamSessionExpired: true})
-		}, step: "provider_authorize", class: auth.ClassUpstreamLogin, msg: "error=login_required"},
+		}, step: "provider_authorize", class: auth.ClassUpstreamLogin, msg: "shows a login form"},
 		{name: "registration refused by policy", tweak: func(c *config.MAS) {
 			c.RedirectURI = "https://evil.example.net/cb" // not on the client_uri host
 			c.ClientURI = "https://example.org/"
@@ -201,6 +201,9 @@ func TestMASNegative(t *testing.T) {
 		{name: "consent csrf missing", setup: func(env *masEnv) {
 			env.emu.SetFaults(masemu.Faults{ConsentWithoutCSRF: true})
 		}, step: "consent", class: auth.ClassConsent, msg: "csrf"},
+		{name: "username taken at MAS", setup: func(env *masEnv) {
+			env.emu.SetMASPassword(env.acct.Config.User, "someone-else") // a MAS account already has the localpart
+		}, step: "account_create", class: auth.ClassAccountLink, msg: "This username is already taken"},
 		{name: "MAS down", setup: func(env *masEnv) { env.emu.StopMAS() },
 			step: "registration", class: probes.ClassUnreachable},
 		{name: "upstream down", setup: func(env *masEnv) { env.emu.StopUpstream() },
@@ -403,7 +406,7 @@ func TestMASCompatSSO(t *testing.T) {
 }
 
 func TestMASCompatPassword(t *testing.T) {
-	env := newMASEnv(t, masemu.Options{PasswordsEnabled: true}, nil)
+	env := newMASEnv(t, masemu.Options{}, nil)
 	env.acct.Config.Method = config.MethodMASCompatPassword
 	env.emu.SetMASPassword(env.acct.Config.User, botPassword)
 	res, _ := env.login(t)
@@ -412,7 +415,7 @@ func TestMASCompatPassword(t *testing.T) {
 	res, _ = env.login(t)
 	requireFail(t, res, "compat_login", probes.ClassAuthFailed)
 
-	off := newMASEnv(t, masemu.Options{}, nil)
+	off := newMASEnv(t, masemu.Options{PasswordsDisabled: true}, nil)
 	off.acct.Config.Method = config.MethodMASCompatPassword
 	res, _ = off.login(t)
 	requireFail(t, res, "compat_login", probes.ClassBadResponse)

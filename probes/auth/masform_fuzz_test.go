@@ -22,6 +22,10 @@ var formSeeds = []string{
 	`<form><form><input name="a" value="&amp;&#0;"></form>`,
 	`<title></title><form method=get action="//other.example/cb?x=1"><input type=text><input type=password name=""></form>`,
 	"\xff\xfe<\x00form>",
+	`<h1>Denied</h1><p class="text">policy</p><form method="POST" action="/logout"><input type="hidden" name="csrf" value="c"></form><a href="/account">x</a>`,
+	`<form method="POST"><input type="hidden" name="csrf" value="c"><input type="hidden" name="action" value="set"><input name="display_name"></form><form method="POST"><input type="hidden" name="action" value="skip"></form>`,
+	`<form method="post" action="https://mas.example/upstream/callback/01H"><input type="hidden" name="code" value="c"><input type="hidden" name="state" value="s"></form><script>document.forms[0].submit()</script>`,
+	`<form method="POST"><input type="hidden" name="csrf" value="c"><input type="hidden" name="action" value="register"><input name="username" value=""><input type="checkbox" name="import_email" checked="checked"><input type="checkbox" name="accept_terms" required></form>`,
 	``,
 }
 
@@ -57,6 +61,15 @@ func checkForms(t *testing.T, body []byte) {
 		}
 	}
 	_ = postForm(forms)
+	c := classify(parsePage(body, base))
+	for _, f := range []*HTMLForm{c.form, c.skip} {
+		if f != nil && f.postsTo("/logout") {
+			t.Fatalf("a logout form was chosen to submit: %+v", f)
+		}
+		if f != nil {
+			_ = f.browserValues()
+		}
+	}
 }
 
 func FuzzMASForm(f *testing.F) {

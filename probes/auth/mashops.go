@@ -35,12 +35,20 @@ type hopper struct {
 	learnOrigin bool
 	authPath    string
 
+	// provider chooses among the login page's upstream providers (id or
+	// name, case-insensitive; mas.upstream.provider).
+	provider string
+
 	lastStep string
 	// cachedClient: the client id came from the cache (a 400 at /authorize
 	// may mean MAS forgot it).
 	cachedClient bool
 	formLogins   int
-	posted       map[string]int
+	// seen counts the MAS pages met by kind (a form shown again after its
+	// submission carries MAS's refusal).
+	seen map[pageKind]int
+	// targetQuery is set when a page posts to the redirect URI itself.
+	targetQuery url.Values
 }
 
 // isTarget reports whether u is the redirect URI (same origin and path).
@@ -67,6 +75,13 @@ func (h *hopper) hop(u *url.URL, method string) string {
 		return StepUpstreamAuthorize
 	case strings.Contains(p, "/upstream/callback/"):
 		return StepUpstreamCallback
+	case strings.Contains(p, "/register/steps/") && strings.HasSuffix(p, "/display-name"):
+		if method == http.MethodPost {
+			return StepDisplayNameSubmit
+		}
+		return StepDisplayName
+	case strings.Contains(p, "/register/steps/"):
+		return StepRegisterFinish
 	case strings.Contains(p, "/upstream/link/"), strings.Contains(p, "/register"):
 		if method == http.MethodPost {
 			return StepAccountCreate
@@ -88,8 +103,10 @@ func hopClass(step string) probes.Class {
 	switch step {
 	case StepProviderAuthorize, StepProviderLogin:
 		return ClassUpstreamLogin
-	case StepAccountLink, StepAccountCreate:
+	case StepAccountLink, StepAccountCreate, StepRegisterFinish, StepDisplayName, StepDisplayNameSubmit:
 		return ClassAccountLink
+	case StepPolicyViolation:
+		return ClassPolicy
 	case StepConsent, StepConsentSubmit:
 		return ClassConsent
 	}
@@ -104,7 +121,7 @@ var loginRequired = map[string]bool{
 // follow performs req and what follows until the target is reached; it
 // returns the target's query parameters.
 func (h *hopper) follow(ctx context.Context, req *http.Request) (url.Values, error) {
-	h.posted = map[string]int{}
+	h.seen = map[pageKind]int{}
 	for i := 0; i < maxHops; i++ {
 		step := h.hop(req.URL, req.Method)
 		h.lastStep = step
@@ -166,7 +183,11 @@ func (h *hopper) follow(ctx context.Context, req *http.Request) (url.Values, err
 				return nil, e
 			}
 		case resp.StatusCode == http.StatusOK && isHTML(resp):
-			next, note, err := h.page(ctx, step, req.URL, body)
+			next, pstep, note, err := h.page(ctx, step, req.URL, body)
+			if pstep != "" {
+				step = pstep
+				h.lastStep = step
+			}
 			if err != nil {
 				if pe, ok := err.(*probes.Error); ok {
 					pe.Status = resp.StatusCode
@@ -177,6 +198,9 @@ func (h *hopper) follow(ctx context.Context, req *http.Request) (url.Values, err
 			h.rec.AddStep(step, d, nil)
 			h.rec.SetStatus(resp.StatusCode)
 			h.rec.Note(where + ": " + note)
+			if h.targetQuery != nil {
+				return h.targetQuery, nil
+			}
 			req = next
 		default:
 			class := hopClass(step)
@@ -231,66 +255,12 @@ func pageTitle(u *url.URL, body []byte) string {
 	return title
 }
 
-// page handles an HTML page of the chain and returns the request that
-// submits it.
-func (h *hopper) page(ctx context.Context, step string, pageURL *url.URL, body []byte) (*http.Request, string, error) {
-	forms, title := parseForms(body, pageURL)
-	f := postForm(forms)
-	if step == StepProviderAuthorize || step == StepProviderLogin {
-		h.formLogins++
-		if h.formLogins > 1 {
-			return nil, "", probes.Errorf(ClassUpstreamLogin,
-				"the provider showed its login form again: it refused the bot's credentials")
-		}
-		if f == nil {
-			return nil, "", probes.Errorf(ClassUpstreamLogin, "the provider showed a page without a login form (%s)", mxclient.Short(title))
-		}
-		vals, err := h.adapter.FillForm(f, h.acct)
-		if err != nil {
-			return nil, "", err
-		}
-		req, err := formRequest(ctx, f, vals)
-		return req, "login form filled", err
-	}
-	if f == nil {
-		return nil, "", probes.Errorf(hopClass(step), "unexpected page without a form at %s (%s)", pageURL.Path, mxclient.Short(title))
-	}
-	switch step {
-	case StepAccountLink:
-		if !f.has("csrf") || f.value("csrf") == "" {
-			return nil, "", probes.Errorf(ClassAccountLink, "the account creation form has no csrf field")
-		}
-		vals := f.hidden()
-		vals.Set("action", "register")
-		for _, in := range f.Inputs {
-			if in.Type == "checkbox" && (strings.HasPrefix(in.Name, "import_") || in.Name == "accept_terms") {
-				vals.Set(in.Name, "on")
-			}
-		}
-		note := "account creation form"
-		if f.has("accept_terms") {
-			note += ", terms accepted"
-		}
-		req, err := formRequest(ctx, f, vals)
-		return req, note, err
-	case StepConsent:
-		if !f.has("csrf") || f.value("csrf") == "" {
-			return nil, "", probes.Errorf(ClassConsent, "the consent page has no csrf field")
-		}
-		vals := f.hidden()
-		for _, in := range f.Inputs {
-			if in.Type == "button-submit" && in.Name != "" && vals.Get(in.Name) == "" {
-				vals.Set(in.Name, in.Value)
-				break
-			}
-		}
-		req, err := formRequest(ctx, f, vals)
-		return req, "consent form", err
-	}
-	return nil, "", probes.Errorf(hopClass(step), "unexpected page at %s (%s)", pageURL.Path, mxclient.Short(title))
-}
-
 func formRequest(ctx context.Context, f *HTMLForm, vals url.Values) (*http.Request, error) {
+	if f.postsTo("/logout") {
+		// Never: MAS's logout form ends the browser session and resumes the
+		// pending action, which leads back to the same page.
+		return nil, probes.Errorf(ClassPolicy, "refusing to submit a logout form")
+	}
 	if f.Method != http.MethodPost {
 		u, err := url.Parse(f.Action)
 		if err != nil {

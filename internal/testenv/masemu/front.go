@@ -20,7 +20,7 @@ func (e *Emulator) compatLogin(w http.ResponseWriter, r *http.Request) {
 			{"type": "m.login.sso", "identity_providers": []map[string]string{{"id": "oidc-" + Provider, "name": "OpenMeet"}}},
 			{"type": "m.login.token"},
 		}
-		if e.opts.PasswordsEnabled {
+		if !e.opts.PasswordsDisabled {
 			flows = append(flows, map[string]any{"type": "m.login.password"})
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"flows": flows})
@@ -48,7 +48,7 @@ func (e *Emulator) compatLogin(w http.ResponseWriter, r *http.Request) {
 	var localpart string
 	switch req.Type {
 	case "m.login.password":
-		if !e.opts.PasswordsEnabled {
+		if e.opts.PasswordsDisabled {
 			matrixError(w, http.StatusBadRequest, "M_UNKNOWN", "password login is disabled", nil)
 			return
 		}
@@ -84,8 +84,17 @@ func (e *Emulator) compatLogin(w http.ResponseWriter, r *http.Request) {
 	if device == "" {
 		device = ulid()
 	}
-	a := &accessToken{token: random("mct_"), user: localpart, device: device}
+	// A compat login on a device ends the user's earlier compat sessions of
+	// that device (crates/handlers/src/compat/login.rs 852, 980).
+	cs := &compatSession{id: ulid(), user: localpart, device: device}
+	a := &accessToken{token: random("mct_"), user: localpart, device: device, compat: cs}
 	e.mu.Lock()
+	for _, o := range e.compatSess {
+		if o.user == localpart && o.device == device {
+			o.finished = true
+		}
+	}
+	e.compatSess = append(e.compatSess, cs)
 	e.access[a.token] = a
 	e.stats.CompatLogins++
 	e.mu.Unlock()
@@ -190,16 +199,38 @@ func (e *Emulator) upStartSession(w http.ResponseWriter, u *upUser) {
 	setCookie(w, "oidc_tenant", u.tenant)
 }
 
+// upAuth is the provider's authorization endpoint: a session cookie gets a
+// code (in the query, or in an auto-posting form with response_mode
+// form_post); without one the provider shows its login form, or answers
+// login_required to prompt=none (which MAS never sends).
 func (e *Emulator) upAuth(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	ru := q.Get("redirect_uri")
-	if q.Get("client_id") != UpstreamClientID || ru != e.MASURL+"/upstream/callback/"+Provider ||
-		q.Get("response_type") != "code" || !strings.Contains(" "+q.Get("scope")+" ", " openid ") {
-		errorPage(w, http.StatusBadRequest, "Invalid authorization request", "Unknown client, redirect_uri, response_type or scope.")
+	n := 0
+	for i := 1; i <= e.opts.Providers; i++ {
+		if q.Get("client_id") == upstreamClientID(i) && ru == e.callbackURL(i) {
+			n = i
+		}
+	}
+	mode := q.Get("response_mode")
+	if n == 0 || q.Get("response_type") != "code" || !strings.Contains(" "+q.Get("scope")+" ", " openid ") ||
+		(mode != "" && mode != ResponseModeQuery && mode != ResponseModeFormPost) {
+		errorPage(w, http.StatusBadRequest, "Invalid authorization request", "Unknown client, redirect_uri, response_type, response_mode or scope.")
 		return
 	}
-	fail := func(code string) {
-		redirect(w, http.StatusFound, withQuery(ru, url.Values{"error": {code}, "state": {q.Get("state")}}))
+	answer := func(v url.Values) {
+		v.Set("state", q.Get("state"))
+		if mode == ResponseModeFormPost {
+			var p []field
+			for k, vs := range v {
+				for _, x := range vs {
+					p = append(p, field{Name: k, Value: x})
+				}
+			}
+			renderMAS(w, http.StatusOK, "form_post", formPostView{Action: ru, Params: p})
+			return
+		}
+		redirect(w, http.StatusFound, withQuery(ru, v))
 	}
 	e.mu.Lock()
 	u := e.upSessCk[cookie(r, "oidc_session")]
@@ -212,7 +243,7 @@ func (e *Emulator) upAuth(w http.ResponseWriter, r *http.Request) {
 	}
 	if u == nil {
 		if q.Get("prompt") == "none" {
-			fail("login_required")
+			answer(url.Values{"error": {"login_required"}})
 			return
 		}
 		renderPage(w, http.StatusOK, page{Title: "Sign in", Form: true, Button: "Sign in", Action: "/api/oidc/login",
@@ -221,14 +252,14 @@ func (e *Emulator) upAuth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if hint := q.Get("login_hint"); hint != "" && !strings.EqualFold(hint, u.email) {
-		fail("login_required")
+		answer(url.Values{"error": {"login_required"}})
 		return
 	}
 	c := &upCode{code: random(""), redirectURI: ru, user: u, issued: e.now()}
 	e.mu.Lock()
 	e.upCodes[c.code] = c
 	e.mu.Unlock()
-	redirect(w, http.StatusFound, withQuery(ru, url.Values{"code": {c.code}, "state": {q.Get("state")}}))
+	answer(url.Values{"code": {c.code}})
 }
 
 func (e *Emulator) upFormLogin(w http.ResponseWriter, r *http.Request) {

@@ -28,13 +28,48 @@ import (
 	"github.com/mxprobe/mxprobe/internal/testenv"
 )
 
-// Provider is the id of the one upstream provider MAS is configured with.
-const Provider = "openmeet"
+// Provider is the id of the first upstream provider (MAS provider ids are
+// ULIDs). The n-th provider's id is ProviderID(n).
+const Provider = "01J5MXPR0BE0PR0V1DER00000A"
+
+// ProviderID returns the id of the n-th provider (1-based).
+func ProviderID(n int) string {
+	if n <= 1 {
+		return Provider
+	}
+	return fmt.Sprintf("01J5MXPR0BE0PR0V1DER%05dB", n)
+}
+
+// ProviderName returns the human name of the n-th provider, as MAS's login
+// page shows it.
+func ProviderName(n int) string {
+	if n <= 1 {
+		return "OpenMeet"
+	}
+	return fmt.Sprintf("OpenMeet %d", n)
+}
 
 // UpstreamClientID is MAS's client id at the upstream provider.
 const UpstreamClientID = "mas"
 
-// Options configure an emulator.
+// Claim import actions of an upstream provider
+// (crates/config/src/sections/upstream_oauth2.rs ImportAction; the default
+// is ignore).
+const (
+	ImportIgnore  = "ignore"
+	ImportSuggest = "suggest"
+	ImportForce   = "force"
+	ImportRequire = "require"
+)
+
+// Response modes of the upstream provider's answer.
+const (
+	ResponseModeQuery    = "query"
+	ResponseModeFormPost = "form_post"
+)
+
+// Options configure an emulator. The zero value is MAS's default
+// configuration with one upstream provider.
 type Options struct {
 	// Dendrite is the homeserver behind the Matrix front. Without one, the
 	// front answers /account/whoami itself and nothing else.
@@ -46,13 +81,27 @@ type Options struct {
 	// CodeTTL is the authorization code lifetime (default 10 min, as MAS).
 	CodeTTL time.Duration
 	// NoTerms hides the terms checkbox of the account creation form (OpenMeet
-	// shows terms, so accept_terms=on is required by default).
+	// sets a terms-of-service URL, so accept_terms is required by default).
 	NoTerms bool
-	// PasswordsEnabled turns on MAS passwords for compat m.login.password.
-	PasswordsEnabled bool
-	// UpstreamLoginForm makes MAS not send prompt=none upstream, so the
-	// provider shows an HTML login form without a session (form adapter).
-	UpstreamLoginForm bool
+	// PasswordsDisabled is MAS's passwords.enabled: false. MAS enables
+	// password login by default (crates/config/src/sections/passwords.rs),
+	// which makes /login a page (with the providers as links) and serves
+	// compat m.login.password.
+	PasswordsDisabled bool
+	// Providers is the number of upstream providers (default 1). They all
+	// lead to the same platform, each with its own id and callback.
+	Providers int
+	// LocalpartImport, DisplayNameImport and EmailImport are the providers'
+	// claims_imports actions (default ignore, as MAS).
+	LocalpartImport, DisplayNameImport, EmailImport string
+	// ForwardLoginHint is the provider's forward_login_hint (default off:
+	// MAS sends no login_hint upstream).
+	ForwardLoginHint bool
+	// ResponseMode is the provider's response_mode: query (default) or
+	// form_post (the provider answers with an auto-posting form).
+	ResponseMode string
+	// SessionLimit is experimental.session_limit's soft limit (0: none).
+	SessionLimit int
 	// Now is the clock (time.Now if nil).
 	Now func() time.Time
 }
@@ -84,6 +133,8 @@ type Stats struct {
 	CodeReuse         int
 	UnknownTokenReply int
 	CompatLogins      int
+	Revocations       int
+	PolicyViolations  int
 }
 
 // Emulator is a running MAS, upstream provider and Matrix front.
@@ -101,23 +152,27 @@ type Emulator struct {
 	up   *httptest.Server
 	hs   *httptest.Server
 
-	mu      sync.Mutex
-	faults  Faults
-	stats   Stats
-	masDown bool
+	mu       sync.Mutex
+	faults   Faults
+	stats    Stats
+	masDown  bool
+	requests []string
 
-	clients     map[string]*client
-	grants      map[string]*grant
-	upSessions  map[string]*upSession
-	links       map[string]*link
-	linkBySub   map[string]string
-	users       map[string]*user // by localpart
-	sessions    map[string]string
-	codes       map[string]*authCode
-	access      map[string]*accessToken
-	refresh     map[string]*refreshToken
-	compat      map[string]*compatLogin
-	loginTokens map[string]*loginToken
+	clients       map[string]*client
+	grants        map[string]*grant
+	upSessions    map[string]*upSession
+	links         map[string]*link
+	linkBySub     map[string]string
+	users         map[string]*user // by localpart
+	sessions      map[string]string
+	registrations map[string]*registration
+	codes         map[string]*authCode
+	access        map[string]*accessToken
+	refresh       map[string]*refreshToken
+	oauthSessions []*oauthSession
+	compatSess    []*compatSession
+	compat        map[string]*compatLogin
+	loginTokens   map[string]*loginToken
 
 	upUsers    map[string]*upUser // by tenant|email
 	upSessCk   map[string]*upUser // oidc_session cookie → user
@@ -130,6 +185,7 @@ type Emulator struct {
 
 type client struct {
 	id              string
+	name            string
 	redirectURIs    []string
 	applicationType string
 }
@@ -144,18 +200,45 @@ type grant struct {
 
 type upSession struct {
 	id, state, nonce string
-	kind, contID     string // "grant" or "compat", and its id
+	provider         int
+	kind, contID     string // "continue_authorization_grant" or "continue_compat_sso_login", and its id
 	loginHint        string
 	linkID           string
+	consumed         bool
 }
 
 type link struct {
-	id, sub, email, localpart string
-	user                      string // linked MAS user (localpart), or ""
-	upSession                 string
+	id, sub                string
+	provider               int
+	email, localpart, name string // the provider's claims
+	user                   string // linked MAS user (localpart), or ""
+	upSession              string
 }
 
-type user struct{ localpart, email string }
+type user struct{ localpart, email, displayName string }
+
+// registration is a pending user registration (MAS's user_registration):
+// the finish step creates the user once every step is done.
+type registration struct {
+	id, linkID, upSession    string
+	localpart, email         string
+	displayName              string
+	hasDisplayName, finished bool
+}
+
+// oauthSession is an OAuth 2.0 session: every code exchange starts one
+// (crates/handlers/src/oauth2/token.rs 529-539); only revocation ends it.
+type oauthSession struct {
+	id, user, clientID, device, scope string
+	created                           time.Time
+	finished                          bool
+}
+
+// compatSession is a compatibility (m.login.*) session.
+type compatSession struct {
+	id, user, device string
+	finished         bool
+}
 
 type authCode struct {
 	code      string
@@ -163,7 +246,8 @@ type authCode struct {
 	user      string
 	issued    time.Time
 	used      bool
-	issuedTok []*accessToken
+	exchanged time.Time
+	session   *oauthSession
 }
 
 type accessToken struct {
@@ -171,6 +255,8 @@ type accessToken struct {
 	expires                       time.Time // zero: never
 	revoked, used                 bool
 	pair                          *refreshToken
+	session                       *oauthSession
+	compat                        *compatSession
 }
 
 type refreshToken struct {
@@ -178,6 +264,7 @@ type refreshToken struct {
 	revoked, used                        bool
 	next                                 *refreshToken
 	access                               *accessToken
+	session                              *oauthSession
 }
 
 type compatLogin struct {
@@ -192,13 +279,18 @@ type loginToken struct {
 }
 
 type upUser struct {
-	tenant, email, password, localpart string
+	tenant, email, password, localpart, name string
 }
 
 type upCode struct {
 	code, redirectURI string
 	user              *upUser
 	issued            time.Time
+}
+
+// SessionInfo describes an active session of a user (OAuth 2.0 or compat).
+type SessionInfo struct {
+	ID, Kind, ClientID, DeviceID, Scope string
 }
 
 // Start runs an emulator on loopback listeners (MAS, the provider and the
@@ -214,10 +306,29 @@ func Start(opts Options) (*Emulator, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Providers <= 0 {
+		opts.Providers = 1
+	}
+	for _, a := range []*string{&opts.LocalpartImport, &opts.DisplayNameImport, &opts.EmailImport} {
+		switch *a {
+		case "":
+			*a = ImportIgnore
+		case ImportIgnore, ImportSuggest, ImportForce, ImportRequire:
+		default:
+			return nil, fmt.Errorf("masemu: unknown import action %q", *a)
+		}
+	}
+	switch opts.ResponseMode {
+	case "":
+		opts.ResponseMode = ResponseModeQuery
+	case ResponseModeQuery, ResponseModeFormPost:
+	default:
+		return nil, fmt.Errorf("masemu: unknown response mode %q", opts.ResponseMode)
+	}
 	e := &Emulator{opts: opts,
 		clients: map[string]*client{}, grants: map[string]*grant{}, upSessions: map[string]*upSession{},
 		links: map[string]*link{}, linkBySub: map[string]string{}, users: map[string]*user{},
-		sessions: map[string]string{}, codes: map[string]*authCode{}, access: map[string]*accessToken{},
+		sessions: map[string]string{}, registrations: map[string]*registration{}, codes: map[string]*authCode{}, access: map[string]*accessToken{},
 		refresh: map[string]*refreshToken{}, compat: map[string]*compatLogin{}, loginTokens: map[string]*loginToken{},
 		upUsers: map[string]*upUser{}, upSessCk: map[string]*upUser{}, upCodes: map[string]*upCode{},
 		masPass: map[string]string{}, dendPass: map[string]string{}, dendTokens: map[string]string{},
@@ -302,7 +413,84 @@ func (e *Emulator) Stats() Stats {
 func (e *Emulator) AddUpstreamUser(tenant, email, password, localpart string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.upUsers[tenant+"|"+strings.ToLower(email)] = &upUser{tenant: tenant, email: email, password: password, localpart: localpart}
+	e.upUsers[tenant+"|"+strings.ToLower(email)] = &upUser{tenant: tenant, email: email, password: password,
+		localpart: localpart, name: "Bot of " + tenant}
+}
+
+// SetUpstreamDisplayName sets the name claim the provider sends for a
+// platform account (MAS imports it as the display name when configured).
+func (e *Emulator) SetUpstreamDisplayName(tenant, email, name string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if u := e.upUsers[tenant+"|"+strings.ToLower(email)]; u != nil {
+		u.name = name
+	}
+}
+
+// SetUpstreamLocalpart changes the preferred_username claim of a platform
+// account ("" sends none).
+func (e *Emulator) SetUpstreamLocalpart(tenant, email, localpart string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if u := e.upUsers[tenant+"|"+strings.ToLower(email)]; u != nil {
+		u.localpart = localpart
+	}
+}
+
+// UserDisplayName returns a MAS user's display name ("" when none or no user).
+func (e *Emulator) UserDisplayName(localpart string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if u := e.users[localpart]; u != nil {
+		return u.displayName
+	}
+	return ""
+}
+
+// ActiveSessions lists a user's active sessions: OAuth 2.0 sessions not
+// finished and compat sessions not finished (what MAS counts for
+// session_limit, crates/handlers/src/session.rs count_user_sessions_for_limiting).
+func (e *Emulator) ActiveSessions(localpart string) []SessionInfo {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.activeSessions(localpart)
+}
+
+// activeSessions is ActiveSessions with mu held.
+func (e *Emulator) activeSessions(localpart string) []SessionInfo {
+	var out []SessionInfo
+	for _, s := range e.oauthSessions {
+		if s.user == localpart && !s.finished {
+			out = append(out, SessionInfo{ID: s.id, Kind: "oauth2", ClientID: s.clientID, DeviceID: s.device, Scope: s.scope})
+		}
+	}
+	for _, s := range e.compatSess {
+		if s.user == localpart && !s.finished {
+			out = append(out, SessionInfo{ID: s.id, Kind: "compat", DeviceID: s.device})
+		}
+	}
+	return out
+}
+
+// Requests returns the log of requests MAS served, as "METHOD /path".
+func (e *Emulator) Requests() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.requests...)
+}
+
+// LinkUpstreamUser creates a MAS account for a platform account and links it
+// to the n-th provider, as if the account had logged in before.
+func (e *Emulator) LinkUpstreamUser(tenant, email string, provider int, localpart string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	u := e.upUsers[tenant+"|"+strings.ToLower(email)]
+	if u == nil {
+		return
+	}
+	l := e.linkOf(provider, u)
+	e.users[localpart] = &user{localpart: localpart, email: u.email, displayName: u.name}
+	l.user = localpart
 }
 
 // SetUpstreamPassword changes a platform account's password (a rotated bot password).

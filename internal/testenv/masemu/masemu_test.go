@@ -166,24 +166,74 @@ func authorizeURL(e *Emulator, client string, mod func(url.Values)) string {
 	return e.MASURL + "/authorize?" + v.Encode()
 }
 
-// flow runs a login up to the redirect to the redirect URI and returns its
-// query; it stops early (returning nil) when stop says so.
-func flow(t *testing.T, e *Emulator, b *browser, authURL string) url.Values {
+var (
+	providerLinkRe = regexp.MustCompile(`href="(/upstream/authorize/[^"]+)"`)
+	actionRe       = regexp.MustCompile(`name="action" value="([a-z]+)"`)
+)
+
+// browse acts on MAS pages as a person would (follow the provider link of
+// the login page, fill the registration form, skip the display name, agree
+// to consent) until a redirect leaves the pages or a page is none of those.
+func browse(t *testing.T, e *Emulator, b *browser, resp *http.Response, body string) (*http.Response, string) {
+	t.Helper()
+	for i := 0; i < 10 && resp.StatusCode == 200; i++ {
+		here := resp.Request.URL.String()
+		switch {
+		case providerLinkRe.MatchString(body):
+			resp, body = b.get(e.MASURL + html.UnescapeString(providerLinkRe.FindStringSubmatch(body)[1]))
+		case strings.Contains(body, `value="register"`):
+			form := url.Values{"csrf": {csrfOf(body)}, "action": {"register"}, "accept_terms": {"on"}}
+			if strings.Contains(body, `name="username"`) && !strings.Contains(body, `name="username" id="username" class="cpd-text-control" type="text" autocomplete="username" value="`+localpart) {
+				form.Set("username", localpart)
+			} else {
+				form.Set("username", localpart)
+			}
+			resp, body = b.post(here, form)
+		case strings.Contains(body, `value="skip"`):
+			resp, body = b.post(here, url.Values{"csrf": {csrfOf(body)}, "action": {"skip"}})
+		case strings.Contains(resp.Request.URL.Path, "/consent/") && !actionRe.MatchString(body) && csrfOf(body) != "" &&
+			!strings.Contains(body, "denied by the policy") && !strings.Contains(body, "Device limit"):
+			resp, body = b.post(here, url.Values{"csrf": {csrfOf(body)}})
+		case strings.Contains(resp.Request.URL.Path, "/complete-compat-sso/"):
+			resp, body = b.post(here, url.Values{"csrf": {csrfOf(body)}})
+		default:
+			return resp, body
+		}
+	}
+	return resp, body
+}
+
+// viaLogin follows the login page's (first) provider link, as a browser
+// user clicking "Continue with OpenMeet".
+func viaLogin(t *testing.T, e *Emulator, b *browser, resp *http.Response, body string) (*http.Response, string) {
+	t.Helper()
+	if !strings.HasSuffix(resp.Request.URL.Path, "/login") {
+		return resp, body
+	}
+	m := providerLinkRe.FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("login page without a provider link: %s", body)
+	}
+	return b.get(e.MASURL + html.UnescapeString(m[1]))
+}
+
+// platformLogin logs the browser in at the platform.
+func platformLogin(t *testing.T, e *Emulator, b *browser) {
 	t.Helper()
 	resp, _ := b.postJSON(e.UpstreamURL+"/api/v1/auth/email/login", map[string]string{"email": email, "password": password},
 		map[string]string{"x-tenant-id": tenant})
 	if resp.StatusCode != 200 {
 		t.Fatalf("platform login: %d", resp.StatusCode)
 	}
+}
+
+// flow runs a login up to the redirect to the redirect URI and returns its
+// query.
+func flow(t *testing.T, e *Emulator, b *browser, authURL string) url.Values {
+	t.Helper()
+	platformLogin(t, e, b)
 	resp, body := b.get(authURL)
-	for i := 0; i < 5 && resp.StatusCode == 200; i++ {
-		form := url.Values{"csrf": {csrfOf(body)}}
-		if strings.Contains(body, "accept_terms") {
-			form.Set("action", "register")
-			form.Set("accept_terms", "on")
-		}
-		resp, body = b.post(resp.Request.URL.String(), form)
-	}
+	resp, body = browse(t, e, b, resp, body)
 	if resp.StatusCode/100 != 3 {
 		t.Fatalf("flow ended with HTTP %d at %s: %s", resp.StatusCode, resp.Request.URL.Path, body)
 	}
@@ -275,13 +325,6 @@ func TestAuthorizeRules(t *testing.T) {
 		mod  func(url.Values)
 		code string
 	}{
-		"mixed scopes": {func(v url.Values) {
-			v.Set("scope", "openid urn:matrix:client:api:* urn:matrix:org.matrix.msc2967.client:device:"+deviceID)
-		}, "invalid_scope"},
-		"two devices": {func(v url.Values) {
-			v.Set("scope", "openid urn:matrix:client:api:* urn:matrix:client:device:AAAAAAAAAA urn:matrix:client:device:BBBBBBBBBB")
-		}, "invalid_scope"},
-		"device without api":  {func(v url.Values) { v.Set("scope", "openid urn:matrix:client:device:"+deviceID) }, "invalid_scope"},
 		"token response type": {func(v url.Values) { v.Set("response_type", "token") }, "unsupported_response_type"},
 		"prompt none":         {func(v url.Values) { v.Set("prompt", "none") }, "login_required"},
 	} {
@@ -303,25 +346,22 @@ func TestFlowRulesCookiesCSRFDevice(t *testing.T) {
 		t.Fatalf("flow: %v", q)
 	}
 
-	// A device id under 10 characters is refused at consent.
+	// A device id under 10 characters is refused at consent by the policy.
 	b := newBrowser(t)
-	resp, _ := b.postJSON(e.UpstreamURL+"/api/v1/auth/email/login", map[string]string{"email": email, "password": password},
-		map[string]string{"x-tenant-id": tenant})
-	if resp.StatusCode != 200 {
-		t.Fatal(resp.Status)
-	}
+	platformLogin(t, e, b)
 	resp, body := b.get(authorizeURL(e, client, func(v url.Values) {
 		v.Set("scope", "openid urn:matrix:org.matrix.msc2967.client:api:* urn:matrix:org.matrix.msc2967.client:device:SHORT")
 	}))
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(resp.Request.URL.Path, "/consent/") || !strings.Contains(body, "device ID") {
+	resp, body = viaLogin(t, e, b, resp, body)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Request.URL.Path, "/consent/") || !strings.Contains(body, "denied by the policy") {
 		t.Errorf("short device id: HTTP %d at %s", resp.StatusCode, resp.Request.URL.Path)
 	}
 
 	// Consent without csrf, or with a wrong one: refused.
 	b = newBrowser(t)
-	b.postJSON(e.UpstreamURL+"/api/v1/auth/email/login", map[string]string{"email": email, "password": password},
-		map[string]string{"x-tenant-id": tenant})
+	platformLogin(t, e, b)
 	resp, body = b.get(authorizeURL(e, client, nil))
+	resp, body = viaLogin(t, e, b, resp, body)
 	if resp.StatusCode != 200 || !strings.Contains(resp.Request.URL.Path, "/consent/") {
 		t.Fatalf("second login should land on consent: %d %s", resp.StatusCode, resp.Request.URL.Path)
 	}
@@ -350,21 +390,30 @@ func TestAccountCreationForm(t *testing.T) {
 	e, _ := start(t, Options{})
 	client := clientID(t, e)
 	b := newBrowser(t)
-	b.postJSON(e.UpstreamURL+"/api/v1/auth/email/login", map[string]string{"email": email, "password": password},
-		map[string]string{"x-tenant-id": tenant})
+	platformLogin(t, e, b)
 	resp, body := b.get(authorizeURL(e, client, nil))
+	resp, body = viaLogin(t, e, b, resp, body)
 	if !strings.Contains(resp.Request.URL.Path, "/upstream/link/") || !strings.Contains(body, "accept_terms") {
 		t.Fatalf("expected the account creation form, got %s", resp.Request.URL.Path)
 	}
 	link := resp.Request.URL.String()
 	csrf := csrfOf(body)
-	for name, form := range map[string]url.Values{
-		"no csrf":          {"action": {"register"}, "accept_terms": {"on"}},
-		"terms not agreed": {"csrf": {csrf}, "action": {"register"}},
-		"no action":        {"csrf": {csrf}, "accept_terms": {"on"}},
+	// Missing csrf or action: an error; the username missing or invalid, or
+	// the terms not ticked: the form again with MAS's message (link.rs
+	// 1059-1062, 1086).
+	for name, tc := range map[string]struct {
+		form   url.Values
+		status int
+		msg    string
+	}{
+		"no csrf":          {url.Values{"action": {"register"}, "accept_terms": {"on"}, "username": {localpart}}, 400, "CSRF"},
+		"no action":        {url.Values{"csrf": {csrf}, "accept_terms": {"on"}, "username": {localpart}}, 400, "action"},
+		"terms not agreed": {url.Values{"csrf": {csrf}, "action": {"register"}, "username": {localpart}}, 200, "terms of service"},
+		"empty username":   {url.Values{"csrf": {csrf}, "action": {"register"}, "accept_terms": {"on"}}, 200, "This field is required"},
+		"invalid username": {url.Values{"csrf": {csrf}, "action": {"register"}, "accept_terms": {"on"}, "username": {"Bot Acme"}}, 200, "invalid characters"},
 	} {
-		if resp, _ := b.post(link, form); resp.StatusCode != http.StatusBadRequest {
-			t.Errorf("%s: HTTP %d", name, resp.StatusCode)
+		if resp, body := b.post(link, tc.form); resp.StatusCode != tc.status || !strings.Contains(body, tc.msg) {
+			t.Errorf("%s: HTTP %d, want %d with %q", name, resp.StatusCode, tc.status, tc.msg)
 		}
 	}
 	if e.HasUser(localpart) {
@@ -397,10 +446,16 @@ func TestTokenEndpointRules(t *testing.T) {
 	if st != 200 || !strings.HasPrefix(tok["access_token"].(string), "mat_") || tok["expires_in"].(float64) != 2 {
 		t.Fatalf("exchange: %d %v", st, tok)
 	}
+	// A replay within 20 s is refused and nothing more; after 20 s it ends
+	// the session the code started (token.rs 456-471).
 	expect("code reused", codeGrant(client, c), 400, "invalid_grant")
-	// The replay ended what the code issued.
+	if front(t, e, tok["access_token"].(string)) != 200 {
+		t.Error("a replay within 20 s ended the session")
+	}
+	clk.add(21 * time.Second)
+	expect("code reused after 20 s", codeGrant(client, c), 400, "invalid_grant")
 	if front(t, e, tok["access_token"].(string)) != http.StatusUnauthorized {
-		t.Error("tokens of a replayed code still work")
+		t.Error("tokens of a code replayed after 20 s still work")
 	}
 
 	f = codeGrant(client, code())
@@ -529,7 +584,7 @@ func TestUpstreamProviderRules(t *testing.T) {
 }
 
 func TestCompatRules(t *testing.T) {
-	e, _ := start(t, Options{})
+	e, _ := start(t, Options{PasswordsDisabled: true})
 	b := newBrowser(t)
 	resp, _ := b.postJSON(e.HomeserverURL+"/_matrix/client/v3/login", map[string]any{"type": "m.login.password",
 		"identifier": map[string]string{"type": "m.id.user", "user": localpart}, "password": password}, nil)
@@ -540,9 +595,7 @@ func TestCompatRules(t *testing.T) {
 	b.postJSON(e.UpstreamURL+"/api/v1/auth/email/login", map[string]string{"email": email, "password": password},
 		map[string]string{"x-tenant-id": tenant})
 	resp, body := b.get(e.HomeserverURL + "/_matrix/client/v3/login/sso/redirect?redirectUrl=" + url.QueryEscape("http://localhost/sso"))
-	for i := 0; i < 3 && resp.StatusCode == 200; i++ {
-		resp, body = b.post(resp.Request.URL.String(), url.Values{"csrf": {csrfOf(body)}, "action": {"register"}, "accept_terms": {"on"}})
-	}
+	resp, body = browse(t, e, b, resp, body)
 	loc, _ := resp.Location()
 	if loc == nil || loc.Query().Get("loginToken") == "" {
 		t.Fatalf("no loginToken: %d %s", resp.StatusCode, body)
@@ -558,13 +611,14 @@ func TestCompatRules(t *testing.T) {
 }
 
 func TestMoreFormAndTokenRules(t *testing.T) {
-	e, _ := start(t, Options{UpstreamLoginForm: true})
+	e, _ := start(t, Options{})
 	client := clientID(t, e)
 
 	// The provider's HTML login form: csrf required, a wrong password shows
 	// the form again, the right one continues to MAS.
 	b := newBrowser(t)
 	resp, body := b.get(authorizeURL(e, client, nil))
+	resp, body = viaLogin(t, e, b, resp, body)
 	if resp.StatusCode != 200 || !strings.HasSuffix(resp.Request.URL.Path, "/api/oidc/auth") || !strings.Contains(body, `type="password"`) {
 		t.Fatalf("no provider login form: %d %s", resp.StatusCode, resp.Request.URL)
 	}

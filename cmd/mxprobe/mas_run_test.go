@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mxprobe/mxprobe/internal/testenv"
+	"github.com/mxprobe/mxprobe/internal/testenv/masemu"
+	"github.com/mxprobe/mxprobe/probes"
+)
+
+func masConfig(emu *masemu.Emulator, user, email, pw, schedule string) string {
+	return fmt.Sprintf(`global:
+  homeserver_url: %s
+  server_name: %s
+  jitter: 0
+  shutdown_grace: 2s
+mas:
+  public_url: %s
+  redirect_uri: http://localhost:9005/auth/matrix/callback
+  upstream: {adapter: openmeet, api_url: %s}
+tenants:
+  - id: masdemo
+    name: Demo tenant
+    bot: {method: mas_oidc, user: %s, email: %s, password: %s}
+probes:
+  - name: login
+    type: login
+    schedule: %q
+    timeout: 10s
+`, emu.HomeserverURL, emu.ServerName, emu.MASURL, emu.UpstreamURL, user, email, pw, schedule)
+}
+
+// Ten consecutive `mxprobe run login` processes leave at most 2 active MAS
+// sessions for the bot: each run revokes the session it created before it
+// exits. The first run meets the login page, the registration and the
+// display-name step.
+func TestRunLoginRevokesItsMASSession(t *testing.T) {
+	emu, err := masemu.Start(masemu.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emu.Close)
+	const user, email, pw = "openmeet-bot-masdemo", "bot-masdemo@openmeet.net", "platform-pw"
+	emu.AddUpstreamUser("masdemo", email, pw, user)
+	cfg := writeFile(t, "mas.yml", masConfig(emu, user, email, pw, "@every 1m"))
+	bin := testenv.BuildMxprobe(t)
+	for i := 0; i < 10; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		cmd := exec.CommandContext(ctx, bin, "run", "login", "--tenant", "masdemo", "--config.file", cfg)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		cancel()
+		out := stdout.String()
+		if err != nil {
+			t.Fatalf("run %d: %v\n%s\n%s", i, err, out, stderr.String())
+		}
+		if i == 0 {
+			t.Logf("first run:\n%s", out)
+			for _, want := range []string{"mas_login", "login page: provider OpenMeet", "account_create", "display_name", "display name set"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("first run does not show %q:\n%s", want, out)
+				}
+			}
+		}
+		if n := len(emu.ActiveSessions(user)); n > 2 {
+			t.Fatalf("after run %d: %d active sessions", i+1, n)
+		}
+	}
+	if n := len(emu.ActiveSessions(user)); n != 0 {
+		t.Errorf("%d active sessions after 10 runs, want 0 (each run revokes its own)", n)
+	}
+	if got := emu.UserDisplayName(user); got != "Demo tenant" {
+		t.Errorf("display name %q, want the tenant's name", got)
+	}
+}
+
+// The daemon's scheduled logins replace and revoke their sessions, and on
+// shutdown (SIGTERM) the daemon revokes what it holds.
+func TestDaemonRevokesMASSessionsOnShutdown(t *testing.T) {
+	emu, err := masemu.Start(masemu.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emu.Close)
+	const user, email, pw = "openmeet-bot-masdemo", "bot-masdemo@openmeet.net", "platform-pw"
+	emu.AddUpstreamUser("masdemo", email, pw, user)
+	d, err := newDaemon(&cli{configFile: writeFile(t, "mas.yml", masConfig(emu, user, email, pw, "@every 1s"))}, discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.reload(); err != nil {
+		t.Fatal(err)
+	}
+	recent := func() []probes.Result { e, _ := d.history.Get("login", "masdemo"); return e.Recent }
+	waitFor(t, "three scheduled logins", 30*time.Second, func() bool { return len(recent()) >= 3 })
+	for _, r := range recent() {
+		if r.Outcome != probes.OutcomeSuccess {
+			t.Fatalf("login failed at %s (%s): %s", r.Step, r.Class, r.Error)
+		}
+	}
+	if n := len(emu.ActiveSessions(user)); n > 2 {
+		t.Errorf("%d active sessions while the daemon runs", n)
+	}
+	d.shutdown()
+	if n := len(emu.ActiveSessions(user)); n != 0 {
+		t.Errorf("%d active sessions after shutdown, want 0", n)
+	}
+}

@@ -1,0 +1,188 @@
+package masemu
+
+import (
+	"net/http"
+	"time"
+)
+
+// codeReplayWindow: a replayed code ends the session it started only when
+// the replay comes more than 20 s after the exchange
+// (crates/handlers/src/oauth2/token.rs 456-471).
+const codeReplayWindow = 20 * time.Second
+
+// token is POST /oauth2/token (crates/handlers/src/oauth2/token.rs).
+func (e *Emulator) token(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		oauthError(w, http.StatusBadRequest, "invalid_request", "unreadable form")
+		return
+	}
+	f := r.PostForm
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := e.clients[f.Get("client_id")]
+	if c == nil {
+		oauthError(w, http.StatusUnauthorized, "invalid_client", "unknown client")
+		return
+	}
+	switch f.Get("grant_type") {
+	case "authorization_code":
+		ac := e.codes[f.Get("code")]
+		switch {
+		case ac == nil:
+			oauthError(w, http.StatusBadRequest, "invalid_grant", "unknown code")
+			return
+		case ac.used:
+			e.stats.CodeReuse++
+			if ac.session != nil && e.now().Sub(ac.exchanged) > codeReplayWindow {
+				ac.session.finished = true // "Ending potentially compromised session"
+			}
+			oauthError(w, http.StatusBadRequest, "invalid_grant", "the code was already used")
+			return
+		case e.now().Sub(ac.issued) > e.opts.CodeTTL:
+			oauthError(w, http.StatusBadRequest, "invalid_grant", "the code has expired")
+			return
+		case ac.grant.clientID != c.id:
+			oauthError(w, http.StatusBadRequest, "invalid_grant", "the code was issued to another client")
+			return
+		case f.Get("redirect_uri") != ac.grant.redirectURI:
+			oauthError(w, http.StatusBadRequest, "invalid_grant", "redirect_uri does not match")
+			return
+		}
+		verifier := f.Get("code_verifier")
+		switch {
+		case ac.grant.challenge != "" && verifier == "":
+			oauthError(w, http.StatusBadRequest, "invalid_request", "code_verifier is required")
+			return
+		case ac.grant.challenge == "" && verifier != "":
+			oauthError(w, http.StatusBadRequest, "invalid_request", "code_verifier without a code_challenge")
+			return
+		case ac.grant.challenge != "":
+			want := verifier
+			if ac.grant.challengeMethod == "S256" {
+				want = s256(verifier)
+			}
+			if want != ac.grant.challenge {
+				ac.used = true
+				oauthError(w, http.StatusBadRequest, "invalid_grant", "PKCE verification failed")
+				return
+			}
+		}
+		// Every exchange starts a new OAuth 2.0 session (token.rs 529-539).
+		s := &oauthSession{id: ulid(), user: ac.user, clientID: c.id, device: ac.grant.device,
+			scope: ac.grant.scope, created: e.now()}
+		e.oauthSessions = append(e.oauthSessions, s)
+		ac.used, ac.exchanged, ac.session = true, e.now(), s
+		a, rt := e.issue(s)
+		e.tokenResponse(w, a, rt, s.scope)
+	case "refresh_token":
+		old := e.refresh[f.Get("refresh_token")]
+		switch {
+		case old == nil || old.revoked || old.session.finished:
+			e.stats.RefreshRejected++
+			oauthError(w, http.StatusBadRequest, "invalid_grant", "unknown or revoked refresh token")
+			return
+		case old.clientID != c.id:
+			e.stats.RefreshRejected++
+			oauthError(w, http.StatusBadRequest, "invalid_grant", "the refresh token belongs to another client")
+			return
+		}
+		if old.used {
+			// token.rs 672-761: a consumed token is a replay unless its
+			// successor pair was never used (a lost answer: revoke it and
+			// issue again).
+			next := old.next
+			if next == nil || next.used || next.revoked || (next.access != nil && next.access.used) {
+				e.stats.RefreshRejected++
+				oauthError(w, http.StatusBadRequest, "invalid_grant", "the refresh token was already used")
+				return
+			}
+			next.revoked = true
+			if next.access != nil {
+				next.access.revoked = true
+			}
+		}
+		a, rt := e.issue(old.session)
+		old.used, old.next = true, rt
+		// The previous access token is revoked with the rotation
+		// (token.rs 776-785).
+		if old.access != nil {
+			old.access.revoked = true
+		}
+		e.stats.Refreshes++
+		e.tokenResponse(w, a, rt, old.scope)
+	default:
+		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "")
+	}
+}
+
+// issue makes an access/refresh pair of a session (mu held).
+func (e *Emulator) issue(s *oauthSession) (*accessToken, *refreshToken) {
+	a := &accessToken{token: random("mat_"), user: s.user, device: s.device, clientID: s.clientID,
+		expires: e.now().Add(e.opts.AccessTTL), session: s}
+	rt := &refreshToken{token: random("mar_"), user: s.user, device: s.device, clientID: s.clientID, scope: s.scope,
+		access: a, session: s}
+	a.pair = rt
+	e.access[a.token] = a
+	e.refresh[rt.token] = rt
+	e.stats.TokensIssued++
+	return a, rt
+}
+
+func (e *Emulator) tokenResponse(w http.ResponseWriter, a *accessToken, rt *refreshToken, scope string) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"access_token": a.token, "token_type": "Bearer", "expires_in": int(e.opts.AccessTTL / time.Second),
+		"refresh_token": rt.token, "scope": scope,
+	})
+}
+
+// revoke is POST /oauth2/revoke (crates/handlers/src/oauth2/revoke.rs): a
+// public client names itself with client_id; a valid access or refresh
+// token ends its whole session (241-246); an unknown or dead token is a
+// 200 all the same; another client's token is unauthorized_client.
+func (e *Emulator) revoke(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		oauthError(w, http.StatusBadRequest, "invalid_request", "")
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := e.clients[r.PostForm.Get("client_id")]
+	if c == nil {
+		oauthError(w, http.StatusUnauthorized, "invalid_client", "unknown client")
+		return
+	}
+	t, hint := r.PostForm.Get("token"), r.PostForm.Get("token_type_hint")
+	var s *oauthSession
+	if a := e.access[t]; a != nil && hint != "refresh_token" && a.session != nil &&
+		!a.revoked && (a.expires.IsZero() || e.now().Before(a.expires)) {
+		s = a.session
+	}
+	if rt := e.refresh[t]; rt != nil && hint != "access_token" && !rt.revoked && !rt.used {
+		s = rt.session
+	}
+	if s == nil || s.finished {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	if s.clientID != c.id {
+		oauthError(w, http.StatusUnauthorized, "unauthorized_client", "")
+		return
+	}
+	s.finished = true
+	e.stats.Revocations++
+	w.WriteHeader(http.StatusOK)
+}
+
+// lookupToken checks an access token for the Matrix front (marks it used).
+func (e *Emulator) lookupToken(t string) (*accessToken, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a := e.access[t]
+	if a == nil || a.revoked || (!a.expires.IsZero() && !e.now().Before(a.expires)) ||
+		(a.session != nil && a.session.finished) || (a.compat != nil && a.compat.finished) {
+		e.stats.UnknownTokenReply++
+		return nil, false
+	}
+	a.used = true
+	return a, true
+}
