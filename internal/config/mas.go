@@ -50,6 +50,10 @@ type Upstream struct {
 	Adapter string `yaml:"adapter" json:"adapter"`
 	// APIURL is the platform API base for the openmeet adapter.
 	APIURL string `yaml:"api_url" json:"api_url"`
+	// Origin is the provider's origin (scheme://host[:port]): the only
+	// origin whose login form may receive the bot's password (form
+	// adapter). Default: the origin of APIURL.
+	Origin string `yaml:"origin" json:"origin"`
 	// TenantHeader overrides the x-tenant-id value (default: the tenant id).
 	TenantHeader string `yaml:"tenant_id" json:"tenant_id"`
 	// Provider chooses the upstream provider on MAS's login page when it
@@ -100,6 +104,29 @@ func IsLoopbackHost(host string) bool {
 		return true
 	}
 	return false
+}
+
+// PlainHTTPHost reports whether plain http to host stays on this machine:
+// localhost, an IPv4 loopback address (127.0.0.0/8) or [::1]. The bot's
+// password and the login flow's secrets go over http only to such hosts.
+func PlainHTTPHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// secretURLError says why the bot's password must not go to s (nil: it may).
+func secretURLError(s string) error {
+	if err := checkURL(s); err != nil {
+		return err
+	}
+	u, _ := url.Parse(s)
+	if u.Scheme != "https" && !PlainHTTPHost(u.Hostname()) {
+		return fmt.Errorf("the bot's password goes there: must be https (plain http only on localhost, 127.0.0.0/8 or [::1])")
+	}
+	return nil
 }
 
 // isLoopbackAddress reports whether host is any loopback address or name.
@@ -243,8 +270,15 @@ func validateMAS(c *Config) Errors {
 		add("upstream.adapter", "unknown adapter %q (known: openmeet, form)", m.Upstream.Adapter)
 	}
 	if m.Upstream.APIURL != "" {
-		if err := checkURL(m.Upstream.APIURL); err != nil {
+		if err := secretURLError(m.Upstream.APIURL); err != nil {
 			add("upstream.api_url", "%v", err)
+		}
+	}
+	if m.Upstream.Origin != "" {
+		if err := secretURLError(m.Upstream.Origin); err != nil {
+			add("upstream.origin", "%v", err)
+		} else if u, _ := url.Parse(m.Upstream.Origin); (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+			add("upstream.origin", "an origin is scheme://host[:port], without a path or query")
 		}
 	}
 	if m.CompatRedirectURL != "" {
@@ -255,6 +289,9 @@ func validateMAS(c *Config) Errors {
 	oidc, sso := c.usesMAS()
 	if (oidc || sso) && m.Upstream.Adapter == UpstreamOpenMeet && m.Upstream.APIURL == "" {
 		add("upstream.api_url", "missing: the openmeet adapter logs the bot in at the platform API")
+	}
+	if (oidc || sso) && m.Upstream.Adapter == UpstreamForm && m.Upstream.Origin == "" && m.Upstream.APIURL == "" {
+		add("upstream.origin", "missing: the form adapter submits the bot's password only to the provider's origin (upstream.origin, or upstream.api_url's)")
 	}
 	if oidc && m.ClientURI == "" {
 		add("client_uri", "missing (needed for client registration)")

@@ -38,7 +38,7 @@ func TestMASDefaultsNativeFromEnv(t *testing.T) {
 func TestMASWebClientURIDerived(t *testing.T) {
 	cfg, err := parseMAS(t, `mas:
   redirect_uri: https://bots.example.org/cb
-  upstream: {adapter: form}
+  upstream: {adapter: form, origin: 'https://login.example.org'}
 `+masTenant, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -60,6 +60,10 @@ func TestMASValidation(t *testing.T) {
 		{"mas: {redirect_uri: 'http://localhost:9005/cb', upstream: {adapter: saml, api_url: 'https://a.example'}}\n" + masTenant, "unknown adapter"},
 		{"mas: {upstream: {api_url: 'https://a.example'}}\n" + masTenant, "needs mas.redirect_uri"},
 		{"mas: {public_url: 'ftp://mas', redirect_uri: 'http://localhost:9005/cb', upstream: {api_url: 'https://a.example'}}\n" + masTenant, "mas.public_url"},
+		{"mas: {redirect_uri: 'http://localhost:9005/cb', upstream: {api_url: 'http://api.example.org'}}\n" + masTenant, "mas.upstream.api_url: the bot's password goes there: must be https"},
+		{"mas: {redirect_uri: 'http://localhost:9005/cb', upstream: {adapter: form}}\n" + masTenant, "mas.upstream.origin: missing"},
+		{"mas: {redirect_uri: 'http://localhost:9005/cb', upstream: {adapter: form, origin: 'http://login.example.org'}}\n" + masTenant, "mas.upstream.origin: the bot's password goes there: must be https"},
+		{"mas: {redirect_uri: 'http://localhost:9005/cb', upstream: {adapter: form, origin: 'https://login.example.org/sign-in'}}\n" + masTenant, "without a path"},
 	} {
 		_, err := parseMAS(t, tc.yml, nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

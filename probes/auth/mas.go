@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
 	"strings"
 	"sync"
@@ -160,15 +159,15 @@ func (m *MASMethod) ttl() time.Duration {
 	return time.Hour
 }
 
-// flowClient is an HTTP client with its own cookie jar that never follows
-// redirects, on the manager's transport.
+// flowClient is an HTTP client with its own cookie jar (one per login,
+// scoped by origin: originJar) that never follows redirects (the hopper
+// follows them under the flow's rules), on the manager's transport.
 func flowClient(base *http.Client) *http.Client {
-	jar, _ := cookiejar.New(nil)
 	var tr http.RoundTripper
 	if base != nil {
 		tr = base.Transport
 	}
-	return &http.Client{Transport: tr, Jar: jar,
+	return &http.Client{Transport: tr, Jar: newOriginJar(),
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
@@ -284,7 +283,8 @@ func (m *MASMethod) authorize(ctx context.Context, mgr *Manager, hc *http.Client
 		return nil, err
 	}
 	h := &hopper{hc: hc, rec: rec, acct: acct, adapter: m.Upstream, target: target,
-		origins: map[string]bool{}, cachedClient: cachedClient, provider: m.Config.Upstream.Provider}
+		origins: map[string]bool{}, cachedClient: cachedClient, provider: m.Config.Upstream.Provider,
+		passwordOrigins: passwordOrigins(m.Config.Upstream)}
 	if u, err := url.Parse(meta.AuthorizationEndpoint); err == nil {
 		h.origins[origin(u)] = true
 		h.authPath = u.Path
@@ -350,12 +350,11 @@ func (m *MASMethod) authorize(ctx context.Context, mgr *Manager, hc *http.Client
 	return sess, nil
 }
 
-// tokenClient is the HTTP client for the token endpoint (no cookies needed).
+// tokenClient is the HTTP client for MAS's JSON endpoints (discovery,
+// registration, token, revocation): no cookies, and no redirect followed
+// (a code, refresh token or registration never goes to another URL).
 func tokenClient(base *http.Client) *http.Client {
-	if base == nil {
-		return http.DefaultClient
-	}
-	return base
+	return noRedirects(base)
 }
 
 // tokenError classifies an OAuth token endpoint error without echoing its body.
@@ -509,7 +508,12 @@ func (m *MASMethod) discover(ctx context.Context, hc *http.Client, homeserver st
 		if ctx.Err() != nil {
 			return AuthMetadata{}, "", probes.WithClass(probes.Classify(ctx.Err()), ctx.Err())
 		}
-		tried = append(tried, fmt.Sprintf("%s %s", c.source, statusText(status, err)))
+		var rr *redirectRefused
+		if errors.As(err, &rr) {
+			tried = append(tried, fmt.Sprintf("%s HTTP %d redirect to %s not followed", c.source, rr.status, rr.to))
+		} else {
+			tried = append(tried, fmt.Sprintf("%s %s", c.source, statusText(status, err)))
+		}
 		if firstErr == nil && status != http.StatusNotFound && status != http.StatusMethodNotAllowed && status != http.StatusBadRequest {
 			firstErr = err
 		}
@@ -519,8 +523,12 @@ func (m *MASMethod) discover(ctx context.Context, hc *http.Client, homeserver st
 	}
 	if firstErr != nil {
 		class := probes.Classify(firstErr)
+		var rr *redirectRefused
 		if class == probes.ClassInternal || class == probes.ClassBadResponse || class == probes.ClassNotFound {
 			class = ClassDiscovery
+		}
+		if errors.As(firstErr, &rr) {
+			class = probes.ClassBadResponse // a redirect, not followed
 		}
 		return AuthMetadata{}, "", &probes.Error{Class: class, Status: probes.StatusOf(firstErr),
 			Err: fmt.Errorf("no usable auth metadata: %s", strings.Join(tried, "; "))}
@@ -631,6 +639,9 @@ func getJSON(ctx context.Context, hc *http.Client, u string, out any) (int, erro
 		return 0, transportError(redactURL(req.URL), err)
 	}
 	defer drain(resp)
+	if resp.StatusCode/100 == 3 {
+		return resp.StatusCode, refusedRedirect(req, resp)
+	}
 	if resp.StatusCode/100 != 2 {
 		return resp.StatusCode, &probes.Error{Class: probes.ClassForStatus(resp.StatusCode), Status: resp.StatusCode,
 			Err: fmt.Errorf("%s: HTTP %d", redactURL(req.URL), resp.StatusCode)}
@@ -675,8 +686,6 @@ func redactURL(u *url.URL) string {
 	return c.String()
 }
 
-func origin(u *url.URL) string { return strings.ToLower(u.Scheme + "://" + u.Host) }
-
 func randomToken() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
@@ -689,6 +698,48 @@ func randomToken() string {
 type MASCompatSSOMethod struct {
 	Config   config.MAS
 	Upstream UpstreamAdapter
+
+	discMu sync.Mutex
+	disc   *MASMethod // discovery (and its cache) when mas.public_url is not set
+}
+
+// masOrigins are the origins the homeserver may hand the login over to:
+// mas.public_url's, else those of the issuer and authorization endpoint the
+// homeserver's auth_metadata names (a recorded discovery step).
+func (c *MASCompatSSOMethod) masOrigins(ctx context.Context, mgr *Manager, acct Account, rec *probes.Recorder) (map[string]bool, error) {
+	out := map[string]bool{}
+	if c.Config.PublicURL != "" {
+		u, err := url.Parse(c.Config.PublicURL)
+		if err != nil || u.Host == "" {
+			err := probes.Errorf(probes.ClassConfig, "mas.public_url is not a URL")
+			rec.AddStep(StepSSORedirect, 0, err)
+			return nil, err
+		}
+		out[origin(u)] = true
+		return out, nil
+	}
+	c.discMu.Lock()
+	if c.disc == nil {
+		c.disc = NewMASMethod(c.Config)
+	}
+	d := c.disc
+	c.discMu.Unlock()
+	var meta AuthMetadata
+	var detail string
+	if err := rec.Step(StepDiscovery, func() error {
+		var err error
+		meta, detail, err = d.discover(ctx, mgr.HTTP, acct.HomeserverURL)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	rec.Note(detail + ": MAS's origin for the SSO hand-over")
+	for _, s := range []string{meta.Issuer, meta.AuthorizationEndpoint} {
+		if u, err := url.Parse(s); err == nil && u.Host != "" {
+			out[origin(u)] = true
+		}
+	}
+	return out, nil
 }
 
 // NewMASCompatSSOMethod returns the mas_compat_sso method.
@@ -701,6 +752,10 @@ func (c *MASCompatSSOMethod) Login(ctx context.Context, mgr *Manager, acct Accou
 	if acct.Password == "" {
 		err := probes.Errorf(probes.ClassConfig, "no password configured for the upstream login")
 		rec.AddStep(StepUpstreamLogin, 0, err)
+		return nil, err
+	}
+	masOrigins, err := c.masOrigins(ctx, mgr, acct, rec)
+	if err != nil {
 		return nil, err
 	}
 	hc := flowClient(mgr.HTTP)
@@ -729,8 +784,10 @@ func (c *MASCompatSSOMethod) Login(ctx context.Context, mgr *Manager, acct Accou
 	start := *hs
 	start.Path += "/_matrix/client/v3/login/sso/redirect"
 	start.RawQuery = url.Values{"redirectUrl": {target.String()}}.Encode()
+	masOrigins[origin(hs)] = true
 	h := &hopper{hc: hc, rec: rec, acct: acct, adapter: c.Upstream, target: target,
-		origins: map[string]bool{origin(hs): true}, learnOrigin: true, provider: c.Config.Upstream.Provider}
+		origins: masOrigins, homeserver: origin(hs), provider: c.Config.Upstream.Provider,
+		passwordOrigins: passwordOrigins(c.Config.Upstream)}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, start.String(), nil)
 	if err != nil {
 		err := probes.Errorf(probes.ClassConfig, "homeserver URL: not a URL")

@@ -165,7 +165,10 @@ func TestMASLoginStableScopesWebClient(t *testing.T) {
 
 func TestMASLoginFormAdapter(t *testing.T) {
 	env := newMASEnv(t, masemu.Options{}, func(c *config.MAS) {
-		c.Upstream = config.Upstream{Adapter: config.UpstreamForm, UsernameField: "email", PasswordField: "password"}
+		// The provider's origin (the emulator's platform API) is where the
+		// form adapter may submit the password.
+		c.Upstream = config.Upstream{Adapter: config.UpstreamForm, UsernameField: "email", PasswordField: "password",
+			Origin: c.Upstream.APIURL}
 	})
 	res, _ := env.login(t)
 	requireOK(t, res)

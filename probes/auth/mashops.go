@@ -27,13 +27,16 @@ type hopper struct {
 	acct    Account
 	adapter UpstreamAdapter
 	target  *url.URL
-	// origins are the scheme://host of MAS (and, for compat SSO, the
+	// origins are the origins (origin()) of MAS (and, for compat SSO, the
 	// homeserver); anything else is the upstream provider.
 	origins map[string]bool
-	// learnOrigin adds the first redirect's origin to origins (compat SSO:
-	// the homeserver hands over to MAS).
-	learnOrigin bool
-	authPath    string
+	// homeserver is compat SSO's homeserver origin: its redirects may lead
+	// only to origins (checkHandOver).
+	homeserver string
+	// passwordOrigins are the origins whose login forms may receive the
+	// bot's password (passwordOrigins()).
+	passwordOrigins map[string]bool
+	authPath        string
 
 	// provider chooses among the login page's upstream providers (id or
 	// name, case-insensitive; mas.upstream.provider).
@@ -150,10 +153,6 @@ func (h *hopper) follow(ctx context.Context, req *http.Request) (url.Values, err
 				h.rec.AddStep(step, d, e)
 				return nil, e
 			}
-			if h.learnOrigin {
-				h.origins[origin(loc)] = true
-				h.learnOrigin = false
-			}
 			if code := loc.Query().Get("error"); code != "" {
 				class := hopClass(step)
 				if loginRequired[code] || step == StepProviderAuthorize || step == StepProviderLogin {
@@ -173,6 +172,14 @@ func (h *hopper) follow(ctx context.Context, req *http.Request) (url.Values, err
 				h.rec.Note(where + " → redirect_uri")
 				return loc.Query(), nil
 			}
+			if err := h.checkHandOver(req.URL, loc); err != nil {
+				h.rec.AddStep(step, d, withStatus(err, resp.StatusCode))
+				return nil, err
+			}
+			if err := checkRedirect(req.URL, loc); err != nil {
+				h.rec.AddStep(step, d, withStatus(err, resp.StatusCode))
+				return nil, err
+			}
 			h.rec.AddStep(step, d, nil)
 			h.rec.SetStatus(resp.StatusCode)
 			h.rec.Note(where + " → " + loc.Path)
@@ -187,6 +194,9 @@ func (h *hopper) follow(ctx context.Context, req *http.Request) (url.Values, err
 			if pstep != "" {
 				step = pstep
 				h.lastStep = step
+			}
+			if err == nil && next != nil {
+				err = h.checkNext(req.URL, next)
 			}
 			if err != nil {
 				if pe, ok := err.(*probes.Error); ok {
@@ -226,6 +236,14 @@ func (h *hopper) follow(ctx context.Context, req *http.Request) (url.Values, err
 	e := probes.Errorf(hopClass(h.lastStep), "more than %d hops without reaching redirect_uri", maxHops)
 	h.rec.Fail(h.lastStep, e)
 	return nil, e
+}
+
+// withStatus sets the HTTP status of a classified error.
+func withStatus(err error, status int) error {
+	if pe, ok := err.(*probes.Error); ok {
+		pe.Status = status
+	}
+	return err
 }
 
 // safeCode keeps an OAuth error code printable and short (it comes from outside).
@@ -318,8 +336,14 @@ func (o *OpenMeetAdapter) BeforeAuthorize(ctx context.Context, hc *http.Client, 
 		body, _ := json.Marshal(map[string]string{"email": acct.Config.Email, "password": acct.Password})
 		u := strings.TrimRight(o.APIURL, "/") + "/api/v1/auth/email/login"
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
-		if err != nil {
+		if err != nil || req.URL.Host == "" {
 			return probes.Errorf(probes.ClassConfig, "mas.upstream.api_url is not a URL")
+		}
+		if !secureFor(req.URL) {
+			// The origin rule (masorigins.go): the password goes over https,
+			// plain http only to loopback.
+			return probes.Errorf(probes.ClassConfig,
+				"mas.upstream.api_url %s is plain http on a non-loopback host: the bot's password is sent only over https", redactURL(req.URL))
 		}
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("x-tenant-id", tenant)

@@ -160,8 +160,16 @@ func (h *hopper) page(ctx context.Context, step string, pageURL *url.URL, body [
 		if f == nil {
 			return nil, "", "", probes.Errorf(ClassUpstreamLogin, "the provider showed a page without a login form: %s", pageDetail(p, pageURL))
 		}
+		// The origin rules come first: a password form on an origin the
+		// configuration does not name fails as config whatever the adapter.
+		if err := h.checkPasswordForm(pageURL, f, nil); err != nil {
+			return nil, "", "", err
+		}
 		vals, err := h.adapter.FillForm(f, h.acct)
 		if err != nil {
+			return nil, "", "", err
+		}
+		if err := h.checkPasswordForm(pageURL, f, vals); err != nil {
 			return nil, "", "", err
 		}
 		req, err := formRequest(ctx, f, vals)
