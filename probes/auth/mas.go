@@ -604,6 +604,8 @@ func (m *MASMethod) register(ctx context.Context, hc *http.Client, meta AuthMeta
 	}
 	_ = json.Unmarshal(b, &out)
 	switch {
+	case resp.StatusCode/100 == 3:
+		return "", false, refusedRedirect(req, resp)
 	case resp.StatusCode >= 500:
 		return "", false, &probes.Error{Class: probes.ClassHTTP5xx, Status: resp.StatusCode,
 			Err: fmt.Errorf("registration endpoint: HTTP %d", resp.StatusCode)}
