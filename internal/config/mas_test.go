@@ -113,3 +113,18 @@ func TestMASRefusesWhatMASRefuses(t *testing.T) {
 		t.Fatalf("private-use scheme: %s, compat %q", cfg.MAS.ApplicationType(), cfg.MAS.CompatRedirectURL)
 	}
 }
+
+// The bot's password goes over plain http only to loopback: a platform
+// API or provider origin on localhost, 127.0.0.0/8 or [::1] is accepted.
+func TestMASUpstreamLoopbackHTTP(t *testing.T) {
+	for _, yml := range []string{
+		"mas: {redirect_uri: 'http://localhost:9005/cb', upstream: {api_url: 'http://127.0.0.2:3000'}}\n",
+		"mas: {redirect_uri: 'http://localhost:9005/cb', upstream: {api_url: 'http://localhost:3000/api'}}\n",
+		"mas: {redirect_uri: 'http://localhost:9005/cb', upstream: {adapter: form, origin: 'http://[::1]:8080/'}}\n",
+		"mas: {redirect_uri: 'http://localhost:9005/cb', upstream: {adapter: form, origin: 'https://login.example.org'}}\n",
+	} {
+		if _, err := parseMAS(t, yml+masTenant, nil); err != nil {
+			t.Errorf("%s: %v", yml, err)
+		}
+	}
+}
