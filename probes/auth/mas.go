@@ -368,6 +368,11 @@ func (m *MASMethod) tokenError(class probes.Class, issuer string, err error) err
 		if status >= 500 {
 			return &probes.Error{Class: probes.ClassHTTP5xx, Status: status, Err: fmt.Errorf("token endpoint: HTTP %d", status)}
 		}
+		if status/100 == 3 && re.Response.Request != nil {
+			// Not followed (tokenClient): the code, verifier or refresh
+			// token never goes to the location.
+			return refusedRedirect(re.Response.Request, re.Response)
+		}
 		if re.ErrorCode == "invalid_client" {
 			m.forgetClient(issuer)
 		}
