@@ -46,6 +46,11 @@ func newMASEnv(t testing.TB, opts masemu.Options, tweak func(*config.MAS)) *masE
 	if tweak != nil {
 		tweak(&cfg)
 	}
+	if cfg.Upstream.Adapter == config.UpstreamForm && cfg.Upstream.Origin == "" && cfg.Upstream.APIURL == "" {
+		// The form adapter submits the password only on the provider's
+		// configured origin: the emulator's platform.
+		cfg.Upstream.Origin = emu.UpstreamURL
+	}
 	httpc := mxclient.NewHTTPClient()
 	t.Cleanup(httpc.CloseIdleConnections)
 	mgr := auth.NewManager(httpc)
@@ -165,10 +170,7 @@ func TestMASLoginStableScopesWebClient(t *testing.T) {
 
 func TestMASLoginFormAdapter(t *testing.T) {
 	env := newMASEnv(t, masemu.Options{}, func(c *config.MAS) {
-		// The provider's origin (the emulator's platform API) is where the
-		// form adapter may submit the password.
-		c.Upstream = config.Upstream{Adapter: config.UpstreamForm, UsernameField: "email", PasswordField: "password",
-			Origin: c.Upstream.APIURL}
+		c.Upstream = config.Upstream{Adapter: config.UpstreamForm, UsernameField: "email", PasswordField: "password"}
 	})
 	res, _ := env.login(t)
 	requireOK(t, res)
