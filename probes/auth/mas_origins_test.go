@@ -378,10 +378,10 @@ func TestMASHostileCompatSSOHandOver(t *testing.T) {
 	}
 }
 
-// MAS's JSON endpoints follow no redirect: discovery and registration
-// answering 3xx fail as bad_response / registration naming the location,
-// and the other host never sees the request.
-func TestMASHostileDiscoveryAndRegistrationRedirects(t *testing.T) {
+// MAS's JSON endpoints follow no redirect: discovery, registration and the
+// token endpoint answering 3xx fail as bad_response naming the location,
+// and the other host never sees the request (nor the code and verifier).
+func TestMASHostileJSONEndpointRedirects(t *testing.T) {
 	evil := newLogServer(t, false, func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) })
 	t.Run("discovery", func(t *testing.T) {
 		hs := newLogServer(t, false, func(w http.ResponseWriter, r *http.Request) {
@@ -407,6 +407,25 @@ func TestMASHostileDiscoveryAndRegistrationRedirects(t *testing.T) {
 		res := hostileLogin(t, hostileClient(t, nil), cfg, mas.URL, config.MethodMASOIDC)
 		wantFail(t, res, auth.StepRegistration, probes.ClassBadResponse,
 			"/oauth2/registration: HTTP 307 redirect to "+evil.URL+"/register not followed")
+	})
+	t.Run("token", func(t *testing.T) {
+		var mas *logServer
+		mas = fakeMAS(t, false, func(w http.ResponseWriter, r *http.Request) {
+			// Straight back to the redirect URI with a code and the state.
+			q := url.Values{"code": {"hostile-code-1"}, "state": {r.URL.Query().Get("state")}}
+			http.Redirect(w, r, r.URL.Query().Get("redirect_uri")+"?"+q.Encode(), http.StatusFound)
+		})
+		tokenMAS := newLogServer(t, false, func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/oauth2/token" {
+				http.Redirect(w, r, evil.URL+"/token", http.StatusTemporaryRedirect)
+				return
+			}
+			mas.srv.Config.Handler.ServeHTTP(w, r)
+		})
+		cfg := config.MAS{PublicURL: tokenMAS.URL, Upstream: config.Upstream{Adapter: config.UpstreamForm, Origin: evil.URL}}
+		res := hostileLogin(t, hostileClient(t, nil), cfg, tokenMAS.URL, config.MethodMASOIDC)
+		wantFail(t, res, auth.StepTokenExchange, probes.ClassBadResponse,
+			"/oauth2/token: HTTP 307 redirect to "+evil.URL+"/token not followed")
 	})
 	if got := evil.requests(); len(got) != 0 {
 		t.Errorf("the other host got %+v", got)
