@@ -242,6 +242,7 @@ func (e *Engine) execute(root context.Context, sem chan struct{}, job *Job, tena
 		}
 	}()
 	res = job.Prober.Run(ctx, tenant)
+	res.BoundText()
 	res.Probe, res.Type, res.Tenant = job.Name, job.Type, tenant
 	if res.Outcome == "" {
 		res.Outcome = OutcomeSuccess
