@@ -155,53 +155,42 @@ func (s *Server) allow(w http.ResponseWriter, r *http.Request, st Settings, need
 	if st.Token == "" || (need != accessWrite && !st.ProtectReads) {
 		return true
 	}
-	if s.tokenOK(w, r, st, need) {
+	ok, wait := s.checkToken(r, st, need)
+	switch {
+	case ok:
 		return true
-	}
-	if w.Header().Get("Retry-After") != "" {
-		return false // tokenOK answered 429
-	}
-	if need == accessWrite || need == accessRead {
-		unauthorized(w, need == accessWrite)
-	} else {
+	case wait > 0:
+		tooMany(w, wait)
+	case need == accessMetrics:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="mxprobe"`)
 		http.Error(w, "this endpoint needs web.metrics_token or web.api_token (Authorization: Bearer, or X-Mxprobe-Token behind basic auth)", http.StatusUnauthorized)
+	default:
+		unauthorized(w, need == accessWrite)
 	}
 	return false
 }
 
-// tokenOK checks the request's token (and, for reads, the session) against
-// the settings, counting wrong tokens per client address. When the address
-// is locked out it answers 429 and returns false.
-func (s *Server) tokenOK(w http.ResponseWriter, r *http.Request, st Settings, need access) bool {
+// checkToken checks the request's token (and, for reads, the session)
+// against the settings, counting wrong tokens per client address. wait > 0:
+// the address is locked out for that long and the token was not even looked
+// at. Every place that compares a request's token goes through here, so
+// none is an unthrottled oracle.
+func (s *Server) checkToken(r *http.Request, st Settings, need access) (ok bool, wait time.Duration) {
 	tok := requestToken(r)
-	if tok == "" {
-		return need != accessWrite && s.validSession(r, st)
+	if tok == "" || st.Token == "" {
+		return need != accessWrite && s.validSession(r, st), 0
 	}
 	addr := clientAddr(r, st.TrustedProxies)
 	now := s.features.Now()
 	if wait := s.throttle.wait(addr, now); wait > 0 {
-		tooMany(w, wait)
-		return false
+		return false, wait
 	}
 	if tokenEqual(tok, st.Token) || (need == accessMetrics && tokenEqual(tok, st.MetricsToken)) {
 		s.throttle.ok(addr)
-		return true
+		return true, 0
 	}
 	s.throttle.fail(addr, now)
-	return false
-}
-
-// authorized reports whether r may do a write (write=true) or a read,
-// without answering or counting (the status page's own view).
-func (s *Server) authorized(r *http.Request, st Settings, write bool) bool {
-	if st.Token == "" {
-		return true
-	}
-	if !write && !st.ProtectReads {
-		return true
-	}
-	return tokenEqual(requestToken(r), st.Token) || (!write && s.validSession(r, st))
+	return false, 0
 }
 
 // anonymousProbe reports whether /probe may run module without the token.

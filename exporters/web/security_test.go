@@ -229,6 +229,15 @@ func TestWrongTokensAreSlowed(t *testing.T) {
 	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || f.runs.Load() != 0 {
 		t.Fatalf("locked-out address with the right token: %d (Retry-After %q)", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
+	// The status page and /metrics, which also look at tokens, are no oracle.
+	f.mu.Lock()
+	f.st.ProtectReads = true
+	f.mu.Unlock()
+	for _, p := range []string{"/", "/metrics", "/api/v1/results"} {
+		if resp, _ := f.do("GET", p, testToken, nil); resp.StatusCode != http.StatusTooManyRequests {
+			t.Errorf("GET %s while locked out: %d", p, resp.StatusCode)
+		}
+	}
 	form := url.Values{"token": {testToken}}
 	hr, err := f.ts.Client().PostForm(f.ts.URL+"/login", form)
 	if err != nil {

@@ -97,7 +97,15 @@ type sparkDot struct {
 
 func (s *Server) statusPage(w http.ResponseWriter, r *http.Request) {
 	st := s.settings()
-	p := s.basePage(r, st)
+	tokenOK := false
+	if requestToken(r) != "" && st.Token != "" {
+		var wait time.Duration
+		if tokenOK, wait = s.checkToken(r, st, accessRead); wait > 0 {
+			tooMany(w, wait)
+			return
+		}
+	}
+	p := s.basePage(r, st, tokenOK)
 	q := r.URL.Query()
 	switch {
 	case q.Get("m") == "signedin":
@@ -133,7 +141,9 @@ func (s *Server) statusPage(w http.ResponseWriter, r *http.Request) {
 	s.render(w, http.StatusOK, p)
 }
 
-func (s *Server) basePage(r *http.Request, st Settings) page {
+// basePage is the page's frame; tokenOK: the request carried the right token
+// (checked by the caller, through the throttle).
+func (s *Server) basePage(r *http.Request, st Settings, tokenOK bool) page {
 	now := s.features.Now()
 	p := page{Title: st.Title, Generated: now, Refresh: int(st.Refresh / time.Second), AuthOn: st.Token != ""}
 	if p.AuthOn {
@@ -142,7 +152,7 @@ func (s *Server) basePage(r *http.Request, st Settings) page {
 			p.CSRF = s.csrfToken(sess)
 		}
 	}
-	p.ReadsLocked = p.AuthOn && st.ProtectReads && !p.SignedIn && !tokenEqual(requestToken(r), st.Token)
+	p.ReadsLocked = p.AuthOn && st.ProtectReads && !p.SignedIn && !tokenOK
 	p.CanRun = !p.AuthOn || p.SignedIn
 	return p
 }
@@ -418,7 +428,7 @@ func (s *Server) pageLogin(w http.ResponseWriter, r *http.Request) {
 		if given != "" {
 			s.throttle.fail(addr, now)
 		}
-		p := s.basePage(r, st)
+		p := s.basePage(r, st, false)
 		p.Error = "Wrong token."
 		if !p.ReadsLocked {
 			s.fillRows(&p, st)
