@@ -172,8 +172,12 @@ func (s *Server) render(w http.ResponseWriter, code int, p page) {
 	}
 	w.WriteHeader(code)
 	if _, err := w.Write(buf.Bytes()); err != nil {
-		// The client went away (broken pipe, reset, timeout): nothing to fix here.
-		s.opts.Logger.Debug("writing the status page", "err", err)
+		if clientGone(err) {
+			// Broken pipe, reset, timeout: nothing to fix here.
+			s.opts.Logger.Debug("writing the status page", "err", err)
+		} else {
+			s.opts.Logger.Warn("writing the status page", "err", err)
+		}
 	}
 }
 
