@@ -302,10 +302,12 @@ func isClosed(c chan struct{}) bool {
 // --- connections ------------------------------------------------------------
 
 // connLimiter caps the open connections of a listener. At the cap, a new
-// connection closes the one that has been idle (or silent since it opened)
-// the longest; only when every connection is busy with a request is the
-// newcomer closed instead. Idle connections therefore cannot lock out a
-// Prometheus scrape, and busy ones are bounded by the read timeouts.
+// connection closes the one that has waited on its client longest: idle
+// between requests, silent since it opened, still sending its request
+// headers, trickling a request body, or not reading its answer. Only when
+// every connection is busy in a handler (not waiting on its client) is the
+// newcomer closed instead. Slow or idle connections therefore cannot lock out a Prometheus
+// scrape, and the read timeouts bound the rest.
 type connLimiter struct {
 	net.Listener
 	max int
@@ -316,10 +318,12 @@ type connLimiter struct {
 
 type limitedConn struct {
 	net.Conn
-	l     *connLimiter
-	once  sync.Once
-	idle  bool      // guarded by l.mu
-	since time.Time // guarded by l.mu: when it last became idle
+	l    *connLimiter
+	once sync.Once
+	// guarded by l.mu:
+	busy    bool      // a handler is serving a request on it
+	waiting bool      // that handler waits on the client (body, answer)
+	since   time.Time // when it became idle, or its request began
 }
 
 func newConnLimiter(l net.Listener, max int) *connLimiter {
@@ -332,12 +336,12 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		lc := &limitedConn{Conn: c, l: l, idle: true, since: time.Now()}
+		lc := &limitedConn{Conn: c, l: l, since: time.Now()}
 		l.mu.Lock()
 		var victim *limitedConn
 		if len(l.conns) >= l.max {
 			for o := range l.conns {
-				if o.idle && (victim == nil || o.since.Before(victim.since)) {
+				if (!o.busy || o.waiting) && (victim == nil || o.since.Before(victim.since)) {
 					victim = o
 				}
 			}
@@ -373,25 +377,108 @@ func (c *limitedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// connState is the http.Server ConnState hook that tells the limiters which
-// connections are idle.
-func connState(c net.Conn, st http.ConnState) {
+func (c *limitedConn) set(f func(c *limitedConn)) {
+	c.l.mu.Lock()
+	defer c.l.mu.Unlock()
+	f(c)
+}
+
+func asLimited(c net.Conn) *limitedConn {
 	if nc, ok := c.(interface{ NetConn() net.Conn }); ok { // *tls.Conn
 		c = nc.NetConn()
 	}
-	lc, ok := c.(*limitedConn)
-	if !ok {
+	lc, _ := c.(*limitedConn)
+	return lc
+}
+
+// connState is the http.Server ConnState hook that tells the limiters when
+// a connection turns idle or starts a request.
+func connState(c net.Conn, st http.ConnState) {
+	lc := asLimited(c)
+	if lc == nil {
 		return
 	}
-	lc.l.mu.Lock()
-	defer lc.l.mu.Unlock()
-	switch st {
-	case http.StateNew, http.StateIdle:
-		lc.idle, lc.since = true, time.Now()
-	case http.StateActive, http.StateHijacked:
-		lc.idle = false
-	}
+	now := time.Now()
+	lc.set(func(lc *limitedConn) {
+		switch st {
+		case http.StateNew, http.StateIdle:
+			lc.busy, lc.waiting, lc.since = false, false, now
+		case http.StateActive:
+			lc.since = now // the first byte of a request
+		case http.StateHijacked:
+			lc.busy = true
+		}
+	})
 }
+
+type connKey struct{}
+
+// connContext puts the connection in each request's context (http.Server
+// ConnContext), for trackBusy.
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if lc := asLimited(c); lc != nil {
+		return context.WithValue(ctx, connKey{}, lc)
+	}
+	return ctx
+}
+
+// trackBusy marks the connection busy while h serves a request on it,
+// except while h waits on the client: reading the request body, or writing
+// the answer (which also covers the server discarding an unread body, and a
+// client that does not read).
+func trackBusy(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		lc, _ := r.Context().Value(connKey{}).(*limitedConn)
+		if lc == nil {
+			h.ServeHTTP(w, r)
+			return
+		}
+		lc.set(func(lc *limitedConn) { lc.busy = true })
+		defer lc.set(func(lc *limitedConn) { lc.busy, lc.waiting = false, false })
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = &trackedBody{ReadCloser: r.Body, lc: lc}
+		}
+		h.ServeHTTP(&trackedWriter{ResponseWriter: w, lc: lc}, r)
+	})
+}
+
+// waitOnClient runs fn with the connection marked as waiting on its client.
+func (c *limitedConn) waitOnClient(fn func()) {
+	c.set(func(lc *limitedConn) { lc.waiting = true })
+	defer c.set(func(lc *limitedConn) { lc.waiting = false })
+	fn()
+}
+
+type trackedBody struct {
+	io.ReadCloser
+	lc *limitedConn
+}
+
+func (b *trackedBody) Read(p []byte) (n int, err error) {
+	b.lc.waitOnClient(func() { n, err = b.ReadCloser.Read(p) })
+	return n, err
+}
+
+type trackedWriter struct {
+	http.ResponseWriter
+	lc *limitedConn
+}
+
+func (w *trackedWriter) Write(p []byte) (n int, err error) {
+	w.lc.waitOnClient(func() { n, err = w.ResponseWriter.Write(p) })
+	return n, err
+}
+
+func (w *trackedWriter) WriteHeader(code int) {
+	w.lc.waitOnClient(func() { w.ResponseWriter.WriteHeader(code) })
+}
+
+func (w *trackedWriter) Flush() {
+	w.lc.waitOnClient(func() { http.NewResponseController(w.ResponseWriter).Flush() }) //nolint:errcheck // as http.Flusher
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (w *trackedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // --- logging --------------------------------------------------------------
 

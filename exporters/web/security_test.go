@@ -445,43 +445,55 @@ func TestSlowBodyIsCut(t *testing.T) {
 }
 
 // TestIdleConnectionsDoNotBlockMetrics is "Done when" 4 (second part):
-// 1,000 idle connections (more than the connection cap) do not stop
-// /metrics from answering, and the open connections stay within the cap.
+// 1,000 connections (five times the connection cap) that stay silent, send
+// half their headers, or trickle a request body (read by the handler, or
+// drained by the server) do not stop /metrics from answering at once, and
+// the open connections stay within the cap.
 func TestIdleConnectionsDoNotBlockMetrics(t *testing.T) {
 	const maxConns = 200
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGauge(prometheus.GaugeOpts{Name: "mxprobe_test_gauge", Help: "x"}))
-	srv := New(Options{Registry: reg, MaxConnections: maxConns})
-	srv.Enable(Features{Settings: func() Settings { return Settings{} }})
+	srv := New(Options{Registry: reg, MaxConnections: maxConns, ReadTimeout: time.Minute, ReadHeaderTimeout: time.Minute})
+	srv.Enable(Features{Settings: func() Settings { return Settings{Token: testToken} }})
 	addr := serveReal(t, srv)
-	var idle []net.Conn
+	var held []net.Conn
 	defer func() {
-		for _, c := range idle {
+		for _, c := range held {
 			c.Close()
 		}
 	}()
-	for range 1000 {
+	for i := range 1000 {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
-			t.Fatalf("after %d idle connections: %v", len(idle), err)
+			t.Fatalf("after %d connections: %v", len(held), err)
 		}
-		idle = append(idle, c)
-	}
-	// Each connection half-sends a request, as a slow client would.
-	for _, c := range idle[:500] {
-		_, _ = c.Write([]byte("GET /metrics HTTP/1.1\r\n"))
+		held = append(held, c)
+		kind := i % 3
+		if i >= 1000-maxConns-50 {
+			kind = 3 // enough of these to fill every slot on their own
+		}
+		switch kind {
+		case 1: // half the headers
+			_, _ = c.Write([]byte("GET /metrics HTTP/1.1\r\nHost: x\r\n"))
+		case 2: // the headers and the start of a form that never ends (the handler reads it)
+			_, _ = c.Write([]byte("POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\ntoken=a"))
+		case 3: // a body the handler ignores (the server drains it while answering)
+			_, _ = c.Write([]byte("POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nx"))
+		}
 	}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for i := range 5 {
+		t0 := time.Now()
 		resp, err := client.Get("http://" + addr + "/metrics")
 		if err != nil {
-			t.Fatalf("scrape %d with 1000 idle connections: %v", i, err)
+			t.Fatalf("scrape %d with 1000 slow connections: %v", i, err)
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != 200 || len(b) == 0 {
+		if resp.StatusCode != 200 || !strings.Contains(string(b), "mxprobe_test_gauge") {
 			t.Fatalf("scrape %d: %d", i, resp.StatusCode)
 		}
+		t.Logf("scrape %d answered in %s", i, time.Since(t0).Round(time.Millisecond))
 	}
 	srv.mu.RLock()
 	open := srv.limiters[0].open()

@@ -138,11 +138,12 @@ func (s *Server) Handler() http.Handler {
 // and basic auth) until ctx ends, then shuts down gracefully.
 func (s *Server) Serve(ctx context.Context, flags *web.FlagConfig) error {
 	srv := &http.Server{
-		Handler:           s.Handler(),
+		Handler:           trackBusy(s.Handler()),
 		ReadTimeout:       s.opts.ReadTimeout,
 		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ConnState:         connState,
+		ConnContext:       connContext,
 		ErrorLog:          log.New(levelWriter{s.opts.Logger}, "", 0),
 	}
 	listeners, err := s.listen(flags)
