@@ -31,8 +31,11 @@ const (
 	// DefaultReadHeaderTimeout bounds reading the request headers.
 	DefaultReadHeaderTimeout = 5 * time.Second
 	// DefaultMaxConnections caps concurrent connections; at the cap, the
-	// connection idle the longest is closed to make room.
+	// connection that waited on its client the longest is closed.
 	DefaultMaxConnections = 512
+	// DefaultWriteStall bounds each write of an answer to a client that
+	// does not read.
+	DefaultWriteStall = 30 * time.Second
 	// MinTokenLength is the shortest API or metrics token accepted.
 	MinTokenLength = 16
 )
@@ -426,19 +429,27 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 // except while h waits on the client: reading the request body, or writing
 // the answer (which also covers the server discarding an unread body, and a
 // client that does not read).
-func trackBusy(h http.Handler) http.Handler {
+// Each write of an answer must make progress within stall: a client that
+// stops reading is cut off then (a run-long handler is not: the deadline is
+// set per write, not per request).
+func trackBusy(h http.Handler, stall time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		lc, _ := r.Context().Value(connKey{}).(*limitedConn)
 		if lc == nil {
 			h.ServeHTTP(w, r)
 			return
 		}
+		rc := http.NewResponseController(w)
 		lc.set(func(lc *limitedConn) { lc.busy = true })
-		defer lc.set(func(lc *limitedConn) { lc.busy, lc.waiting = false, false })
+		defer func() {
+			// The deadline must not outlive the request (keep-alive).
+			_ = rc.SetWriteDeadline(time.Time{})
+			lc.set(func(lc *limitedConn) { lc.busy, lc.waiting = false, false })
+		}()
 		if r.Body != nil && r.Body != http.NoBody {
 			r.Body = &trackedBody{ReadCloser: r.Body, lc: lc}
 		}
-		h.ServeHTTP(&trackedWriter{ResponseWriter: w, lc: lc}, r)
+		h.ServeHTTP(&trackedWriter{ResponseWriter: w, lc: lc, rc: rc, stall: stall}, r)
 	})
 }
 
@@ -461,20 +472,25 @@ func (b *trackedBody) Read(p []byte) (n int, err error) {
 
 type trackedWriter struct {
 	http.ResponseWriter
-	lc *limitedConn
+	lc    *limitedConn
+	rc    *http.ResponseController
+	stall time.Duration
 }
 
 func (w *trackedWriter) Write(p []byte) (n int, err error) {
+	_ = w.rc.SetWriteDeadline(time.Now().Add(w.stall))
 	w.lc.waitOnClient(func() { n, err = w.ResponseWriter.Write(p) })
 	return n, err
 }
 
 func (w *trackedWriter) WriteHeader(code int) {
+	_ = w.rc.SetWriteDeadline(time.Now().Add(w.stall))
 	w.lc.waitOnClient(func() { w.ResponseWriter.WriteHeader(code) })
 }
 
 func (w *trackedWriter) Flush() {
-	w.lc.waitOnClient(func() { http.NewResponseController(w.ResponseWriter).Flush() }) //nolint:errcheck // as http.Flusher
+	_ = w.rc.SetWriteDeadline(time.Now().Add(w.stall))
+	w.lc.waitOnClient(func() { _ = w.rc.Flush() })
 }
 
 // Unwrap lets http.ResponseController reach the server's writer.

@@ -529,3 +529,57 @@ func TestClientGoneLogsAtDebug(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestClientThatDoesNotReadIsCut: a handler writing to a client that never
+// reads is released once a write stalls for WriteStall (the connection then
+// closes), and a keep-alive connection is not hurt by the deadline of an
+// earlier request.
+func TestClientThatDoesNotReadIsCut(t *testing.T) {
+	const stall = 500 * time.Millisecond
+	srv := New(Options{Registry: prometheus.NewRegistry(), WriteStall: stall})
+	srv.Enable(Features{Settings: func() Settings { return Settings{} }})
+	released := make(chan error, 1)
+	srv.Mux.HandleFunc("GET /test-endless", func(w http.ResponseWriter, r *http.Request) {
+		chunk := []byte(strings.Repeat("x", 64<<10))
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				released <- err
+				return
+			}
+		}
+	})
+	addr := serveReal(t, srv)
+
+	// A well-behaved keep-alive client: two requests, the second after the
+	// first request's write deadline would have passed.
+	client := &http.Client{Timeout: 20 * time.Second}
+	for i := range 2 {
+		resp, err := client.Get("http://" + addr + "/-/healthy")
+		if err != nil {
+			t.Fatalf("keep-alive request %d: %v", i, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("keep-alive request %d: %d", i, resp.StatusCode)
+		}
+		if i == 0 {
+			time.Sleep(2 * stall) // lets the first request's deadline pass (what is tested, not a sync point)
+		}
+	}
+	client.CloseIdleConnections()
+
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprint(conn, "GET /test-endless HTTP/1.1\r\nHost: x\r\n\r\n")
+	t0 := time.Now()
+	select {
+	case err := <-released:
+		t.Logf("handler released after %s by %v (write stall %s)", time.Since(t0).Round(time.Millisecond), err, stall)
+	case <-time.After(30 * time.Second):
+		t.Fatal("a client that does not read still holds its handler after 30 s")
+	}
+}

@@ -38,8 +38,11 @@ type Options struct {
 	// DefaultReadHeaderTimeout).
 	ReadTimeout, ReadHeaderTimeout time.Duration
 	// MaxConnections caps open connections per listener (default
-	// DefaultMaxConnections); at the cap the longest-idle one is closed.
+	// DefaultMaxConnections); at the cap the one that waited on its client
+	// the longest is closed.
 	MaxConnections int
+	// WriteStall bounds each write of an answer (default DefaultWriteStall).
+	WriteStall time.Duration
 	// Ready reports whether the daemon has a loaded config and a running schedule.
 	Ready  func() bool
 	Logger *slog.Logger
@@ -77,6 +80,9 @@ func New(opts Options) *Server {
 	}
 	if opts.MaxConnections <= 0 {
 		opts.MaxConnections = DefaultMaxConnections
+	}
+	if opts.WriteStall <= 0 {
+		opts.WriteStall = DefaultWriteStall
 	}
 	s := &Server{Mux: http.NewServeMux(), opts: opts}
 	metricsHandler := promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{
@@ -138,7 +144,7 @@ func (s *Server) Handler() http.Handler {
 // and basic auth) until ctx ends, then shuts down gracefully.
 func (s *Server) Serve(ctx context.Context, flags *web.FlagConfig) error {
 	srv := &http.Server{
-		Handler:           trackBusy(s.Handler()),
+		Handler:           trackBusy(s.Handler(), s.opts.WriteStall),
 		ReadTimeout:       s.opts.ReadTimeout,
 		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
