@@ -2,6 +2,7 @@ package main
 
 import (
 	"reflect"
+	"strconv"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -23,8 +24,8 @@ func init() {
 			Default("false").BoolVar(&c.web.lifecycle)
 		cmd.Flag("web.read-timeout", "Longest time to read one request, body included.").
 			Default(web.DefaultReadTimeout.String()).DurationVar(&c.web.readTimeout)
-		cmd.Flag("web.max-connections", "Most open HTTP connections per listener; at the cap the longest-idle one is closed.").
-			Default("512").IntVar(&c.web.maxConnections)
+		cmd.Flag("web.max-connections", "Most open HTTP connections per listener; at the cap the one waiting on its client the longest is closed.").
+			Default(strconv.Itoa(web.DefaultMaxConnections)).IntVar(&c.web.maxConnections)
 	})
 }
 
