@@ -244,8 +244,25 @@ func TestComposeReferencesExistingFiles(t *testing.T) {
 	if ef, _ := get(mx, "env_file").(string); ef != "" && !exists(filepath.Join(dir, ef)) {
 		t.Errorf("env_file %s (nor %s.example) does not exist", ef, ef)
 	}
-	if ports := list(get(mx, "ports")); len(ports) != 1 || ports[0] != "9787:9787" {
-		t.Errorf("mxprobe ports %v, want 9787:9787", ports)
+	if ports := list(get(mx, "ports")); len(ports) != 1 || ports[0] != "127.0.0.1:9787:9787" {
+		t.Errorf("mxprobe ports %v, want 127.0.0.1:9787:9787", ports)
+	}
+	// Safe defaults: every published port on loopback only, and the API
+	// token comes from a secret file.
+	for name, svc := range services {
+		for _, p := range list(get(svc, "ports")) {
+			if ps, _ := p.(string); !strings.HasPrefix(ps, "127.0.0.1:") {
+				t.Errorf("service %s publishes %v on every interface", name, p)
+			}
+		}
+	}
+	tokenMounted := false
+	for _, v := range list(get(mx, "volumes")) {
+		tokenMounted = tokenMounted || strings.HasSuffix(v.(string), ":/run/secrets/api-token:ro")
+	}
+	cfg, err := os.ReadFile(filepath.Join(dir, "mxprobe.yml"))
+	if err != nil || !tokenMounted || !strings.Contains(string(cfg), "api_token_file: /run/secrets/api-token") {
+		t.Errorf("the compose example sets no API token from a secret file (mounted %v, %v)", tokenMounted, err)
 	}
 	mounts := 0
 	for name, svc := range services {
@@ -378,6 +395,13 @@ func TestKubernetesManifests(t *testing.T) {
 	if get(sts, "spec", "serviceName") != get(svc, "metadata", "name") {
 		t.Error("StatefulSet serviceName is not the Service")
 	}
+	if typ := get(svc, "spec", "type"); typ != nil && typ != "ClusterIP" {
+		t.Errorf("the Service is of type %v: keep it cluster-internal (ClusterIP)", typ)
+	}
+	kcfg, err := os.ReadFile(filepath.Join(dir, "mxprobe.yml"))
+	if err != nil || !strings.Contains(string(kcfg), "api_token_file: /run/secrets/mxprobe/api-token") {
+		t.Errorf("the Kubernetes config sets no API token from the mounted secret: %v", err)
+	}
 	if get(svc, "metadata", "name") != "mxprobe" {
 		t.Error("the Service must be named mxprobe: it becomes job=\"mxprobe\", which the rules select")
 	}
@@ -420,7 +444,29 @@ func fmtAny(v any) string {
 func TestExampleConfigsAreValid(t *testing.T) {
 	bin := testenv.BuildMxprobe(t)
 	tenants := base64.StdEncoding.EncodeToString([]byte(`[{"id":"acme","name":"ACME","botUser":{"email":"bot-acme@example.org","slug":"openmeet-bot-acme","password":"x"}}]`))
+	// The secret files the examples name are mounted under /run/secrets
+	// there; here they come from the example files next to the configs.
+	secrets := t.TempDir()
+	tok, err := os.ReadFile(filepath.Join("compose", "api-token.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(secrets, "api-token"), tok, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, cfg := range []string{filepath.Join("compose", "mxprobe.yml"), filepath.Join("kubernetes", "mxprobe.yml")} {
+		raw, err := os.ReadFile(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		local := strings.NewReplacer("/run/secrets/mxprobe/", secrets+"/", "/run/secrets/", secrets+"/").Replace(string(raw))
+		if local == string(raw) {
+			t.Errorf("%s names no secret file under /run/secrets", cfg)
+		}
+		cfg := filepath.Join(t.TempDir(), filepath.Base(filepath.Dir(cfg))+".yml")
+		if err := os.WriteFile(cfg, []byte(local), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		cmd := exec.Command(bin, "check-config", "--config.file", cfg)
 		cmd.Env = append(os.Environ(), "TENANTS_B64="+tenants, "MATRIX_HOMESERVER_URL=https://matrix.example.org",
 			"MATRIX_SERVER_NAME=example.org", "MAS_PUBLIC_URL=https://mas.example.org", "BACKEND_DOMAIN=https://api.example.org")

@@ -126,6 +126,15 @@ func prometheusConfig(t *testing.T, addr string, tenants []string) []byte {
 			found++
 		case "mxprobe-probe":
 			job["scrape_interval"], job["scrape_timeout"] = "5s", "5s"
+			if auth, ok := job["authorization"].(map[string]any); ok {
+				// The token file is mounted in the container; the test
+				// daemon has no token, any credentials do.
+				tok := filepath.Join(t.TempDir(), "mxprobe-api-token")
+				if err := os.WriteFile(tok, []byte("test-token-not-checked\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				auth["credentials_file"] = tok
+			}
 			job["static_configs"] = []any{map[string]any{"targets": tenants}}
 			relabels := job["relabel_configs"].([]any)
 			last := relabels[len(relabels)-1].(map[string]any)

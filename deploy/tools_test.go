@@ -81,7 +81,33 @@ func TestPromtoolTestRulesCatchesBrokenRule(t *testing.T) {
 
 func TestPromtoolCheckConfig(t *testing.T) {
 	promtool := tool(t, "promtool", "prometheus")
-	out, err := runTool(t, "prometheus", promtool, "check", "config", "prometheus.yml")
+	// promtool checks that the token file exists: the compose file mounts
+	// it at tokenInContainer; here a copy of the config points at a
+	// stand-in next to it.
+	const tokenInContainer = "/etc/prometheus/secrets/mxprobe-api-token"
+	raw, err := os.ReadFile(filepath.Join("prometheus", "prometheus.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(raw), tokenInContainer) {
+		t.Fatalf("prometheus.yml no longer reads mxprobe's API token from %s", tokenInContainer)
+	}
+	dir := t.TempDir()
+	rules, err := os.ReadFile(filepath.Join("prometheus", "mxprobe.rules.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := filepath.Join(dir, "mxprobe-api-token")
+	for name, content := range map[string][]byte{
+		"mxprobe.rules.yml": rules,
+		"mxprobe-api-token": []byte("stand-in-token-0123456789\n"),
+		"prometheus.yml":    []byte(strings.ReplaceAll(string(raw), tokenInContainer, tok)),
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := runTool(t, dir, promtool, "check", "config", "prometheus.yml")
 	if err != nil {
 		t.Fatalf("promtool check config: %v\n%s", err, out)
 	}

@@ -67,6 +67,9 @@ type Engine struct {
 	root     context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
+	// closed: Shutdown began; no run starts any more (so no wg.Add races
+	// with its wg.Wait).
+	closed bool
 }
 
 type call struct {
@@ -194,6 +197,13 @@ func (e *Engine) start(job *Job, tenant string, planned time.Time) (*call, bool)
 		e.mu.Unlock()
 		return c, false
 	}
+	if e.closed {
+		e.mu.Unlock()
+		c := &call{done: make(chan struct{}), res: Result{Probe: job.Name, Type: job.Type, Tenant: tenant,
+			Outcome: OutcomeSkipped, Started: time.Now()}}
+		close(c.done)
+		return c, false
+	}
 	c := &call{done: make(chan struct{})}
 	e.inflight[key] = c
 	sem, root := e.sem, e.root
@@ -242,6 +252,7 @@ func (e *Engine) execute(root context.Context, sem chan struct{}, job *Job, tena
 		}
 	}()
 	res = job.Prober.Run(ctx, tenant)
+	res.BoundText()
 	res.Probe, res.Type, res.Tenant = job.Name, job.Type, tenant
 	if res.Outcome == "" {
 		res.Outcome = OutcomeSuccess
@@ -272,6 +283,9 @@ func (e *Engine) InFlight() int {
 // Shutdown waits up to grace for runs in flight, then cancels them and waits
 // for them to return.
 func (e *Engine) Shutdown(grace time.Duration) {
+	e.mu.Lock()
+	e.closed = true
+	e.mu.Unlock()
 	done := make(chan struct{})
 	go func() { e.wg.Wait(); close(done) }()
 	t := time.NewTimer(grace)

@@ -3,7 +3,36 @@ package probes
 import (
 	"strings"
 	"time"
+	"unicode/utf8"
 )
+
+// MaxText is the most bytes of remote-influenced text (an error message, a
+// step detail) a Result keeps: a hostile server's 500 KB Location header or
+// error body ends as this much text plus " …", so the history (60 runs per
+// probe and tenant) stays small.
+const MaxText = 1024
+
+// CutText cuts s to at most n bytes on a rune boundary, marking the cut.
+func CutText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + " …"
+}
+
+// BoundText cuts the free text of the Result (error, step errors and
+// details) to MaxText each. The engine applies it to every Result.
+func (r *Result) BoundText() {
+	r.Error = CutText(r.Error, MaxText)
+	for i := range r.Steps {
+		r.Steps[i].Error = CutText(r.Steps[i].Error, MaxText)
+		r.Steps[i].Detail = CutText(r.Steps[i].Detail, MaxText)
+	}
+}
 
 // Recorder builds a Result while a probe runs: it times steps back to back,
 // so the steps of a run add up to (nearly) the run's own duration, and the
@@ -72,8 +101,12 @@ func (r *Recorder) Note(detail string) {
 	if r.last < 0 {
 		return
 	}
-	if r.res.Steps[r.last].Detail != "" {
-		r.res.Steps[r.last].Detail += "; " + detail
+	detail = CutText(r.scrub(detail), MaxText)
+	if old := r.res.Steps[r.last].Detail; old != "" {
+		if len(old) >= MaxText {
+			return // already full (and cut)
+		}
+		r.res.Steps[r.last].Detail = CutText(old+"; "+detail, MaxText)
 		return
 	}
 	r.res.Steps[r.last].Detail = detail
@@ -129,7 +162,7 @@ func (r *Recorder) scrub(msg string) string {
 	for _, s := range r.secrets {
 		msg = strings.ReplaceAll(msg, s, "<redacted>")
 	}
-	return msg
+	return CutText(msg, MaxText)
 }
 
 // Failed reports whether the run has failed or warned so far.
@@ -147,5 +180,6 @@ func (r *Recorder) SetMethod(m string) { r.res.Method = m }
 // Finish closes the record and returns the Result.
 func (r *Recorder) Finish() Result {
 	r.res.Duration = r.now().Sub(r.start)
+	r.res.BoundText()
 	return r.res
 }

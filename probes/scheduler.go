@@ -3,6 +3,8 @@ package probes
 import (
 	"context"
 	"hash/fnv"
+	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -23,6 +25,8 @@ type Scheduler struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// entries are the scheduled jobs by name (guarded by mu).
+	entries map[string]*schedEntry
 	// Now is the clock, replaceable in tests.
 	now func() time.Time
 }
@@ -33,6 +37,14 @@ func NewScheduler(engine *Engine, jitter float64) *Scheduler {
 	return &Scheduler{engine: engine, jitter: jitter, now: time.Now}
 }
 
+// schedEntry is one scheduled job: its cron entry and the job in force (a
+// reload with the same schedule swaps the job, keeping the entry's phase).
+type schedEntry struct {
+	id       cron.EntryID
+	schedule cron.Schedule
+	job      *Job
+}
+
 // Start schedules the jobs and dispatches a first round right away, spread
 // the same way, so results arrive without waiting a whole interval.
 func (s *Scheduler) Start(jobs []*Job) {
@@ -40,20 +52,83 @@ func (s *Scheduler) Start(jobs []*Job) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	c := cron.New(cron.WithLocation(time.UTC))
 	s.cron = c
+	s.entries = map[string]*schedEntry{}
 	s.mu.Unlock()
-	var active []*Job
+	s.Update(jobs)
+	c.Start()
+}
+
+// Update applies a new job list to a started scheduler without losing the
+// schedule's phase: a job whose name and schedule are unchanged keeps its
+// cron entry and the runs already planned in the current interval (they run
+// with the new job), and only tenants it did not have before get a first
+// run now; new jobs and jobs whose schedule changed start over as in Start;
+// jobs gone (or disabled) stop. So reloading the configuration, however
+// often, never delays or skips a run.
+func (s *Scheduler) Update(jobs []*Job) {
+	s.mu.Lock()
+	c := s.cron
+	if c == nil {
+		s.mu.Unlock()
+		return
+	}
+	type firstRound struct {
+		entry    *schedEntry
+		subjects []string
+	}
+	var first []firstRound
+	keep := map[string]bool{}
 	for _, j := range jobs {
 		if j.Disabled || j.Schedule == nil || len(j.Subjects) == 0 {
 			continue
 		}
-		job := j
-		active = append(active, job)
-		c.Schedule(job.Schedule, cron.FuncJob(func() { s.dispatch(job, s.now()) }))
+		keep[j.Name] = true
+		if e := s.entries[j.Name]; e != nil && reflect.DeepEqual(e.schedule, j.Schedule) {
+			old := map[string]bool{}
+			for _, t := range e.job.Subjects {
+				old[t] = true
+			}
+			var added []string
+			for _, t := range j.Subjects {
+				if !old[t] {
+					added = append(added, t)
+				}
+			}
+			e.job = j
+			if len(added) > 0 {
+				first = append(first, firstRound{e, added})
+			}
+			continue
+		}
+		if e := s.entries[j.Name]; e != nil {
+			c.Remove(e.id)
+		}
+		e := &schedEntry{schedule: j.Schedule, job: j}
+		e.id = c.Schedule(j.Schedule, cron.FuncJob(func() { s.dispatch(e, nil, s.now()) }))
+		s.entries[j.Name] = e
+		first = append(first, firstRound{e, nil})
 	}
-	for _, job := range active {
-		s.dispatch(job, s.now())
+	for name, e := range s.entries {
+		if !keep[name] {
+			c.Remove(e.id)
+			delete(s.entries, name)
+		}
 	}
-	c.Start()
+	s.mu.Unlock()
+	for _, f := range first {
+		s.dispatch(f.entry, f.subjects, s.now())
+	}
+}
+
+// current returns the job of entry in force and whether tenant is still
+// one of its subjects (false once the entry was replaced or removed).
+func (s *Scheduler) current(e *schedEntry, tenant string) (*Job, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.entries[e.job.Name] != e {
+		return nil, false
+	}
+	return e.job, slices.Contains(e.job.Subjects, tenant)
 }
 
 // Stop stops the schedule and any dispatch in progress; runs already started
@@ -89,12 +164,18 @@ type plannedRun struct {
 	at     time.Time
 }
 
-func (s *Scheduler) dispatch(job *Job, fired time.Time) {
+// dispatch plans one round of e's job from fired: for subjects, or all of
+// the job's subjects when nil.
+func (s *Scheduler) dispatch(e *schedEntry, subjects []string, fired time.Time) {
 	s.mu.Lock()
 	ctx := s.ctx
 	if ctx == nil {
 		s.mu.Unlock()
 		return
+	}
+	job := e.job
+	if subjects == nil {
+		subjects = job.Subjects
 	}
 	s.wg.Add(1)
 	s.mu.Unlock()
@@ -103,8 +184,8 @@ func (s *Scheduler) dispatch(job *Job, fired time.Time) {
 	if every, ok := job.Schedule.(cron.ConstantDelaySchedule); ok {
 		interval = every.Delay
 	}
-	plan := make([]plannedRun, len(job.Subjects))
-	for i, t := range job.Subjects {
+	plan := make([]plannedRun, len(subjects))
+	for i, t := range subjects {
 		plan[i] = plannedRun{tenant: t, at: fired.Add(Offset(job.Name, t, interval, s.jitter))}
 	}
 	sort.Slice(plan, func(a, b int) bool { return plan[a].at.Before(plan[b].at) })
@@ -125,7 +206,9 @@ func (s *Scheduler) dispatch(job *Job, fired time.Time) {
 			} else if ctx.Err() != nil {
 				return
 			}
-			s.engine.TryRun(job, p.tenant, p.at)
+			if cur, ok := s.current(e, p.tenant); ok {
+				s.engine.TryRun(cur, p.tenant, p.at)
+			}
 		}
 	}()
 }

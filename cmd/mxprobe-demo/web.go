@@ -5,7 +5,7 @@ package main
 // and of the blackbox-style /probe endpoint.
 func init() {
 	hooks = append(hooks, func(e *env) error {
-		const token = "demo-api-token"
+		const token = "demo-api-token-not-secret"
 		e.config["web"] = map[string]any{
 			"api_token":        token,
 			"title":            "mxprobe demo",
@@ -18,7 +18,7 @@ func init() {
 			}
 		}
 		e.urls = append(e.urls,
-			base+"/probe?module=login&tenant=alpha   one fresh run, blackbox_exporter style",
+			"curl -H 'Authorization: Bearer "+token+"' '"+base+"/probe?module=login&tenant=alpha'   one fresh run, blackbox_exporter style",
 			base+"/api/v1/results   latest result per probe and tenant (JSON)",
 			"curl -X POST -H 'Authorization: Bearer "+token+"' '"+base+"/api/v1/probes/login/run?tenant=alpha'   run now",
 			"status page sign-in token: "+token,

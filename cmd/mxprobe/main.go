@@ -31,6 +31,7 @@ type cli struct {
 
 	// serve
 	webFlags *web.FlagConfig
+	web      webHardening
 
 	// run
 	runProbe   string

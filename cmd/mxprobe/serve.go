@@ -32,6 +32,7 @@ type daemon struct {
 	web     *web.Server
 	engine  *probes.Engine
 	sched   *probes.Scheduler
+	jitter  float64
 	sinks   []probes.Sink
 	ready   atomic.Bool
 
@@ -57,10 +58,13 @@ func newDaemon(c *cli, logger *slog.Logger) (*daemon, error) {
 	httpc := mxclient.NewHTTPClient()
 	d.deps = &deps{auth: auth.NewManager(httpc), http: httpc, logger: logger}
 	d.web = web.New(web.Options{
-		Registry: d.metrics.Registry,
-		Reload:   d.reload,
-		Ready:    d.ready.Load,
-		Logger:   logger,
+		Registry:        d.metrics.Registry,
+		Reload:          d.reload,
+		Ready:           d.ready.Load,
+		Logger:          logger,
+		EnableLifecycle: c.web.lifecycle,
+		ReadTimeout:     c.web.readTimeout,
+		MaxConnections:  c.web.maxConnections,
 	})
 	d.sinks = []probes.Sink{d.metrics, d.history}
 	for _, h := range startHooks {
@@ -96,6 +100,10 @@ func (d *daemon) apply() error {
 	if err != nil {
 		return err
 	}
+	if d.unchanged(cfg) {
+		d.logger.Debug("configuration unchanged; nothing to apply", "file", d.cli.configFile)
+		return nil
+	}
 	nd, err := newDeps(cfg, d.deps.auth, d.deps.http, d.logger)
 	if err != nil {
 		return err
@@ -108,9 +116,6 @@ func (d *daemon) apply() error {
 		if err := apply(cfg); err != nil {
 			return err
 		}
-	}
-	if d.sched != nil {
-		d.sched.Stop()
 	}
 	d.deps = nd
 	d.cfg.Store(cfg)
@@ -125,8 +130,19 @@ func (d *daemon) apply() error {
 	}
 	d.history.Prune(func(k history.Key) bool { return keep[k] })
 	d.history.SetSize(cfg.Global.HistorySize)
-	d.sched = probes.NewScheduler(d.engine, cfg.Global.JitterFraction())
-	d.sched.Start(jobs)
+	// The schedule keeps its phase across reloads (see Scheduler.Update):
+	// only a new jitter fraction restarts it.
+	if d.sched != nil && d.jitter != cfg.Global.JitterFraction() {
+		d.sched.Stop()
+		d.sched = nil
+	}
+	if d.sched == nil {
+		d.jitter = cfg.Global.JitterFraction()
+		d.sched = probes.NewScheduler(d.engine, d.jitter)
+		d.sched.Start(jobs)
+	} else {
+		d.sched.Update(jobs)
+	}
 	return nil
 }
 

@@ -67,7 +67,10 @@ func (w *alertsWiring) reload(d *daemon, cfg *config.Config) error {
 			}
 		}
 	}
-	httpc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	// Notifiers carry credentials (Matrix access token, Slack token, webhook
+	// HMAC): a redirect is answered as the failure it is, never followed.
+	httpc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone(),
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	ns, err := notify.Build(cfg, notify.Options{HTTP: httpc, Logger: d.logger, UserAgent: "mxprobe/" + version.Version})
 	if err != nil {
 		return err

@@ -25,6 +25,9 @@ func init() {
 			if _, err := cfg.Web.Token(); err != nil {
 				return fmt.Errorf("web.api_token_file: %w", err)
 			}
+			if _, err := cfg.Web.MetricsTokenValue(); err != nil {
+				return fmt.Errorf("web.metrics_token_file: %w", err)
+			}
 			return nil
 		})
 		return nil
@@ -89,16 +92,27 @@ func settingsFrom(cfg *config.Config, d *daemon) web.Settings {
 		d.logger.Error("web.api_token_file cannot be read; the API refuses changes", "err", err)
 		tok = fmt.Sprintf("\x00unreadable-%p", cfg)
 	}
+	mtok, err := cfg.Web.MetricsTokenValue()
+	if err != nil {
+		d.logger.Error("web.metrics_token_file cannot be read; only the API token opens /metrics", "err", err)
+		mtok = ""
+	}
+	proxies, _ := cfg.Web.Proxies() // validated at load
 	names := make(map[string]string, len(cfg.Tenants))
 	for _, t := range cfg.Tenants {
 		names[t.ID] = t.Name
 	}
 	return web.Settings{
-		Token:         tok,
-		ProtectReads:  cfg.Web.ProtectReads,
-		Title:         cfg.Web.Title,
-		SparklineRuns: cfg.Web.SparklineRuns,
-		Refresh:       cfg.Web.Refresh().D(),
-		TenantNames:   names,
+		Token:          tok,
+		ProtectReads:   cfg.Web.ProtectReads,
+		MetricsToken:   mtok,
+		ProbeAnonymous: cfg.Web.ProbeAnonymousModules,
+		RunFloor:       cfg.Web.Floor().D(),
+		CookieSecure:   cfg.Web.CookieSecure,
+		TrustedProxies: proxies,
+		Title:          cfg.Web.Title,
+		SparklineRuns:  cfg.Web.SparklineRuns,
+		Refresh:        cfg.Web.Refresh().D(),
+		TenantNames:    names,
 	}
 }

@@ -119,6 +119,22 @@ func TestDaemonProbeAndAPI(t *testing.T) {
 	cfg = strings.ReplaceAll(cfg, "@every 2s", "@every 1h")
 	_, ts := newWebDaemon(t, cfg)
 
+	// With a token configured, /probe needs it too.
+	if _, code := httpGet(t, ts.URL+"/probe?module=login&tenant=acme"); code != http.StatusUnauthorized {
+		t.Fatalf("/probe without the token: %d", code)
+	}
+	httpGet := func(t *testing.T, u string) (string, int) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", u, nil)
+		req.Header.Set("Authorization", "Bearer api-SECRET-token")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b), resp.StatusCode
+	}
 	body, code := httpGet(t, ts.URL+"/probe?module=login&tenant=acme")
 	if code != 200 || !strings.Contains(body, "probe_success 1") || !strings.Contains(body, `probe_step_duration_seconds{step="whoami"}`) {
 		t.Fatalf("/probe: %d\n%s", code, body)

@@ -59,8 +59,7 @@ func unauthorized(w http.ResponseWriter, write bool) {
 
 func (s *Server) read(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !s.authorized(r, s.settings(), false) {
-			unauthorized(w, false)
+		if !s.allow(w, r, s.settings(), accessRead) {
 			return
 		}
 		h(w, r)
@@ -69,8 +68,7 @@ func (s *Server) read(h http.HandlerFunc) http.HandlerFunc {
 
 func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !s.authorized(r, s.settings(), true) {
-			unauthorized(w, true)
+		if !s.allow(w, r, s.settings(), accessWrite) {
 			return
 		}
 		h(w, r)
@@ -87,41 +85,45 @@ func lookupError(err error) (int, string) {
 
 // apiRun is POST /api/v1/probes/{probe}/run?tenant=T: run now and return the
 // Result. A run already in flight for the probe and tenant is joined, not
-// stacked; the engine's concurrency limit applies.
+// stacked, and within the run floor the last run's Result is returned; the
+// engine's concurrency limit applies.
 func (s *Server) apiRun(w http.ResponseWriter, r *http.Request) {
-	if !s.authorized(r, s.settings(), true) {
-		unauthorized(w, true)
+	if !s.allow(w, r, s.settings(), accessWrite) {
 		return
 	}
 	probe, tenant := r.PathValue("probe"), r.URL.Query().Get("tenant")
-	res, code, err := s.runNow(r.Context(), probe, tenant)
+	res, cached, code, err := s.runNow(r.Context(), probe, tenant)
 	if err != nil {
 		jsonError(w, code, "%v", err)
 		return
 	}
+	if cached {
+		// A run of this probe and tenant started less than web.run_floor ago.
+		w.Header().Set("X-Mxprobe-Cached", "true")
+	}
 	writeJSON(w, http.StatusOK, res)
 }
 
-func (s *Server) runNow(ctx context.Context, probe, tenant string) (probes.Result, int, error) {
+func (s *Server) runNow(ctx context.Context, probe, tenant string) (probes.Result, bool, int, error) {
 	run := s.features.Runner
 	if run == nil {
-		return probes.Result{}, http.StatusServiceUnavailable, errors.New("no probes are configured yet")
+		return probes.Result{}, false, http.StatusServiceUnavailable, errors.New("no probes are configured yet")
 	}
 	if _, err := run.Lookup(probe, tenant); err != nil {
 		code, msg := lookupError(err)
-		return probes.Result{}, code, errors.New(msg)
+		return probes.Result{}, false, code, errors.New(msg)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.features.RunTimeout)
 	defer cancel()
-	res, err := run.Run(ctx, probe, tenant)
+	res, cached, err := s.runFloored(ctx, probe, tenant, s.settings().RunFloor)
 	if err != nil {
 		code, msg := lookupError(err)
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 			code, msg = http.StatusGatewayTimeout, "the run did not finish in time; its result will appear in /api/v1/results"
 		}
-		return probes.Result{}, code, errors.New(msg)
+		return probes.Result{}, cached, code, errors.New(msg)
 	}
-	return res, http.StatusOK, nil
+	return res, cached, http.StatusOK, nil
 }
 
 // ProbeInfo lists a configured probe and its tenants.

@@ -8,7 +8,8 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"net/http"
-	"strconv"
+	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,10 +35,25 @@ type Results interface {
 // Settings are the web settings in force, read at request time so a reload
 // applies at once.
 type Settings struct {
-	// Token is the API token; "" leaves the mutating endpoints open.
+	// Token is the API token; "" leaves the mutating endpoints, /probe and
+	// /-/reload open.
 	Token string
-	// ProtectReads makes reads (API, /probe, the page) need the token too.
+	// ProtectReads makes reads (API, the page, /metrics) need the token too.
 	ProtectReads bool
+	// MetricsToken is a second credential, accepted on /metrics only, for
+	// Prometheus when ProtectReads is on.
+	MetricsToken string
+	// ProbeAnonymous names the modules /probe runs without the token.
+	ProbeAnonymous []string
+	// RunFloor is the least time between fresh runs of one probe and tenant
+	// started over HTTP (default DefaultRunFloor).
+	RunFloor time.Duration
+	// CookieSecure forces the session cookie's Secure flag on (true) or off
+	// (false); nil sets it when the request came over TLS (directly or, per
+	// X-Forwarded-Proto, through a trusted proxy).
+	CookieSecure *bool
+	// TrustedProxies may set X-Forwarded-For and X-Forwarded-Proto.
+	TrustedProxies []netip.Prefix
 	// Title heads the status page.
 	Title string
 	// SparklineRuns is how many runs the sparkline shows.
@@ -74,6 +90,7 @@ func (s *Server) Enable(f Features) {
 	}
 	s.mu.Lock()
 	s.features = f
+	s.enabled = true
 	if s.sessionKey == nil {
 		s.sessionKey = make([]byte, 32)
 		_, _ = rand.Read(s.sessionKey)
@@ -85,7 +102,10 @@ func (s *Server) Enable(f Features) {
 }
 
 func (s *Server) settings() Settings {
-	st := s.features.Settings()
+	st := Settings{}
+	if s.features.Settings != nil {
+		st = s.features.Settings()
+	}
 	if st.Title == "" {
 		st.Title = "mxprobe"
 	}
@@ -120,15 +140,62 @@ func requestToken(r *http.Request) string {
 	return ""
 }
 
-// authorized reports whether r may do a write (write=true) or a read.
-func (s *Server) authorized(r *http.Request, st Settings, write bool) bool {
-	if st.Token == "" {
+// access is what a request needs.
+type access int
+
+const (
+	accessRead    access = iota // API reads, the page: open unless ProtectReads
+	accessWrite                 // changes, run-now, /-/reload: the token
+	accessMetrics               // /metrics: like a read, the metrics token also works
+)
+
+// allow decides whether r may go on with need; when not, it has answered
+// (401, or 429 for an address locked out after wrong tokens).
+func (s *Server) allow(w http.ResponseWriter, r *http.Request, st Settings, need access) bool {
+	if st.Token == "" || (need != accessWrite && !st.ProtectReads) {
 		return true
 	}
-	if !write && !st.ProtectReads {
+	ok, wait := s.checkToken(r, st, need)
+	switch {
+	case ok:
 		return true
+	case wait > 0:
+		tooMany(w, wait)
+	case need == accessMetrics:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="mxprobe"`)
+		http.Error(w, "this endpoint needs web.metrics_token or web.api_token (Authorization: Bearer, or X-Mxprobe-Token behind basic auth)", http.StatusUnauthorized)
+	default:
+		unauthorized(w, need == accessWrite)
 	}
-	return tokenEqual(requestToken(r), st.Token) || (!write && s.validSession(r, st))
+	return false
+}
+
+// checkToken checks the request's token (and, for reads, the session)
+// against the settings, counting wrong tokens per client address. wait > 0:
+// the address is locked out for that long and the token was not even looked
+// at. Every place that compares a request's token goes through here, so
+// none is an unthrottled oracle.
+func (s *Server) checkToken(r *http.Request, st Settings, need access) (ok bool, wait time.Duration) {
+	tok := requestToken(r)
+	if tok == "" || st.Token == "" {
+		return need != accessWrite && s.validSession(r, st), 0
+	}
+	addr := clientAddr(r, st.TrustedProxies)
+	now := s.features.Now()
+	if wait := s.throttle.wait(addr, now); wait > 0 {
+		return false, wait
+	}
+	if tokenEqual(tok, st.Token) || (need == accessMetrics && tokenEqual(tok, st.MetricsToken)) {
+		s.throttle.ok(addr)
+		return true, 0
+	}
+	s.throttle.fail(addr, now)
+	return false, 0
+}
+
+// anonymousProbe reports whether /probe may run module without the token.
+func anonymousProbe(st Settings, module string) bool {
+	return slices.Contains(st.ProbeAnonymous, module)
 }
 
 const (
@@ -152,10 +219,9 @@ func tokenID(token string) string {
 	return base64.RawURLEncoding.EncodeToString(h[:8])
 }
 
-// newSession returns a cookie value: expiry and an HMAC over it and the token.
+// newSession starts a server-side session and returns its cookie value.
 func (s *Server) newSession(st Settings) string {
-	exp := strconv.FormatInt(s.features.Now().Add(sessionTTL).Unix(), 10)
-	return exp + "." + s.mac("session", exp, tokenID(st.Token))
+	return s.sessions.create(tokenID(st.Token), s.features.Now())
 }
 
 func (s *Server) session(r *http.Request, st Settings) (string, bool) {
@@ -163,18 +229,10 @@ func (s *Server) session(r *http.Request, st Settings) (string, bool) {
 		return "", false
 	}
 	c, err := r.Cookie(sessionCookie)
-	if err != nil {
+	if err != nil || c.Value == "" {
 		return "", false
 	}
-	exp, sig, ok := strings.Cut(c.Value, ".")
-	if !ok {
-		return "", false
-	}
-	n, err := strconv.ParseInt(exp, 10, 64)
-	if err != nil || s.features.Now().Unix() > n {
-		return "", false
-	}
-	if !hmac.Equal([]byte(sig), []byte(s.mac("session", exp, tokenID(st.Token)))) {
+	if !s.sessions.valid(c.Value, tokenID(st.Token), s.features.Now()) {
 		return "", false
 	}
 	return c.Value, true
@@ -196,4 +254,12 @@ func (s *Server) csrfOK(r *http.Request, st Settings) bool {
 	}
 	want := s.csrfToken(sess)
 	return hmac.Equal([]byte(r.PostFormValue("csrf")), []byte(want))
+}
+
+// cookieSecure decides the session cookie's Secure flag.
+func cookieSecure(r *http.Request, st Settings) bool {
+	if st.CookieSecure != nil {
+		return *st.CookieSecure
+	}
+	return secureRequest(r, st.TrustedProxies)
 }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
+	"log"
 	"net/http"
 	"sort"
 	"strconv"
@@ -18,7 +18,7 @@ import (
 )
 
 func (s *Server) registerProbe() {
-	s.Mux.HandleFunc("GET /probe", s.read(s.probeHandler))
+	s.Mux.HandleFunc("GET /probe", s.probeHandler) // GET also serves HEAD
 }
 
 // scrapeTimeoutOffset leaves Prometheus time to receive the answer.
@@ -26,9 +26,17 @@ const scrapeTimeoutOffset = 500 * time.Millisecond
 
 // probeHandler is /probe?module=PROBE&tenant=T in blackbox_exporter style:
 // one run now, and the exposition of that run only, on a registry of its own.
+// With a token configured it needs the token, unless the module is in
+// web.probe_anonymous_modules. A fresh run starts at most once per probe and
+// tenant per run floor; callers in between get that run's result. HEAD
+// starts nothing.
 func (s *Server) probeHandler(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	module, tenant := q.Get("module"), q.Get("tenant")
+	st := s.settings()
+	if !(st.Token != "" && anonymousProbe(st, module)) && !s.allow(w, r, st, accessWrite) {
+		return
+	}
 	run := s.features.Runner
 	if module == "" {
 		http.Error(w, "module parameter is missing: /probe?module=<probe name>&tenant=<tenant id>", http.StatusBadRequest)
@@ -41,6 +49,11 @@ func (s *Server) probeHandler(w http.ResponseWriter, r *http.Request) {
 	job, err := run.Lookup(module, tenant)
 	if err != nil {
 		http.Error(w, probeLookupMessage(err, module, tenant, run), http.StatusBadRequest)
+		return
+	}
+	if r.Method == http.MethodHead {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
 		return
 	}
 	ctx := r.Context()
@@ -56,7 +69,7 @@ func (s *Server) probeHandler(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	start := time.Now()
-	res, err := run.Run(ctx, job.Name, tenant)
+	res, _, err := s.runFloored(ctx, job.Name, tenant, st.RunFloor)
 	if err != nil {
 		// The run goes on in the engine and reaches the sinks; this scrape
 		// reports what it saw: no success within its timeout.
@@ -67,7 +80,7 @@ func (s *Server) probeHandler(w http.ResponseWriter, r *http.Request) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(resultCollector{res})
 	promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorLog: slog.NewLogLogger(s.opts.Logger.Handler(), slog.LevelError),
+		ErrorLog: log.New(levelWriter{s.opts.Logger}, "", 0),
 	}).ServeHTTP(w, r)
 }
 

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -96,7 +97,15 @@ type sparkDot struct {
 
 func (s *Server) statusPage(w http.ResponseWriter, r *http.Request) {
 	st := s.settings()
-	p := s.basePage(r, st)
+	tokenOK := false
+	if requestToken(r) != "" && st.Token != "" {
+		var wait time.Duration
+		if tokenOK, wait = s.checkToken(r, st, accessRead); wait > 0 {
+			tooMany(w, wait)
+			return
+		}
+	}
+	p := s.basePage(r, st, tokenOK)
 	q := r.URL.Query()
 	switch {
 	case q.Get("m") == "signedin":
@@ -132,7 +141,9 @@ func (s *Server) statusPage(w http.ResponseWriter, r *http.Request) {
 	s.render(w, http.StatusOK, p)
 }
 
-func (s *Server) basePage(r *http.Request, st Settings) page {
+// basePage is the page's frame; tokenOK: the request carried the right token
+// (checked by the caller, through the throttle).
+func (s *Server) basePage(r *http.Request, st Settings, tokenOK bool) page {
 	now := s.features.Now()
 	p := page{Title: st.Title, Generated: now, Refresh: int(st.Refresh / time.Second), AuthOn: st.Token != ""}
 	if p.AuthOn {
@@ -141,7 +152,7 @@ func (s *Server) basePage(r *http.Request, st Settings) page {
 			p.CSRF = s.csrfToken(sess)
 		}
 	}
-	p.ReadsLocked = p.AuthOn && st.ProtectReads && !p.SignedIn && !tokenEqual(requestToken(r), st.Token)
+	p.ReadsLocked = p.AuthOn && st.ProtectReads && !p.SignedIn && !tokenOK
 	p.CanRun = !p.AuthOn || p.SignedIn
 	return p
 }
@@ -153,9 +164,20 @@ func (s *Server) render(w http.ResponseWriter, code int, p page) {
 	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Referrer-Policy", "same-origin")
-	w.WriteHeader(code)
-	if err := statusTmpl.Execute(w, p); err != nil {
+	var buf bytes.Buffer
+	if err := statusTmpl.Execute(&buf, p); err != nil {
 		s.opts.Logger.Error("rendering the status page", "err", err)
+		http.Error(w, "the status page could not be rendered, see the log", http.StatusInternalServerError)
+		return
+	}
+	w.WriteHeader(code)
+	if _, err := w.Write(buf.Bytes()); err != nil {
+		if clientGone(err) {
+			// Broken pipe, reset, timeout: nothing to fix here.
+			s.opts.Logger.Debug("writing the status page", "err", err)
+		} else {
+			s.opts.Logger.Warn("writing the status page", "err", err)
+		}
 	}
 }
 
@@ -366,7 +388,7 @@ func (s *Server) pageRun(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	probe, tenant := r.PostFormValue("probe"), r.PostFormValue("tenant")
-	_, code, err := s.runNow(r.Context(), probe, tenant)
+	_, _, code, err := s.runNow(r.Context(), probe, tenant)
 	q := url.Values{}
 	switch {
 	case err == nil:
@@ -399,8 +421,18 @@ func (s *Server) pageLogin(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/", http.StatusSeeOther)
 		return
 	}
-	if !tokenEqual(r.PostFormValue("token"), st.Token) {
-		p := s.basePage(r, st)
+	addr := clientAddr(r, st.TrustedProxies)
+	now := s.features.Now()
+	if wait := s.throttle.wait(addr, now); wait > 0 {
+		tooMany(w, wait)
+		return
+	}
+	given := r.PostFormValue("token")
+	if !tokenEqual(given, st.Token) {
+		if given != "" {
+			s.throttle.fail(addr, now)
+		}
+		p := s.basePage(r, st, false)
 		p.Error = "Wrong token."
 		if !p.ReadsLocked {
 			s.fillRows(&p, st)
@@ -408,12 +440,19 @@ func (s *Server) pageLogin(w http.ResponseWriter, r *http.Request) {
 		s.render(w, http.StatusUnauthorized, p)
 		return
 	}
+	s.throttle.ok(addr)
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: s.newSession(st), Path: "/", HttpOnly: true,
-		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil, MaxAge: int(sessionTTL / time.Second)})
+		SameSite: http.SameSiteStrictMode, Secure: cookieSecure(r, st), MaxAge: int(sessionTTL / time.Second)})
 	http.Redirect(w, r, "/?m=signedin", http.StatusSeeOther)
 }
 
+// pageLogout ends the session server-side (a copy of the cookie is worth
+// nothing afterwards) and clears the cookie.
 func (s *Server) pageLogout(w http.ResponseWriter, r *http.Request) {
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" {
+		s.sessions.end(c.Value)
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode,
+		Secure: cookieSecure(r, s.settings()), MaxAge: -1})
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }

@@ -13,6 +13,10 @@ import (
 // DefaultSynapseMaxBodyBytes is the default size limit of a metrics page.
 const DefaultSynapseMaxBodyBytes = 32 << 20
 
+// MaxSynapseMaxBodyBytes caps synapse.max_body_bytes: reading and parsing a
+// page takes about four times its size in memory.
+const MaxSynapseMaxBodyBytes = 128 << 20
+
 // SynapseConfig configures the Synapse metrics probe.
 type SynapseConfig struct {
 	// URL is the metrics page (/_synapse/metrics, or the metrics listener).
@@ -148,6 +152,9 @@ func validateSynapse(c *Config) Errors {
 		}
 		if s.MaxBodyBytes < 0 {
 			add("synapse.max_body_bytes: must be positive")
+		}
+		if s.MaxBodyBytes > MaxSynapseMaxBodyBytes {
+			add("synapse.max_body_bytes: %d is over the cap of %d bytes (128 MiB; parsing needs about four times the page size in memory)", s.MaxBodyBytes, MaxSynapseMaxBodyBytes)
 		}
 		if s.Window < 0 {
 			add("synapse.window: must be positive")

@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"os"
 
 	promcfg "github.com/prometheus/common/config"
@@ -20,12 +21,31 @@ const (
 // (--web.config.file), not from here.
 type WebConfig struct {
 	// APIToken (or APITokenFile) is the bearer token the mutating endpoints
-	// (run now, silences) require. Without one they are open.
+	// (run now, silences, /-/reload) and /probe require. Without one they
+	// are open. At least MinTokenLength characters.
 	APIToken     promcfg.Secret `yaml:"api_token" json:"api_token"`
 	APITokenFile string         `yaml:"api_token_file" json:"api_token_file"`
-	// ProtectReads makes the read endpoints (results, alerts, silences) and
-	// the status page require the token too. Needs a token.
+	// ProtectReads makes the read endpoints (results, alerts, silences),
+	// the status page and /metrics require the token too. Needs a token.
 	ProtectReads bool `yaml:"protect_reads" json:"protect_reads"`
+	// MetricsToken (or MetricsTokenFile) is a second bearer token accepted
+	// on /metrics only, for Prometheus when protect_reads is on.
+	MetricsToken     promcfg.Secret `yaml:"metrics_token" json:"metrics_token"`
+	MetricsTokenFile string         `yaml:"metrics_token_file" json:"metrics_token_file"`
+	// ProbeAnonymousModules are the probes /probe runs without the token
+	// (none by default).
+	ProbeAnonymousModules []string `yaml:"probe_anonymous_modules" json:"probe_anonymous_modules,omitempty"`
+	// RunFloor is the least time between two fresh runs of one probe and
+	// tenant started over HTTP (/probe, run-now); callers in between get the
+	// last result. Default 5s.
+	RunFloor *Duration `yaml:"run_floor" json:"run_floor,omitempty"`
+	// CookieSecure forces the status page cookie's Secure flag; unset, it
+	// is set when the browser came over https (directly, or through a
+	// trusted proxy's X-Forwarded-Proto).
+	CookieSecure *bool `yaml:"cookie_secure" json:"cookie_secure,omitempty"`
+	// TrustedProxies are the addresses or CIDR ranges whose
+	// X-Forwarded-Proto and X-Forwarded-For are believed.
+	TrustedProxies []string `yaml:"trusted_proxies" json:"trusted_proxies,omitempty"`
 	// Title is the status page's heading.
 	Title string `yaml:"title" json:"title"`
 	// SparklineRuns is how many past runs the status page's latency
@@ -49,6 +69,42 @@ func (w *WebConfig) UnmarshalYAML(n *yaml.Node) error {
 
 // Token resolves the API token ("" when none is configured).
 func (w *WebConfig) Token() (string, error) { return Secret(w.APIToken, w.APITokenFile) }
+
+// MinTokenLength is the shortest api_token or metrics_token accepted.
+const MinTokenLength = 16
+
+// DefaultRunFloor is web.run_floor's default.
+const DefaultRunFloor = Duration(5e9)
+
+// MetricsTokenValue resolves the metrics token ("" when none is configured).
+func (w *WebConfig) MetricsTokenValue() (string, error) {
+	return Secret(w.MetricsToken, w.MetricsTokenFile)
+}
+
+// Floor returns web.run_floor (default 5s).
+func (w *WebConfig) Floor() Duration {
+	if w.RunFloor == nil {
+		return DefaultRunFloor
+	}
+	return *w.RunFloor
+}
+
+// Proxies parses web.trusted_proxies (an address is a /32 or /128 range).
+func (w *WebConfig) Proxies() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range w.TrustedProxies {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither an address nor a CIDR range", s)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
+}
 
 // Refresh returns the status page refresh interval (default 30s).
 func (w *WebConfig) Refresh() Duration {
@@ -90,8 +146,40 @@ func validateWeb(c *Config) Errors {
 	if w.APITokenFile != "" {
 		if b, err := os.ReadFile(w.APITokenFile); err != nil {
 			add("api_token_file", "cannot read the token file: %v", err)
-		} else if len(bytes.TrimSpace(b)) == 0 {
+		} else if n := len(bytes.TrimSpace(b)); n == 0 {
 			add("api_token_file", "the token file %s is empty", w.APITokenFile)
+		} else if n < MinTokenLength {
+			add("api_token_file", "the token in %s is %d characters long, use at least %d (for example: openssl rand -hex 32)", w.APITokenFile, n, MinTokenLength)
+		}
+	}
+	if n := len(w.APIToken); n > 0 && n < MinTokenLength {
+		add("api_token", "%d characters long, use at least %d (for example: openssl rand -hex 32)", n, MinTokenLength)
+	}
+	if w.MetricsToken != "" && w.MetricsTokenFile != "" {
+		add("metrics_token", "metrics_token and metrics_token_file are mutually exclusive")
+	}
+	if w.MetricsTokenFile != "" {
+		if b, err := os.ReadFile(w.MetricsTokenFile); err != nil {
+			add("metrics_token_file", "cannot read the token file: %v", err)
+		} else if n := len(bytes.TrimSpace(b)); n < MinTokenLength {
+			add("metrics_token_file", "the token in %s is %d characters long, use at least %d", w.MetricsTokenFile, n, MinTokenLength)
+		}
+	}
+	if n := len(w.MetricsToken); n > 0 && n < MinTokenLength {
+		add("metrics_token", "%d characters long, use at least %d", n, MinTokenLength)
+	}
+	if (w.MetricsToken != "" || w.MetricsTokenFile != "") && !w.ProtectReads {
+		add("metrics_token", "only used with protect_reads: true (without it /metrics is open)")
+	}
+	if w.RunFloor != nil && *w.RunFloor < 0 {
+		add("run_floor", "must not be negative")
+	}
+	if _, err := w.Proxies(); err != nil {
+		add("trusted_proxies", "%v", err)
+	}
+	for _, m := range w.ProbeAnonymousModules {
+		if _, ok := c.Probe(m); !ok {
+			add("probe_anonymous_modules", "no probe named %q is configured", m)
 		}
 	}
 	if w.ProtectReads && w.APIToken == "" && w.APITokenFile == "" {

@@ -10,7 +10,7 @@ import (
 func TestWebConfig(t *testing.T) {
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "token")
-	if err := os.WriteFile(tokenFile, []byte("s3cret-token\n"), 0o600); err != nil {
+	if err := os.WriteFile(tokenFile, []byte("s3cret-token-0123456789\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	good := "web:\n  api_token_file: " + tokenFile + "\n  protect_reads: true\n  title: Ops <b>\n"
@@ -19,7 +19,7 @@ func TestWebConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok, err := cfg.Web.Token()
-	if err != nil || tok != "s3cret-token" {
+	if err != nil || tok != "s3cret-token-0123456789" {
 		t.Fatalf("token = %q, %v", tok, err)
 	}
 	if cfg.Web.SparklineRuns != DefaultSparklineRuns || cfg.Web.Refresh().D().Seconds() != 30 || cfg.Web.Title != "Ops <b>" {

@@ -44,14 +44,54 @@ func New(homeserverURL string, httpc *http.Client) (*mautrix.Client, error) {
 }
 
 // NewHTTPClient returns an HTTP client suited for probing: no overall timeout
-// (every request carries the run's context deadline), pooled connections.
+// (every request carries the run's context deadline), pooled connections,
+// and no redirects followed: a 3xx ends the request as bad_response naming
+// the location (see RefuseRedirects), so a password, access token or basic
+// auth credential never travels to a host the configuration did not name.
 func NewHTTPClient() *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = 256
 	tr.MaxIdleConnsPerHost = 64
 	tr.IdleConnTimeout = 90 * time.Second
 	tr.ResponseHeaderTimeout = 0
-	return &http.Client{Transport: tr}
+	return &http.Client{Transport: tr, CheckRedirect: RefuseRedirects}
+}
+
+// RedirectError is a redirect the probe client refused to follow.
+type RedirectError struct {
+	Status   int
+	From     string // scheme://host/path of the request that was redirected
+	Location string // where the server pointed, cut to a short length
+}
+
+func (e *RedirectError) Error() string {
+	return fmt.Sprintf("HTTP %d redirect from %s to %s not followed (probe requests never follow redirects)", e.Status, e.From, e.Location)
+}
+
+// RefuseRedirects is an http.Client CheckRedirect that follows nothing: the
+// request to the new location is never sent, and the client returns a
+// *probes.Error of class bad_response wrapping a *RedirectError. Clients
+// that must follow some redirects (a browser-like login flow) check each hop
+// with their own rules instead.
+func RefuseRedirects(req *http.Request, via []*http.Request) error {
+	status := 0
+	if req.Response != nil {
+		status = req.Response.StatusCode
+	}
+	from := ""
+	if len(via) > 0 {
+		u := *via[len(via)-1].URL
+		u.RawQuery, u.Fragment, u.User = "", "", nil
+		from = u.String()
+	}
+	loc := req.URL.String()
+	if req.Response != nil {
+		if l := req.Response.Header.Get("Location"); l != "" {
+			loc = l
+		}
+	}
+	return &probes.Error{Class: probes.ClassBadResponse, Status: status,
+		Err: &RedirectError{Status: status, From: Short(from), Location: Short(loc)}}
 }
 
 // ErrCode returns the Matrix errcode of err, or "".
@@ -123,6 +163,10 @@ func Classify(err error) error {
 	if err == nil {
 		return nil
 	}
+	var re *RedirectError
+	if errors.As(err, &re) {
+		return &probes.Error{Class: probes.ClassBadResponse, Status: re.Status, Err: re}
+	}
 	var pe *probes.Error
 	if errors.As(err, &pe) {
 		return err
@@ -159,6 +203,10 @@ func Classify(err error) error {
 		class := probes.ClassForStatus(status)
 		if class == probes.ClassNone {
 			class = probes.ClassBadResponse // a redirect (loop) or another unexpected status
+		}
+		if status/100 == 3 {
+			return &probes.Error{Class: class, Status: status,
+				Err: fmt.Errorf("HTTP %d redirect to %q not followed", status, Short(he.Response.Header.Get("Location")))}
 		}
 		return &probes.Error{Class: class, Status: status,
 			Err: fmt.Errorf("HTTP %d without a Matrix error body", status)}

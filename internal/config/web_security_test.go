@@ -1,0 +1,77 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestWebHardeningSettings: short tokens, a metrics token without
+// protect_reads, bad proxy ranges, anonymous /probe modules that are not
+// configured and an oversized synapse.max_body_bytes are refused with the
+// field named; good values parse.
+func TestWebHardeningSettings(t *testing.T) {
+	dir := t.TempDir()
+	short := filepath.Join(dir, "short")
+	if err := os.WriteFile(short, []byte("abc\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := `probes:
+  - name: versions
+    type: versions
+  - name: metrics
+    type: synapse_metrics
+    synapse: {url: "http://127.0.0.1:1/_synapse/metrics", max_body_bytes: 1000000000}
+web:
+  api_token: short-SECRET
+  metrics_token_file: ` + short + `
+  probe_anonymous_modules: [versions, roundtrip]
+  trusted_proxies: [10.0.0.0/8, not-an-address]
+  run_floor: -1s
+`
+	_, err := Parse([]byte(bad), "mx.yml", envOf(nil))
+	if err == nil {
+		t.Fatal("bad web settings accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		"web.api_token: 12 characters long, use at least 16",
+		"web.metrics_token_file: the token in " + short + " is 3 characters long",
+		"web.metrics_token: only used with protect_reads: true",
+		`web.probe_anonymous_modules: no probe named "roundtrip" is configured`,
+		`web.trusted_proxies: "not-an-address" is neither an address nor a CIDR range`,
+		`mx.yml:12: invalid duration "-1s"`,
+		"synapse.max_body_bytes: 1000000000 is over the cap",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("missing %q in:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "short-SECRET") {
+		t.Fatal("token echoed")
+	}
+	good := `probes:
+  - name: versions
+    type: versions
+web:
+  api_token: a-long-enough-api-token
+  protect_reads: true
+  metrics_token: a-long-enough-scrape-token
+  probe_anonymous_modules: [versions]
+  trusted_proxies: [10.0.0.0/8, "::1"]
+  cookie_secure: true
+  run_floor: 10s
+`
+	cfg, err := Parse([]byte(good), "mx.yml", envOf(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	px, err := cfg.Web.Proxies()
+	if err != nil || len(px) != 2 || px[1].String() != "::1/128" {
+		t.Fatalf("proxies %v %v", px, err)
+	}
+	if m, _ := cfg.Web.MetricsTokenValue(); m != "a-long-enough-scrape-token" || cfg.Web.Floor().D().Seconds() != 10 || !*cfg.Web.CookieSecure {
+		t.Fatalf("web: %+v", cfg.Web)
+	}
+}

@@ -1,0 +1,39 @@
+package probes
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// TestRemoteTextIsBounded: a hostile 500 KB text (error, note) ends in the
+// Result cut to MaxText on a rune boundary.
+func TestRemoteTextIsBounded(t *testing.T) {
+	huge := strings.Repeat("€", 500_000/3)
+	rec := NewRecorder("p", "t", "")
+	_ = rec.Step("hop", func() error { return Errorf(ClassBadResponse, "Location: %s", huge) })
+	rec.Note(huge)
+	rec.Note(huge)
+	res := rec.Finish()
+	for _, s := range []string{res.Error, res.Steps[0].Error, res.Steps[0].Detail} {
+		if len(s) > MaxText+len(" …") || !utf8.ValidString(s) || !strings.HasSuffix(s, " …") {
+			t.Fatalf("text of %d bytes (valid UTF-8 %v)", len(s), utf8.ValidString(s))
+		}
+	}
+	e := NewEngine(1)
+	e.SetJobs([]*Job{{Name: "raw", Subjects: []string{""}, Timeout: 1e9, Prober: ProberFunc(func(_ context.Context, _ string) Result {
+		return Result{Outcome: OutcomeFailure, Class: ClassBadResponse, Error: huge, Steps: []Step{{Name: "x", Detail: huge, Error: huge}}}
+	})}})
+	res, err := e.Run(context.Background(), "raw", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Error) > MaxText+4 || len(res.Steps[0].Detail) > MaxText+4 || len(res.Steps[0].Error) > MaxText+4 {
+		t.Fatalf("engine kept long text: %d %d %d", len(res.Error), len(res.Steps[0].Detail), len(res.Steps[0].Error))
+	}
+	e.Shutdown(0)
+	if CutText("abc", 10) != "abc" {
+		t.Fatal("short text changed")
+	}
+}
