@@ -35,6 +35,19 @@ func checkConfig(c *cli, stdout, stderr io.Writer) int {
 	if src == "" {
 		src = "(no file)"
 	}
+	findings := config.CheckBudget(cfg)
+	for _, f := range findings {
+		fmt.Fprintf(stdout, "%s: rate limit: %s\n", src, f)
+	}
+	if len(findings) > 0 && c.strict {
+		fmt.Fprintf(stderr, "mxprobe: %d rate limit(s) would be exceeded (--strict)\n", len(findings))
+		return 1
+	}
+	if len(findings) > 0 {
+		fmt.Fprintf(stdout, "%s: OK with %d rate-limit finding(s) (see docs/roundtrip.md; --strict makes them errors): %d tenant(s), %d probe(s)\n",
+			src, len(findings), len(cfg.Tenants), len(cfg.Probes))
+		return 0
+	}
 	fmt.Fprintf(stdout, "%s: OK: %d tenant(s), %d probe(s)\n", src, len(cfg.Tenants), len(cfg.Probes))
 	return 0
 }
