@@ -22,7 +22,9 @@ func checkConfig(c *cli, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
-	d, err := newDeps(cfg, auth.NewManager(nil), nil, discard())
+	m := auth.NewManager(nil)
+	m.Instance = "check-config" // logs nothing in; keeps data_dir untouched
+	d, err := newDeps(cfg, m, nil, discard())
 	if err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
 		return 1

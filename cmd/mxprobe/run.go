@@ -53,7 +53,12 @@ func runOnce(c *cli, logger *slog.Logger, stdout, stderr io.Writer) int {
 		p.Timeout = config.Duration(d)
 	}
 	httpc := mxclient.NewHTTPClient()
-	d, err := newDeps(cfg, auth.NewManager(httpc), httpc, logger)
+	manager := auth.NewManager(httpc)
+	// A CLI run logs in on devices of its own and removes them at the end,
+	// so it never cancels the daemon's sessions nor leaves devices behind.
+	manager.Instance = "cli-" + auth.RandomID()
+	defer logoutCLI(manager, logger)
+	d, err := newDeps(cfg, manager, httpc, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "mxprobe: %v\n", err)
 		return 2

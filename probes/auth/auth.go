@@ -5,8 +5,6 @@ package auth
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"strings"
@@ -32,6 +30,8 @@ type Session struct {
 	HomeserverURL string
 	// Extra holds method-specific state (the MAS client id and token endpoint).
 	Extra map[string]string
+	// LoggedIn is when the fresh login that made the session happened.
+	LoggedIn time.Time
 }
 
 // Account is an account to log in as, with its secrets resolved.
@@ -45,6 +45,9 @@ type Account struct {
 	Config        config.Account
 	Password      string
 	Token         string
+	// Instance is the process's instance id (set by the Manager), part of
+	// the device id.
+	Instance string
 }
 
 // NewAccount resolves an account's secrets (inline or from *_file).
@@ -74,11 +77,12 @@ func (a Account) ExpectedUserID() string {
 	return "@" + a.Config.User + ":" + a.ServerName
 }
 
-// DeviceID is a stable device id per account and role, so repeated logins
-// reuse one device instead of piling up devices on the homeserver.
+// DeviceID is a device id per process instance, account and role: repeated
+// logins of one process reuse one device instead of piling up devices, and
+// another process (a replica, a CLI run) logs in on a device of its own, so
+// no process cancels another's token.
 func (a Account) DeviceID() string {
-	sum := sha256.Sum256([]byte(a.Key))
-	return "MXPROBE" + strings.ToUpper(hex.EncodeToString(sum[:5]))
+	return deviceID(a.Instance, a.Key)
 }
 
 // Method performs a fresh login, recording each of its hops as steps.
@@ -97,11 +101,15 @@ type Manager struct {
 	HTTP *http.Client
 	// RefreshBefore renews a session this long before its expiry.
 	RefreshBefore time.Duration
+	// Instance identifies this process in device ids (see InstanceFromDir);
+	// set it before the first login.
+	Instance string
 
 	mu       sync.Mutex
 	methods  map[string]Method
 	sessions map[string]*Session
 	locks    map[string]*sync.Mutex
+	budgets  map[string]*Budget
 }
 
 // NewManager returns a manager with the password and token methods.
@@ -187,6 +195,11 @@ func (m *Manager) login(ctx context.Context, acct Account, rec *probes.Recorder)
 	}
 	rec.SetMethod(acct.Config.Method)
 	rec.Scrub(acct.Password, acct.Token)
+	acct.Instance = m.Instance
+	if err := m.spend(acct.Config.Method); err != nil {
+		rec.AddStep("login", 0, err)
+		return nil, err
+	}
 	sess, err := meth.Login(ctx, m, acct, rec)
 	rec.Count(loginCountName(acct.Config.Method, err == nil), 1)
 	if err != nil {
@@ -195,6 +208,9 @@ func (m *Manager) login(ctx context.Context, acct Account, rec *probes.Recorder)
 	sess.Method = acct.Config.Method
 	if sess.HomeserverURL == "" {
 		sess.HomeserverURL = acct.HomeserverURL
+	}
+	if sess.LoggedIn.IsZero() {
+		sess.LoggedIn = time.Now()
 	}
 	m.store(acct.Key, sess)
 	rec.Scrub(sess.AccessToken, sess.RefreshToken)

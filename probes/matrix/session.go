@@ -55,6 +55,9 @@ func (r *runner) login(ctx context.Context, a *actor) error {
 	}
 	// The peer logged in on a sub-record: its secrets are the run's too.
 	r.rec.Scrub(a.acct.Password, a.acct.Token, sess.AccessToken)
+	if a.prefix == "" && sess.Method != "" {
+		r.rec.SetMethod(sess.Method) // the run used a session of this method, cached or fresh
+	}
 	return a.use(r.m, sess)
 }
 
