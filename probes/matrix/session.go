@@ -31,11 +31,18 @@ type actor struct {
 type runner struct {
 	rec *probes.Recorder
 	m   *auth.Manager
+	// cur is the step in progress (for the step label of 429s); lastWait
+	// the retry_after the homeserver gave in the last 429.
+	cur      string
+	lastWait time.Duration
 }
 
-// rateHook counts every 429 met.
+// rateHook counts every 429 met, by step.
 func (r *runner) rateHook() mxclient.RateLimitHook {
-	return func(time.Duration, bool) { r.rec.Count(probes.CountRateLimited, 1) }
+	return func(wait time.Duration, _ bool) {
+		r.lastWait = wait
+		r.rec.Count(RateLimitedCount(r.cur), 1)
+	}
 }
 
 // login gets a's session (cached, renewed or a fresh login, whose steps
@@ -132,8 +139,12 @@ func (r *runner) attempt(ctx context.Context, a *actor, logSteps bool, fn func(c
 // step runs fn as the timed step name of a, without the time of a re-login.
 func (r *runner) step(ctx context.Context, name string, a *actor, fn func(ctx context.Context, cli *mautrix.Client) error) error {
 	t0 := time.Now()
+	r.cur = name
 	err, _, relog := r.attempt(ctx, a, true, fn)
 	r.rec.AddStep(name, time.Since(t0)-relog, err)
+	if probes.Classify(err) == probes.ClassRateLimited {
+		r.rec.Note(ExplainRateLimit(name, r.lastWait))
+	}
 	return err
 }
 
