@@ -44,6 +44,9 @@ func (p *LoginProbe) Run(ctx context.Context, tenant string) probes.Result {
 	rec.Scrub(acct.Password, acct.Token)
 	sess := p.Manager.Cached(acct.Key)
 	due := sess == nil || p.FullLoginInterval <= 0 || time.Since(sess.LoggedIn) >= p.FullLoginInterval
+	if acct.Config.Method == config.MethodToken {
+		due = false // a fixed token has no login to repeat: whoami proves it
+	}
 	deferred := false
 	if due && sess != nil && !p.Manager.BudgetFor(acct.Config.Method).Available() {
 		due, deferred = false, true
@@ -53,7 +56,7 @@ func (p *LoginProbe) Run(ctx context.Context, tenant string) probes.Result {
 		if err != nil {
 			return rec.Finish()
 		}
-		_ = rec.Step("whoami", func() error { return p.Manager.Whoami(ctx, acct, sess) })
+		_ = rec.Step("whoami", func() error { return p.whoami(ctx, acct, sess) })
 		return rec.Finish()
 	}
 	// Between full logins: the cached session, renewed when about to expire.
@@ -63,7 +66,7 @@ func (p *LoginProbe) Run(ctx context.Context, tenant string) probes.Result {
 	}
 	rec.Scrub(sess.AccessToken, sess.RefreshToken)
 	t0 := time.Now()
-	err = p.Manager.Whoami(ctx, acct, sess)
+	err = p.whoami(ctx, acct, sess)
 	if err != nil && probes.StatusOf(err) == http.StatusUnauthorized {
 		// The session was cancelled: recover it (refresh or log in) and prove it again.
 		rec.Note("the session was no longer valid")
@@ -72,7 +75,7 @@ func (p *LoginProbe) Run(ctx context.Context, tenant string) probes.Result {
 			return rec.Finish()
 		}
 		rec.Scrub(ns.AccessToken, ns.RefreshToken)
-		_ = rec.Step("whoami", func() error { return p.Manager.Whoami(ctx, acct, ns) })
+		_ = rec.Step("whoami", func() error { return p.whoami(ctx, acct, ns) })
 		return rec.Finish()
 	}
 	rec.AddStep("whoami", time.Since(t0), err)
@@ -85,4 +88,11 @@ func (p *LoginProbe) Run(ctx context.Context, tenant string) probes.Result {
 		rec.Note(note)
 	}
 	return rec.Finish()
+}
+
+// whoami proves sess without writing to it: the session is shared with the
+// room probes running meanwhile.
+func (p *LoginProbe) whoami(ctx context.Context, acct Account, sess *Session) error {
+	cp := *sess
+	return p.Manager.Whoami(ctx, acct, &cp)
 }

@@ -203,7 +203,7 @@ func (p *RoundtripProbe) steps(ctx context.Context, r *runner, tenant string, bo
 
 	err = r.step(ctx, "invite", bot, func(ctx context.Context, cli *mautrix.Client) error {
 		st.invited = true
-		_, err := cli.InviteUser(ctx, st.room, &mautrix.ReqInviteUser{UserID: id.UserID(peer.sess.UserID)})
+		_, err := cli.InviteUser(ctx, st.room, &mautrix.ReqInviteUser{UserID: peer.userID()})
 		if err != nil && mxclient.HTTPStatus(err) >= 400 && mxclient.HTTPStatus(err) < 500 {
 			st.invited = false // refused: nothing to clean up on the peer's side
 		}
@@ -282,7 +282,7 @@ func checkPowerLevel(ctx context.Context, r *runner, bot *actor, room id.RoomID,
 		if err := cli.StateEvent(ctx, room, event.StatePowerLevels, "", &pl); err != nil {
 			return err
 		}
-		level = pl.GetUserLevel(id.UserID(bot.sess.UserID))
+		level = pl.GetUserLevel(bot.userID())
 		if level < minLevel {
 			return probes.Errorf(ClassPowerLevel, "the bot holds power level %d, below the required %d", level, minLevel)
 		}
@@ -302,7 +302,7 @@ func checkPowerLevel(ctx context.Context, r *runner, bot *actor, room id.RoomID,
 // the configured one.
 func checkDisplayName(ctx context.Context, r *runner, bot *actor, want string) error {
 	return r.step(ctx, "display_name", bot, func(ctx context.Context, cli *mautrix.Client) error {
-		resp, err := cli.GetDisplayName(ctx, id.UserID(bot.sess.UserID))
+		resp, err := cli.GetDisplayName(ctx, bot.userID())
 		if err != nil {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/auth"
@@ -66,6 +67,15 @@ func (r *runner) login(ctx context.Context, a *actor) error {
 		r.rec.SetMethod(sess.Method) // the run used a session of this method, cached or fresh
 	}
 	return a.use(r.m, sess)
+}
+
+// userID is the actor's user id: the session's, or (a fixed token whose
+// session carries none) the configured user's.
+func (a *actor) userID() id.UserID {
+	if a.sess != nil && a.sess.UserID != "" {
+		return id.UserID(a.sess.UserID)
+	}
+	return id.UserID(a.acct.ExpectedUserID())
 }
 
 func (a *actor) use(m *auth.Manager, sess *auth.Session) error {
