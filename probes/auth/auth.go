@@ -110,6 +110,7 @@ type Manager struct {
 	sessions map[string]*Session
 	locks    map[string]*sync.Mutex
 	budgets  map[string]*Budget
+	refused  map[string]time.Time // account key → its last refused login
 }
 
 // NewManager returns a manager with the password and token methods.
@@ -196,11 +197,12 @@ func (m *Manager) login(ctx context.Context, acct Account, rec *probes.Recorder)
 	rec.SetMethod(acct.Config.Method)
 	rec.Scrub(acct.Password, acct.Token)
 	acct.Instance = m.Instance
-	if err := m.spend(acct.Config.Method); err != nil {
+	if err := m.spend(acct.Config.Method, acct.Key); err != nil {
 		rec.AddStep("login", 0, err)
 		return nil, err
 	}
 	sess, err := meth.Login(ctx, m, acct, rec)
+	m.noteLogin(acct.Config.Method, acct.Key, err)
 	rec.Count(loginCountName(acct.Config.Method, err == nil), 1)
 	if err != nil {
 		return nil, err

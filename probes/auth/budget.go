@@ -105,8 +105,25 @@ func (m *Manager) BudgetFor(method string) *Budget {
 	return m.budgets[method]
 }
 
-func (m *Manager) spend(method string) error {
+// spend takes one login of key's method from its budget. An account whose
+// last login was refused (a wrong password) may try again only after its
+// share of the budget (window / logins), so one broken tenant cannot spend
+// every other tenant's logins.
+func (m *Manager) spend(method, key string) error {
 	b := m.BudgetFor(method)
+	if b != nil && b.Max > 0 {
+		share := b.Window / time.Duration(b.Max)
+		m.mu.Lock()
+		last, failed := m.refused[key]
+		m.mu.Unlock()
+		if failed {
+			if wait := last.Add(share).Sub(b.now()); wait > 0 {
+				return probes.Errorf(probes.ClassLoginBudget,
+					"the last login of this account was refused; it may try again in %s (its share of the login budget, one per %s); the run is skipped",
+					wait.Round(time.Second), share.Round(time.Second))
+			}
+		}
+	}
 	ok, wait := b.Take()
 	if ok {
 		return nil
@@ -114,6 +131,24 @@ func (m *Manager) spend(method string) error {
 	return probes.Errorf(probes.ClassLoginBudget,
 		"login budget spent (%d logins per %s, kept under %s): next full login possible in %s; the run is skipped",
 		b.Max, b.Window, b.Name, wait.Round(time.Second))
+}
+
+// noteLogin remembers whether key's login was refused (auth_failed).
+func (m *Manager) noteLogin(method, key string, err error) {
+	b := m.BudgetFor(method)
+	if b == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.refused == nil {
+		m.refused = map[string]time.Time{}
+	}
+	if probes.Classify(err) == probes.ClassAuthFailed {
+		m.refused[key] = b.now()
+	} else {
+		delete(m.refused, key)
+	}
 }
 
 // Instance ids: every process logs in on devices of its own, so a daemon, a

@@ -121,3 +121,43 @@ func TestLoginProbeWithinRcLogin(t *testing.T) {
 	}
 	testenv.NoRefusals(t, lim)
 }
+
+// A tenant whose password is wrong may retry only once per its share of
+// the budget, so it cannot spend the other tenants' logins.
+func TestRefusedLoginWaitsItsShare(t *testing.T) {
+	d := testenv.SharedDendrite(t)
+	lim := testenv.Limited(t, d, synlimit.Options{Pause: -1})
+	good, goodPW := d.User(t, "good")
+	bad, _ := d.User(t, "bad")
+	cfg := &config.Config{Tenants: []config.Tenant{
+		{ID: "good", HomeserverURL: lim.URL, ServerName: d.ServerName, Bot: config.Account{Method: config.MethodPassword, User: good, Password: promcfg.Secret(goodPW)}},
+		{ID: "bad", HomeserverURL: lim.URL, ServerName: d.ServerName, Bot: config.Account{Method: config.MethodPassword, User: bad, Password: "wrong"}},
+	}}
+	c := &fakeClock{t: time.Now()}
+	httpc := mxclient.NewHTTPClient()
+	t.Cleanup(httpc.CloseIdleConnections)
+	m := auth.NewManager(httpc)
+	m.SetBudget(&auth.Budget{Name: "rc_login.address", Max: 5, Window: 1665 * time.Second, Now: c.Now}, config.MethodPassword)
+	p := &auth.LoginProbe{Name: "login", Manager: m, Config: cfg, FullLoginInterval: time.Hour}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	outcomes := []probes.Class{}
+	for i := 0; i < 4; i++ {
+		outcomes = append(outcomes, p.Run(ctx, "bad").Class)
+		c.Add(20 * time.Second)
+	}
+	want := []probes.Class{probes.ClassAuthFailed, probes.ClassLoginBudget, probes.ClassLoginBudget, probes.ClassLoginBudget}
+	for i := range want {
+		if outcomes[i] != want[i] {
+			t.Fatalf("bad tenant every 20 s: %v, want %v", outcomes, want)
+		}
+	}
+	if r := p.Run(ctx, "good"); r.Outcome != probes.OutcomeSuccess {
+		t.Fatalf("good tenant: %s %s: %s", r.Outcome, r.Class, r.Error)
+	}
+	c.Add(333 * time.Second)
+	if r := p.Run(ctx, "bad"); r.Class != probes.ClassAuthFailed {
+		t.Fatalf("bad tenant after its share: %s %s", r.Outcome, r.Class)
+	}
+	testenv.NoRefusals(t, lim)
+}
