@@ -122,14 +122,16 @@ func (r *Recorder) SetStatus(status int) {
 // Fail marks the run failed at step (unless it already failed). Warning
 // classes (rate limiting) give a warning outcome instead of a failure.
 func (r *Recorder) Fail(step string, err error) {
-	if r.res.Outcome == OutcomeFailure || r.res.Outcome == OutcomeWarning {
+	if r.res.Outcome != OutcomeSuccess {
 		return
 	}
 	class := Classify(err)
 	r.res.Class = class
 	r.res.Step = step
 	r.res.Error = r.scrub(err.Error())
-	if class.Warning() {
+	if class.Skip() {
+		r.res.Outcome = OutcomeSkipped
+	} else if class.Warning() {
 		r.res.Outcome = OutcomeWarning
 	} else {
 		r.res.Outcome = OutcomeFailure

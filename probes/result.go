@@ -40,12 +40,20 @@ const (
 	ClassConfig           Class = "config"
 	ClassCancelled        Class = "cancelled"
 	ClassInternal         Class = "internal"
+	// ClassLoginBudget: the run needed a full login while the login budget
+	// (a sliding window kept under the homeserver's login rate limit) was
+	// spent; the run is skipped, not failed.
+	ClassLoginBudget Class = "login_budget"
 )
 
 // Warning reports whether a failure of this class is a warning rather than an
 // outage: the homeserver asked us to slow down, which is not the deployment
 // being broken.
 func (c Class) Warning() bool { return c == ClassRateLimited }
+
+// Skip reports whether a run stopped by this class is skipped (it did not
+// measure anything) rather than failed.
+func (c Class) Skip() bool { return c == ClassLoginBudget }
 
 // Outcome is the verdict of a run.
 type Outcome string

@@ -22,7 +22,9 @@ func checkConfig(c *cli, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
-	d, err := newDeps(cfg, auth.NewManager(nil), nil, discard())
+	m := auth.NewManager(nil)
+	m.Instance = "check-config" // logs nothing in; keeps data_dir untouched
+	d, err := newDeps(cfg, m, nil, discard())
 	if err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
 		return 1
@@ -37,6 +39,19 @@ func checkConfig(c *cli, stdout, stderr io.Writer) int {
 	}
 	for _, s := range cfg.Skipped {
 		fmt.Fprintln(stdout, s.String())
+	}
+	findings := config.CheckBudget(cfg)
+	for _, f := range findings {
+		fmt.Fprintf(stdout, "%s: rate limit: %s\n", src, f)
+	}
+	if len(findings) > 0 && c.strict {
+		fmt.Fprintf(stderr, "mxprobe: %d rate limit(s) would be exceeded (--strict)\n", len(findings))
+		return 1
+	}
+	if len(findings) > 0 {
+		fmt.Fprintf(stdout, "%s: OK with %d rate-limit finding(s) (see docs/roundtrip.md; --strict makes them errors): %d tenant(s), %d probe(s)\n",
+			src, len(findings), len(cfg.Tenants), len(cfg.Probes))
+		return 0
 	}
 	fmt.Fprintf(stdout, "%s: OK: %d tenant(s), %d probe(s)\n", src, len(cfg.Tenants), len(cfg.Probes))
 	return 0

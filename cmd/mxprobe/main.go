@@ -41,6 +41,9 @@ type cli struct {
 	runTarget  string
 	runWindow  string
 	runTimeout string
+
+	// check-config
+	strict bool
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -70,6 +73,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	runCmd.Flag("timeout", "Override the probe's timeout.").StringVar(&c.runTimeout)
 
 	checkCmd := app.Command("check-config", "Check the configuration (file and TENANTS_B64) and exit.")
+	checkCmd.Flag("strict", "Fail when the schedules would exceed the homeserver's rate limits (synapse_limits).").BoolVar(&c.strict)
 	versionCmd := app.Command("version", "Print the version.")
 
 	cmd, err := app.Parse(args)

@@ -54,6 +54,10 @@ func runOnce(c *cli, logger *slog.Logger, stdout, stderr io.Writer) int {
 	}
 	httpc := mxclient.NewHTTPClient()
 	mgr := auth.NewManager(httpc)
+	// A CLI run logs in on devices of its own and removes them at the end,
+	// so it never cancels the daemon's sessions nor leaves devices behind.
+	mgr.Instance = "cli-" + auth.RandomID()
+	defer logoutCLI(mgr, logger)
 	d, err := newDeps(cfg, mgr, httpc, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "mxprobe: %v\n", err)

@@ -92,6 +92,10 @@ func (d *daemon) reload() error {
 	}
 	cfg := d.config()
 	d.logger.Info("configuration loaded", "file", d.cli.configFile, "tenants", len(cfg.Tenants), "probes", len(cfg.Probes))
+	for _, f := range config.CheckBudget(cfg) {
+		d.logger.Warn("the schedules would exceed a homeserver rate limit", "limiter", f.Limiter, "account", f.Account,
+			"expected_per_hour", fmt.Sprintf("%.1f", f.Expected), "allowed_per_hour", fmt.Sprintf("%.1f", f.Allowed), "fix", f.Fix)
+	}
 	return nil
 }
 

@@ -30,7 +30,7 @@ var builders = map[string]builder{
 		return &matrix.VersionsProbe{Name: p.Name, HTTP: d.http, Config: d.cfg}, nil
 	},
 	config.TypeLogin: func(d *deps, p *config.Probe) (probes.Prober, error) {
-		return &auth.LoginProbe{Name: p.Name, Manager: d.auth, Config: d.cfg}, nil
+		return &auth.LoginProbe{Name: p.Name, Manager: d.auth, Config: d.cfg, FullLoginInterval: p.FullLoginInterval()}, nil
 	},
 }
 

@@ -119,8 +119,8 @@ func New() *Metrics {
 	}, []string{"method", "result"})
 	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "rate_limited_total",
-		Help: "429 M_LIMIT_EXCEEDED answers met by probes.",
-	}, []string{"probe", "tenant"})
+		Help: "429 M_LIMIT_EXCEEDED answers met by probes, by the step that met them (empty: outside a named step).",
+	}, []string{"probe", "tenant", "step"})
 	m.tokenRefresh = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "token_refresh_total",
 		Help: "Sessions renewed after expiry or M_UNKNOWN_TOKEN (by refresh token or a fresh login).",
@@ -188,7 +188,9 @@ func (m *Metrics) Observe(r probes.Result) {
 	for name, n := range r.Counts {
 		switch {
 		case name == probes.CountRateLimited:
-			m.rateLimited.WithLabelValues(r.Probe, r.Tenant).Add(float64(n))
+			m.rateLimited.WithLabelValues(r.Probe, r.Tenant, "").Add(float64(n))
+		case strings.HasPrefix(name, probes.CountRateLimited+":"):
+			m.rateLimited.WithLabelValues(r.Probe, r.Tenant, strings.TrimPrefix(name, probes.CountRateLimited+":")).Add(float64(n))
 		case name == probes.CountTokenRefresh:
 			m.tokenRefresh.WithLabelValues(r.Probe, r.Tenant).Add(float64(n))
 		case name == probes.CountCleanupFailure:

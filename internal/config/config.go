@@ -56,6 +56,8 @@ type Config struct {
 	// Skipped lists the TENANTS_B64 entries that cannot be probed (an empty
 	// id, no bot): reported, never fatal.
 	Skipped []SkippedTenant `yaml:"-" json:"-"`
+	// SynapseLimits are the homeserver's rate limits the schedules must fit.
+	SynapseLimits SynapseLimits `yaml:"synapse_limits" json:"synapse_limits"`
 
 	// TenantSources says where each tenant came from ("file" or "TENANTS_B64"),
 	// by tenant id, for messages.
@@ -165,6 +167,7 @@ type Probe struct {
 	RoomMessage *RoomMessageConfig `yaml:"room_message" json:"room_message,omitempty"`
 	Synapse     *SynapseConfig     `yaml:"synapse" json:"synapse,omitempty"`
 	HTTP        *HTTPConfig        `yaml:"http" json:"http,omitempty"`
+	Login       *LoginProbeConfig  `yaml:"login" json:"login,omitempty"`
 
 	line int
 }
@@ -366,7 +369,7 @@ func applyDefaults(cfg *Config) {
 			p.Name = p.Type
 		}
 		d := probeDefaults[p.Type]
-		if p.Schedule.Schedule == nil {
+		if p.Schedule.Schedule == nil && p.Type != TypeRoundtrip { // derived from the limits later
 			p.Schedule, _ = ParseSchedule(d.schedule)
 		}
 		if p.Timeout == 0 {
@@ -376,6 +379,8 @@ func applyDefaults(cfg *Config) {
 	applyMASDefaults(cfg)
 	applyMatrixUsers(cfg)
 	applyHTTPDefaults(cfg)
+	applyLimitsDefaults(cfg)
+	applyLoginDefaults(cfg)
 	applyRoundtripDefaults(cfg)
 	applySynapseDefaults(cfg)
 	applyAlertingDefaults(cfg)
@@ -390,8 +395,8 @@ type probeDefault struct {
 var probeDefaults = map[string]probeDefault{
 	TypeVersions:       {"@every 30s", 10e9},
 	TypeLogin:          {"@every 1m", 30e9},
-	TypeRoundtrip:      {"@every 5m", 60e9},
-	TypeRoomMessage:    {"@every 2m", 30e9},
+	TypeRoundtrip:      {"@every 10m", 60e9}, // the floor: see DefaultRoundtripInterval
+	TypeRoomMessage:    {"@every 1m", 30e9},
 	TypeSynapseMetrics: {"@every 30s", 10e9},
 	TypeHTTP:           {"@every 30s", 10e9},
 	"":                 {"@every 1m", 30e9},
@@ -480,6 +485,8 @@ func (c *Config) EnsureProbe(name string) (*Probe, error) {
 	p := Probe{Name: name, Type: name, Timeout: Duration(d.timeout)}
 	p.Schedule, _ = ParseSchedule(d.schedule)
 	c.Probes = append(c.Probes, p)
+	applyLimitsDefaults(c)
+	applyLoginDefaults(c)
 	applyRoundtripDefaults(c)
 	applySynapseDefaults(c)
 	if errs := append(validateRoundtrip(c), validateSynapse(c)...); len(errs) > 0 {

@@ -101,6 +101,9 @@ func applyRoundtripDefaults(c *Config) {
 			if r.Peer != nil && r.Peer.Method == "" {
 				r.Peer.Method = MethodPassword
 			}
+			if p.Schedule.Schedule == nil {
+				p.Schedule, _ = ParseSchedule("@every " + strings.TrimSuffix(DefaultRoundtripInterval(c, p).String(), "0s"))
+			}
 		case TypeRoomMessage:
 			if p.RoomMessage == nil {
 				p.RoomMessage = &RoomMessageConfig{}

@@ -130,6 +130,9 @@ func StartMxprobe(t testing.TB, d *Dendrite) *MxprobeDaemon {
 			"data_dir": filepath.Join(dir, "data"), "concurrency": 8, "jitter": 0.5,
 		},
 		"tenants": tenants,
+		// Opted out of Synapse's limits: this daemon probes the bare Dendrite
+		// every few seconds to exercise the exporters, not the schedules.
+		"synapse_limits": map[string]any{"disabled": true},
 	}
 	cfgPath := filepath.Join(dir, "mxprobe.yml")
 	write := func(types []string) {

@@ -105,6 +105,11 @@ func MarkIntegration(t testing.TB, service string) {
 // fails the package if goroutines were left behind (goleak), ignoring the
 // harness's own and idle keep-alive connections of HTTP clients.
 func Main(m *testing.M, opts ...goleak.Option) {
+	// Per-user state (the CLI's room journal) goes to a folder of the run.
+	state, err := os.MkdirTemp("", "mxprobe-state-")
+	if err == nil {
+		os.Setenv("XDG_STATE_HOME", state)
+	}
 	code := m.Run()
 	StopShared()
 	if code == 0 {
@@ -116,6 +121,9 @@ func Main(m *testing.M, opts ...goleak.Option) {
 			fmt.Fprintf(os.Stderr, "goleak: goroutines left behind: %v\n", err)
 			code = 1
 		}
+	}
+	if state != "" {
+		_ = os.RemoveAll(state)
 	}
 	os.Exit(code)
 }

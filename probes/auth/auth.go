@@ -5,8 +5,6 @@ package auth
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"strings"
@@ -32,6 +30,8 @@ type Session struct {
 	HomeserverURL string
 	// Extra holds method-specific state (the MAS client id and token endpoint).
 	Extra map[string]string
+	// LoggedIn is when the fresh login that made the session happened.
+	LoggedIn time.Time
 }
 
 // Account is an account to log in as, with its secrets resolved.
@@ -48,6 +48,9 @@ type Account struct {
 	Config        config.Account
 	Password      string
 	Token         string
+	// Instance is the process's instance id (set by the Manager), part of
+	// the device id.
+	Instance string
 }
 
 // NewAccount resolves an account's secrets (inline or from *_file).
@@ -86,11 +89,12 @@ func (a Account) ExpectedUserID() string {
 	return "@" + u + ":" + a.ServerName
 }
 
-// DeviceID is a stable device id per account and role, so repeated logins
-// reuse one device instead of piling up devices on the homeserver.
+// DeviceID is a device id per process instance, account and role: repeated
+// logins of one process reuse one device instead of piling up devices, and
+// another process (a replica, a CLI run) logs in on a device of its own, so
+// no process cancels another's token.
 func (a Account) DeviceID() string {
-	sum := sha256.Sum256([]byte(a.Key))
-	return "MXPROBE" + strings.ToUpper(hex.EncodeToString(sum[:5]))
+	return deviceID(a.Instance, a.Key)
 }
 
 // Method performs a fresh login, recording each of its hops as steps.
@@ -123,11 +127,16 @@ type Manager struct {
 	HTTP *http.Client
 	// RefreshBefore renews a session this long before its expiry.
 	RefreshBefore time.Duration
+	// Instance identifies this process in device ids (see InstanceFromDir);
+	// set it before the first login.
+	Instance string
 
 	mu       sync.Mutex
 	methods  map[string]Method
 	sessions map[string]*Session
 	locks    map[string]*sync.Mutex
+	budgets  map[string]*Budget
+	refused  map[string]time.Time // account key → its last refused login
 }
 
 // NewManager returns a manager with the password and token methods.
@@ -216,7 +225,13 @@ func (m *Manager) login(ctx context.Context, acct Account, rec *probes.Recorder,
 	}
 	rec.SetMethod(acct.Config.Method)
 	rec.Scrub(acct.Password, acct.Token)
+	acct.Instance = m.Instance
+	if err := m.spend(acct.Config.Method, acct.Key); err != nil {
+		rec.AddStep("login", 0, err)
+		return nil, err
+	}
 	sess, err := meth.Login(ctx, m, acct, rec)
+	m.noteLogin(acct.Config.Method, acct.Key, err)
 	rec.Count(loginCountName(acct.Config.Method, err == nil), 1)
 	if err != nil {
 		return nil, err
@@ -224,6 +239,9 @@ func (m *Manager) login(ctx context.Context, acct Account, rec *probes.Recorder,
 	sess.Method = acct.Config.Method
 	if sess.HomeserverURL == "" {
 		sess.HomeserverURL = acct.HomeserverURL
+	}
+	if sess.LoggedIn.IsZero() {
+		sess.LoggedIn = time.Now()
 	}
 	m.store(acct.Key, sess)
 	rec.Scrub(sess.AccessToken, sess.RefreshToken)
@@ -268,7 +286,8 @@ func (m *Manager) revokeReplaced(ctx context.Context, prev *Session, rec *probes
 }
 
 // RevokeAll ends every held session whose method can revoke (the daemon on
-// SIGTERM, `mxprobe run` before it exits) and forgets them all. It returns
+// SIGTERM, `mxprobe run` before it exits) and forgets them; other sessions
+// stay cached for the caller to log out or keep. It returns
 // how many revocations succeeded and failed.
 func (m *Manager) RevokeAll(ctx context.Context) (ok, failed int) {
 	m.mu.Lock()
@@ -280,16 +299,16 @@ func (m *Manager) RevokeAll(ctx context.Context) (ok, failed int) {
 	for key, s := range held {
 		l := m.keyLock(key)
 		l.Lock()
-		if m.Cached(key) == s {
-			if r := m.revoker(s); r != nil {
-				rctx, cancel := context.WithTimeout(ctx, revokeTimeout)
-				if err := r.Revoke(rctx, m, s); err != nil {
-					failed++
-				} else {
-					ok++
-				}
-				cancel()
+		// Sessions without a revocation endpoint (password, token,
+		// appservice) stay cached: the caller logs them out or keeps them.
+		if r := m.revoker(s); r != nil && m.Cached(key) == s {
+			rctx, cancel := context.WithTimeout(ctx, revokeTimeout)
+			if err := r.Revoke(rctx, m, s); err != nil {
+				failed++
+			} else {
+				ok++
 			}
+			cancel()
 			m.Forget(key)
 		}
 		l.Unlock()

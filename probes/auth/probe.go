@@ -2,18 +2,29 @@ package auth
 
 import (
 	"context"
+	"fmt"
+	"net/http"
+	"time"
 
 	"github.com/mxprobe/mxprobe/internal/config"
 	"github.com/mxprobe/mxprobe/probes"
 )
 
-// LoginProbe logs a tenant's bot in afresh (every hop a step) and proves the
-// token with /account/whoami. It uses a device of its own ("login" role), so
-// it never invalidates the session other probes share.
+// LoginProbe proves that a tenant's bot can log in. Logins are a shared,
+// rate-limited resource (Synapse's rc_login.address allows 5, then one per
+// 333 s, for all tenants from one address), so the probe logs in afresh
+// (every hop a step) only every FullLoginInterval and, in between, proves
+// the bot's session with /account/whoami (renewing it by refresh when it is
+// about to expire). It shares the bot session the room probes use: a full
+// login replaces it for them too. A full login the login budget cannot
+// afford is deferred (noted) while a session exists, and skips the run when
+// none does.
 type LoginProbe struct {
 	Name    string
 	Manager *Manager
 	Config  *config.Config
+	// FullLoginInterval: how often a full login is made (0: every run).
+	FullLoginInterval time.Duration
 }
 
 // Run implements probes.Prober.
@@ -24,15 +35,64 @@ func (p *LoginProbe) Run(ctx context.Context, tenant string) probes.Result {
 		rec.AddStep("login", 0, probes.Errorf(probes.ClassConfig, "unknown tenant %q", tenant))
 		return rec.Finish()
 	}
-	acct, err := NewAccount(t, "login", t.Bot)
+	acct, err := NewAccount(t, "bot", t.Bot)
 	if err != nil {
 		rec.AddStep("login", 0, err)
 		return rec.Finish()
 	}
-	sess, err := p.Manager.Login(ctx, acct, rec)
+	rec.SetMethod(acct.Config.Method)
+	rec.Scrub(acct.Password, acct.Token)
+	sess := p.Manager.Cached(acct.Key)
+	due := sess == nil || p.FullLoginInterval <= 0 || time.Since(sess.LoggedIn) >= p.FullLoginInterval
+	if acct.Config.Method == config.MethodToken {
+		due = false // a fixed token has no login to repeat: whoami proves it
+	}
+	deferred := false
+	if due && sess != nil && !p.Manager.BudgetFor(acct.Config.Method).Available() {
+		due, deferred = false, true
+	}
+	if due {
+		sess, err = p.Manager.Login(ctx, acct, rec)
+		if err != nil {
+			return rec.Finish()
+		}
+		_ = rec.Step("whoami", func() error { return p.whoami(ctx, acct, sess) })
+		return rec.Finish()
+	}
+	// Between full logins: the cached session, renewed when about to expire.
+	sess, err = p.Manager.Session(ctx, acct, rec)
 	if err != nil {
 		return rec.Finish()
 	}
-	_ = rec.Step("whoami", func() error { return p.Manager.Whoami(ctx, acct, sess) })
+	rec.Scrub(sess.AccessToken, sess.RefreshToken)
+	t0 := time.Now()
+	err = p.whoami(ctx, acct, sess)
+	if err != nil && probes.StatusOf(err) == http.StatusUnauthorized {
+		// The session was cancelled: recover it (refresh or log in) and prove it again.
+		rec.Note("the session was no longer valid")
+		ns, rerr := p.Manager.Recover(ctx, acct, sess, rec)
+		if rerr != nil {
+			return rec.Finish()
+		}
+		rec.Scrub(ns.AccessToken, ns.RefreshToken)
+		_ = rec.Step("whoami", func() error { return p.whoami(ctx, acct, ns) })
+		return rec.Finish()
+	}
+	rec.AddStep("whoami", time.Since(t0), err)
+	if err == nil {
+		note := fmt.Sprintf("session proven; last full login %s ago (one every %s)",
+			time.Since(sess.LoggedIn).Round(time.Second), p.FullLoginInterval)
+		if deferred {
+			note += "; the full login due is deferred by the login budget"
+		}
+		rec.Note(note)
+	}
 	return rec.Finish()
+}
+
+// whoami proves sess without writing to it: the session is shared with the
+// room probes running meanwhile.
+func (p *LoginProbe) whoami(ctx context.Context, acct Account, sess *Session) error {
+	cp := *sess
+	return p.Manager.Whoami(ctx, acct, &cp)
 }

@@ -76,6 +76,7 @@ func (p *RoomMessageProbe) Run(ctx context.Context, tenant string) probes.Result
 // time covers both send requests, not the join between them.
 func (p *RoomMessageProbe) send(ctx context.Context, r *runner, bot *actor, room id.RoomID, nonce string, sent *time.Time, mayJoin bool) error {
 	t0 := time.Now()
+	r.cur = "send"
 	sendFn := func(ctx context.Context, cli *mautrix.Client) error { return sendNonce(ctx, cli, room, nonce, sent) }
 	err, raw, relog := r.attempt(ctx, bot, true, sendFn)
 	if err == nil || !notInRoom(raw) || !mayJoin {
@@ -87,6 +88,7 @@ func (p *RoomMessageProbe) send(ctx context.Context, r *runner, bot *actor, room
 	}
 	first := time.Since(t0) - relog
 	tj := time.Now()
+	r.cur = "join"
 	jerr, _, jrelog := r.attempt(ctx, bot, true, func(ctx context.Context, cli *mautrix.Client) error {
 		_, err := cli.JoinRoomByID(ctx, room)
 		return err
@@ -97,6 +99,7 @@ func (p *RoomMessageProbe) send(ctx context.Context, r *runner, bot *actor, room
 		return jerr
 	}
 	t1 := time.Now()
+	r.cur = "send"
 	err, _, relog = r.attempt(ctx, bot, true, sendFn)
 	r.rec.AddStep("send", first+time.Since(t1)-relog, err)
 	r.rec.Note("sent again after joining")

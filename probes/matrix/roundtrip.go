@@ -52,6 +52,14 @@ type RoundtripProbe struct {
 	Config   *config.Config
 	Settings *config.RoundtripConfig
 
+	// Journal records probe rooms before they are created, so a crashed
+	// run's rooms are cleaned up by the next sweep (nil: no journal).
+	Journal *Journal
+	// Crash, when set, is called at each point of a run (after each step,
+	// and after each half of the cleanup) with the point's name; tests use
+	// it to kill the process at a chosen point.
+	Crash func(point string)
+
 	mu    sync.Mutex
 	swept map[string]time.Time // tenant → last successful sweep
 
@@ -115,16 +123,33 @@ func (p *RoundtripProbe) Run(ctx context.Context, tenant string) probes.Result {
 		p.sweepStep(ctx, r, tenant, bot, peer)
 	}
 
-	st := &rtState{}
+	st := &rtState{created: time.Now()}
+	st.entry = &JournalEntry{Tenant: tenant, Probe: p.Name, Homeserver: bot.acct.HomeserverURL, CreatedMS: st.created.UnixMilli()}
+	if err := p.Journal.Add(st.entry); err != nil {
+		st.entry = nil
+		rec.Note("room journal not written: " + err.Error())
+	}
+	p.point("journal")
 	p.steps(ctx, r, tenant, bot, peer, st)
 	// Cleanup runs after failures, timeouts and cancellations too, with a
 	// deadline of its own.
 	if st.room != "" && !p.crash {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.CleanupTimeout.D())
-		p.cleanup(cctx, r, st.room, bot, peer, st.invited, st.joined)
+		if p.cleanup(cctx, r, st.room, bot, peer, st.invited, st.joined) && st.entry != nil {
+			_ = p.Journal.Remove(st.entry)
+		}
 		cancel()
+	} else if st.room == "" && st.entry != nil && st.createRefused {
+		_ = p.Journal.Remove(st.entry) // no room was made
 	}
 	return rec.Finish()
+}
+
+// point calls the Crash hook.
+func (p *RoundtripProbe) point(name string) {
+	if p.Crash != nil {
+		p.Crash(name)
+	}
 }
 
 // rtState is how far a round trip got, for its cleanup.
@@ -132,6 +157,10 @@ type rtState struct {
 	room    id.RoomID
 	invited bool
 	joined  bool
+	created time.Time
+	entry   *JournalEntry
+	// createRefused: createRoom got a 4xx answer (no room exists).
+	createRefused bool
 }
 
 // steps runs the main path of the round trip, stopping at the first failure.
@@ -141,9 +170,11 @@ func (p *RoundtripProbe) steps(ctx context.Context, r *runner, tenant string, bo
 		if p.afterStep != nil {
 			p.afterStep(name)
 		}
+		p.point(name)
 	}
 	nonce := newNonce()
-	created := time.Now()
+	created := st.created
+	createRefused := false
 	err := r.step(ctx, "create_room", bot, func(ctx context.Context, cli *mautrix.Client) error {
 		var resp struct {
 			RoomID id.RoomID `json:"room_id"`
@@ -153,8 +184,18 @@ func (p *RoundtripProbe) steps(ctx context.Context, r *runner, tenant string, bo
 			return probes.Errorf(probes.ClassBadResponse, "createRoom answered without a room_id")
 		}
 		st.room = resp.RoomID
+		if st := mxclient.HTTPStatus(err); st >= 400 && st < 500 {
+			createRefused = true
+		}
 		return err
 	})
+	st.createRefused = createRefused
+	if st.room != "" && st.entry != nil {
+		st.entry.RoomID = string(st.room)
+		if jerr := p.Journal.Update(st.entry); jerr != nil {
+			r.rec.Note("room journal not updated: " + jerr.Error())
+		}
+	}
 	hook("create_room")
 	if err != nil {
 		return
@@ -162,7 +203,7 @@ func (p *RoundtripProbe) steps(ctx context.Context, r *runner, tenant string, bo
 
 	err = r.step(ctx, "invite", bot, func(ctx context.Context, cli *mautrix.Client) error {
 		st.invited = true
-		_, err := cli.InviteUser(ctx, st.room, &mautrix.ReqInviteUser{UserID: id.UserID(peer.sess.UserID)})
+		_, err := cli.InviteUser(ctx, st.room, &mautrix.ReqInviteUser{UserID: peer.userID()})
 		if err != nil && mxclient.HTTPStatus(err) >= 400 && mxclient.HTTPStatus(err) < 500 {
 			st.invited = false // refused: nothing to clean up on the peer's side
 		}
@@ -241,7 +282,7 @@ func checkPowerLevel(ctx context.Context, r *runner, bot *actor, room id.RoomID,
 		if err := cli.StateEvent(ctx, room, event.StatePowerLevels, "", &pl); err != nil {
 			return err
 		}
-		level = pl.GetUserLevel(id.UserID(bot.sess.UserID))
+		level = pl.GetUserLevel(bot.userID())
 		if level < minLevel {
 			return probes.Errorf(ClassPowerLevel, "the bot holds power level %d, below the required %d", level, minLevel)
 		}
@@ -261,7 +302,7 @@ func checkPowerLevel(ctx context.Context, r *runner, bot *actor, room id.RoomID,
 // the configured one.
 func checkDisplayName(ctx context.Context, r *runner, bot *actor, want string) error {
 	return r.step(ctx, "display_name", bot, func(ctx context.Context, cli *mautrix.Client) error {
-		resp, err := cli.GetDisplayName(ctx, id.UserID(bot.sess.UserID))
+		resp, err := cli.GetDisplayName(ctx, bot.userID())
 		if err != nil {
 			return err
 		}
@@ -274,11 +315,17 @@ func checkDisplayName(ctx context.Context, r *runner, bot *actor, want string) e
 }
 
 // cleanup leaves and forgets room for both accounts (soft steps: counted,
-// and a failure does not fail an otherwise good run).
-func (p *RoundtripProbe) cleanup(ctx context.Context, r *runner, room id.RoomID, bot, peer *actor, invited, joined bool) {
+// and a failure does not fail an otherwise good run). It reports whether
+// both accounts are out of the room and forgot it. Each account may log in
+// again once during the cleanup when its token was cancelled.
+func (p *RoundtripProbe) cleanup(ctx context.Context, r *runner, room id.RoomID, bot, peer *actor, invited, joined bool) bool {
+	bot.allowOneRecovery()
+	peer.allowOneRecovery()
 	peerIn := invited || joined
 	peerLeft := false
+	done := true
 	_ = r.rec.SoftStep("leave", func() error {
+		r.cur = "leave"
 		var errs []error
 		if peerIn {
 			err, raw, _ := r.attempt(ctx, peer, false, func(ctx context.Context, cli *mautrix.Client) error {
@@ -291,35 +338,45 @@ func (p *RoundtripProbe) cleanup(ctx context.Context, r *runner, room id.RoomID,
 			case !joined && gone(raw):
 				// The invite never landed: nothing to leave.
 			default:
+				done = false
 				r.rec.Count(probes.CountCleanupFailure, 1)
 				errs = append(errs, fmt.Errorf("peer: %w", err))
 			}
+			p.point("peer_leave")
 		}
 		err, _, _ := r.attempt(ctx, bot, false, func(ctx context.Context, cli *mautrix.Client) error {
 			_, err := cli.LeaveRoom(ctx, room)
 			return err
 		})
 		if err != nil {
+			done = false
 			r.rec.Count(probes.CountCleanupFailure, 1)
 			errs = append(errs, fmt.Errorf("bot: %w", err))
 			// Still try to forget; it fails if the leave did not happen.
 		}
+		p.point("bot_leave")
 		return joinErrs(errs)
 	})
 	_ = r.rec.SoftStep("forget", func() error {
+		r.cur = "forget"
 		var errs []error
 		if peerLeft {
 			if err, _, _ := r.attempt(ctx, peer, false, forget(room)); err != nil {
+				done = false
 				r.rec.Count(probes.CountCleanupFailure, 1)
 				errs = append(errs, fmt.Errorf("peer: %w", err))
 			}
+			p.point("peer_forget")
 		}
 		if err, _, _ := r.attempt(ctx, bot, false, forget(room)); err != nil {
+			done = false
 			r.rec.Count(probes.CountCleanupFailure, 1)
 			errs = append(errs, fmt.Errorf("bot: %w", err))
 		}
+		p.point("bot_forget")
 		return joinErrs(errs)
 	})
+	return done
 }
 
 func forget(room id.RoomID) func(ctx context.Context, cli *mautrix.Client) error {

@@ -15,6 +15,7 @@ import (
 	"github.com/mxprobe/mxprobe/internal/config"
 	"github.com/mxprobe/mxprobe/internal/testenv"
 	"github.com/mxprobe/mxprobe/internal/testenv/faultproxy"
+	"github.com/mxprobe/mxprobe/internal/testenv/synlimit"
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/auth"
 	"github.com/mxprobe/mxprobe/probes/mxclient"
@@ -124,7 +125,9 @@ func stepNames(r probes.Result) []string {
 // duration and their sum is within 5% of the run's duration.
 func TestRoundtripTwoTenants(t *testing.T) {
 	d := testenv.SharedDendrite(t)
-	f := newFixture(t, d, d.URL, "acme", "globex")
+	lim := testenv.Limited(t, d, synlimit.Options{Pause: -1}) // Synapse's defaults
+	defer testenv.NoRefusals(t, lim)
+	f := newFixture(t, d, lim.URL, "acme", "globex")
 	for _, tenant := range []string{"acme", "globex"} {
 		// The first run logs in and sweeps; the second is a steady-state run.
 		for i := 0; i < 2; i++ {
@@ -348,7 +351,7 @@ func TestRateLimitedSend(t *testing.T) {
 	r := f.run(t, "rl", 30*time.Second)
 	mustOK(t, r)
 	send, _ := r.StepDuration("send")
-	if h.Hits() != 1 || r.Counts[probes.CountRateLimited] != 1 {
+	if h.Hits() != 1 || r.Counts[RateLimitedCount("send")] != 1 {
 		t.Fatalf("hits %d counts %v", h.Hits(), r.Counts)
 	}
 	if send < 300*time.Millisecond || send > 10*time.Second {
@@ -361,8 +364,18 @@ func TestRateLimitedSend(t *testing.T) {
 	if r.Outcome != probes.OutcomeWarning || r.Class != probes.ClassRateLimited || r.Step != "send" {
 		t.Fatalf("want a rate_limited warning at send, got %s %s at %s: %s", r.Outcome, r.Class, r.Step, r.Error)
 	}
-	if r.Counts[probes.CountRateLimited] != 1 || r.Duration > 10*time.Second {
+	if r.Counts[RateLimitedCount("send")] != 1 || r.Duration > 10*time.Second {
 		t.Fatalf("counts %v duration %s (must not wait out the limit)", r.Counts, r.Duration)
+	}
+	// The run says which limiter and what to change.
+	var detail string
+	for _, s := range r.Steps {
+		if s.Name == "send" {
+			detail = s.Detail
+		}
+	}
+	if !strings.Contains(detail, "retry_after_ms 600000") || !strings.Contains(detail, "rc_message") {
+		t.Fatalf("send step detail %q: want the retry_after_ms and the likely limiter", detail)
 	}
 	if !slices.Contains(stepNames(r), "forget") {
 		t.Fatalf("cleanup must run after a rate-limited run: %v", stepNames(r))

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/auth"
@@ -35,15 +36,30 @@ type actor struct {
 // one run.
 const maxRecoveries = 3
 
+// allowOneRecovery lets the actor renew its session once more, whatever
+// happened before in the run: the cleanup's own chance to log in again when
+// its token was cancelled (say by another process's login).
+func (a *actor) allowOneRecovery() {
+	a.recoveries = min(a.recoveries, maxRecoveries-1)
+	a.unproven = false
+}
+
 // runner carries what the steps of one run share.
 type runner struct {
 	rec *probes.Recorder
 	m   *auth.Manager
+	// cur is the step in progress (for the step label of 429s); lastWait
+	// the retry_after the homeserver gave in the last 429.
+	cur      string
+	lastWait time.Duration
 }
 
-// rateHook counts every 429 met.
+// rateHook counts every 429 met, by step.
 func (r *runner) rateHook() mxclient.RateLimitHook {
-	return func(time.Duration, bool) { r.rec.Count(probes.CountRateLimited, 1) }
+	return func(wait time.Duration, _ bool) {
+		r.lastWait = wait
+		r.rec.Count(RateLimitedCount(r.cur), 1)
+	}
 }
 
 // login gets a's session (cached, renewed or a fresh login, whose steps
@@ -63,7 +79,19 @@ func (r *runner) login(ctx context.Context, a *actor) error {
 	}
 	// The peer logged in on a sub-record: its secrets are the run's too.
 	r.rec.Scrub(a.acct.Password, a.acct.Token, sess.AccessToken)
+	if a.prefix == "" && sess.Method != "" {
+		r.rec.SetMethod(sess.Method) // the run used a session of this method, cached or fresh
+	}
 	return a.use(r.m, sess)
+}
+
+// userID is the actor's user id: the session's, or (a fixed token whose
+// session carries none) the configured user's.
+func (a *actor) userID() id.UserID {
+	if a.sess != nil && a.sess.UserID != "" {
+		return id.UserID(a.sess.UserID)
+	}
+	return id.UserID(a.acct.ExpectedUserID())
 }
 
 func (a *actor) use(m *auth.Manager, sess *auth.Session) error {
@@ -144,8 +172,12 @@ func (r *runner) attempt(ctx context.Context, a *actor, logSteps bool, fn func(c
 // step runs fn as the timed step name of a, without the time of a re-login.
 func (r *runner) step(ctx context.Context, name string, a *actor, fn func(ctx context.Context, cli *mautrix.Client) error) error {
 	t0 := time.Now()
+	r.cur = name
 	err, _, relog := r.attempt(ctx, a, true, fn)
 	r.rec.AddStep(name, time.Since(t0)-relog, err)
+	if probes.Classify(err) == probes.ClassRateLimited {
+		r.rec.Note(ExplainRateLimit(name, r.lastWait))
+	}
 	return err
 }
 

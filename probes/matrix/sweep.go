@@ -58,13 +58,44 @@ func (p *RoundtripProbe) sweepStep(ctx context.Context, r *runner, tenant string
 	defer cancel()
 	cutoff := time.Now().Add(-s.SweepMaxAge.D())
 	left := 0
+	r.cur = "sweep"
 	err := r.rec.SoftStep("sweep", func() error {
 		var errs []error
+		// First the rooms the journal holds for crashed runs, left but not
+		// forgotten ones included; rooms whose id a crash kept from the
+		// journal are found by their marker below.
+		orphans, err := p.Journal.Orphans(tenant, s.SweepMaxAge.D())
+		if err != nil {
+			errs = append(errs, fmt.Errorf("reading the room journal: %w", err))
+		}
+		wanted := map[int64]bool{}
+		var unnamed []*JournalEntry
+		for _, e := range orphans {
+			if e.RoomID == "" {
+				wanted[e.CreatedMS] = true
+				unnamed = append(unnamed, e)
+				continue
+			}
+			if err := p.finishRoom(sctx, r, id.RoomID(e.RoomID), bot, peer); err != nil {
+				r.rec.Count(probes.CountCleanupFailure, 1)
+				errs = append(errs, err)
+				continue
+			}
+			_ = p.Journal.Remove(e)
+			left++
+		}
+		actorsOK := true
 		for _, a := range []*actor{peer, bot} {
-			n, err := p.sweepActor(sctx, r, a, cutoff)
+			n, err := p.sweepActor(sctx, r, a, cutoff, wanted)
 			left += n
 			if err != nil {
+				actorsOK = false
 				errs = append(errs, err)
+			}
+		}
+		if actorsOK {
+			for _, e := range unnamed {
+				_ = p.Journal.Remove(e)
 			}
 		}
 		return joinErrs(errs)
@@ -80,7 +111,7 @@ func (p *RoundtripProbe) sweepStep(ctx context.Context, r *runner, tenant string
 // sweepActor leaves and forgets the stale probe rooms of one account: the
 // joined ones (recognised by the marker state event) and, for invitations
 // (which carry no state to read), those whose name has the probe prefix.
-func (p *RoundtripProbe) sweepActor(ctx context.Context, r *runner, a *actor, cutoff time.Time) (int, error) {
+func (p *RoundtripProbe) sweepActor(ctx context.Context, r *runner, a *actor, cutoff time.Time, wanted map[int64]bool) (int, error) {
 	var rooms []id.RoomID
 	err, _, _ := r.attempt(ctx, a, false, func(ctx context.Context, cli *mautrix.Client) error {
 		resp, err := cli.JoinedRooms(ctx)
@@ -101,7 +132,7 @@ func (p *RoundtripProbe) sweepActor(ctx context.Context, r *runner, a *actor, cu
 		})
 		switch {
 		case err == nil:
-			if m.CreatedMS > 0 && time.UnixMilli(m.CreatedMS).Before(cutoff) {
+			if m.CreatedMS > 0 && (time.UnixMilli(m.CreatedMS).Before(cutoff) || wanted[m.CreatedMS]) {
 				stale[room] = true
 			}
 		case gone(raw):
@@ -111,7 +142,7 @@ func (p *RoundtripProbe) sweepActor(ctx context.Context, r *runner, a *actor, cu
 			return 0, fmt.Errorf("%sreading the probe marker: %w", a.prefix, err)
 		}
 	}
-	invites, err := p.staleInvites(ctx, r, a, cutoff)
+	invites, err := p.staleInvites(ctx, r, a, cutoff, wanted)
 	if err != nil {
 		r.rec.Count(probes.CountCleanupFailure, 1)
 		return 0, err
@@ -141,7 +172,7 @@ func (p *RoundtripProbe) sweepActor(ctx context.Context, r *runner, a *actor, cu
 
 // staleInvites lists the pending invitations of a to probe rooms created
 // before cutoff, from one /sync that shows only invitations' stripped state.
-func (p *RoundtripProbe) staleInvites(ctx context.Context, r *runner, a *actor, cutoff time.Time) ([]id.RoomID, error) {
+func (p *RoundtripProbe) staleInvites(ctx context.Context, r *runner, a *actor, cutoff time.Time, wanted map[int64]bool) ([]id.RoomID, error) {
 	none := map[string]any{"not_types": []string{"*"}}
 	filter, _ := json.Marshal(map[string]any{
 		"presence": none, "account_data": none,
@@ -167,7 +198,7 @@ func (p *RoundtripProbe) staleInvites(ctx context.Context, r *runner, a *actor, 
 				continue
 			}
 			name, _ := evt.Content.Raw["name"].(string)
-			if created, ok := probeRoomCreated(name, prefix); ok && created.Before(cutoff) {
+			if created, ok := probeRoomCreated(name, prefix); ok && (created.Before(cutoff) || wanted[created.UnixMilli()]) {
 				out = append(out, room)
 			}
 		}
@@ -189,4 +220,23 @@ func probeRoomCreated(name, prefix string) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return time.UnixMilli(ms), true
+}
+
+// finishRoom finishes the cleanup of a journalled room: the peer, then the
+// bot, leave it (already gone is fine) and forget it.
+func (p *RoundtripProbe) finishRoom(ctx context.Context, r *runner, room id.RoomID, bot, peer *actor) error {
+	for _, a := range []*actor{peer, bot} {
+		err, raw, _ := r.attempt(ctx, a, false, func(ctx context.Context, cli *mautrix.Client) error {
+			_, err := cli.LeaveRoom(ctx, room)
+			return err
+		})
+		if err != nil && !gone(raw) {
+			return fmt.Errorf("%sleaving journalled room %s: %w", a.prefix, room, err)
+		}
+		err, raw, _ = r.attempt(ctx, a, false, forget(room))
+		if err != nil && !gone(raw) {
+			return fmt.Errorf("%sforgetting journalled room %s: %w", a.prefix, room, err)
+		}
+	}
+	return nil
 }

@@ -1,0 +1,245 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mxprobe/mxprobe/probes"
+	"github.com/mxprobe/mxprobe/probes/mxclient"
+)
+
+// Budget is a sliding-window limit on full logins: at most Max logins in
+// any Window. A budget of N per N / rate never exceeds a token bucket of
+// burst ≥ N refilled at rate (Synapse's rc_login.address), whatever the
+// timing. It is generic: a login method family (Synapse's /login, MAS's
+// login pages) gets a budget of its own with Manager.SetBudget.
+type Budget struct {
+	// Name says whose limit this budget keeps under (for messages).
+	Name   string
+	Max    int
+	Window time.Duration
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+
+	mu    sync.Mutex
+	taken []time.Time
+}
+
+func (b *Budget) now() time.Time {
+	if b.Now != nil {
+		return b.Now()
+	}
+	return time.Now()
+}
+
+// Take spends one login if the window has room; otherwise it reports how
+// long until it will.
+func (b *Budget) Take() (bool, time.Duration) {
+	if b == nil || b.Max <= 0 {
+		return true, 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.now()
+	keep := b.taken[:0]
+	for _, t := range b.taken {
+		if now.Sub(t) < b.Window {
+			keep = append(keep, t)
+		}
+	}
+	b.taken = keep
+	if len(b.taken) >= b.Max {
+		return false, b.taken[0].Add(b.Window).Sub(now)
+	}
+	b.taken = append(b.taken, now)
+	return true, 0
+}
+
+// Available reports whether a login would be allowed now, without spending.
+func (b *Budget) Available() bool {
+	if b == nil || b.Max <= 0 {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.now()
+	n := 0
+	for _, t := range b.taken {
+		if now.Sub(t) < b.Window {
+			n++
+		}
+	}
+	return n < b.Max
+}
+
+// SetBudget makes every fresh login of the given methods spend from b (nil
+// removes the budget of those methods).
+func (m *Manager) SetBudget(b *Budget, methods ...string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.budgets == nil {
+		m.budgets = map[string]*Budget{}
+	}
+	for _, meth := range methods {
+		if b == nil {
+			delete(m.budgets, meth)
+		} else {
+			m.budgets[meth] = b
+		}
+	}
+}
+
+// BudgetFor returns the budget of a login method, if any.
+func (m *Manager) BudgetFor(method string) *Budget {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.budgets[method]
+}
+
+// spend takes one login of key's method from its budget. An account whose
+// last login was refused (a wrong password) may try again only after its
+// share of the budget (window / logins), so one broken tenant cannot spend
+// every other tenant's logins.
+func (m *Manager) spend(method, key string) error {
+	b := m.BudgetFor(method)
+	if b != nil && b.Max > 0 {
+		share := b.Window / time.Duration(b.Max)
+		m.mu.Lock()
+		last, failed := m.refused[key]
+		m.mu.Unlock()
+		if failed {
+			if wait := last.Add(share).Sub(b.now()); wait > 0 {
+				return probes.Errorf(probes.ClassLoginBudget,
+					"the last login of this account was refused; it may try again in %s (its share of the login budget, one per %s); the run is skipped",
+					wait.Round(time.Second), share.Round(time.Second))
+			}
+		}
+	}
+	ok, wait := b.Take()
+	if ok {
+		return nil
+	}
+	return probes.Errorf(probes.ClassLoginBudget,
+		"login budget spent (%d logins per %s, kept under %s): next full login possible in %s; the run is skipped",
+		b.Max, b.Window, b.Name, wait.Round(time.Second))
+}
+
+// noteLogin remembers whether key's login was refused (auth_failed).
+func (m *Manager) noteLogin(method, key string, err error) {
+	b := m.BudgetFor(method)
+	if b == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.refused == nil {
+		m.refused = map[string]time.Time{}
+	}
+	if probes.Classify(err) == probes.ClassAuthFailed {
+		m.refused[key] = b.now()
+	} else {
+		delete(m.refused, key)
+	}
+}
+
+// Instance ids: every process logs in on devices of its own, so a daemon, a
+// second replica and a CLI run never cancel each other's tokens.
+
+// InstanceFromDir returns the instance id kept in dir (created on first
+// use), so a daemon restarted with the same data_dir reuses its devices.
+func InstanceFromDir(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, "instance-id")
+	if b, err := os.ReadFile(p); err == nil {
+		if s := strings.TrimSpace(string(b)); s != "" {
+			return s, nil
+		}
+	}
+	id := "d-" + RandomID()
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return id, os.Rename(tmp, p)
+}
+
+// RandomID returns 12 random hex digits.
+func RandomID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// deviceID derives the device of an account for an instance.
+func deviceID(instance, key string) string {
+	sum := sha256.Sum256([]byte(instance + "\x00" + key))
+	return "MXPROBE" + strings.ToUpper(hex.EncodeToString(sum[:5]))
+}
+
+// Logouter is a Method whose sessions can be ended (the device removed);
+// short-lived processes log out the sessions they created.
+type Logouter interface {
+	Logout(ctx context.Context, m *Manager, sess *Session) error
+}
+
+// Logout implements Logouter: POST /logout removes the device and its token.
+func (PasswordMethod) Logout(ctx context.Context, m *Manager, sess *Session) error {
+	cli, err := m.Client(sess)
+	if err != nil {
+		return err
+	}
+	return mxclient.Call(ctx, nil, func(ctx context.Context) error {
+		_, err := cli.Logout(ctx)
+		return err
+	})
+}
+
+// LogoutAll ends every cached session this manager created by a fresh
+// login whose method can log out (a configured fixed token is never logged
+// out), so a short-lived process leaves no device behind. It returns the
+// number of sessions ended and the errors met.
+func (m *Manager) LogoutAll(ctx context.Context) (int, error) {
+	m.mu.Lock()
+	type item struct {
+		key  string
+		sess *Session
+	}
+	var items []item
+	for k, s := range m.sessions {
+		items = append(items, item{k, s})
+	}
+	m.mu.Unlock()
+	n := 0
+	var errs []string
+	for _, it := range items {
+		meth, err := m.method(it.sess.Method)
+		if err != nil {
+			continue
+		}
+		lo, ok := meth.(Logouter)
+		if !ok {
+			continue
+		}
+		if err := lo.Logout(ctx, m, it.sess); err != nil && mxclient.HTTPStatus(err) != http.StatusUnauthorized {
+			errs = append(errs, fmt.Sprintf("%s: %v", it.key, err))
+			continue
+		}
+		m.Forget(it.key)
+		n++
+	}
+	if len(errs) > 0 {
+		return n, fmt.Errorf("logout: %s", strings.Join(errs, "; "))
+	}
+	return n, nil
+}

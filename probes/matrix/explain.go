@@ -1,0 +1,53 @@
+package matrix
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/mxprobe/mxprobe/probes"
+)
+
+// RateLimitedCount is the Result.Counts key of 429s met in a step:
+// "rate_limited:<step>" (plain "rate_limited" without a step).
+func RateLimitedCount(step string) string {
+	if step == "" {
+		return probes.CountRateLimited
+	}
+	return probes.CountRateLimited + ":" + step
+}
+
+// ExplainRateLimit names the Synapse limiter a 429 in step most likely came
+// from, judged by the endpoint and the retry_after_ms (each limiter refills
+// at its own pace: rc_message one event per 5 s, rc_joins.local one join per
+// 10 s, rc_room_creation one room per 62 s, rc_invites.per_user and
+// rc_login one per 333 s), and says what to change.
+func ExplainRateLimit(step string, retry time.Duration) string {
+	var limiter, key string
+	long := retry > 20*time.Second
+	switch step {
+	case "create_room":
+		limiter, key = "rc_message", "the bot"
+		if long {
+			limiter = "rc_room_creation"
+		}
+	case "invite":
+		limiter, key = "rc_message or rc_invites.per_issuer", "the bot"
+		if long {
+			limiter, key = "rc_invites.per_user", "the peer (invites it receives from every tenant)"
+		}
+	case "join":
+		limiter, key = "rc_message", "the joining account"
+		if retry > 6*time.Second {
+			limiter = "rc_joins.local"
+		}
+	case "send", "leave", "power_levels", "display_name":
+		limiter, key = "rc_message", "the sending account"
+	case "login", "peer_login":
+		limiter, key = "rc_login.address", "mxprobe's address (every /login of every tenant)"
+	default:
+		limiter, key = "unknown", "the account"
+	}
+	return fmt.Sprintf("429 M_LIMIT_EXCEEDED, retry_after_ms %d: likely %s (keyed by %s); "+
+		"make this probe rarer, give tenants peers of their own, or exempt the probe accounts (mxprobe check-config names the limiter and the command; docs/roundtrip.md)",
+		retry.Milliseconds(), limiter, key)
+}
