@@ -368,14 +368,8 @@ func TestRateLimitedSend(t *testing.T) {
 		t.Fatalf("counts %v duration %s (must not wait out the limit)", r.Counts, r.Duration)
 	}
 	// The run says which limiter and what to change.
-	var detail string
-	for _, s := range r.Steps {
-		if s.Name == "send" {
-			detail = s.Detail
-		}
-	}
-	if !strings.Contains(detail, "retry_after_ms 600000") || !strings.Contains(detail, "rc_message") {
-		t.Fatalf("send step detail %q: want the retry_after_ms and the likely limiter", detail)
+	if !strings.Contains(r.Error, "retry_after_ms 600000") || !strings.Contains(r.Error, "rc_message") || !strings.Contains(r.Error, "exempt") {
+		t.Fatalf("run error %q: want the retry_after_ms, the likely limiter and the fix", r.Error)
 	}
 	if !slices.Contains(stepNames(r), "forget") {
 		t.Fatalf("cleanup must run after a rate-limited run: %v", stepNames(r))
