@@ -300,7 +300,9 @@ func invites(t *testing.T, d *testenv.Dendrite, token string) []string {
 // logs in again, succeeds, and the refresh is counted.
 func TestUnknownTokenRelogin(t *testing.T) {
 	d := testenv.SharedDendrite(t)
-	f := newFixture(t, d, d.URL, "relog")
+	lim := testenv.Limited(t, d, synlimit.Options{Pause: -1}) // Synapse's defaults
+	defer testenv.NoRefusals(t, lim)
+	f := newFixture(t, d, lim.URL, "relog")
 	mustOK(t, f.run(t, "relog", 30*time.Second))
 	sess := f.manager.Cached("relog/bot")
 	if sess == nil {
