@@ -434,3 +434,36 @@ func TestProbeRoomNameParse(t *testing.T) {
 		t.Fatal(p)
 	}
 }
+
+// The bot's token is cancelled twice in one run (another process logging
+// in on its device, say): once before send, once before cleanup. The main
+// path logs in again once, and so may the cleanup: the room is left and
+// forgotten, with no cleanup failure.
+func TestCleanupLogsInAgain(t *testing.T) {
+	d := testenv.SharedDendrite(t)
+	f := newFixture(t, d, d.URL, "twice")
+	defer f.closeIdle()
+	mustOK(t, f.run(t, "twice", 30*time.Second))
+	cancelBot := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := d.Logout(ctx, f.manager.Cached("twice/bot").AccessToken); err != nil {
+			t.Error(err)
+		}
+	}
+	f.probe.afterStep = func(step string) {
+		if step == "join" || step == "power_levels" {
+			cancelBot()
+		}
+	}
+	defer func() { f.probe.afterStep = nil }()
+	r := f.run(t, "twice", 30*time.Second)
+	mustOK(t, r)
+	if r.Counts[probes.CountTokenRefresh] != 2 || r.Counts[probes.CountCleanupFailure] != 0 {
+		t.Fatalf("counts %v: want two re-logins and no cleanup failure", r.Counts)
+	}
+	botTok := f.token(t, "twice")
+	if rooms := joined(t, d, botTok); len(rooms) != 0 {
+		t.Fatalf("the bot is still in %v", rooms)
+	}
+}
