@@ -44,6 +44,7 @@ func TestRestartSIGKILL(t *testing.T) {
 	cfgPath := filepath.Join(dir, "mxprobe.yml")
 	cfg := fmt.Sprintf(`
 global: {homeserver_url: %q, server_name: %q, data_dir: %q}
+synapse_limits: {disabled: true}   # a failing login every second on purpose
 tenants: [{id: acme, bot: {user: %q, password: %q}}]
 probes: [{name: login, type: login, schedule: "@every 1s", timeout: 10s}]
 alerting:

@@ -41,7 +41,7 @@ func init() {
 			}},
 			"notifiers": notifiers,
 		}
-		e.urls = append(e.urls, "tenant gamma's password is wrong on purpose: watch the log for ALERT FIRING and mxprobe_alerts{rule=\"login_failing\"} in /metrics (about 40 s)")
+		e.urls = append(e.urls, "tenant gamma's password is wrong on purpose: watch the log for ALERT FIRING and mxprobe_alerts{rule=\"login_failing\"} in /metrics (about 6 min: a refused login is retried once per its share of the login budget)")
 		return nil
 	})
 }

@@ -5,19 +5,21 @@ import (
 	"fmt"
 )
 
-// The room round trip and the persistent-room message probe in the demo: a
-// peer account shared by the tenants, and a public room (created by the
-// peer) that the tenant bots are not in yet, so the first room_message run
-// of each tenant shows the "joined first" path.
+// The room round trip and the persistent-room message probe in the demo:
+// a peer account per tenant (so no account carries every tenant's invites,
+// Synapse's rc_invites.per_user), logged in by access token, and a public
+// room (created by a room owner) that the tenant bots are not in yet, so
+// the first room_message run of each tenant shows the "joined first" path.
+// Both probes run on mxprobe's default schedules, which fit Synapse's
+// default limits: room_message every minute, the round trip every 10
+// minutes. Tenant gamma (wrong password on purpose) is left out: its bot
+// cannot log in.
 func init() {
 	hooks = append(hooks, func(e *env) error {
-		const peerUser, peerPassword = "mxprobe-peer", "demo-peer-password"
-		if _, err := e.dendrite.Register(e.ctx, peerUser, peerPassword, false); err != nil {
-			return fmt.Errorf("registering the round-trip peer: %w", err)
-		}
-		token, err := e.dendrite.Login(e.ctx, peerUser, peerPassword)
+		const ownerUser, ownerPassword = "mxprobe-room-owner", "demo-owner-password"
+		token, err := e.dendrite.Register(e.ctx, ownerUser, ownerPassword, false)
 		if err != nil {
-			return fmt.Errorf("peer login: %w", err)
+			return fmt.Errorf("registering the room owner: %w", err)
 		}
 		b, err := e.dendrite.Do(e.ctx, "POST", "/_matrix/client/v3/createRoom", token,
 			[]byte(`{"preset":"public_chat","name":"mxprobe demo room","topic":"room_message probe target"}`))
@@ -30,19 +32,31 @@ func init() {
 		if err := json.Unmarshal(b, &created); err != nil || created.RoomID == "" {
 			return fmt.Errorf("creating the demo room: unexpected answer %s", b)
 		}
+		var ids []string
 		for _, t := range e.tenants {
 			t["room_id"] = created.RoomID
+			id, _ := t["id"].(string)
+			if id == "gamma" {
+				continue
+			}
+			ids = append(ids, id)
+			if _, ok := t["peer"]; ok {
+				continue
+			}
+			peer := "mxprobe-peer-" + id
+			peerToken, err := e.dendrite.Register(e.ctx, peer, "demo-peer-password-"+id, false)
+			if err != nil {
+				return fmt.Errorf("registering the round-trip peer of %s: %w", id, err)
+			}
+			t["peer"] = map[string]any{"method": "token", "user": peer, "access_token": peerToken}
 		}
 		e.probes = append(e.probes,
 			map[string]any{
-				"name": "roundtrip", "type": "roundtrip", "schedule": "@every 1m", "timeout": "30s",
-				"roundtrip": map[string]any{
-					"peer":            map[string]any{"method": "password", "user": peerUser, "password": peerPassword},
-					"min_power_level": 50,
-				},
+				"name": "roundtrip", "type": "roundtrip", "timeout": "30s", "tenants": ids,
+				"roundtrip": map[string]any{"min_power_level": 50},
 			},
 			map[string]any{
-				"name": "room_message", "type": "room_message", "schedule": "@every 30s", "timeout": "20s",
+				"name": "room_message", "type": "room_message", "timeout": "20s", "tenants": ids,
 				"room_message": map[string]any{"min_power_level": 0},
 			},
 		)

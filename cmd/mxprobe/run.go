@@ -210,6 +210,8 @@ func verdict(r probes.Result) string {
 		return "OK"
 	case probes.OutcomeWarning:
 		return "WARN " + string(r.Class)
+	case probes.OutcomeSkipped:
+		return "SKIPPED " + string(r.Class)
 	}
 	return "FAIL " + string(r.Class)
 }
@@ -217,7 +219,7 @@ func verdict(r probes.Result) string {
 func summaryLine(r probes.Result) string {
 	s := fmt.Sprintf("%-20s %-12s %-8s %s", displayTenant(r.Tenant), r.Probe, fmtDur(r.Duration), verdict(r))
 	if !r.OK() || r.Outcome == probes.OutcomeWarning {
-		s += fmt.Sprintf(" at %s: %s", r.Step, r.Error)
+		s += fmt.Sprintf(" at %s: %s", r.Step, r.Error) // a skipped run says why
 	}
 	return s
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/auth"
 )
 
@@ -29,6 +31,31 @@ func init() {
 		}
 		m.SetBudget(&auth.Budget{Name: "rc_login.address", Max: l.LoginBudget.Logins, Window: l.LoginBudget.Window.D()},
 			config.MethodPassword)
+		return nil
+	})
+}
+
+// Runs skipped by the login budget are not kept in the run history; the
+// daemon logs why, at most once per probe and tenant every 10 minutes.
+func init() {
+	startHooks = append(startHooks, func(d *daemon) error {
+		var mu sync.Mutex
+		last := map[string]time.Time{}
+		d.sinks = append(d.sinks, probes.SinkFunc(func(r probes.Result) {
+			if r.Outcome != probes.OutcomeSkipped || r.Class != probes.ClassLoginBudget {
+				return
+			}
+			k := r.Probe + "\x00" + r.Tenant
+			mu.Lock()
+			due := time.Since(last[k]) >= 10*time.Minute
+			if due {
+				last[k] = time.Now()
+			}
+			mu.Unlock()
+			if due {
+				d.logger.Info("run skipped by the login budget", "probe", r.Probe, "tenant", r.Tenant, "reason", r.Error)
+			}
+		}))
 		return nil
 	})
 }

@@ -25,7 +25,9 @@ type webTenant struct{ id, name, user, password string }
 
 func webConfig(hs, serverName string, tenants []webTenant, extra string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "global:\n  homeserver_url: %s\n  server_name: %s\n  concurrency: 4\n  jitter: 0\n  shutdown_grace: 2s\ntenants:\n", hs, serverName)
+	// Opted out of synapse_limits: a bare Dendrite, logins every few seconds
+	// and wrong passwords on purpose.
+	fmt.Fprintf(&b, "global:\n  homeserver_url: %s\n  server_name: %s\n  concurrency: 4\n  jitter: 0\n  shutdown_grace: 2s\nsynapse_limits:\n  disabled: true\ntenants:\n", hs, serverName)
 	for _, t := range tenants {
 		fmt.Fprintf(&b, "  - id: %s\n    name: %q\n    bot:\n      user: %s\n      password: %q\n", t.id, t.name, t.user, t.password)
 	}

@@ -69,10 +69,22 @@ func peerLoad(c *Config, p *Probe) map[string][]*Tenant {
 		if peer == nil {
 			continue
 		}
-		k := strings.TrimRight(t.HomeserverURL, "/") + " " + peer.User
+		k := strings.TrimRight(t.HomeserverURL, "/") + " " + peerName(t, peer)
 		out[k] = append(out[k], t)
 	}
 	return out
+}
+
+// peerName names a peer account: its user, or for a fixed token without a
+// user, the tenant's own peer or the probe's shared one.
+func peerName(t *Tenant, peer *Account) string {
+	switch {
+	case peer.User != "":
+		return peer.User
+	case peer == t.Peer:
+		return "peer-of-" + t.ID
+	}
+	return "shared-peer"
 }
 
 // BudgetFinding is one limiter a configuration would exceed.
@@ -151,7 +163,7 @@ func CheckBudget(c *Config) []BudgetFinding {
 				if peer == nil {
 					continue
 				}
-				pid := id(t, peer.User)
+				pid := id(t, peerName(t, peer))
 				// rc_invites.per_user is keyed by the invitee, but the
 				// override checked is the inviter's (api/ratelimiting.py 162-182).
 				if !exempt(t, t.Bot.User) {

@@ -161,3 +161,24 @@ func TestRefusedLoginWaitsItsShare(t *testing.T) {
 	}
 	testenv.NoRefusals(t, lim)
 }
+
+// The daemon's instance id (part of every device id) survives a restart
+// with the same data_dir; another data_dir is another instance.
+func TestInstanceStableAcrossRestarts(t *testing.T) {
+	dir := t.TempDir()
+	a, err := auth.InstanceFromDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := auth.InstanceFromDir(dir)
+	c, _ := auth.InstanceFromDir(t.TempDir())
+	if a == "" || a != b || a == c {
+		t.Fatalf("instance ids %q %q %q: want the first two equal, the third different", a, b, c)
+	}
+	acct := auth.Account{Key: "acme/bot", Instance: a}
+	other := acct
+	other.Instance = c
+	if acct.DeviceID() == other.DeviceID() || acct.DeviceID() != (auth.Account{Key: "acme/bot", Instance: b}).DeviceID() {
+		t.Fatal("device ids do not follow the instance")
+	}
+}

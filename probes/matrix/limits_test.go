@@ -121,6 +121,7 @@ func TestTwentyTenantsDefaultSchedulesWithinLimits(t *testing.T) {
 	// Events of one 5 s slot run together at the slot's start time.
 	var failures []string
 	runs := map[string]int{}
+	took := map[string]time.Duration{}
 	for i := 0; i < len(events); {
 		slot := events[i].at.Truncate(5 * time.Second)
 		clk.Set(start.Add(slot))
@@ -140,6 +141,7 @@ func TestTwentyTenantsDefaultSchedulesWithinLimits(t *testing.T) {
 				mu.Lock()
 				defer mu.Unlock()
 				runs[ev.name]++
+				took[ev.name] += r.Duration
 				if r.Outcome != probes.OutcomeSuccess {
 					failures = append(failures, fmt.Sprintf("%s/%s at %s: %s %s at %s: %s", ev.name, ev.tenant, slot, r.Outcome, r.Class, r.Step, r.Error))
 				}
@@ -147,7 +149,7 @@ func TestTwentyTenantsDefaultSchedulesWithinLimits(t *testing.T) {
 		}
 		wg.Wait()
 	}
-	t.Logf("runs in 30 limiter-minutes: %v; limiter allowed %v", runs, lim.Allowed())
+	t.Logf("runs in 30 limiter-minutes: %v (run time %v); limiter allowed %v", runs, took, lim.Allowed())
 	testenv.NoRefusals(t, lim)
 	for _, f := range failures {
 		t.Error(f)

@@ -3,6 +3,7 @@ package matrix
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -174,10 +175,12 @@ func (r *runner) step(ctx context.Context, name string, a *actor, fn func(ctx co
 	t0 := time.Now()
 	r.cur = name
 	err, _, relog := r.attempt(ctx, a, true, fn)
-	r.rec.AddStep(name, time.Since(t0)-relog, err)
 	if probes.Classify(err) == probes.ClassRateLimited {
-		r.rec.Note(ExplainRateLimit(name, r.lastWait))
+		// The run's error names the likely limiter and what to change.
+		err = &probes.Error{Class: probes.ClassRateLimited, Status: http.StatusTooManyRequests,
+			Err: fmt.Errorf("%v; %s", err, ExplainRateLimit(name, r.lastWait))}
 	}
+	r.rec.AddStep(name, time.Since(t0)-relog, err)
 	return err
 }
 

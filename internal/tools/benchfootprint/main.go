@@ -175,8 +175,9 @@ func run(bin, bb string, tenants int, warmup, window time.Duration) error {
 		ts = append(ts, map[string]any{"id": fmt.Sprintf("t%02d", i), "bot": map[string]any{"method": "password", "user": user, "password": pw}})
 	}
 	cfg := map[string]any{
-		"global":  map[string]any{"homeserver_url": d.URL, "server_name": d.ServerName, "data_dir": filepath.Join(dir, "data")},
-		"tenants": ts,
+		"global":         map[string]any{"homeserver_url": d.URL, "server_name": d.ServerName, "data_dir": filepath.Join(dir, "data")},
+		"synapse_limits": map[string]any{"disabled": true}, // measures mxprobe, not the schedules
+		"tenants":        ts,
 		"probes": []map[string]any{
 			{"name": "versions", "type": "versions", "schedule": "@every 15s"},
 			{"name": "login", "type": "login", "schedule": "@every 1m"},

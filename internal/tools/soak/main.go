@@ -156,7 +156,9 @@ func run(bin string, dur, quiet time.Duration, tenants int, seed uint64) error {
 			// A short run history fills within minutes, so what grows after
 			// that is not the (bounded) history.
 			"history_size": 10},
-		"tenants": ts,
+		// Opted out of Synapse's limits: the soak drives Dendrite hard on purpose.
+		"synapse_limits": map[string]any{"disabled": true},
+		"tenants":        ts,
 		"probes": []map[string]any{
 			{"name": "login", "type": "login", "schedule": "@every 20s", "timeout": "10s"},
 			{"name": "roundtrip", "type": "roundtrip", "schedule": "@every " + roundtripEvery, "timeout": "15s",
