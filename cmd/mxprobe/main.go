@@ -46,12 +46,49 @@ type cli struct {
 	strict bool
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
+// helpShown stops parsing once kingpin printed a usage text (--help, -h,
+// help [command]): nothing else runs and the exit code is 0.
+type helpShown struct{ code int }
+
+func run(args []string, stdout, stderr io.Writer) (code int) {
 	app := kingpin.New("mxprobe", "Watches a Matrix deployment (Synapse + MAS) from the outside and says when it breaks.")
-	app.UsageWriter(stderr)
+	app.UsageWriter(stdout)
 	app.ErrorWriter(stderr)
-	app.Terminate(nil)
+	// Kingpin calls Terminate after printing help; without an exit it would
+	// go on validating flags and running the command.
+	app.Terminate(func(code int) { panic(helpShown{code}) })
+	defer func() {
+		if r := recover(); r != nil {
+			h, ok := r.(helpShown)
+			if !ok {
+				panic(r)
+			}
+			code = h.code
+		}
+	}()
 	app.HelpFlag.Short('h')
+	// --help must win over the commands' pre-actions (which validate flags
+	// whose defaults kingpin does not set when help is asked for).
+	app.PreAction(func(pc *kingpin.ParseContext) error {
+		for _, el := range pc.Elements {
+			if f, ok := el.Clause.(*kingpin.FlagClause); ok && f == app.HelpFlag {
+				named := false // a command named on the command line
+				for _, a := range args {
+					if app.GetCommand(a) != nil {
+						named = true
+						break
+					}
+				}
+				if hc, err := app.ParseContext(args); err == nil && named {
+					_ = app.UsageForContext(hc)
+				} else {
+					app.Usage(nil) // the commands, not the default one's flags
+				}
+				panic(helpShown{0})
+			}
+		}
+		return nil
+	})
 	c := &cli{logConfig: &promslog.Config{}}
 	app.Flag("config.file", "Configuration file (YAML). Tenants may also come from TENANTS_B64.").
 		Default("").Envar("MXPROBE_CONFIG").StringVar(&c.configFile)

@@ -275,3 +275,49 @@ func TestReloadKeepsOldConfigOnError(t *testing.T) {
 		t.Fatal("old config not kept")
 	}
 }
+
+// --help, -h and help print usage on stdout and exit 0, for the program and
+// each command, and never run anything (check-config does not check, serve
+// does not start, run does not probe).
+func TestHelpPrintsUsageAndRunsNothing(t *testing.T) {
+	// A config file that would make check-config and run fail if they ran.
+	bad := filepath.Join(t.TempDir(), "bad.yml")
+	if err := os.WriteFile(bad, []byte("nonsense: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--help"}, "usage: mxprobe [<flags>] <command>"},
+		{[]string{"-h"}, "usage: mxprobe [<flags>] <command>"},
+		{[]string{"help"}, "usage: mxprobe [<flags>] <command>"},
+		{[]string{"serve", "--help"}, "usage: mxprobe serve"},
+		{[]string{"--config.file", bad, "serve", "-h"}, "usage: mxprobe serve"},
+		{[]string{"run", "--help"}, "usage: mxprobe run"},
+		{[]string{"help", "run"}, "usage: mxprobe run"},
+		{[]string{"--config.file", bad, "check-config", "--help"}, "usage: mxprobe check-config"},
+		{[]string{"--config.file", bad, "run", "login", "--all", "-h"}, "usage: mxprobe run"},
+	}
+	for _, tc := range cases {
+		var out, errOut bytes.Buffer
+		code := run(tc.args, &out, &errOut)
+		if code != 0 || !strings.Contains(out.String(), tc.want) || errOut.Len() != 0 {
+			t.Errorf("%v: exit %d, stdout %q..., stderr %q", tc.args, code, firstLine(out.String()), errOut.String())
+		}
+		if strings.Contains(out.String(), "OK:") || strings.Contains(out.String(), "bad.yml") {
+			t.Errorf("%v ran the command: %s", tc.args, out.String())
+		}
+	}
+	// Without help, the same bad file is an error: the cases above really
+	// skipped the command.
+	var out, errOut bytes.Buffer
+	if code := run([]string{"--config.file", bad, "check-config"}, &out, &errOut); code == 0 {
+		t.Fatalf("check-config of a broken file exited 0: %s", out.String())
+	}
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
+}
