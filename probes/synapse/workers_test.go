@@ -61,8 +61,8 @@ func relEq(t *testing.T, name string, got map[string]float64, want float64) {
 // arithmetic), not with the code under test.
 type workerExpect struct {
 	ratio5xx, reqRate, roomSendP95, stagingPDUs, stagingOldest float64
-	restarted                                                   string
-	perProcessRate                                              map[string]float64
+	restarted                                                  string
+	perProcessRate                                             map[string]float64
 }
 
 func computeWorkerExpect(t *testing.T) workerExpect {
