@@ -213,3 +213,17 @@ func CloseWorkers(ss []*WorkerServer) {
 		<-s.done
 	}
 }
+
+// Job is the Prometheus job Synapse's docs/metrics-howto.md gives a process
+// of this kind: master for the main process, the worker app otherwise (an
+// event persister or federation sender is a generic_worker named in
+// stream_writers or federation_sender_instances).
+func Job(kind string) string {
+	switch kind {
+	case "main":
+		return "master"
+	case "event_persister", "federation_sender":
+		return "generic_worker"
+	}
+	return kind
+}
