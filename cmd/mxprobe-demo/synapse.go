@@ -19,10 +19,13 @@ import (
 // data.
 func init() {
 	hooks = append(hooks, func(e *env) error {
-		ws, err := demoSynapseWorkers(e)
+		// The probe reads its own servers: each answers its pages in turn,
+		// so sharing them with Prometheus would make both miss pages.
+		ws, err := synapsereplay.StartWorkers(nil)
 		if err != nil {
 			return err
 		}
+		e.cleanup = append(e.cleanup, func() { synapsereplay.CloseWorkers(ws) })
 		var targets []map[string]any
 		var names []string
 		for _, w := range ws {
@@ -45,8 +48,8 @@ func init() {
 	})
 }
 
-// demoSynapseWorkers starts the replayed Synapse processes once (the
-// Prometheus hook needs them too).
+// demoSynapseWorkers starts the replayed Synapse processes the demo's
+// Prometheus scrapes, once.
 func demoSynapseWorkers(e *env) ([]*synapsereplay.WorkerServer, error) {
 	if e.synapse != nil {
 		return e.synapse, nil

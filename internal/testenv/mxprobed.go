@@ -62,8 +62,10 @@ type MxprobeDaemon struct {
 	// Dropped are the probe types left out because this build lacks them.
 	Probes  []string
 	Dropped []string
-	// SynapseProcesses are the replayed Synapse processes the
-	// synapse_metrics probe scrapes (a worker deployment).
+	// SynapseProcesses is a replayed Synapse worker deployment for other
+	// scrapers (Prometheus): the same pages the synapse_metrics probe reads
+	// from its own servers (each server answers its pages in turn, so two
+	// scrapers sharing one would each miss every other page).
 	SynapseProcesses []SynapseProcess
 
 	cmd  *exec.Cmd
@@ -127,14 +129,15 @@ func synapseTargets(ps []SynapseProcess) map[string]any {
 }
 
 // StartMxprobeGlobal runs `mxprobe serve` with the global probes only
-// (versions, and synapse_metrics over the given Synapse processes), with
-// extra serve arguments (for example --shard.count): a replica of a sharded
-// deployment.
-func StartMxprobeGlobal(t testing.TB, d *Dendrite, ps []SynapseProcess, args ...string) *MxprobeDaemon {
+// (versions, and synapse_metrics over its own replayed Synapse worker
+// deployment), with extra serve arguments (for example --shard.count): a
+// replica of a sharded deployment.
+func StartMxprobeGlobal(t testing.TB, d *Dendrite, args ...string) *MxprobeDaemon {
 	t.Helper()
 	bin := BuildMxprobe(t)
 	dir := t.TempDir()
-	m := &MxprobeDaemon{log: &SyncBuffer{}, SynapseProcesses: ps, Probes: []string{"versions", "synapse"}}
+	ps := StartSynapseWorkers(t)
+	m := &MxprobeDaemon{log: &SyncBuffer{}, Probes: []string{"versions", "synapse"}}
 	cfg := map[string]any{
 		"global": map[string]any{"homeserver_url": d.URL, "server_name": d.ServerName, "data_dir": filepath.Join(dir, "data")},
 		"probes": []map[string]any{
@@ -186,13 +189,14 @@ func StartMxprobe(t testing.TB, d *Dendrite) *MxprobeDaemon {
 	m.Tenants = append(m.Tenants, m.BrokenTenant)
 
 	m.SynapseProcesses = StartSynapseWorkers(t)
+	probed := StartSynapseWorkers(t)
 	all := map[string]map[string]any{
 		"versions": {"name": "versions", "type": "versions", "schedule": "@every 2s", "timeout": "10s"},
 		"login":    {"name": "login", "type": "login", "schedule": "@every 2s", "timeout": "15s"},
 		"roundtrip": {"name": "roundtrip", "type": "roundtrip", "schedule": "@every 3s", "timeout": "20s",
 			"roundtrip": map[string]any{"peer": map[string]any{"method": "password", "user": peer, "password": peerPW}}},
 		"synapse_metrics": {"name": "synapse", "type": "synapse_metrics", "schedule": "@every 2s", "timeout": "10s",
-			"synapse": synapseTargets(m.SynapseProcesses)},
+			"synapse": synapseTargets(probed)},
 	}
 	cfg := map[string]any{
 		"global": map[string]any{
