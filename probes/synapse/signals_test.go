@@ -1,8 +1,10 @@
 package synapse
 
 import (
+	"fmt"
 	"math"
 	"testing"
+	"time"
 
 	"github.com/mxprobe/mxprobe/internal/config"
 	sr "github.com/mxprobe/mxprobe/internal/testenv/synapsereplay"
@@ -49,5 +51,37 @@ func TestMinRequests(t *testing.T) {
 	fails, _ = Evaluate(sig, th, Options{MinRequests: 1})
 	if len(fails) != 2 {
 		t.Errorf("min_requests 1: fails %v", fails)
+	}
+}
+
+// TestNoAliasesSynapseNeverHad: synapse_http_server_request_count and
+// synapse_http_server_requests are not Synapse metrics, and
+// synapse_http_server_response_count_total has no code label: a page with
+// only these gives no request rate and no (falsely 0 %) 5xx ratio.
+func TestNoAliasesSynapseNeverHad(t *testing.T) {
+	pg := func(n int) []byte {
+		return []byte(fmt.Sprintf(`# TYPE synapse_http_server_response_count_total counter
+synapse_http_server_response_count_total{method="GET",servlet="SyncRestServlet",tag="",server_name="x"} %d
+# TYPE synapse_http_server_request_count counter
+synapse_http_server_request_count{method="GET",servlet="SyncRestServlet"} %d
+# TYPE synapse_http_server_requests counter
+synapse_http_server_requests{method="GET",servlet="SyncRestServlet"} %d
+`, n, n, n))
+	}
+	s0, err := Parse(pg(100), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s0.Time = t0
+	s1, err := Parse(pg(200), s0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1.Time = t0.Add(time.Minute)
+	d := Derive(s0, s1, Options{})
+	for _, k := range []string{SigRequests, Sig5xxRatio, SigRequestsReceived, SigRequests + ":SyncRestServlet", Sig5xxRatio + ":SyncRestServlet"} {
+		if v, ok := d.Signals[k]; ok {
+			t.Errorf("%s = %g from families Synapse does not have (or without a code label)", k, v)
+		}
 	}
 }
