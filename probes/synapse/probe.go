@@ -59,6 +59,26 @@ func (s *Store) put(k string, v *Snapshot) {
 	s.m[k] = v
 }
 
+// prune drops the snapshots under prefix whose key is not in keep (processes
+// gone from the configuration or the DNS answer), so the store stays
+// bounded however often pods are replaced.
+func (s *Store) prune(prefix string, keep map[string]bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.m {
+		if strings.HasPrefix(k, prefix) && !keep[k] {
+			delete(s.m, k)
+		}
+	}
+}
+
+// Len is the number of snapshots kept.
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m)
+}
+
 // Probe scrapes the processes of one Synapse deployment (one URL, listed
 // targets, or the addresses behind a DNS name), concurrently within the
 // run's deadline, and derives deployment-wide signals.
@@ -225,6 +245,11 @@ func (p *Probe) Run(ctx context.Context, tenant string) probes.Result {
 	}) != nil {
 		return rec.Finish()
 	}
+	keep := map[string]bool{}
+	for _, t := range ts {
+		keep[p.storeKey(t.URL)] = true
+	}
+	p.Store.prune(p.storeKey(""), keep)
 	prev := make([]*Snapshot, len(ts))
 	havePrev := false
 	for i, t := range ts {

@@ -235,6 +235,16 @@ func TestWorkerDNS(t *testing.T) {
 	if _, ok := r.Signals[SigProcUp+":127.0.0.3"]; ok {
 		t.Errorf("max_processes not applied: %v", r.Signals)
 	}
+	// A pod replaced: the old address's snapshot is dropped.
+	if n := p.Store.Len(); n != 1 {
+		t.Errorf("%d snapshots kept, want 1", n)
+	}
+	p.LookupHost = func(context.Context, string) ([]string, error) { return []string{"127.0.0.4"}, nil }
+	p.Config.DNS.Port = 1
+	_ = p.Run(ctx, "")
+	if n := p.Store.Len(); n != 0 {
+		t.Errorf("%d snapshots kept after the addresses changed, want 0", n)
+	}
 }
 
 func splitHostPort(t *testing.T, u string) (string, int) {
