@@ -171,13 +171,16 @@ func (p *Probe) targets(ctx context.Context) ([]config.SynapseTarget, error) {
 
 // scrapeResult is one process's scrape.
 type scrapeResult struct {
-	snap *Snapshot
-	dur  time.Duration
-	err  error
+	snap     *Snapshot
+	dur      time.Duration // fetching the page
+	parseDur time.Duration
+	err      error
+	parseErr bool
 }
 
-// scrapeAll fetches and parses every target concurrently; it returns when
-// all are done (each fetch is bound by ctx).
+// scrapeAll fetches and parses every target concurrently, each page as soon
+// as it arrives (prev[i], if any, is the previous snapshot of target i); it
+// returns when all are done (each fetch is bound by ctx).
 func (p *Probe) scrapeAll(ctx context.Context, ts []config.SynapseTarget, prev []*Snapshot) []scrapeResult {
 	out := make([]scrapeResult, len(ts))
 	var wg sync.WaitGroup
@@ -185,25 +188,29 @@ func (p *Probe) scrapeAll(ctx context.Context, ts []config.SynapseTarget, prev [
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
+			r := &out[i]
 			start := time.Now()
 			body, err := p.fetch(ctx, ts[i].URL)
 			fetched := p.now()
-			out[i].dur = time.Since(start)
+			r.dur = time.Since(start)
 			if err != nil {
-				out[i].err = err
+				r.err = err
 				return
 			}
 			var pv *Snapshot
 			if prev != nil {
 				pv = prev[i]
 			}
+			start = time.Now()
 			snap, err := Parse(body, pv)
+			r.parseDur = time.Since(start)
 			if err != nil {
-				out[i].err = probes.WithClass(probes.ClassBadResponse, fmt.Errorf("metrics page: %w", err))
+				r.err = probes.WithClass(probes.ClassBadResponse, fmt.Errorf("metrics page: %w", err))
+				r.parseErr = true
 				return
 			}
 			snap.Time = fetched
-			out[i].snap = snap
+			r.snap = snap
 		}(i)
 	}
 	wg.Wait()
@@ -211,8 +218,12 @@ func (p *Probe) scrapeAll(ctx context.Context, ts []config.SynapseTarget, prev [
 }
 
 // firstErr summarises failed scrapes: the error of the first, naming the
-// process when there are several.
+// process when the deployment has several.
 func firstErr(ts []config.SynapseTarget, rs []scrapeResult) (error, []string) {
+	return firstErrOf(ts, rs, len(ts) > 1)
+}
+
+func firstErrOf(ts []config.SynapseTarget, rs []scrapeResult, named bool) (error, []string) {
 	var first error
 	var down []string
 	for i, r := range rs {
@@ -222,7 +233,7 @@ func firstErr(ts []config.SynapseTarget, rs []scrapeResult) (error, []string) {
 		down = append(down, ts[i].Name)
 		if first == nil {
 			first = r.err
-			if len(ts) > 1 {
+			if named {
 				first = &probes.Error{Class: probes.Classify(r.err), Status: probes.StatusOf(r.err),
 					Err: fmt.Errorf("process %s (%s): %w", ts[i].Name, ts[i].Kind, r.err)}
 			}
@@ -282,19 +293,34 @@ func (p *Probe) Run(ctx context.Context, tenant string) probes.Result {
 		}
 	}
 
-	var rs []scrapeResult
-	var down []string
-	if rec.Step(StepScrape, func() error {
-		rs = p.scrapeAll(ctx, ts, prev)
-		var err error
-		err, down = firstErr(ts, rs)
-		if len(down) == len(ts) {
-			return err
+	// Fetch and parse every process concurrently. The scrape step (as long
+	// as the slowest fetch) fails when no page was fetched, the parse step
+	// (as long as the slowest parse) when none of the fetched pages parsed;
+	// otherwise the missing processes are reported.
+	rs := p.scrapeAll(ctx, ts, prev)
+	var fetchDur, parseDur time.Duration
+	var fetched []scrapeResult // the pages that arrived
+	var fetchedTs []config.SynapseTarget
+	for i, r := range rs {
+		fetchDur, parseDur = max(fetchDur, r.dur), max(parseDur, r.parseDur)
+		if r.err == nil || r.parseErr {
+			fetched = append(fetched, r)
+			fetchedTs = append(fetchedTs, ts[i])
 		}
-		return nil
-	}) != nil {
+	}
+	if len(fetched) == 0 {
+		err, _ := firstErr(ts, rs)
+		rec.AddStep(StepScrape, fetchDur, err)
 		return rec.Finish()
 	}
+	rec.AddStep(StepScrape, fetchDur, nil)
+	_, down := firstErr(ts, rs)
+	if len(down) == len(ts) {
+		err, _ := firstErrOf(fetchedTs, fetched, len(ts) > 1)
+		rec.AddStep(StepParse, parseDur, err)
+		return rec.Finish()
+	}
+	rec.AddStep(StepParse, parseDur, nil)
 	procs := make([]Process, len(ts))
 	total := 0
 	for i, t := range ts {

@@ -91,7 +91,7 @@ func TestProbeHealthyPasses(t *testing.T) {
 	within(t, SigP95+":RoomSendEventRestServlet", res.Signals, e.RoomSend.P95, 0.01)
 	within(t, SigRequests+":RoomSendEventRestServlet", res.Signals, e.RoomSend.RequestsPerS, 0.01)
 	within(t, Sig5xxRatio+":RoomSendEventRestServlet", res.Signals, e.RoomSend.Ratio5xx, 0.01)
-	for _, st := range []string{StepResolve, StepScrape, StepDerive, StepThresholds} {
+	for _, st := range []string{StepResolve, StepScrape, StepParse, StepDerive, StepThresholds} {
 		if _, ok := res.StepDuration(st); !ok {
 			t.Errorf("step %s missing", st)
 		}
