@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -134,18 +135,108 @@ func WorkerPage(w WorkerSpec, scrape int) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-// WorkerServer serves one process's pages: page 0, then page 1, then
-// alternately (a demo that runs for long sees counter resets, as after
-// restarts).
+// WorkerServer serves one process's pages: page 0, page 1, then page 1
+// with every cumulative sample advanced by the increase between the two
+// pages per scrape (so a replay that runs for long keeps counting up as a
+// process does, with no spurious resets; the restarting worker restarts
+// once, then counts up at the healthy pace). Gauges keep page 1's values.
 type WorkerServer struct {
 	Spec WorkerSpec
 	URL  string
 
-	srv   *http.Server
-	pages [2][]byte
-	mu    sync.Mutex
-	n     int
-	done  chan struct{}
+	srv           *http.Server
+	first, second []byte
+	plan          []planLine
+	mu            sync.Mutex
+	n             int
+	done          chan struct{}
+}
+
+// planLine is one line of the pages after the first: a sample advanced by
+// delta per scrape from base, or a line served as it is.
+type planLine struct {
+	raw         string
+	prefix      string
+	base, delta float64
+}
+
+// render is page k ≥ 1.
+func (s *WorkerServer) render(k int) []byte {
+	var b bytes.Buffer
+	b.Grow(len(s.first) + len(s.first)/8)
+	for _, l := range s.plan {
+		if l.delta == 0 {
+			b.WriteString(l.raw)
+			continue
+		}
+		b.WriteString(l.prefix)
+		b.WriteByte(' ')
+		b.WriteString(strconv.FormatFloat(l.base+float64(k-1)*l.delta, 'g', -1, 64))
+		b.WriteByte('\n')
+	}
+	return b.Bytes()
+}
+
+// cumulative tells whether samples of a family of this type and name only
+// grow in a running process: counters and histograms, and Synapse's gauges
+// that hold cumulative values (process_cpu_*_seconds_total, the cache
+// lookup and hit counts).
+func cumulative(typ, name string) bool {
+	switch typ {
+	case "counter", "histogram", "summary":
+		return true
+	case "gauge":
+		return strings.HasSuffix(name, "_seconds_total") || name == "synapse_util_caches_cache" ||
+			name == "synapse_util_caches_cache_hits" || name == "synapse_util_caches_cache_evicted_size"
+	}
+	return false
+}
+
+// sampleValues maps "name{labels}" to the value of every sample line.
+func sampleValues(page []byte) map[string]float64 {
+	m := map[string]float64{}
+	for _, line := range strings.Split(string(page), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			m[line[:i]] = v
+		}
+	}
+	return m
+}
+
+// plan builds the pages after the first from page 1 (base) and the
+// increase per scrape (from page a to page b).
+func plan(base, a, b []byte) []planLine {
+	va, vb := sampleValues(a), sampleValues(b)
+	var out []planLine
+	typ, fam := "", ""
+	for _, line := range strings.SplitAfter(string(base), "\n") {
+		if line == "" {
+			continue
+		}
+		l := planLine{raw: line}
+		if f := strings.Fields(line); len(f) >= 4 && f[0] == "#" && f[1] == "TYPE" {
+			fam, typ = f[2], f[3]
+		} else if line[0] != '#' && cumulative(typ, fam) {
+			t := strings.TrimSuffix(line, "\n")
+			if i := strings.LastIndexByte(t, ' '); i > 0 {
+				v, err := strconv.ParseFloat(t[i+1:], 64)
+				x := va[t[:i]] // a series new in b counts from zero
+				y, okB := vb[t[:i]]
+				if err == nil && okB && y > x {
+					l.prefix, l.base, l.delta = t[:i], v, y-x
+				}
+			}
+		}
+		out = append(out, l)
+	}
+	return out
 }
 
 // Served is how many pages the server has answered.
@@ -164,13 +255,9 @@ func StartWorkers(specs []WorkerSpec) ([]*WorkerServer, error) {
 	var out []*WorkerServer
 	for _, w := range specs {
 		s := &WorkerServer{Spec: w, done: make(chan struct{})}
-		for i := range s.pages {
-			b, err := WorkerPage(w, i)
-			if err != nil {
-				CloseWorkers(out)
-				return nil, fmt.Errorf("synapsereplay: %s: %w", w.Name, err)
-			}
-			s.pages[i] = b
+		if err := s.load(); err != nil {
+			CloseWorkers(out)
+			return nil, fmt.Errorf("synapsereplay: %s: %w", w.Name, err)
 		}
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -189,9 +276,16 @@ func StartWorkers(specs []WorkerSpec) ([]*WorkerServer, error) {
 				}
 			}
 			s.mu.Lock()
-			b := s.pages[s.n%2]
+			k := s.n
 			s.n++
 			s.mu.Unlock()
+			b := s.first
+			switch {
+			case k == 1:
+				b = s.second
+			case k > 1:
+				b = s.render(k)
+			}
 			rw.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 			_, _ = rw.Write(b)
 		})
@@ -204,6 +298,30 @@ func StartWorkers(specs []WorkerSpec) ([]*WorkerServer, error) {
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// load builds the first page and the plan of the others. A process that
+// restarts between its two pages keeps counting after the restart at the
+// pace of the healthy pair.
+func (s *WorkerServer) load() error {
+	p0, err := WorkerPage(s.Spec, 0)
+	if err != nil {
+		return err
+	}
+	p1, err := WorkerPage(s.Spec, 1)
+	if err != nil {
+		return err
+	}
+	a, b := p0, p1
+	if st0, st1 := sampleValues(p0)["process_start_time_seconds"], sampleValues(p1)["process_start_time_seconds"]; st0 != st1 {
+		healthy := s.Spec
+		healthy.To = "healthy_t60"
+		if b, err = WorkerPage(healthy, 1); err != nil {
+			return err
+		}
+	}
+	s.first, s.second, s.plan = p0, p1, plan(p1, a, b)
+	return nil
 }
 
 // CloseWorkers stops the servers.
