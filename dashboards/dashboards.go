@@ -187,7 +187,7 @@ func Substitute(expr string, values map[string]string) (string, error) {
 var ParseValues = map[string]string{
 	"__rate_interval": "5m", "__interval": "1m", "__range": "1h", "window": "1h",
 	"datasource": "prometheus", "job": ".*", "synapse_job": ".+", "probe": ".*", "tenant": ".*",
-	"step": ".*", "servlet": ".*",
+	"step": ".*", "servlet": ".*", "worker": ".*", "synapse_instance": ".+",
 }
 
 // MetricNames parses expr (variables substituted with values) and returns

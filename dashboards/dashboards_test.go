@@ -2,6 +2,7 @@ package dashboards
 
 import (
 	"bufio"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"sort"
@@ -107,7 +108,8 @@ func TestShippedDashboardsNameExportedMetrics(t *testing.T) {
 	}
 	exported := LiveMxprobeNames(t)
 	synapse := SynapseCatalogue(t)
-	probs := Check(qs, func(n string) bool { return exported[n] || synapse[n] })
+	// up is the series Prometheus writes for every scrape target.
+	probs := Check(qs, func(n string) bool { return exported[n] || synapse[n] || n == "up" })
 	for _, p := range probs {
 		t.Error(p)
 	}
@@ -221,4 +223,102 @@ func SynapseCatalogue(t *testing.T) map[string]bool {
 		t.Fatalf("only %d series in the Synapse catalogue", len(out))
 	}
 	return out
+}
+
+// TestEveryPanelHasUnitAndDescription: every panel of the shipped
+// dashboards (rows aside) says what it shows and in which unit.
+func TestEveryPanelHasUnitAndDescription(t *testing.T) {
+	names, err := Names()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		b, err := Files.ReadFile(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d struct {
+			Panels []struct {
+				Title       string `json:"title"`
+				Type        string `json:"type"`
+				Description string `json:"description"`
+				FieldConfig struct {
+					Defaults struct {
+						Unit string `json:"unit"`
+					} `json:"defaults"`
+				} `json:"fieldConfig"`
+			} `json:"panels"`
+		}
+		if err := json.Unmarshal(b, &d); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range d.Panels {
+			if p.Type == "row" {
+				continue
+			}
+			if strings.TrimSpace(p.Description) == "" {
+				t.Errorf("%s: panel %q has no description", n, p.Title)
+			}
+			if p.FieldConfig.Defaults.Unit == "" {
+				t.Errorf("%s: panel %q has no unit", n, p.Title)
+			}
+		}
+	}
+}
+
+// TestSynapseDashboardSurvivesReplicas: every panel over mxprobe's Synapse
+// gauges aggregates away the replica (instance) before any sum, so two
+// mxprobe replicas running the global synapse_metrics probe are not
+// counted twice; Synapse's own series are selected by the multi-value job
+// and instance variables.
+func TestSynapseDashboardSurvivesReplicas(t *testing.T) {
+	b, err := Files.ReadFile("mxprobe-synapse.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	qs, err := Load("mxprobe-synapse.json", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range qs {
+		if q.Variable {
+			continue
+		}
+		e := q.Expr
+		switch {
+		case strings.Contains(e, "mxprobe_synapse_"):
+			if !strings.HasPrefix(e, "max by (probe") && !strings.HasPrefix(e, "min(") && !strings.HasPrefix(e, "max(") &&
+				!strings.HasPrefix(e, "sum(max by (probe)") {
+				t.Errorf("%s: %s: not aggregated over replicas first", q.Where, e)
+			}
+		case strings.Contains(e, "synapse_") || strings.Contains(e, "python_") || strings.Contains(e, "process_"):
+			if !strings.Contains(e, `job=~"$synapse_job",instance=~"$synapse_instance"`) {
+				t.Errorf("%s: %s: does not select $synapse_job and $synapse_instance", q.Where, e)
+			}
+		}
+	}
+	var d struct {
+		Templating struct {
+			List []struct {
+				Name       string `json:"name"`
+				Multi      bool   `json:"multi"`
+				IncludeAll bool   `json:"includeAll"`
+			} `json:"list"`
+		} `json:"templating"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, v := range d.Templating.List {
+		seen[v.Name] = true
+		if v.Name != "datasource" && (!v.Multi || !v.IncludeAll) {
+			t.Errorf("variable %s: not multi-select with All", v.Name)
+		}
+	}
+	for _, n := range []string{"job", "synapse_job", "synapse_instance", "worker"} {
+		if !seen[n] {
+			t.Errorf("no variable %s", n)
+		}
+	}
 }

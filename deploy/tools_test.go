@@ -59,23 +59,30 @@ func TestPromtoolTestRulesCatchesBrokenRule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const orig = `servlet="all"} > 0.05`
-	if !strings.Contains(string(rules), orig) {
-		t.Fatalf("rule file no longer contains %q; update this test", orig)
-	}
-	broken := strings.Replace(string(rules), orig, `servlet="all"} > 0.5`, 1)
-	dir := t.TempDir()
-	for name, data := range map[string]string{"mxprobe.rules.yml": broken, "mxprobe.rules.test.yml": string(tests)} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
-			t.Fatal(err)
+	// A loosened threshold, and a sum over the two replicas instead of a max
+	// (the double counting of a global probe), must both fail the tests.
+	for _, c := range []struct{ orig, broken string }{
+		{`servlet="all"}) > 0.05`, `servlet="all"}) > 0.5`},
+		{`max by (probe) (mxprobe_synapse_http_5xx_ratio{job="mxprobe",servlet="all"}) > 0.05`,
+			`sum by (probe) (mxprobe_synapse_http_5xx_ratio{job="mxprobe",servlet="all"}) > 0.05`},
+	} {
+		if !strings.Contains(string(rules), c.orig) {
+			t.Fatalf("rule file no longer contains %q; update this test", c.orig)
 		}
-	}
-	out, err := runTool(t, dir, promtool, "test", "rules", "mxprobe.rules.test.yml")
-	if err == nil {
-		t.Fatalf("promtool test rules passed on a broken rule:\n%s", out)
-	}
-	if !strings.Contains(out, "SynapseHigh5xxRatio") {
-		t.Fatalf("failure does not name the broken alert:\n%s", out)
+		broken := strings.Replace(string(rules), c.orig, c.broken, 1)
+		dir := t.TempDir()
+		for name, data := range map[string]string{"mxprobe.rules.yml": broken, "mxprobe.rules.test.yml": string(tests)} {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out, err := runTool(t, dir, promtool, "test", "rules", "mxprobe.rules.test.yml")
+		if err == nil {
+			t.Fatalf("promtool test rules passed on a broken rule (%s):\n%s", c.broken, out)
+		}
+		if !strings.Contains(out, "SynapseHigh5xxRatio") {
+			t.Fatalf("failure does not name the broken alert:\n%s", out)
+		}
 	}
 }
 

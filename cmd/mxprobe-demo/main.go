@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/mxprobe/mxprobe/internal/testenv"
+	"github.com/mxprobe/mxprobe/internal/testenv/synapsereplay"
 )
 
 // env is what the demo builds up before starting mxprobe.
@@ -34,6 +35,8 @@ type env struct {
 	cleanup []func()
 	// extraEnv is added to mxprobe's environment.
 	extraEnv []string
+	// synapse are the replayed Synapse processes (synapse.go).
+	synapse []*synapsereplay.WorkerServer
 }
 
 // hooks add capabilities to the demo, in file order of registration.

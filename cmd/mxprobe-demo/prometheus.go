@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mxprobe/mxprobe/internal/testenv"
+	"github.com/mxprobe/mxprobe/internal/testenv/synapsereplay"
 )
 
 // The demo starts Debian's prometheus (when installed) with the shipped
@@ -46,6 +47,20 @@ scrape_configs:
   - job_name: mxprobe
     static_configs: [{targets: [%q]}]
 `, target)
+		// The replayed Synapse processes, as Synapse's docs/metrics-howto.md
+		// scrapes workers: one job name, a job label per worker type.
+		ws, err := demoSynapseWorkers(e)
+		if err != nil {
+			return err
+		}
+		cfg += "  - job_name: synapse\n    metrics_path: /_synapse/metrics\n    static_configs:\n"
+		idx := map[string]int{}
+		for _, w := range ws {
+			job := synapsereplay.Job(w.Spec.Kind)
+			idx[job]++
+			cfg += fmt.Sprintf("      - {targets: [%q], labels: {job: %q, index: \"%d\"}}\n",
+				strings.TrimSuffix(strings.TrimPrefix(w.URL, "http://"), "/_synapse/metrics"), job, idx[job])
+		}
 		if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o600); err != nil {
 			return err
 		}

@@ -22,8 +22,8 @@ var synapseRunWindow time.Duration
 
 func init() {
 	builders[config.TypeSynapseMetrics] = func(d *deps, p *config.Probe) (probes.Prober, error) {
-		if p.Synapse == nil || p.Synapse.URL == "" {
-			return nil, fmt.Errorf("synapse.url is not set (configure it, or pass --target URL to mxprobe run)")
+		if p.Synapse == nil || (p.Synapse.URL == "" && len(p.Synapse.Targets) == 0 && p.Synapse.DNS == nil) {
+			return nil, fmt.Errorf("synapse.url is not set (configure it, synapse.targets or synapse.dns, or pass --target URL to mxprobe run)")
 		}
 		return &synapse.Probe{Name: p.Name, Config: p.Synapse, HTTP: d.http, Store: synapseStore, Window: synapseRunWindow}, nil
 	}
@@ -42,7 +42,7 @@ func init() {
 			p.Synapse.URL = c.runTarget
 			p.Synapse.ApplyDefaults()
 		}
-		if p.Synapse == nil || p.Synapse.URL == "" {
+		if p.Synapse == nil || (p.Synapse.URL == "" && len(p.Synapse.Targets) == 0 && p.Synapse.DNS == nil) {
 			return fmt.Errorf("probe %q: no target: pass --target URL (the /_synapse/metrics page)", p.Name)
 		}
 		w := p.Synapse.Window.D()

@@ -263,6 +263,7 @@ func (m *Metrics) SetConfigured(jobs []*probes.Job) {
 		for _, s := range j.Subjects {
 			keep[key{j.Name, s}] = true
 		}
+		m.initCounters(j)
 	}
 	m.mu.Lock()
 	pruned := false
@@ -282,6 +283,26 @@ func (m *Metrics) SetConfigured(jobs []*probes.Job) {
 		}
 	}
 	m.mu.Unlock()
+}
+
+// clientTypes are the probe types that log in and talk to the client API:
+// they can meet 429s and renew sessions; roundtrip also cleans up rooms.
+var clientTypes = map[string]bool{"login": true, "roundtrip": true, "room_message": true}
+
+// initCounters creates the counters a job can increment at 0, so that they
+// exist before their first event (a dashboard shows 0, not "No data", and
+// increase() sees the first event).
+func (m *Metrics) initCounters(j *probes.Job) {
+	if !clientTypes[j.Type] {
+		return
+	}
+	for _, s := range j.Subjects {
+		m.rateLimited.WithLabelValues(j.Name, s).Add(0)
+		m.tokenRefresh.WithLabelValues(j.Name, s).Add(0)
+	}
+	if j.Type == "roundtrip" {
+		m.cleanupFail.WithLabelValues(j.Name).Add(0)
+	}
 }
 
 // lastCollector exports the per-tenant gauges of the latest runs.

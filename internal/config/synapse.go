@@ -19,8 +19,22 @@ const MaxSynapseMaxBodyBytes = 128 << 20
 
 // SynapseConfig configures the Synapse metrics probe.
 type SynapseConfig struct {
-	// URL is the metrics page (/_synapse/metrics, or the metrics listener).
-	URL string `yaml:"url" json:"url"`
+	// URL is the metrics page (/_synapse/metrics, or the metrics listener)
+	// of a single-process Synapse. A worker deployment lists Targets or DNS
+	// instead (or as well).
+	URL string `yaml:"url" json:"url,omitempty"`
+	// Targets are the processes of a worker deployment, each with its own
+	// metrics listener.
+	Targets []SynapseTarget `yaml:"targets" json:"targets,omitempty"`
+	// DNS names a set of processes by one DNS name (a Kubernetes headless
+	// Service): every address it resolves to is scraped.
+	DNS *SynapseDNS `yaml:"dns" json:"dns,omitempty"`
+	// MinRequests: a ratio over fewer requests in the window is not judged
+	// (default 20).
+	MinRequests int `yaml:"min_requests" json:"min_requests"`
+	// TopCaches: hit ratios are reported for this many caches, the most
+	// looked-up in the window (default 5).
+	TopCaches int `yaml:"top_caches" json:"top_caches"`
 	// BasicAuth guards the page (optional).
 	BasicAuth *SynapseBasicAuth `yaml:"basic_auth" json:"basic_auth,omitempty"`
 	// BearerToken / BearerTokenFile: an Authorization: Bearer token (optional).
@@ -51,6 +65,61 @@ func (s *SynapseConfig) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// SynapseTarget is one Synapse process.
+type SynapseTarget struct {
+	// Name is the worker name (worker_name in its config; "main" for the
+	// main process): the bounded `worker` label of the breakdown.
+	Name string `yaml:"name" json:"name"`
+	// Kind is its role: one of SynapseWorkerKinds.
+	Kind string `yaml:"kind" json:"kind"`
+	// URL is its metrics page.
+	URL string `yaml:"url" json:"url"`
+}
+
+// SynapseDNS resolves a name to the processes behind it.
+type SynapseDNS struct {
+	// Name resolves to one address per process (A/AAAA records).
+	Name string `yaml:"name" json:"name"`
+	// Port of the metrics listener.
+	Port int `yaml:"port" json:"port"`
+	// Scheme (http or https, default http) and Path (default
+	// /_synapse/metrics) of the page.
+	Scheme string `yaml:"scheme" json:"scheme,omitempty"`
+	Path   string `yaml:"path" json:"path,omitempty"`
+	// Kind of every process behind the name (default generic_worker).
+	Kind string `yaml:"kind" json:"kind,omitempty"`
+	// MaxProcesses bounds how many addresses are scraped (default 32): the
+	// worker label stays bounded whatever the DNS answers.
+	MaxProcesses int `yaml:"max_processes" json:"max_processes"`
+}
+
+// SynapseWorkerKinds are the process roles a target may name: the main
+// process and the worker types of Synapse's docs/workers.md (a
+// generic_worker configured as a stream writer, federation sender, ... may
+// be named by that role).
+var SynapseWorkerKinds = []string{
+	"main", "generic_worker", "event_persister", "federation_sender", "federation_reader", "federation_inbound",
+	"media_repository", "pusher", "appservice", "background_worker", "user_dir", "synchrotron", "client_reader",
+	"event_creator", "stream_writer", "presence_writer", "typing_writer", "to_device_writer", "account_data_writer",
+	"receipts_writer", "device_lists_writer", "push_rules_writer", "frontend_proxy",
+}
+
+// DefaultSynapseMaxProcesses bounds the addresses of a DNS target.
+const DefaultSynapseMaxProcesses = 32
+
+// SynapseMaxTargets bounds the listed targets.
+const SynapseMaxTargets = 64
+
+// Processes lists the configured processes: URL (as "main"), then Targets.
+// DNS ones are resolved at run time.
+func (s *SynapseConfig) Processes() []SynapseTarget {
+	var out []SynapseTarget
+	if s.URL != "" {
+		out = append(out, SynapseTarget{Name: "main", Kind: "main", URL: s.URL})
+	}
+	return append(out, s.Targets...)
+}
+
 // SynapseBasicAuth is HTTP basic auth for the metrics page.
 type SynapseBasicAuth struct {
 	Username     string         `yaml:"username" json:"username"`
@@ -75,8 +144,20 @@ func DefaultSynapseThresholds() map[string]Threshold {
 		"http_5xx_ratio":            {Warn: f64(0.01), Fail: f64(0.05)},
 		"http_response_p95_seconds": {Warn: f64(2.5), Fail: f64(5)},
 		"http_response_p95_seconds:RoomSendEventRestServlet": {Warn: f64(1), Fail: f64(2.5)},
-		"db_txn_mean_seconds":                                {Warn: f64(0.05), Fail: f64(0.2)},
-		"federation_staging_pdus":                            {Warn: f64(100), Fail: f64(1000)},
+		// Initial and full-state syncs are slow by nature (seconds for a big
+		// account); 10 s is the top bucket of Synapse's histogram.
+		"http_response_p95_seconds:SyncRestServlet:initial_sync":    {Warn: f64(9.5)},
+		"http_response_p95_seconds:SyncRestServlet:full_state_sync": {Warn: f64(9.5)},
+		"db_txn_mean_seconds":               {Warn: f64(0.05), Fail: f64(0.2)},
+		"federation_staging_pdus":           {Warn: f64(100), Fail: f64(1000)},
+		"federation_staging_oldest_seconds": {Warn: f64(60), Fail: f64(300)},
+		"event_processing_lag_events":       {Warn: f64(1000), Fail: f64(10000)},
+		"event_processing_lag_p95_seconds":  {Warn: f64(10), Fail: f64(60)},
+		"federation_send_queue_pdus":        {Warn: f64(1000), Fail: f64(10000)},
+		"federation_send_queue_edus":        {Warn: f64(1000), Fail: f64(10000)},
+		"reactor_last_seen_seconds":         {Warn: f64(2), Fail: f64(10)},
+		"reactor_tick_p99_seconds":          {Warn: f64(0.5), Fail: f64(2)},
+		"push_failure_ratio":                {Warn: f64(0.1), Fail: f64(0.5)},
 	}
 }
 
@@ -100,6 +181,26 @@ func (s *SynapseConfig) ApplyDefaults() {
 	}
 	if s.Thresholds == nil {
 		s.Thresholds = DefaultSynapseThresholds()
+	}
+	if s.MinRequests == 0 {
+		s.MinRequests = 20
+	}
+	if s.TopCaches == 0 {
+		s.TopCaches = 5
+	}
+	if d := s.DNS; d != nil {
+		if d.Scheme == "" {
+			d.Scheme = "http"
+		}
+		if d.Path == "" {
+			d.Path = "/_synapse/metrics"
+		}
+		if d.Kind == "" {
+			d.Kind = "generic_worker"
+		}
+		if d.MaxProcesses == 0 {
+			d.MaxProcesses = DefaultSynapseMaxProcesses
+		}
 	}
 }
 
@@ -131,11 +232,14 @@ func validateSynapse(c *Config) Errors {
 			}
 			continue
 		}
-		if s.URL == "" {
-			add("synapse.url: missing (the /_synapse/metrics page, or the metrics listener)")
-		} else if err := checkURL(s.URL); err != nil {
-			add("synapse.url: %v", err)
+		if s.URL == "" && len(s.Targets) == 0 && s.DNS == nil {
+			add("synapse.url: missing (the /_synapse/metrics page, or the metrics listener; for workers, synapse.targets or synapse.dns)")
+		} else if s.URL != "" {
+			if err := checkURL(s.URL); err != nil {
+				add("synapse.url: %v", err)
+			}
 		}
+		validateSynapseTargets(s, add)
 		if s.BasicAuth != nil {
 			if s.BasicAuth.Username == "" {
 				add("synapse.basic_auth.username: missing")
@@ -158,6 +262,12 @@ func validateSynapse(c *Config) Errors {
 		}
 		if s.Window < 0 {
 			add("synapse.window: must be positive")
+		}
+		if s.MinRequests < 0 {
+			add("synapse.min_requests: must not be negative")
+		}
+		if s.TopCaches < 0 || s.TopCaches > 50 {
+			add("synapse.top_caches: must be between 1 and 50")
 		}
 		for _, list := range [][]string{s.Servlets, s.LongPollServlets} {
 			for _, sv := range list {
@@ -204,4 +314,83 @@ func (c *Config) synapseWhere(p *Probe) string {
 		return fmt.Sprintf("%s:%d: probe %q", c.File, p.Synapse.line, p.Name)
 	}
 	return c.probeWhere(p)
+}
+
+// validateSynapseTargets checks targets and dns; names must be unique and
+// usable as label values (no ':'), kinds known.
+func validateSynapseTargets(s *SynapseConfig, add func(string, ...any)) {
+	if len(s.Targets) > SynapseMaxTargets {
+		add("synapse.targets: %d targets, at most %d", len(s.Targets), SynapseMaxTargets)
+	}
+	seen := map[string]int{}
+	if s.URL != "" {
+		seen["main"] = -1
+	}
+	for i, t := range s.Targets {
+		w := fmt.Sprintf("synapse.targets[%d]", i)
+		switch {
+		case t.Name == "":
+			add("%s.name: missing (the worker name, or main)", w)
+		case !validWorkerName(t.Name):
+			add("%s.name: %q: use letters, digits, '.', '-' and '_' (at most 64)", w, t.Name)
+		default:
+			if j, dup := seen[t.Name]; dup {
+				if j < 0 {
+					add("%s.name: %q is already the name of synapse.url", w, t.Name)
+				} else {
+					add("%s.name: %q already names synapse.targets[%d]", w, t.Name, j)
+				}
+			}
+			seen[t.Name] = i
+		}
+		if !knownWorkerKind(t.Kind) {
+			add("%s.kind: %q: one of %s", w, t.Kind, strings.Join(SynapseWorkerKinds, ", "))
+		}
+		if t.URL == "" {
+			add("%s.url: missing (the metrics listener of this process)", w)
+		} else if err := checkURL(t.URL); err != nil {
+			add("%s.url: %v", w, err)
+		}
+	}
+	if d := s.DNS; d != nil {
+		if d.Name == "" || strings.ContainsAny(d.Name, "/:@ \t") {
+			add("synapse.dns.name: %q: a DNS name (a headless Service such as synapse-workers.matrix.svc)", d.Name)
+		}
+		if d.Port < 1 || d.Port > 65535 {
+			add("synapse.dns.port: %d: the metrics listener's port, 1 to 65535", d.Port)
+		}
+		if d.Scheme != "" && d.Scheme != "http" && d.Scheme != "https" {
+			add("synapse.dns.scheme: %q: http or https", d.Scheme)
+		}
+		if d.Path != "" && !strings.HasPrefix(d.Path, "/") {
+			add("synapse.dns.path: %q: must start with /", d.Path)
+		}
+		if d.Kind != "" && !knownWorkerKind(d.Kind) {
+			add("synapse.dns.kind: %q: one of %s", d.Kind, strings.Join(SynapseWorkerKinds, ", "))
+		}
+		if d.MaxProcesses < 0 || d.MaxProcesses > SynapseMaxTargets {
+			add("synapse.dns.max_processes: %d: between 1 and %d", d.MaxProcesses, SynapseMaxTargets)
+		}
+	}
+}
+
+func knownWorkerKind(k string) bool {
+	for _, x := range SynapseWorkerKinds {
+		if x == k {
+			return true
+		}
+	}
+	return false
+}
+
+func validWorkerName(n string) bool {
+	if len(n) > 64 {
+		return false
+	}
+	for _, c := range n {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }

@@ -70,3 +70,67 @@ probes:
 		t.Fatalf("EnsureProbe: %v", err)
 	}
 }
+
+func TestSynapseWorkerTargets(t *testing.T) {
+	env := func(string) string { return "" }
+	good := `
+probes:
+  - name: synapse
+    type: synapse_metrics
+    synapse:
+      targets:
+        - {name: main, kind: main, url: "http://synapse:9000/_synapse/metrics"}
+        - {name: generic1, kind: generic_worker, url: "http://w1:9101/_synapse/metrics"}
+      dns: {name: synapse-workers.matrix.svc, port: 9101}
+`
+	cfg, err := Parse([]byte(good), "m.yml", env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.Probes[0].Synapse
+	if s.MinRequests != 20 || s.TopCaches != 5 || s.DNS.Kind != "generic_worker" || s.DNS.Path != "/_synapse/metrics" ||
+		s.DNS.Scheme != "http" || s.DNS.MaxProcesses != DefaultSynapseMaxProcesses {
+		t.Errorf("defaults not applied: %+v %+v", s, s.DNS)
+	}
+	if ps := s.Processes(); len(ps) != 2 || ps[1].Name != "generic1" {
+		t.Errorf("processes %+v", ps)
+	}
+	bad := `
+probes:
+  - name: synapse
+    type: synapse_metrics
+    synapse:
+      url: http://synapse:9000/_synapse/metrics
+      min_requests: -1
+      targets:
+        - {name: main, kind: main, url: "http://a/"}
+        - {name: "w:1", kind: generic_worker, url: "http://b/"}
+        - {name: w2, kind: genric_worker, url: "ftp://c/"}
+        - {name: w2, kind: pusher}
+        - {kind: pusher, url: "http://d/"}
+      dns: {name: "http://x", port: 0, scheme: gopher, kind: nope}
+`
+	_, err = Parse([]byte(bad), "m.yml", env)
+	if err == nil {
+		t.Fatal("bad config accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		`synapse.min_requests: must not be negative`,
+		`synapse.targets[0].name: "main" is already the name of synapse.url`,
+		`synapse.targets[1].name: "w:1": use letters, digits`,
+		`synapse.targets[2].kind: "genric_worker": one of main, generic_worker`,
+		`synapse.targets[2].url: must be an http or https URL`,
+		`synapse.targets[3].name: "w2" already names synapse.targets[2]`,
+		`synapse.targets[3].url: missing`,
+		`synapse.targets[4].name: missing`,
+		`synapse.dns.name: "http://x"`,
+		`synapse.dns.port: 0`,
+		`synapse.dns.scheme: "gopher"`,
+		`synapse.dns.kind: "nope"`,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("errors lack %q:\n%s", want, msg)
+		}
+	}
+}

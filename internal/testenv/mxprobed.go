@@ -23,6 +23,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
+
+	"github.com/mxprobe/mxprobe/internal/testenv/synapsereplay"
 )
 
 // BuildMxprobe builds cmd/mxprobe (without the race detector) into a
@@ -60,6 +62,11 @@ type MxprobeDaemon struct {
 	// Dropped are the probe types left out because this build lacks them.
 	Probes  []string
 	Dropped []string
+	// SynapseProcesses is a replayed Synapse worker deployment for other
+	// scrapers (Prometheus): the same pages the synapse_metrics probe reads
+	// from its own servers (each server answers its pages in turn, so two
+	// scrapers sharing one would each miss every other page).
+	SynapseProcesses []SynapseProcess
 
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -82,6 +89,72 @@ func (l *SyncBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// SynapseProcess is one replayed Synapse process: its metrics listener
+// (host:port, page at /_synapse/metrics) and the Prometheus job Synapse's
+// docs/metrics-howto.md would give it.
+type SynapseProcess struct {
+	Worker, Kind, Job, Index, Addr string
+}
+
+// StartSynapseWorkers serves the worker fixture of synapsereplay (main, two
+// generic workers, an event persister, a federation sender) until the test
+// ends.
+func StartSynapseWorkers(t testing.TB) []SynapseProcess {
+	t.Helper()
+	ss, err := synapsereplay.StartWorkers(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { synapsereplay.CloseWorkers(ss) })
+	var out []SynapseProcess
+	idx := map[string]int{}
+	for _, s := range ss {
+		job := synapsereplay.Job(s.Spec.Kind)
+		idx[job]++
+		out = append(out, SynapseProcess{Worker: s.Spec.Name, Kind: s.Spec.Kind, Job: job, Index: fmt.Sprint(idx[job]),
+			Addr: strings.TrimSuffix(strings.TrimPrefix(s.URL, "http://"), "/_synapse/metrics")})
+	}
+	return out
+}
+
+// synapseTargets is the synapse section of a worker-deployment probe.
+func synapseTargets(ps []SynapseProcess) map[string]any {
+	var ts []map[string]any
+	for _, p := range ps {
+		ts = append(ts, map[string]any{"name": p.Worker, "kind": p.Kind, "url": "http://" + p.Addr + "/_synapse/metrics"})
+	}
+	return map[string]any{"targets": ts}
+}
+
+// StartMxprobeGlobal runs `mxprobe serve` with the global probes only
+// (versions, and synapse_metrics over its own replayed Synapse worker
+// deployment), with extra serve arguments (for example --shard.count): a
+// replica of a sharded deployment.
+func StartMxprobeGlobal(t testing.TB, d *Dendrite, args ...string) *MxprobeDaemon {
+	t.Helper()
+	bin := BuildMxprobe(t)
+	dir := t.TempDir()
+	ps := StartSynapseWorkers(t)
+	m := &MxprobeDaemon{log: &SyncBuffer{}, Probes: []string{"versions", "synapse"}}
+	cfg := map[string]any{
+		"global": map[string]any{"homeserver_url": d.URL, "server_name": d.ServerName, "data_dir": filepath.Join(dir, "data")},
+		"probes": []map[string]any{
+			{"name": "versions", "type": "versions", "schedule": "@every 2s", "timeout": "10s"},
+			{"name": "synapse", "type": "synapse_metrics", "schedule": "@every 2s", "timeout": "10s", "synapse": synapseTargets(ps)},
+		},
+	}
+	cfgPath := filepath.Join(dir, "mxprobe.yml")
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m.start(t, bin, cfgPath, args...)
+	return m
 }
 
 // optionalProbeTypes are added to the daemon's config when the build has
@@ -115,14 +188,15 @@ func StartMxprobe(t testing.TB, d *Dendrite) *MxprobeDaemon {
 	})
 	m.Tenants = append(m.Tenants, m.BrokenTenant)
 
-	synapse := SynapseReplay(t)
+	m.SynapseProcesses = StartSynapseWorkers(t)
+	probed := StartSynapseWorkers(t)
 	all := map[string]map[string]any{
 		"versions": {"name": "versions", "type": "versions", "schedule": "@every 2s", "timeout": "10s"},
 		"login":    {"name": "login", "type": "login", "schedule": "@every 2s", "timeout": "15s"},
 		"roundtrip": {"name": "roundtrip", "type": "roundtrip", "schedule": "@every 3s", "timeout": "20s",
 			"roundtrip": map[string]any{"peer": map[string]any{"method": "password", "user": peer, "password": peerPW}}},
 		"synapse_metrics": {"name": "synapse", "type": "synapse_metrics", "schedule": "@every 2s", "timeout": "10s",
-			"synapse": map[string]any{"url": synapse.URL + "/_synapse/metrics"}},
+			"synapse": synapseTargets(probed)},
 	}
 	cfg := map[string]any{
 		"global": map[string]any{
@@ -170,13 +244,21 @@ func StartMxprobe(t testing.TB, d *Dendrite) *MxprobeDaemon {
 		t.Logf("probe types not in this build, left out: %v", m.Dropped)
 	}
 
+	m.start(t, bin, cfgPath)
+	return m
+}
+
+// start runs `mxprobe serve` on cfgPath until the test ends; it returns
+// once /-/ready answers.
+func (m *MxprobeDaemon) start(t testing.TB, bin, cfgPath string, args ...string) {
+	t.Helper()
 	port, err := FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Addr = fmt.Sprintf("127.0.0.1:%d", port)
 	m.URL = "http://" + m.Addr
-	m.cmd = exec.Command(bin, "serve", "--config.file", cfgPath, "--web.listen-address", m.Addr, "--log.level", "warn")
+	m.cmd = exec.Command(bin, append([]string{"serve", "--config.file", cfgPath, "--web.listen-address", m.Addr, "--log.level", "warn"}, args...)...)
 	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
 	if err := m.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -210,7 +292,6 @@ func StartMxprobe(t testing.TB, d *Dendrite) *MxprobeDaemon {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return m
 }
 
 func (m *MxprobeDaemon) get(path string) (int, []byte) {

@@ -1,7 +1,6 @@
 package synapse
 
 import (
-	"math"
 	"sort"
 	"strings"
 )
@@ -39,16 +38,70 @@ const (
 	SigCounterResets       = "counter_resets"
 	SigBuildInfo           = "build_info"
 	SigSynapseFamiliesSeen = "synapse_families"
+
+	// Counts in the window behind the ratios (a ratio is judged only from
+	// Options.MinRequests on).
+	SigResponsesInWindow = "http_responses_in_window"
+	SigHTTP429           = "http_429_per_second"
+
+	SigProcessingLagEvents = "event_processing_lag_events"
+	SigProcessingLagP95    = "event_processing_lag_p95_seconds"
+	SigFedQueuePDUs        = "federation_send_queue_pdus"
+	SigFedQueueEDUs        = "federation_send_queue_edus"
+	SigFedOutRate          = "federation_outgoing_requests_per_second"
+	SigFedOutFailRatio     = "federation_outgoing_failure_ratio"
+	SigFedOutInWindow      = "federation_outgoing_requests_in_window"
+	SigRateLimitRejects    = "federation_rate_limit_rejects_per_second"
+	SigCacheHitRatio       = "cache_hit_ratio"
+	SigReactorLastSeen     = "reactor_last_seen_seconds"
+	SigReactorTickP99      = "reactor_tick_p99_seconds"
+	SigBgInFlight          = "background_processes_in_flight"
+	SigPushFailures        = "push_failures_per_second"
+	SigPushFailRatio       = "push_failure_ratio"
+	SigPushInWindow        = "push_attempts_in_window"
+	SigForwardExtremP99    = "forward_extremities_p99"
+	SigForwardExtremOver10 = "forward_extremities_rooms_over_10"
+	SigProcesses           = "processes"
+	SigProcessesUp         = "processes_up"
+	SigRestartedProcesses  = "restarted_processes"
+
+	// Per process ("<signal>:<worker>"); process_info is
+	// "process_info:<worker>:<kind>" = 1.
+	SigProcInfo     = "process_info"
+	SigProcUp       = "process_up"
+	SigProcRestart  = "process_restarted"
+	SigProcScrape   = "process_scrape_duration_seconds"
+	SigProcRequests = "process_requests_per_second"
+	SigProcCPU      = "process_cpu_per_second"
+	SigProcWindow   = "process_window_seconds"
 )
+
+// SyncTags are the tag values Synapse gives SyncRestServlet's requests
+// (synapse/rest/client/sync.py): only incremental syncs wait out the
+// long-poll timeout; initial and full-state syncs answer as soon as they are
+// computed, so their latency is a real signal.
+var SyncTags = []string{"incremental_sync", "initial_sync", "full_state_sync"}
+
+// longPollTag is the one sync tag that long-polls.
+const longPollTag = "incremental_sync"
 
 // DefaultServlets always get per-servlet signals.
 var DefaultServlets = []string{
-	"RoomSendEventRestServlet", "SyncRestServlet", "RoomCreateRestServlet", "RoomMembershipRestServlet",
+	"RoomSendEventRestServlet", "SyncRestServlet", "SlidingSyncRestServlet", "RoomCreateRestServlet", "RoomMembershipRestServlet",
 }
 
 // DefaultLongPollServlets are judged apart: their requests wait up to 30 s
-// by design and land in the +Inf bucket.
-var DefaultLongPollServlets = []string{"SyncRestServlet", "EventStreamRestServlet"}
+// by design and land in the +Inf bucket. SlidingSyncRestServlet (MSC4186,
+// Element X) waits out its timeout like SyncRestServlet
+// (synapse/rest/client/sync.py).
+var DefaultLongPollServlets = []string{"SyncRestServlet", "SlidingSyncRestServlet", "EventStreamRestServlet"}
+
+// DefaultMinRequests is how many requests a ratio needs in the window before
+// it can warn or fail.
+const DefaultMinRequests = 20
+
+// DefaultTopCaches is how many caches (the most looked-up) get a hit ratio.
+const DefaultTopCaches = 5
 
 // Options select what Derive reports.
 type Options struct {
@@ -56,6 +109,34 @@ type Options struct {
 	Servlets []string
 	// LongPoll servlets get quantiles over finite buckets only.
 	LongPoll []string
+	// MinRequests: a ratio over fewer requests is not judged (0: DefaultMinRequests).
+	MinRequests int
+	// TopCaches: hit ratios of this many caches (0: DefaultTopCaches).
+	TopCaches int
+}
+
+func (o Options) minRequests() float64 {
+	if o.MinRequests <= 0 {
+		return DefaultMinRequests
+	}
+	return float64(o.MinRequests)
+}
+
+func (o Options) topCaches() int {
+	if o.TopCaches <= 0 {
+		return DefaultTopCaches
+	}
+	return o.TopCaches
+}
+
+// longPollPart tells whether a signal part ("<servlet>" or
+// "<servlet>:<tag>") names long-polling requests.
+func (o Options) longPollPart(part string) bool {
+	servlet, tag, hasTag := strings.Cut(part, ":")
+	if !o.longPoll(servlet) {
+		return false
+	}
+	return !hasTag || tag == longPollTag
 }
 
 func (o Options) servlets() []string {
@@ -204,267 +285,6 @@ func psum(p *series) float64 {
 		return 0
 	}
 	return p.sum
-}
-
-type servletAgg struct {
-	hist        histAgg
-	e5          float64
-	legacy      float64
-	legacy5     float64
-	hasLegacy   bool
-	legacyCodes bool
-}
-
-func is5xx(code string) bool { return len(code) == 3 && code[0] == '5' }
-
-// Derive compares cur with prev (nil for the first scrape) and computes the
-// health signals over the time between them.
-func Derive(prev, cur *Snapshot, o Options) (d Derived) {
-	d = Derived{Signals: map[string]float64{}}
-	defer func() {
-		// A page may carry NaN or Inf; such signals are left out.
-		for k, v := range d.Signals {
-			if math.IsNaN(v) || math.IsInf(v, 0) {
-				delete(d.Signals, k)
-			}
-		}
-	}()
-	sig := d.Signals
-	sig[SigPageBytes] = float64(cur.Bytes)
-	sig[SigPageSamples] = float64(cur.Samples)
-
-	// Gauges need no previous scrape.
-	var seen [famCount]bool
-	for _, s := range cur.order {
-		seen[s.fam] = true
-	}
-	gauge := func(f family, name string) {
-		if !seen[f] {
-			return
-		}
-		v := 0.0
-		for _, s := range cur.order {
-			if s.fam == f {
-				v += s.value
-			}
-		}
-		sig[name] = v
-	}
-	gauge(famStagingPDUs, SigStagingPDUs)
-	gauge(famStagingOldest, SigStagingOldest)
-	gauge(famRSS, SigRSS)
-	gauge(famFDs, SigFDs)
-	gauge(famStart, SigStartTime)
-	if cur.Version != "" {
-		sig[SigBuildInfo+":"+cur.Version] = 1
-	}
-	synapseFams := 0
-	for f := famRespTime; f <= famReactorTick; f++ {
-		if seen[f] {
-			synapseFams++
-		}
-	}
-	sig[SigSynapseFamiliesSeen] = float64(synapseFams)
-
-	if prev == nil {
-		d.Baseline = true
-		return d
-	}
-	dt := cur.Time.Sub(prev.Time).Seconds()
-	if dt <= 0 {
-		d.Baseline = true
-		return d
-	}
-	sig[SigWindow] = dt
-
-	wantServlet := map[string]*servletAgg{}
-	for _, s := range o.servlets() {
-		wantServlet[s] = &servletAgg{}
-	}
-	var (
-		resp, resp5, recv, txnN, txnS, events, edus, presence, cpu, cpuParts float64
-		allHistCount, allHist5, legacyAll, legacyAll5                        float64
-		sched, tick                                                          histAgg
-		cpuSeen, cpuPartsSeen                                                bool
-	)
-	resets := 0
-	for _, s := range cur.order {
-		p := prev.series[s.key]
-		val := func() float64 {
-			if p == nil {
-				return increase(0, s.value, false, &resets)
-			}
-			return increase(p.value, s.value, true, &resets)
-		}
-		switch s.fam {
-		case famRespTime:
-			var h histAgg
-			addHist(&h, s, p, &resets)
-			allHistCount += h.count
-			if is5xx(s.code) {
-				allHist5 += h.count
-			}
-			if a := wantServlet[s.servlet]; a != nil {
-				a.hist.n++
-				a.hist.count += h.count
-				a.hist.sum += h.sum
-				if is5xx(s.code) {
-					a.e5 += h.count
-				}
-				for _, b := range h.buckets {
-					a.hist.add(b.le, b.v)
-				}
-			}
-		case famResponses:
-			v := val()
-			resp += v
-			if is5xx(s.code) {
-				resp5 += v
-			}
-		case famReqReceived:
-			recv += val()
-		case famRespCountLegacy:
-			v := val()
-			legacyAll += v
-			if is5xx(s.code) {
-				legacyAll5 += v
-			}
-			if a := wantServlet[s.servlet]; a != nil {
-				a.hasLegacy = true
-				a.legacy += v
-				if s.code != "" {
-					a.legacyCodes = true
-				}
-				if is5xx(s.code) {
-					a.legacy5 += v
-				}
-			}
-		case famTxnCount:
-			txnN += val()
-		case famTxnSum:
-			txnS += val()
-		case famSchedTime:
-			addHist(&sched, s, p, &resets)
-		case famReactorTick:
-			addHist(&tick, s, p, &resets)
-		case famEventsPersisted:
-			events += val()
-		case famEDUs:
-			edus += val()
-		case famPresence:
-			presence += val()
-		case famCPU:
-			cpu += val()
-			cpuSeen = true
-		case famCPUUser, famCPUSystem:
-			cpuParts += val()
-			cpuPartsSeen = true
-		}
-	}
-
-	// Overall HTTP.
-	switch {
-	case seen[famResponses]:
-		sig[SigRequests] = resp / dt
-		if resp > 0 {
-			sig[Sig5xxRatio] = resp5 / resp
-		}
-	case seen[famRespTime]:
-		sig[SigRequests] = allHistCount / dt
-		if allHistCount > 0 {
-			sig[Sig5xxRatio] = allHist5 / allHistCount
-		}
-	case seen[famRespCountLegacy]:
-		sig[SigRequests] = legacyAll / dt
-		if legacyAll > 0 {
-			sig[Sig5xxRatio] = legacyAll5 / legacyAll
-		}
-	}
-	if seen[famReqReceived] {
-		sig[SigRequestsReceived] = recv / dt
-	}
-
-	// Per servlet.
-	for name, a := range wantServlet {
-		sfx := ":" + name
-		switch {
-		case a.hist.n > 0:
-			sig[SigRequests+sfx] = a.hist.count / dt
-			if a.hist.count > 0 {
-				sig[Sig5xxRatio+sfx] = a.e5 / a.hist.count
-			}
-			lp := o.longPoll(name)
-			for _, q := range []struct {
-				q    float64
-				name string
-			}{{0.5, SigP50}, {0.95, SigP95}, {0.99, SigP99}} {
-				if v, ok := a.hist.quantile(q.q, lp); ok {
-					sig[q.name+sfx] = v
-				}
-			}
-			if lp {
-				if n := len(a.hist.buckets); n >= 2 && a.hist.buckets[n-1].v > 0 {
-					b := a.hist.buckets
-					sig[SigLongPollOverflow+sfx] = (b[n-1].v - b[n-2].v) / b[n-1].v
-				}
-			} else if a.hist.count > 0 {
-				sig[SigMean+sfx] = a.hist.sum / a.hist.count
-			}
-		case a.hasLegacy:
-			sig[SigRequests+sfx] = a.legacy / dt
-			if a.legacy > 0 && a.legacyCodes {
-				sig[Sig5xxRatio+sfx] = a.legacy5 / a.legacy
-			}
-		}
-	}
-
-	if seen[famTxnCount] {
-		sig[SigDBTxnRate] = txnN / dt
-		if txnN > 0 && seen[famTxnSum] {
-			sig[SigDBTxnMean] = txnS / txnN
-		}
-	}
-	if sched.n > 0 {
-		if sched.count > 0 {
-			sig[SigDBScheduleMean] = sched.sum / sched.count
-		}
-		if v, ok := sched.quantile(0.95, false); ok {
-			sig[SigDBScheduleP95] = v
-		}
-	}
-	if tick.n > 0 {
-		if tick.count > 0 {
-			sig[SigReactorTickMean] = tick.sum / tick.count
-		}
-		if v, ok := tick.quantile(0.95, false); ok {
-			sig[SigReactorTickP95] = v
-		}
-	}
-	if seen[famEventsPersisted] {
-		sig[SigEventsPersisted] = events / dt
-	}
-	if seen[famEDUs] {
-		sig[SigEDUs] = edus / dt
-	}
-	if seen[famPresence] {
-		sig[SigPresence] = presence / dt
-	}
-	switch {
-	case cpuSeen:
-		sig[SigCPU] = cpu / dt
-	case cpuPartsSeen:
-		sig[SigCPU] = cpuParts / dt
-	}
-	restarted := 0.0
-	if ps, ok := prev.gauge(famStart); ok {
-		if cs, ok := cur.gauge(famStart); ok && cs != ps {
-			restarted = 1
-		}
-	}
-	sig[SigRestarted] = restarted
-	sig[SigCounterResets] = float64(resets)
-	d.Resets = resets
-	return d
 }
 
 // gauge returns the value of a single-series family.

@@ -24,7 +24,6 @@ const (
 	famRespTime
 	famResponses
 	famReqReceived
-	famRespCountLegacy
 	famTxnCount
 	famTxnSum
 	famSchedTime
@@ -34,6 +33,21 @@ const (
 	famEDUs
 	famPresence
 	famReactorTick
+	famPersistedPos
+	famProcessingPos
+	famProcessingLag
+	famFedPendingPDUs
+	famFedPendingEDUs
+	famFedClientReq
+	famFedClientResp
+	famRateLimitReject
+	famCacheLookups
+	famCacheHits
+	famReactorLastSeen
+	famBgInFlight
+	famPushFailed
+	famPushProcessed
+	famForwardExtrem
 	famCPU
 	famCPUUser
 	famCPUSystem
@@ -62,15 +76,12 @@ type nameInfo struct {
 // wanted maps exposed sample names to what they feed. Legacy names of older
 // Synapse releases (and of the operations guide) map to the same families.
 var wanted = func() map[string]nameInfo {
+	// Names as Synapse v1.157.1 exposes them (testdata/catalog-v1.157.1.tsv);
+	// the unsuffixed counter names are those of prometheus_client before
+	// 0.4 (Synapse < 0.99), kept where the family is otherwise the same.
 	m := map[string]nameInfo{
 		"synapse_http_server_responses_total":                     {famResponses, sfxValue},
 		"synapse_http_server_requests_received_total":             {famReqReceived, sfxValue},
-		"synapse_http_server_request_count":                       {famReqReceived, sfxValue},
-		"synapse_http_server_request_count_total":                 {famReqReceived, sfxValue},
-		"synapse_http_server_requests":                            {famReqReceived, sfxValue},
-		"synapse_http_server_requests_total":                      {famReqReceived, sfxValue},
-		"synapse_http_server_response_count":                      {famRespCountLegacy, sfxValue},
-		"synapse_http_server_response_count_total":                {famRespCountLegacy, sfxValue},
 		"synapse_storage_transaction_time_count_total":            {famTxnCount, sfxValue},
 		"synapse_storage_transaction_time_count":                  {famTxnCount, sfxValue},
 		"synapse_storage_transaction_time_sum_total":              {famTxnSum, sfxValue},
@@ -82,6 +93,19 @@ var wanted = func() map[string]nameInfo {
 		"synapse_federation_server_received_edus_total":           {famEDUs, sfxValue},
 		"synapse_handler_presence_presence_updates_total":         {famPresence, sfxValue},
 		"synapse_handler_presence_presence_updates":               {famPresence, sfxValue},
+		"synapse_event_persisted_position":                        {famPersistedPos, sfxValue},
+		"synapse_event_processing_positions":                      {famProcessingPos, sfxValue},
+		"synapse_federation_transaction_queue_pending_pdus":       {famFedPendingPDUs, sfxValue},
+		"synapse_federation_transaction_queue_pending_edus":       {famFedPendingEDUs, sfxValue},
+		"synapse_http_matrixfederationclient_requests_total":      {famFedClientReq, sfxValue},
+		"synapse_http_matrixfederationclient_responses_total":     {famFedClientResp, sfxValue},
+		"synapse_rate_limit_reject_total":                         {famRateLimitReject, sfxValue},
+		"synapse_util_caches_cache":                               {famCacheLookups, sfxValue},
+		"synapse_util_caches_cache_hits":                          {famCacheHits, sfxValue},
+		"python_twisted_reactor_last_seen":                        {famReactorLastSeen, sfxValue},
+		"synapse_background_process_in_flight_count":              {famBgInFlight, sfxValue},
+		"synapse_http_httppusher_http_pushes_failed_total":        {famPushFailed, sfxValue},
+		"synapse_http_httppusher_http_pushes_processed_total":     {famPushProcessed, sfxValue},
 		"process_cpu_seconds_total":                               {famCPU, sfxValue},
 		"process_cpu_user_seconds_total":                          {famCPUUser, sfxValue},
 		"process_cpu_system_seconds_total":                        {famCPUSystem, sfxValue},
@@ -89,11 +113,17 @@ var wanted = func() map[string]nameInfo {
 		"process_open_fds":                                        {famFDs, sfxValue},
 		"process_start_time_seconds":                              {famStart, sfxValue},
 		"synapse_build_info":                                      {famBuildInfo, sfxValue},
+		// A gauge histogram (prometheus_client's GaugeHistogram): _gcount and
+		// _gsum instead of _count and _sum, and le="inf" in lower case.
+		"synapse_forward_extremities_bucket": {famForwardExtrem, sfxBucket},
+		"synapse_forward_extremities_gsum":   {famForwardExtrem, sfxSum},
+		"synapse_forward_extremities_gcount": {famForwardExtrem, sfxCount},
 	}
 	for base, f := range map[string]family{
 		"synapse_http_server_response_time_seconds": famRespTime,
 		"synapse_storage_schedule_time":             famSchedTime,
 		"python_twisted_reactor_tick_time":          famReactorTick,
+		"synapse_event_processing_lag_by_event":     famProcessingLag,
 	} {
 		m[base+"_bucket"] = nameInfo{f, sfxBucket}
 		m[base+"_sum"] = nameInfo{f, sfxSum}
@@ -114,6 +144,9 @@ type series struct {
 	fam     family
 	servlet string
 	code    string
+	tag     string
+	// name is the name label (cache, event processing loop).
+	name    string
 	value   float64
 	sum     float64
 	count   float64
@@ -459,7 +492,7 @@ func (p *parser) record(info nameInfo, labels []byte, v float64) error {
 	p.key = append(p.key[:0], byte(info.fam))
 	var le []byte
 	hasLE := false
-	var servlet, code, version []byte
+	var servlet, code, tag, lname, version []byte
 	last := 0
 	for k := 0; k < p.np; k++ {
 		sp := p.pairs[k]
@@ -480,6 +513,10 @@ func (p *parser) record(info nameInfo, labels []byte, v float64) error {
 			servlet = val
 		case "code":
 			code = val
+		case "tag":
+			tag = val
+		case "name":
+			lname = val
 		case "version":
 			version = val
 		}
@@ -510,7 +547,7 @@ func (p *parser) record(info nameInfo, labels []byte, v float64) error {
 			ps = p.prev.series[string(p.key)]
 		}
 		if ps != nil {
-			s.key, s.servlet, s.code = ps.key, ps.servlet, ps.code
+			s.key, s.servlet, s.code, s.tag, s.name = ps.key, ps.servlet, ps.code, ps.tag, ps.name
 			if info.sfx != sfxValue && len(ps.buckets) > 0 {
 				s.buckets = make([]bucket, 0, len(ps.buckets))
 			}
@@ -521,6 +558,12 @@ func (p *parser) record(info nameInfo, labels []byte, v float64) error {
 			}
 			if code != nil {
 				s.code = unescape(code)
+			}
+			if tag != nil {
+				s.tag = unescape(tag)
+			}
+			if lname != nil {
+				s.name = unescape(lname)
 			}
 		}
 		p.snap.series[s.key] = s

@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +29,7 @@ import (
 
 // Steps of a run.
 const (
+	StepResolve    = "resolve"
 	StepBaseline   = "baseline_scrape"
 	StepScrape     = "scrape"
 	StepParse      = "parse"
@@ -56,7 +59,29 @@ func (s *Store) put(k string, v *Snapshot) {
 	s.m[k] = v
 }
 
-// Probe scrapes one target.
+// prune drops the snapshots under prefix whose key is not in keep (processes
+// gone from the configuration or the DNS answer), so the store stays
+// bounded however often pods are replaced.
+func (s *Store) prune(prefix string, keep map[string]bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.m {
+		if strings.HasPrefix(k, prefix) && !keep[k] {
+			delete(s.m, k)
+		}
+	}
+}
+
+// Len is the number of snapshots kept.
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m)
+}
+
+// Probe scrapes the processes of one Synapse deployment (one URL, listed
+// targets, or the addresses behind a DNS name), concurrently within the
+// run's deadline, and derives deployment-wide signals.
 type Probe struct {
 	Name   string
 	Config *config.SynapseConfig
@@ -68,6 +93,8 @@ type Probe struct {
 	Window time.Duration
 	// Now is the clock (tests).
 	Now func() time.Time
+	// LookupHost resolves synapse.dns.name (net.DefaultResolver when nil).
+	LookupHost func(ctx context.Context, host string) ([]string, error)
 }
 
 func (p *Probe) now() time.Time {
@@ -77,7 +104,7 @@ func (p *Probe) now() time.Time {
 	return time.Now()
 }
 
-func (p *Probe) storeKey() string { return p.Name + "\x00" + p.Config.URL }
+func (p *Probe) storeKey(url string) string { return p.Name + "\x00" + url }
 
 func (p *Probe) options() Options {
 	sv := append([]string(nil), DefaultServlets...)
@@ -90,7 +117,129 @@ func (p *Probe) options() Options {
 			sv = append(sv, s)
 		}
 	}
-	return Options{Servlets: sv, LongPoll: p.Config.LongPollServlets}
+	return Options{Servlets: sv, LongPoll: p.Config.LongPollServlets, MinRequests: p.Config.MinRequests, TopCaches: p.Config.TopCaches}
+}
+
+// targets lists the processes to scrape: the configured ones, then the
+// addresses behind synapse.dns (sorted, at most max_processes).
+func (p *Probe) targets(ctx context.Context) ([]config.SynapseTarget, error) {
+	ts := p.Config.Processes()
+	d := p.Config.DNS
+	if d == nil {
+		return ts, nil
+	}
+	lookup := p.LookupHost
+	if lookup == nil {
+		lookup = net.DefaultResolver.LookupHost
+	}
+	addrs, err := lookup(ctx, d.Name)
+	if err != nil {
+		return nil, probes.WithClass(probes.ClassUnreachable, fmt.Errorf("synapse.dns.name %s: %w", d.Name, err))
+	}
+	sort.Strings(addrs)
+	limit := d.MaxProcesses
+	if limit <= 0 {
+		limit = config.DefaultSynapseMaxProcesses
+	}
+	if len(addrs) > limit {
+		addrs = addrs[:limit]
+	}
+	scheme, path, kind := d.Scheme, d.Path, d.Kind
+	if scheme == "" {
+		scheme = "http"
+	}
+	if path == "" {
+		path = "/_synapse/metrics"
+	}
+	if kind == "" {
+		kind = "generic_worker"
+	}
+	for _, a := range addrs {
+		ts = append(ts, config.SynapseTarget{
+			// Signal parts are separated by ':', so an IPv6 address is
+			// written with '_'.
+			Name: strings.ReplaceAll(a, ":", "_"),
+			Kind: kind,
+			URL:  scheme + "://" + net.JoinHostPort(a, strconv.Itoa(d.Port)) + path,
+		})
+	}
+	if len(ts) == 0 {
+		return nil, probes.Errorf(probes.ClassUnreachable, "synapse.dns.name %s: no addresses", d.Name)
+	}
+	return ts, nil
+}
+
+// scrapeResult is one process's scrape.
+type scrapeResult struct {
+	snap     *Snapshot
+	dur      time.Duration // fetching the page
+	parseDur time.Duration
+	err      error
+	parseErr bool
+}
+
+// scrapeAll fetches and parses every target concurrently, each page as soon
+// as it arrives (prev[i], if any, is the previous snapshot of target i); it
+// returns when all are done (each fetch is bound by ctx).
+func (p *Probe) scrapeAll(ctx context.Context, ts []config.SynapseTarget, prev []*Snapshot) []scrapeResult {
+	out := make([]scrapeResult, len(ts))
+	var wg sync.WaitGroup
+	for i := range ts {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			r := &out[i]
+			start := time.Now()
+			body, err := p.fetch(ctx, ts[i].URL)
+			fetched := p.now()
+			r.dur = time.Since(start)
+			if err != nil {
+				r.err = err
+				return
+			}
+			var pv *Snapshot
+			if prev != nil {
+				pv = prev[i]
+			}
+			start = time.Now()
+			snap, err := Parse(body, pv)
+			r.parseDur = time.Since(start)
+			if err != nil {
+				r.err = probes.WithClass(probes.ClassBadResponse, fmt.Errorf("metrics page: %w", err))
+				r.parseErr = true
+				return
+			}
+			snap.Time = fetched
+			r.snap = snap
+		}(i)
+	}
+	wg.Wait()
+	return out
+}
+
+// firstErr summarises failed scrapes: the error of the first, naming the
+// process when the deployment has several.
+func firstErr(ts []config.SynapseTarget, rs []scrapeResult) (error, []string) {
+	return firstErrOf(ts, rs, len(ts) > 1)
+}
+
+func firstErrOf(ts []config.SynapseTarget, rs []scrapeResult, named bool) (error, []string) {
+	var first error
+	var down []string
+	for i, r := range rs {
+		if r.err == nil {
+			continue
+		}
+		down = append(down, ts[i].Name)
+		if first == nil {
+			first = r.err
+			if named {
+				first = &probes.Error{Class: probes.Classify(r.err), Status: probes.StatusOf(r.err),
+					Err: fmt.Errorf("process %s (%s): %w", ts[i].Name, ts[i].Kind, r.err)}
+			}
+		}
+	}
+	return first, down
 }
 
 // Run implements probes.Prober.
@@ -99,20 +248,32 @@ func (p *Probe) Run(ctx context.Context, tenant string) probes.Result {
 	if p.Store == nil {
 		p.Store = NewStore()
 	}
-	key := p.storeKey()
-	prev := p.Store.get(key)
-	if prev == nil && p.Window > 0 {
-		var base *Snapshot
+	var ts []config.SynapseTarget
+	if rec.Step(StepResolve, func() error {
+		var err error
+		ts, err = p.targets(ctx)
+		return err
+	}) != nil {
+		return rec.Finish()
+	}
+	keep := map[string]bool{}
+	for _, t := range ts {
+		keep[p.storeKey(t.URL)] = true
+	}
+	p.Store.prune(p.storeKey(""), keep)
+	prev := make([]*Snapshot, len(ts))
+	havePrev := false
+	for i, t := range ts {
+		prev[i] = p.Store.get(p.storeKey(t.URL))
+		havePrev = havePrev || prev[i] != nil
+	}
+	if !havePrev && p.Window > 0 {
+		var base []scrapeResult
 		err := rec.Step(StepBaseline, func() error {
-			body, err := p.fetch(ctx)
-			if err != nil {
+			base = p.scrapeAll(ctx, ts, nil)
+			if err, down := firstErr(ts, base); len(down) == len(ts) {
 				return err
 			}
-			base, err = Parse(body, nil)
-			if err != nil {
-				return probes.WithClass(probes.ClassBadResponse, err)
-			}
-			base.Time = p.now()
 			return nil
 		})
 		if err != nil {
@@ -127,53 +288,80 @@ func (p *Probe) Run(ctx context.Context, tenant string) probes.Result {
 			return rec.Finish()
 		case <-t.C:
 		}
-		prev = base
+		for i := range base {
+			prev[i] = base[i].snap
+		}
 	}
 
-	var body []byte
-	var fetched time.Time
-	if rec.Step(StepScrape, func() error {
-		var err error
-		body, err = p.fetch(ctx)
-		fetched = p.now()
-		return err
-	}) != nil {
-		return rec.Finish()
-	}
-	rec.Note(fmt.Sprintf("%d bytes", len(body)))
-	var cur *Snapshot
-	if rec.Step(StepParse, func() error {
-		var err error
-		cur, err = Parse(body, prev)
-		if err != nil {
-			return probes.WithClass(probes.ClassBadResponse, fmt.Errorf("metrics page: %w", err))
+	// Fetch and parse every process concurrently. The scrape step (as long
+	// as the slowest fetch) fails when no page was fetched, the parse step
+	// (as long as the slowest parse) when none of the fetched pages parsed;
+	// otherwise the missing processes are reported.
+	rs := p.scrapeAll(ctx, ts, prev)
+	var fetchDur, parseDur time.Duration
+	var fetched []scrapeResult // the pages that arrived
+	var fetchedTs []config.SynapseTarget
+	for i, r := range rs {
+		fetchDur, parseDur = max(fetchDur, r.dur), max(parseDur, r.parseDur)
+		if r.err == nil || r.parseErr {
+			fetched = append(fetched, r)
+			fetchedTs = append(fetchedTs, ts[i])
 		}
-		cur.Time = fetched
-		return nil
-	}) != nil {
+	}
+	if len(fetched) == 0 {
+		err, _ := firstErr(ts, rs)
+		rec.AddStep(StepScrape, fetchDur, err)
 		return rec.Finish()
 	}
-	rec.Note(fmt.Sprintf("%d samples", cur.Samples))
+	rec.AddStep(StepScrape, fetchDur, nil)
+	_, down := firstErr(ts, rs)
+	if len(down) == len(ts) {
+		err, _ := firstErrOf(fetchedTs, fetched, len(ts) > 1)
+		rec.AddStep(StepParse, parseDur, err)
+		return rec.Finish()
+	}
+	rec.AddStep(StepParse, parseDur, nil)
+	procs := make([]Process, len(ts))
+	total := 0
+	for i, t := range ts {
+		procs[i] = Process{Worker: t.Name, Kind: t.Kind, Prev: prev[i], Cur: rs[i].snap}
+		if rs[i].snap != nil {
+			total += rs[i].snap.Bytes
+			p.Store.put(p.storeKey(t.URL), rs[i].snap)
+		}
+	}
+	rec.Note(fmt.Sprintf("%d of %d processes scraped, %d bytes", len(ts)-len(down), len(ts), total))
 	var d Derived
 	_ = rec.Step(StepDerive, func() error {
-		d = Derive(prev, cur, p.options())
+		d = DeriveDeployment(procs, p.options())
 		return nil
 	})
+	for i, t := range ts {
+		d.Signals[SigProcScrape+":"+t.Name] = rs[i].dur.Seconds()
+	}
 	switch {
 	case d.Baseline:
 		rec.Note("first scrape: baseline kept, rates from the next run")
 	case d.Resets > 0:
-		rec.Note(fmt.Sprintf("%d counter resets (Synapse restarted?): counted from zero", d.Resets))
+		rec.Note(fmt.Sprintf("%d counter resets (%g processes restarted): counted from zero, rates over the time since the start", d.Resets, d.Signals[SigRestartedProcesses]))
+	}
+	for _, t := range ts {
+		if d.Signals[SigProcRestart+":"+t.Name] == 1 {
+			rec.Note(fmt.Sprintf("process %s (%s) restarted in the window", t.Name, t.Kind))
+		}
 	}
 	if d.Signals[SigSynapseFamiliesSeen] == 0 {
 		rec.Note("no Synapse families on the page")
 	}
-	p.Store.put(key, cur)
 	for k, v := range d.Signals {
 		rec.Signal(k, v)
 	}
 	_ = rec.Step(StepThresholds, func() error {
 		fails, warns := Evaluate(d.Signals, p.Config.Thresholds, p.options())
+		if len(down) > 0 {
+			err, _ := firstErr(ts, rs)
+			warns = append(warns, fmt.Sprintf("%d of %d processes not scraped (%s): %v", len(down), len(ts), strings.Join(down, ", "), err))
+		}
 		if len(fails) > 0 {
 			return probes.Errorf(probes.ClassThreshold, "%s", strings.Join(append(fails, warns...), "; "))
 		}
@@ -192,8 +380,8 @@ const acceptHeader = "text/plain;version=0.0.4;q=1,application/openmetrics-text;
 
 // fetch GETs the page within ctx, with auth, checking status, content type
 // and size.
-func (p *Probe) fetch(ctx context.Context) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.Config.URL, nil)
+func (p *Probe) fetch(ctx context.Context, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, probes.Errorf(probes.ClassConfig, "synapse.url: %v", err)
 	}
@@ -295,11 +483,20 @@ func scrubURLError(err error) error {
 	return &probes.Error{Class: class, Err: fmt.Errorf("metrics page: %w", inner)}
 }
 
+// ratioCounts names, for each ratio signal, the count in the window it is
+// computed over.
+var ratioCounts = map[string]string{
+	Sig5xxRatio:        SigResponsesInWindow,
+	SigFedOutFailRatio: SigFedOutInWindow,
+	SigPushFailRatio:   SigPushInWindow,
+}
+
 // Evaluate applies thresholds to signals. A threshold named "<signal>"
 // applies to the signal and to each "<signal>:<part>" (not to latency
-// signals of long-poll servlets); "<signal>:<part>" applies to that part and
-// overrides the general one. It returns the failing and warning findings,
-// each naming the signal, its value and the limit, sorted.
+// signals of long-poll requests); "<signal>:<part>" applies to that part and
+// overrides the general one. A ratio, or a servlet's latency, computed over
+// fewer than Options.MinRequests requests is not judged. It returns the failing and
+// warning findings, each naming the signal, its value and the limit, sorted.
 func Evaluate(signals map[string]float64, th map[string]config.Threshold, o Options) (fails, warns []string) {
 	names := make([]string, 0, len(signals))
 	for k := range signals {
@@ -308,16 +505,29 @@ func Evaluate(signals map[string]float64, th map[string]config.Threshold, o Opti
 	sort.Strings(names)
 	for _, name := range names {
 		v := signals[name]
+		base, part := Part(name)
 		t, ok := th[name]
 		if !ok {
-			base, part := Part(name)
 			if part == "" {
 				continue
 			}
 			if t, ok = th[base]; !ok {
 				continue
 			}
-			if isLatency(base) && o.longPoll(part) {
+			if isLatency(base) && o.longPollPart(part) {
+				continue
+			}
+		}
+		cnt, judged := ratioCounts[base]
+		if isLatency(base) && part != "" {
+			cnt, judged = SigResponsesInWindow, true
+		}
+		if judged {
+			k := cnt
+			if part != "" {
+				k += ":" + part
+			}
+			if n, ok := signals[k]; ok && n < o.minRequests() {
 				continue
 			}
 		}
