@@ -271,7 +271,7 @@ func (m *Metrics) SetConfigured(jobs []*probes.Job) {
 		if !keep[k] {
 			delete(m.state, k)
 			m.runs.DeletePartialMatch(prometheus.Labels{"probe": k.probe, "tenant": k.tenant})
-			m.rateLimited.DeleteLabelValues(k.probe, k.tenant)
+			m.rateLimited.DeletePartialMatch(prometheus.Labels{"probe": k.probe, "tenant": k.tenant})
 			m.tokenRefresh.DeleteLabelValues(k.probe, k.tenant)
 			pruned = true
 		}
@@ -297,7 +297,7 @@ func (m *Metrics) initCounters(j *probes.Job) {
 		return
 	}
 	for _, s := range j.Subjects {
-		m.rateLimited.WithLabelValues(j.Name, s).Add(0)
+		m.rateLimited.WithLabelValues(j.Name, s, "").Add(0)
 		m.tokenRefresh.WithLabelValues(j.Name, s).Add(0)
 	}
 	if j.Type == "roundtrip" {

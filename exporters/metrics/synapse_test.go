@@ -79,11 +79,11 @@ func TestCountersStartAtZero(t *testing.T) {
 # HELP mxprobe_cleanup_failures_total Probe rooms that could not be left or forgotten.
 # TYPE mxprobe_cleanup_failures_total counter
 mxprobe_cleanup_failures_total{probe="roundtrip"} 0
-# HELP mxprobe_rate_limited_total 429 M_LIMIT_EXCEEDED answers met by probes.
+# HELP mxprobe_rate_limited_total 429 M_LIMIT_EXCEEDED answers met by probes, by the step that met them (empty: outside a named step).
 # TYPE mxprobe_rate_limited_total counter
-mxprobe_rate_limited_total{probe="login",tenant="t1"} 0
-mxprobe_rate_limited_total{probe="roundtrip",tenant="t1"} 0
-mxprobe_rate_limited_total{probe="roundtrip",tenant="t2"} 0
+mxprobe_rate_limited_total{probe="login",step="",tenant="t1"} 0
+mxprobe_rate_limited_total{probe="roundtrip",step="",tenant="t1"} 0
+mxprobe_rate_limited_total{probe="roundtrip",step="",tenant="t2"} 0
 # HELP mxprobe_token_refresh_total Sessions renewed after expiry or M_UNKNOWN_TOKEN (by refresh token or a fresh login).
 # TYPE mxprobe_token_refresh_total counter
 mxprobe_token_refresh_total{probe="login",tenant="t1"} 0
