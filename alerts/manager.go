@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -103,10 +104,12 @@ type Manager struct {
 
 	saveMu sync.Mutex
 
-	runMu   sync.Mutex
-	running bool
-	stop    chan struct{}
-	wg      sync.WaitGroup
+	runMu    sync.Mutex
+	running  bool
+	stop     chan struct{}
+	reset    chan time.Duration // a new evaluation interval for the ticker
+	interval time.Duration
+	wg       sync.WaitGroup
 }
 
 // New builds a manager from the configuration and loads its persisted state.
@@ -147,16 +150,39 @@ func New(opts Options) (*Manager, error) {
 	return m, nil
 }
 
-// Apply installs a new configuration and notifier set (config reload).
-// Alerts of rules that still exist keep their state; workers of notifiers
-// that are gone stop.
+// Apply installs a new configuration and notifier set (config reload):
+// Prepare, then Commit.
 func (m *Manager) Apply(cfg *config.Config, notifiers []Notifier) error {
+	p, err := m.Prepare(cfg, notifiers)
+	if err != nil {
+		return err
+	}
+	m.Commit(p)
+	return nil
+}
+
+// Plan is a configuration checked and compiled by Prepare, ready to Commit.
+type Plan struct {
+	cfg         *config.Config
+	notifiers   []Notifier
+	rules       map[string]*rule
+	order       []string
+	windows     []window
+	cfgSilences []Silence
+	intervals   map[string]time.Duration
+	subjects    map[string][]string
+}
+
+// Prepare checks and compiles cfg's rules, windows and silences and the
+// notifier set, without changing anything the manager runs: an error means
+// the configuration is rejected and the manager is as it was.
+func (m *Manager) Prepare(cfg *config.Config, notifiers []Notifier) (*Plan, error) {
 	rules := map[string]*rule{}
 	var order []string
 	for _, rc := range cfg.Alerting.Rules {
 		r := newRule(rc)
 		if r.kind == "" {
-			return fmt.Errorf("alert rule %q: exactly one condition is needed", rc.Name)
+			return nil, fmt.Errorf("alert rule %q: exactly one condition is needed", rc.Name)
 		}
 		rules[rc.Name] = r
 		order = append(order, rc.Name)
@@ -165,7 +191,7 @@ func (m *Manager) Apply(cfg *config.Config, notifiers []Notifier) error {
 	for _, wc := range cfg.Alerting.MaintenanceWindows {
 		s, err := cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor).Parse(wc.Schedule)
 		if err != nil {
-			return fmt.Errorf("maintenance window %q: %v", wc.Name, err)
+			return nil, fmt.Errorf("maintenance window %q: %v", wc.Name, err)
 		}
 		windows = append(windows, window{cfg: wc, sched: s})
 	}
@@ -174,11 +200,11 @@ func (m *Manager) Apply(cfg *config.Config, notifiers []Notifier) error {
 		s := Silence{ID: fmt.Sprintf("config-%d", i), Matchers: maps.Clone(sc.Matchers), Comment: sc.Comment, CreatedBy: "config", FromConfig: true}
 		var err error
 		if s.EndsAt, err = config.ParseTime(sc.EndsAt); err != nil {
-			return fmt.Errorf("alerting.silences[%d].ends_at: %v", i, err)
+			return nil, fmt.Errorf("alerting.silences[%d].ends_at: %v", i, err)
 		}
 		if sc.StartsAt != "" {
 			if s.StartsAt, err = config.ParseTime(sc.StartsAt); err != nil {
-				return fmt.Errorf("alerting.silences[%d].starts_at: %v", i, err)
+				return nil, fmt.Errorf("alerting.silences[%d].starts_at: %v", i, err)
 			}
 		}
 		cfgSilences = append(cfgSilences, s)
@@ -186,7 +212,7 @@ func (m *Manager) Apply(cfg *config.Config, notifiers []Notifier) error {
 	names := map[string]bool{}
 	for _, n := range notifiers {
 		if names[n.Name()] {
-			return fmt.Errorf("notifier %q: duplicate name", n.Name())
+			return nil, fmt.Errorf("notifier %q: duplicate name", n.Name())
 		}
 		names[n.Name()] = true
 	}
@@ -212,6 +238,16 @@ func (m *Manager) Apply(cfg *config.Config, notifiers []Notifier) error {
 		subjects[p.Name] = ids
 	}
 
+	return &Plan{cfg: cfg, notifiers: notifiers, rules: rules, order: order, windows: windows,
+		cfgSilences: cfgSilences, intervals: intervals, subjects: subjects}, nil
+}
+
+// Commit installs a prepared configuration. Alerts of rules that still
+// exist keep their state; workers of notifiers that are gone stop; a new
+// evaluation_interval takes effect at once.
+func (m *Manager) Commit(p *Plan) {
+	cfg, notifiers, rules, order := p.cfg, p.notifiers, p.rules, p.order
+	windows, cfgSilences, intervals, subjects := p.windows, p.cfgSilences, p.intervals, p.subjects
 	m.mu.Lock()
 	m.cfg = cfg
 	m.rules, m.ruleOrder = rules, order
@@ -256,7 +292,7 @@ func (m *Manager) Apply(cfg *config.Config, notifiers []Notifier) error {
 		}
 	}
 	m.metrics.setRules(order)
-	return nil
+	m.setInterval(evaluationInterval(cfg))
 }
 
 // Start runs the evaluation ticker and the delivery workers.
@@ -268,14 +304,10 @@ func (m *Manager) Start() {
 	}
 	m.running = true
 	m.stop = make(chan struct{})
-	m.mu.Lock()
-	interval := m.cfg.Alerting.EvaluationInterval.D()
-	m.mu.Unlock()
+	m.reset = make(chan time.Duration, 1)
+	interval, stop, reset := m.interval, m.stop, m.reset
 	for _, w := range m.workers() {
 		w.start()
-	}
-	if interval <= 0 {
-		interval = 15 * time.Second
 	}
 	m.wg.Add(1)
 	go func() {
@@ -284,13 +316,54 @@ func (m *Manager) Start() {
 		defer t.Stop()
 		for {
 			select {
-			case <-m.stop:
+			case <-stop:
 				return
+			case d := <-reset:
+				t.Reset(d)
 			case <-t.C:
 				m.Tick()
 			}
 		}
 	}()
+}
+
+// evaluationInterval is alerting.evaluation_interval, 15s when unset.
+func evaluationInterval(cfg *config.Config) time.Duration {
+	if d := cfg.Alerting.EvaluationInterval.D(); d > 0 {
+		return d
+	}
+	return 15 * time.Second
+}
+
+// setInterval changes the evaluation interval, at once if running.
+func (m *Manager) setInterval(d time.Duration) {
+	m.runMu.Lock()
+	defer m.runMu.Unlock()
+	if d == m.interval {
+		return
+	}
+	m.interval = d
+	if m.running {
+		select { // only the latest value matters
+		case <-m.reset:
+		default:
+		}
+		m.reset <- d
+	}
+}
+
+// Notifiers are the names of the notifiers in force, in configuration order.
+func (m *Manager) Notifiers() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.nfOrder)
+}
+
+// EvaluationInterval is the evaluation interval in force.
+func (m *Manager) EvaluationInterval() time.Duration {
+	m.runMu.Lock()
+	defer m.runMu.Unlock()
+	return m.interval
 }
 
 // Stop ends the ticker and the workers (a delivery in flight gets until ctx

@@ -9,7 +9,8 @@ import (
 	"syscall"
 
 	"github.com/mxprobe/mxprobe/internal/config"
-	"github.com/mxprobe/mxprobe/probes/auth"
+	"github.com/mxprobe/mxprobe/probes/mxclient"
+	"github.com/mxprobe/mxprobe/probes/shard"
 )
 
 // checkConfig is `mxprobe check-config`: one line per problem, exit 1 on any.
@@ -22,14 +23,9 @@ func checkConfig(c *cli, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
-	m := auth.NewManager(nil)
-	m.Instance = "check-config" // logs nothing in; keeps data_dir untouched
-	d, err := newDeps(cfg, m, nil, discard())
-	if err != nil {
-		fmt.Fprintf(stderr, "%v\n", err)
-		return 1
-	}
-	if _, err := buildJobs(d); err != nil {
+	// Assembling touches nothing (no login, data_dir untouched).
+	st := newStores(mxclient.NewHTTPClient(), func(string) string { return "" })
+	if _, err := assembleProbes(cfg, &env{logger: discard(), shard: shard.Shard{Index: 0, Count: 1}}, st); err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
 		return 1
 	}

@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+
+	"github.com/mxprobe/mxprobe/probes/shard"
 )
 
 // DefaultListenAddress is mxprobe's default port.
@@ -23,6 +25,18 @@ const DefaultListenAddress = ":9787"
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
+
+// system is what a command takes from its surroundings besides the command
+// line and the environment; tests substitute parts of it.
+type system struct {
+	// isTerminal reports whether w is a terminal, where `mxprobe run`
+	// shows live progress.
+	isTerminal func(w io.Writer) bool
+	// hostname is the source of the StatefulSet ordinal (--shard.index).
+	hostname func() string
+}
+
+func osSystem() system { return system{isTerminal: isCharDevice, hostname: osHostname} }
 
 // cli holds the parsed command line.
 type cli struct {
@@ -44,13 +58,24 @@ type cli struct {
 
 	// check-config
 	strict bool
+
+	// serve: sharding (--shard.index, --shard.count) and the shard they
+	// resolve to (0 of 1, everything, unless serve says otherwise).
+	shardIndex, shardCount int
+	shard                  shard.Shard
+
+	sys system
 }
 
 // helpShown stops parsing once kingpin printed a usage text (--help, -h,
 // help [command]): nothing else runs and the exit code is 0.
 type helpShown struct{ code int }
 
-func run(args []string, stdout, stderr io.Writer) (code int) {
+func run(args []string, stdout, stderr io.Writer) int {
+	return runWith(args, stdout, stderr, osSystem())
+}
+
+func runWith(args []string, stdout, stderr io.Writer, sys system) (code int) {
 	app := kingpin.New("mxprobe", "Watches a Matrix deployment (Synapse + MAS) from the outside and says when it breaks.")
 	app.UsageWriter(stdout)
 	app.ErrorWriter(stderr)
@@ -89,16 +114,15 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		}
 		return nil
 	})
-	c := &cli{logConfig: &promslog.Config{}}
+	c := &cli{logConfig: &promslog.Config{}, sys: sys}
 	app.Flag("config.file", "Configuration file (YAML). Tenants may also come from TENANTS_B64.").
 		Default("").Envar("MXPROBE_CONFIG").StringVar(&c.configFile)
 	promslogflag.AddFlags(app, c.logConfig)
 
 	serveCmd := app.Command("serve", "Run the daemon: scheduled probes, /metrics, API, status page, alerts.").Default()
 	c.webFlags = kingpinflag.AddFlags(serveCmd, DefaultListenAddress)
-	for _, hook := range serveFlagHooks {
-		hook(serveCmd, c)
-	}
+	addHardeningFlags(serveCmd, c)
+	addShardFlags(serveCmd, c)
 
 	runCmd := app.Command("run", "Run one probe now, without the daemon, and print its result.")
 	runCmd.Arg("probe", "Probe name (as configured, or a probe type).").Required().StringVar(&c.runProbe)
@@ -137,6 +161,3 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	}
 	return 2
 }
-
-// serveFlagHooks let capabilities add flags of their own to `serve`.
-var serveFlagHooks []func(cmd *kingpin.CmdClause, c *cli)

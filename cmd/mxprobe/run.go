@@ -19,11 +19,8 @@ import (
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/auth"
 	"github.com/mxprobe/mxprobe/probes/mxclient"
+	"github.com/mxprobe/mxprobe/probes/shard"
 )
-
-// runPrepareHooks may adjust the configuration of `mxprobe run` from its
-// flags (for example --target for probes that take a URL).
-var runPrepareHooks []func(c *cli, cfg *config.Config, p *config.Probe) error
 
 // runOnce is `mxprobe run PROBE`: run the probe now for the chosen tenants,
 // print each result, exit 0 only if all succeeded.
@@ -38,8 +35,9 @@ func runOnce(c *cli, logger *slog.Logger, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mxprobe: %v\n", err)
 		return 2
 	}
-	for _, h := range runPrepareHooks {
-		if err := h(c, cfg, p); err != nil {
+	e := &env{logger: logger, shard: shard.Shard{Index: 0, Count: 1}}
+	if pt, ok := probeTypes()[p.Type]; ok && pt.prepareRun != nil {
+		if err := pt.prepareRun(c, e, cfg, p); err != nil {
 			fmt.Fprintf(stderr, "mxprobe: %v\n", err)
 			return 2
 		}
@@ -52,22 +50,20 @@ func runOnce(c *cli, logger *slog.Logger, stdout, stderr io.Writer) int {
 		}
 		p.Timeout = config.Duration(d)
 	}
-	httpc := mxclient.NewHTTPClient()
-	mgr := auth.NewManager(httpc)
+	mxclient.UserAgent = userAgent()
+	st := newStores(mxclient.NewHTTPClient(), os.Getenv)
+	mgr := st.auth
 	// A CLI run logs in on devices of its own and removes them at the end,
 	// so it never cancels the daemon's sessions nor leaves devices behind.
 	mgr.Instance = "cli-" + auth.RandomID()
 	defer logoutCLI(mgr, logger)
-	d, err := newDeps(cfg, mgr, httpc, logger)
+	rt, err := assembleProbes(cfg, e, st)
 	if err != nil {
 		fmt.Fprintf(stderr, "mxprobe: %v\n", err)
 		return 2
 	}
-	jobs, err := buildJobs(d)
-	if err != nil {
-		fmt.Fprintf(stderr, "mxprobe: %v\n", err)
-		return 2
-	}
+	commitLogin(mgr, rt)
+	jobs := rt.jobs
 	var job *probes.Job
 	for _, j := range jobs {
 		if j.Name == p.Name {
@@ -95,7 +91,7 @@ func runOnce(c *cli, logger *slog.Logger, stdout, stderr io.Writer) int {
 	)
 	// On a terminal a status line under the finished ones shows how far the
 	// run is; piped output gets the finished lines only.
-	tty := live && isTerminal(stdout)
+	tty := live && c.sys.isTerminal != nil && c.sys.isTerminal(stdout)
 	status := func() {
 		if tty {
 			fmt.Fprintf(stdout, "\r\033[K%s: %d/%d done, %d failed, %d running ...", job.Name, done, len(subjects), len(bad), len(subjects)-done)
@@ -283,9 +279,9 @@ func fmtDur(d time.Duration) string {
 	return d.Round(10 * time.Millisecond).String()
 }
 
-// isTerminal reports whether w is a terminal (a character device), where
-// `mxprobe run` shows live progress. A variable so tests can pretend.
-var isTerminal = func(w io.Writer) bool {
+// isCharDevice reports whether w is a terminal (a character device), where
+// `mxprobe run` shows live progress.
+func isCharDevice(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
 		return false

@@ -18,45 +18,45 @@ import (
 	"github.com/mxprobe/mxprobe/exporters/web"
 	"github.com/mxprobe/mxprobe/internal/config"
 	"github.com/mxprobe/mxprobe/probes"
-	"github.com/mxprobe/mxprobe/probes/auth"
 	"github.com/mxprobe/mxprobe/probes/mxclient"
+	"github.com/mxprobe/mxprobe/probes/shard"
 )
 
-// daemon is `mxprobe serve`: config → scheduler → probes → sinks.
+// daemon is `mxprobe serve`: config → scheduler → probes → sinks. Its
+// parts are made once here; each configuration is assembled (assemble.go)
+// and committed whole.
 type daemon struct {
 	cli     *cli
 	logger  *slog.Logger
-	deps    *deps
+	env     *env
+	stores  *stores
+	history *history.Store // = stores.history
 	metrics *metrics.Metrics
-	history *history.Store
 	web     *web.Server
 	engine  *probes.Engine
-	sched   *probes.Scheduler
-	jitter  float64
-	sinks   []probes.Sink
+	skipped *skippedTenants
 	ready   atomic.Bool
 
-	reloadMu sync.Mutex
+	reloadMu sync.Mutex // serialises reload, commit and shutdown
 	cfg      atomic.Pointer[config.Config]
+	webSet   atomic.Pointer[web.Settings]
+	sched    *probes.Scheduler
+	jitter   float64
 	// stop functions run at shutdown, after the last probe returned.
 	stops []func()
-	// reloaders apply each new configuration to what start hooks attached
-	// to this daemon (an error rejects the reload).
-	reloaders []func(cfg *config.Config) error
 }
 
-// startHooks let capabilities attach sinks, routes and state to the daemon
-// before the first config load; what they attach follows later configs
-// through d.reloaders (an error rejects the reload and keeps the old config).
-var startHooks []func(d *daemon) error
-
 func newDaemon(c *cli, logger *slog.Logger) (*daemon, error) {
-	mxclient.UserAgent = "mxprobe/" + version.Version
-	d := &daemon{cli: c, logger: logger}
-	d.metrics = metrics.New()
+	mxclient.UserAgent = userAgent()
+	sh := c.shard
+	if sh.Count < 1 {
+		sh = shard.Shard{Index: 0, Count: 1}
+	}
+	d := &daemon{cli: c, logger: logger, env: &env{logger: logger, shard: sh}}
+	d.stores = newStores(mxclient.NewHTTPClient(), os.Getenv)
 	d.history = history.New(60)
-	httpc := mxclient.NewHTTPClient()
-	d.deps = &deps{auth: auth.NewManager(httpc), http: httpc, logger: logger}
+	d.stores.history = d.history
+	d.metrics = metrics.New()
 	d.web = web.New(web.Options{
 		Registry:        d.metrics.Registry,
 		Reload:          d.reload,
@@ -66,31 +66,54 @@ func newDaemon(c *cli, logger *slog.Logger) (*daemon, error) {
 		ReadTimeout:     c.web.readTimeout,
 		MaxConnections:  c.web.maxConnections,
 	})
-	d.sinks = []probes.Sink{d.metrics, d.history}
-	for _, h := range startHooks {
-		if err := h(d); err != nil {
-			return nil, err
+	for _, pt := range probeTypes() {
+		if pt.metrics != nil {
+			pt.metrics(d.metrics)
 		}
 	}
-	d.engine = probes.NewEngine(1, d.sinks...)
+	var err error
+	if d.skipped, err = newSkippedTenants(d.metrics.Registry); err != nil {
+		return nil, err
+	}
+	if err := d.metrics.Registry.Register(newShardInfo(sh, logger)); err != nil {
+		return nil, err
+	}
+	av := alertsView{d.stores}
+	if err := d.metrics.Registry.Register(av); err != nil {
+		return nil, err
+	}
+	d.web.SetAlerts(av)
+	d.web.Enable(web.Features{Runner: daemonRunner{d}, Results: d.stores.history, Settings: d.webSettings})
+	d.stops = append(d.stops, av.stop)
+	d.engine = probes.NewEngine(1, d.metrics, d.stores.history, budgetSkipLog(logger), probes.SinkFunc(av.observe))
 	return d, nil
 }
 
 // config returns the configuration in force.
 func (d *daemon) config() *config.Config { return d.cfg.Load() }
 
-// reload reads the configuration and swaps it in; a bad one keeps the old
-// configuration running and is reported.
+// reload reads the configuration, assembles it and commits it; a
+// configuration that cannot be read or assembled changes nothing and is
+// reported (log, mxprobe_config_last_reload_successful 0).
 func (d *daemon) reload() error {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
-	err := d.apply()
+	cfg, err := config.Load(d.cli.configFile, os.Getenv)
+	var rt *runtime
+	unchanged := err == nil && d.unchanged(cfg)
+	if err == nil && !unchanged {
+		rt, err = assemble(cfg, d.env, d.stores)
+	}
 	d.metrics.SetReload(err == nil)
 	if err != nil {
 		d.logger.Error("configuration not loaded; the previous one stays in force", "file", d.cli.configFile, "err", err)
 		return err
 	}
-	cfg := d.config()
+	if unchanged {
+		d.logger.Debug("configuration unchanged; nothing to apply", "file", d.cli.configFile)
+	} else {
+		d.commit(rt)
+	}
 	d.logger.Info("configuration loaded", "file", d.cli.configFile, "tenants", len(cfg.Tenants), "probes", len(cfg.Probes))
 	for _, f := range config.CheckBudget(cfg) {
 		d.logger.Warn("the schedules would exceed a homeserver rate limit", "limiter", f.Limiter, "account", f.Account,
@@ -99,41 +122,27 @@ func (d *daemon) reload() error {
 	return nil
 }
 
-func (d *daemon) apply() error {
-	cfg, err := config.Load(d.cli.configFile, os.Getenv)
-	if err != nil {
-		return err
-	}
-	if d.unchanged(cfg) {
-		d.logger.Debug("configuration unchanged; nothing to apply", "file", d.cli.configFile)
-		return nil
-	}
-	nd, err := newDeps(cfg, d.deps.auth, d.deps.http, d.logger)
-	if err != nil {
-		return err
-	}
-	jobs, err := buildJobs(nd)
-	if err != nil {
-		return err
-	}
-	for _, apply := range d.reloaders {
-		if err := apply(cfg); err != nil {
-			return err
-		}
-	}
-	d.deps = nd
+// commit swaps an assembled runtime in; it cannot fail. The caller holds
+// reloadMu.
+func (d *daemon) commit(rt *runtime) {
+	cfg := rt.cfg
+	commitLogin(d.stores.auth, rt)
+	d.commitAlerts(rt)
+	d.skipped.commit(cfg, d)
+	ws := rt.web
+	d.webSet.Store(&ws)
 	d.cfg.Store(cfg)
 	d.engine.SetConcurrency(cfg.Global.Concurrency)
-	d.engine.SetJobs(jobs)
-	d.metrics.SetConfigured(jobs)
+	d.engine.SetJobs(rt.jobs)
+	d.metrics.SetConfigured(rt.jobs)
 	keep := map[history.Key]bool{}
-	for _, j := range jobs {
+	for _, j := range rt.jobs {
 		for _, s := range j.Subjects {
 			keep[history.Key{Probe: j.Name, Tenant: s}] = true
 		}
 	}
-	d.history.Prune(func(k history.Key) bool { return keep[k] })
-	d.history.SetSize(cfg.Global.HistorySize)
+	d.stores.history.Prune(func(k history.Key) bool { return keep[k] })
+	d.stores.history.SetSize(cfg.Global.HistorySize)
 	// The schedule keeps its phase across reloads (see Scheduler.Update):
 	// only a new jitter fraction restarts it.
 	if d.sched != nil && d.jitter != cfg.Global.JitterFraction() {
@@ -143,11 +152,10 @@ func (d *daemon) apply() error {
 	if d.sched == nil {
 		d.jitter = cfg.Global.JitterFraction()
 		d.sched = probes.NewScheduler(d.engine, d.jitter)
-		d.sched.Start(jobs)
+		d.sched.Start(rt.jobs)
 	} else {
-		d.sched.Update(jobs)
+		d.sched.Update(rt.jobs)
 	}
-	return nil
 }
 
 func serve(c *cli, logger *slog.Logger) int {
@@ -212,7 +220,7 @@ func (d *daemon) shutdown() {
 		grace = cfg.Global.ShutdownGrace.D()
 	}
 	d.engine.Shutdown(grace)
-	revokeHeld(d.deps.auth, d.logger, slog.LevelInfo)
+	revokeHeld(d.stores.auth, d.logger, slog.LevelInfo)
 	for i := len(d.stops) - 1; i >= 0; i-- {
 		d.stops[i]()
 	}

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,51 +17,18 @@ import (
 )
 
 // wire_alerts plugs the alert engine into the daemon: a sink fed with every
-// Result, its metrics, the web API adapter, and reloads of rules and
-// notifiers. The manager is created on the first configuration load (its
-// state file depends on it) and reconfigured on later reloads.
-func init() {
-	startHooks = append(startHooks, func(d *daemon) error {
-		w := &alertsWiring{d: d}
-		d.sinks = append(d.sinks, probes.SinkFunc(w.observe))
-		if err := d.metrics.Registry.Register(w); err != nil {
-			return err
-		}
-		d.web.SetAlerts(alertsAdapter{w})
-		d.stops = append(d.stops, w.stop)
-		d.reloaders = append(d.reloaders, func(cfg *config.Config) error { return w.reload(d, cfg) })
-		return nil
-	})
-}
+// Result, its metrics, the web API adapter. The manager (alert states,
+// silences) is a store: the first configuration creates it, later ones are
+// prepared by assemble and committed.
 
-type alertsWiring struct {
-	d         *daemon
-	mu        sync.Mutex
-	m         *alerts.Manager
-	statePath string
-}
-
-func (w *alertsWiring) manager() *alerts.Manager {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.m
-}
-
-func (w *alertsWiring) observe(r probes.Result) {
-	if m := w.manager(); m != nil {
-		m.Observe(r)
-	}
-}
-
-// reload builds the notifiers of cfg and applies rules and notifiers; an
-// error rejects the reload.
-func (w *alertsWiring) reload(d *daemon, cfg *config.Config) error {
-	if activeShard.Enabled() {
+// buildNotifiers builds the notifiers of cfg (nothing is sent or started).
+func buildNotifiers(cfg *config.Config, e *env) ([]alerts.Notifier, error) {
+	if e.shard.Enabled() {
 		// Sharded replicas each see part of the tenants and all of the
 		// global probes: only Alertmanager can deduplicate their alerts.
 		for _, n := range cfg.Alerting.Notifiers {
 			if n.Type != config.NotifierAlertmanager && n.Type != config.NotifierConsole {
-				return fmt.Errorf("alerting.notifiers %q: a sharded deployment (--shard.count > 1) must alert through Alertmanager (type alertmanager), which deduplicates across replicas", n.Name)
+				return nil, fmt.Errorf("alerting.notifiers %q: a sharded deployment (--shard.count > 1) must alert through Alertmanager (type alertmanager), which deduplicates across replicas", n.Name)
 			}
 		}
 	}
@@ -71,39 +36,36 @@ func (w *alertsWiring) reload(d *daemon, cfg *config.Config) error {
 	// HMAC): a redirect is answered as the failure it is, never followed.
 	httpc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone(),
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	ns, err := notify.Build(cfg, notify.Options{HTTP: httpc, Logger: d.logger, UserAgent: "mxprobe/" + version.Version})
-	if err != nil {
-		return err
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.m == nil {
-		var filter func([]string) []string
-		if len(tenantFilters) > 0 {
-			filter = func(ids []string) []string {
-				for _, f := range tenantFilters {
-					ids = f(ids)
-				}
-				return ids
-			}
-		}
-		m, err := alerts.New(alerts.Options{Config: cfg, Notifiers: ns, Logger: d.logger.With("component", "alerts"), TenantFilter: filter})
-		if err != nil {
-			return err
-		}
-		m.Start()
-		w.m = m
-		w.statePath = cfg.AlertStatePath()
-		return nil
-	}
-	if p := cfg.AlertStatePath(); p != w.statePath {
-		d.logger.Warn("the alert state file changed; it takes effect at the next restart", "old", w.statePath, "new", p)
-	}
-	return w.m.Apply(cfg, ns)
+	return notify.Build(cfg, notify.Options{HTTP: httpc, Logger: e.logger, UserAgent: userAgent()})
 }
 
-func (w *alertsWiring) stop() {
-	if m := w.manager(); m != nil {
+// commitAlerts installs rt's alerting: starts the first configuration's
+// manager, or commits the plan prepared for the running one.
+func (d *daemon) commitAlerts(rt *runtime) {
+	if rt.newAlerts != nil {
+		rt.newAlerts.Start()
+		d.stores.alerts.Store(rt.newAlerts)
+		return
+	}
+	m := d.stores.alerts.Load()
+	if old := d.config(); old != nil && old.AlertStatePath() != rt.cfg.AlertStatePath() {
+		d.logger.Warn("the alert state file changed; it takes effect at the next restart", "old", old.AlertStatePath(), "new", rt.cfg.AlertStatePath())
+	}
+	m.Commit(rt.alertsPlan)
+}
+
+// alertsView presents the alert manager store to the sinks, /metrics and
+// the web API (exporters/web does not import alerts).
+type alertsView struct{ st *stores }
+
+func (a alertsView) observe(r probes.Result) {
+	if m := a.st.alerts.Load(); m != nil {
+		m.Observe(r)
+	}
+}
+
+func (a alertsView) stop() {
+	if m := a.st.alerts.Load(); m != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		m.Stop(ctx)
@@ -112,23 +74,25 @@ func (w *alertsWiring) stop() {
 
 // Describe sends nothing: the collector is unchecked because the manager
 // appears only with the first configuration.
-func (w *alertsWiring) Describe(chan<- *prometheus.Desc) {}
+func (a alertsView) Describe(chan<- *prometheus.Desc) {}
 
 // Collect implements prometheus.Collector.
-func (w *alertsWiring) Collect(ch chan<- prometheus.Metric) {
-	if m := w.manager(); m != nil {
+func (a alertsView) Collect(ch chan<- prometheus.Metric) {
+	if m := a.st.alerts.Load(); m != nil {
 		m.Collector().Collect(ch)
 	}
 }
 
-// alertsAdapter presents the manager to the web API (exporters/web does not
-// import alerts).
-type alertsAdapter struct{ w *alertsWiring }
+// errNoAlerting: the API asked for alerting before the first configuration.
+const errNoAlerting = constError("alerting is not running")
 
-var errNoAlerting = errors.New("alerting is not running")
+// constError is an error that can be a constant.
+type constError string
 
-func (a alertsAdapter) Alerts() []web.AlertView {
-	m := a.w.manager()
+func (e constError) Error() string { return string(e) }
+
+func (a alertsView) Alerts() []web.AlertView {
+	m := a.st.alerts.Load()
 	if m == nil {
 		return nil
 	}
@@ -144,8 +108,8 @@ func (a alertsAdapter) Alerts() []web.AlertView {
 	return out
 }
 
-func (a alertsAdapter) Silences() []web.Silence {
-	m := a.w.manager()
+func (a alertsView) Silences() []web.Silence {
+	m := a.st.alerts.Load()
 	if m == nil {
 		return nil
 	}
@@ -156,8 +120,8 @@ func (a alertsAdapter) Silences() []web.Silence {
 	return out
 }
 
-func (a alertsAdapter) AddSilence(s web.Silence) (web.Silence, error) {
-	m := a.w.manager()
+func (a alertsView) AddSilence(s web.Silence) (web.Silence, error) {
+	m := a.st.alerts.Load()
 	if m == nil {
 		return web.Silence{}, errNoAlerting
 	}
@@ -168,8 +132,8 @@ func (a alertsAdapter) AddSilence(s web.Silence) (web.Silence, error) {
 	return toWebSilence(got), nil
 }
 
-func (a alertsAdapter) DeleteSilence(id string) error {
-	m := a.w.manager()
+func (a alertsView) DeleteSilence(id string) error {
+	m := a.st.alerts.Load()
 	if m == nil {
 		return errNoAlerting
 	}
@@ -179,3 +143,6 @@ func (a alertsAdapter) DeleteSilence(id string) error {
 func toWebSilence(s alerts.Silence) web.Silence {
 	return web.Silence{ID: s.ID, Matchers: s.Matchers, StartsAt: s.StartsAt, EndsAt: s.EndsAt, Comment: s.Comment, CreatedBy: s.CreatedBy}
 }
+
+// userAgent is mxprobe's User-Agent, for serve and run alike.
+func userAgent() string { return "mxprobe/" + version.Version }

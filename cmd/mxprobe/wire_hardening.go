@@ -18,15 +18,14 @@ type webHardening struct {
 	maxConnections int
 }
 
-func init() {
-	serveFlagHooks = append(serveFlagHooks, func(cmd *kingpin.CmdClause, c *cli) {
-		cmd.Flag("web.enable-lifecycle", "Serve POST/PUT /-/reload (with web.api_token set, it needs the token). Off: 404; SIGHUP still reloads.").
-			Default("false").BoolVar(&c.web.lifecycle)
-		cmd.Flag("web.read-timeout", "Longest time to read one request, body included.").
-			Default(web.DefaultReadTimeout.String()).DurationVar(&c.web.readTimeout)
-		cmd.Flag("web.max-connections", "Most open HTTP connections per listener; at the cap the one waiting on its client the longest is closed.").
-			Default(strconv.Itoa(web.DefaultMaxConnections)).IntVar(&c.web.maxConnections)
-	})
+// addHardeningFlags adds them to serve.
+func addHardeningFlags(cmd *kingpin.CmdClause, c *cli) {
+	cmd.Flag("web.enable-lifecycle", "Serve POST/PUT /-/reload (with web.api_token set, it needs the token). Off: 404; SIGHUP still reloads.").
+		Default("false").BoolVar(&c.web.lifecycle)
+	cmd.Flag("web.read-timeout", "Longest time to read one request, body included.").
+		Default(web.DefaultReadTimeout.String()).DurationVar(&c.web.readTimeout)
+	cmd.Flag("web.max-connections", "Most open HTTP connections per listener; at the cap the one waiting on its client the longest is closed.").
+		Default(strconv.Itoa(web.DefaultMaxConnections)).IntVar(&c.web.maxConnections)
 }
 
 // unchanged reports whether cfg is the configuration in force: such a

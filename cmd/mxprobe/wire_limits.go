@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -15,61 +14,41 @@ import (
 // The homeserver's rate limits: the login budget that keeps full logins
 // against Synapse's /login under rc_login.address, and the instance id that
 // gives each process devices of its own.
-func init() {
-	managerHooks = append(managerHooks, func(m *auth.Manager, cfg *config.Config) error {
-		if m.Instance == "" {
-			m.Instance = daemonInstance(cfg)
-		}
-		l := cfg.SynapseLimits
-		if l.Disabled || l.LoginBudget.Logins <= 0 {
-			m.SetBudget(nil, config.MethodPassword)
-			return nil
-		}
-		// Keep the window's history across reloads when the budget is unchanged.
-		if b := m.BudgetFor(config.MethodPassword); b != nil && b.Max == l.LoginBudget.Logins && b.Window == l.LoginBudget.Window.D() {
-			return nil
-		}
-		m.SetBudget(&auth.Budget{Name: "rc_login.address", Max: l.LoginBudget.Logins, Window: l.LoginBudget.Window.D()},
-			config.MethodPassword)
-		return nil
-	})
-}
 
-// Runs skipped by the login budget are not kept in the run history; the
-// daemon logs why, at most once per probe and tenant every 10 minutes.
-func init() {
-	startHooks = append(startHooks, func(d *daemon) error {
-		var mu sync.Mutex
-		last := map[string]time.Time{}
-		d.sinks = append(d.sinks, probes.SinkFunc(func(r probes.Result) {
-			if r.Outcome != probes.OutcomeSkipped || r.Class != probes.ClassLoginBudget {
-				return
-			}
-			k := r.Probe + "\x00" + r.Tenant
-			mu.Lock()
-			due := time.Since(last[k]) >= 10*time.Minute
-			if due {
-				last[k] = time.Now()
-			}
-			mu.Unlock()
-			if due {
-				d.logger.Info("run skipped by the login budget", "probe", r.Probe, "tenant", r.Tenant, "reason", r.Error)
-			}
-		}))
+// loginBudget is the password logins' budget for cfg: nil without one, the
+// budget in force on m when unchanged (its window's history is kept).
+func loginBudget(cfg *config.Config, m *auth.Manager) *auth.Budget {
+	l := cfg.SynapseLimits
+	if l.Disabled || l.LoginBudget.Logins <= 0 {
 		return nil
-	})
-}
-
-// daemonInstance is the daemon's instance id: kept in data_dir (stable
-// across restarts), else derived from the host name.
-func daemonInstance(cfg *config.Config) string {
-	if dir := cfg.Global.DataDir; dir != "" {
-		if id, err := auth.InstanceFromDir(dir); err == nil {
-			return id
-		}
 	}
-	host, _ := os.Hostname()
-	return "h-" + host
+	if b := m.BudgetFor(config.MethodPassword); b != nil && b.Max == l.LoginBudget.Logins && b.Window == l.LoginBudget.Window.D() {
+		return b
+	}
+	return &auth.Budget{Name: "rc_login.address", Max: l.LoginBudget.Logins, Window: l.LoginBudget.Window.D()}
+}
+
+// budgetSkipLog is a sink: runs skipped by the login budget are not kept in
+// the run history; the daemon logs why, at most once per probe and tenant
+// every 10 minutes.
+func budgetSkipLog(logger *slog.Logger) probes.Sink {
+	var mu sync.Mutex
+	last := map[string]time.Time{}
+	return probes.SinkFunc(func(r probes.Result) {
+		if r.Outcome != probes.OutcomeSkipped || r.Class != probes.ClassLoginBudget {
+			return
+		}
+		k := r.Probe + "\x00" + r.Tenant
+		mu.Lock()
+		due := time.Since(last[k]) >= 10*time.Minute
+		if due {
+			last[k] = time.Now()
+		}
+		mu.Unlock()
+		if due {
+			logger.Info("run skipped by the login budget", "probe", r.Probe, "tenant", r.Tenant, "reason", r.Error)
+		}
+	})
 }
 
 // logoutCLI removes the devices a CLI run logged in on.

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"strings"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -16,65 +15,67 @@ import (
 // empty id, no bot) are reported once per configuration that has them (a
 // log line each, and mxprobe_tenants_skipped{reason}), never fatal; and the
 // generic http probe for the platform's health endpoints.
-func init() {
-	builders[config.TypeHTTP] = func(d *deps, p *config.Probe) (probes.Prober, error) {
-		if p.HTTP == nil || p.HTTP.URL == "" {
-			return nil, fmt.Errorf("http.url is not set (configure it, or pass --target URL to mxprobe run)")
-		}
-		return &httpcheck.Probe{Name: p.Name, Config: p.HTTP, HTTP: d.http}, nil
+
+func buildHTTP(b *builder, p *config.Probe) (probes.Prober, error) {
+	if p.HTTP == nil || p.HTTP.URL == "" {
+		return nil, fmt.Errorf("http.url is not set (configure it, or pass --target URL to mxprobe run)")
 	}
-	runPrepareHooks = append(runPrepareHooks, func(c *cli, cfg *config.Config, p *config.Probe) error {
-		if p.Type != config.TypeHTTP {
-			return nil
+	return &httpcheck.Probe{Name: p.Name, Config: p.HTTP, HTTP: b.st.http}, nil
+}
+
+// prepareRunHTTP takes --target for `mxprobe run`.
+func prepareRunHTTP(c *cli, _ *env, cfg *config.Config, p *config.Probe) error {
+	if c.runTarget != "" {
+		if p.HTTP == nil {
+			p.HTTP = &config.HTTPConfig{}
 		}
-		if c.runTarget != "" {
-			if p.HTTP == nil {
-				p.HTTP = &config.HTTPConfig{}
-			}
-			p.HTTP.URL = c.runTarget
-			p.HTTP.ApplyDefaults()
+		p.HTTP.URL = c.runTarget
+		p.HTTP.ApplyDefaults()
+	}
+	if p.HTTP == nil || p.HTTP.URL == "" {
+		return fmt.Errorf("probe %q: no target: pass --target URL", p.Name)
+	}
+	return cfg.ValidateHTTP()
+}
+
+// skippedTenants reports the TENANTS_B64 entries the configuration in force
+// leaves out.
+type skippedTenants struct {
+	gauge *prometheus.GaugeVec
+	last  string // the entries last logged (reloads hold the daemon's reload lock)
+}
+
+func newSkippedTenants(reg prometheus.Registerer) (*skippedTenants, error) {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "mxprobe",
+		Name:      "tenants_skipped",
+		Help:      "TENANTS_B64 entries that are not probed, by reason (empty_id, no_bot).",
+	}, []string{"reason"})
+	for _, r := range config.SkipReasons() {
+		g.WithLabelValues(r)
+	}
+	if err := reg.Register(g); err != nil {
+		return nil, err
+	}
+	return &skippedTenants{gauge: g}, nil
+}
+
+// commit sets the gauge for cfg and logs its skipped entries when they
+// differ from the last configuration's.
+func (s *skippedTenants) commit(cfg *config.Config, d *daemon) {
+	counts := map[string]float64{}
+	lines := make([]string, 0, len(cfg.Skipped))
+	for _, sk := range cfg.Skipped {
+		counts[sk.Reason]++
+		lines = append(lines, sk.String())
+	}
+	for _, r := range config.SkipReasons() {
+		s.gauge.WithLabelValues(r).Set(counts[r])
+	}
+	if key := strings.Join(lines, "\n"); key != s.last {
+		s.last = key
+		for _, sk := range cfg.Skipped {
+			d.logger.Warn("TENANTS_B64 entry not probed", "index", sk.Index, "id", sk.ID, "name", sk.Name, "reason", sk.Reason, "detail", sk.String())
 		}
-		if p.HTTP == nil || p.HTTP.URL == "" {
-			return fmt.Errorf("probe %q: no target: pass --target URL", p.Name)
-		}
-		return cfg.ValidateHTTP()
-	})
-	startHooks = append(startHooks, func(d *daemon) error {
-		skipped := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: "mxprobe",
-			Name:      "tenants_skipped",
-			Help:      "TENANTS_B64 entries that are not probed, by reason (empty_id, no_bot).",
-		}, []string{"reason"})
-		for _, r := range config.SkipReasons() {
-			skipped.WithLabelValues(r)
-		}
-		if err := d.metrics.Registry.Register(skipped); err != nil {
-			return err
-		}
-		var (
-			mu   sync.Mutex
-			last string
-		)
-		d.reloaders = append(d.reloaders, func(cfg *config.Config) error {
-			counts := map[string]float64{}
-			lines := make([]string, 0, len(cfg.Skipped))
-			for _, s := range cfg.Skipped {
-				counts[s.Reason]++
-				lines = append(lines, s.String())
-			}
-			for _, r := range config.SkipReasons() {
-				skipped.WithLabelValues(r).Set(counts[r])
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if key := strings.Join(lines, "\n"); key != last {
-				last = key
-				for _, s := range cfg.Skipped {
-					d.logger.Warn("TENANTS_B64 entry not probed", "index", s.Index, "id", s.ID, "name", s.Name, "reason", s.Reason, "detail", s.String())
-				}
-			}
-			return nil
-		})
-		return nil
-	})
+	}
 }

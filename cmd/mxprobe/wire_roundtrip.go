@@ -18,14 +18,13 @@ import (
 // start or reload, then every roundtrip.sweep_interval). Probe rooms are
 // journalled in data_dir/rooms (without a data_dir: the per-user default),
 // so a restart finishes the cleanup of a crashed run.
-func init() {
-	builders[config.TypeRoundtrip] = func(d *deps, p *config.Probe) (probes.Prober, error) {
-		return &matrix.RoundtripProbe{Name: p.Name, Manager: d.auth, Config: d.cfg, Settings: p.Roundtrip,
-			Journal: &matrix.Journal{Dir: journalDir(d.cfg)}, Crash: crashHook()}, nil
-	}
-	builders[config.TypeRoomMessage] = func(d *deps, p *config.Probe) (probes.Prober, error) {
-		return &matrix.RoomMessageProbe{Name: p.Name, Manager: d.auth, Config: d.cfg, Settings: p.RoomMessage}, nil
-	}
+func buildRoundtrip(b *builder, p *config.Probe) (probes.Prober, error) {
+	return &matrix.RoundtripProbe{Name: p.Name, Manager: b.st.auth, Config: b.cfg, Settings: p.Roundtrip,
+		Journal: &matrix.Journal{Dir: journalDir(b.cfg)}, Crash: b.st.crash}, nil
+}
+
+func buildRoomMessage(b *builder, p *config.Probe) (probes.Prober, error) {
+	return &matrix.RoomMessageProbe{Name: p.Name, Manager: b.st.auth, Config: b.cfg, Settings: p.RoomMessage}, nil
 }
 
 func journalDir(cfg *config.Config) string {
@@ -42,37 +41,30 @@ func journalDir(cfg *config.Config) string {
 // exact step instead of a random sleep.
 const CrashEnv = "MXPROBE_TEST_CRASH_AT"
 
-var (
-	crashOnce sync.Once
-	crashFn   func(string)
-)
-
-func crashHook() func(string) {
-	crashOnce.Do(func() {
-		spec := os.Getenv(CrashEnv)
-		if spec == "" {
+// crashHook returns the hook for a CrashEnv value (nil when empty); the
+// process keeps one in its stores.
+func crashHook(spec string) func(string) {
+	if spec == "" {
+		return nil
+	}
+	point, nStr, _ := strings.Cut(spec, ":")
+	n, err := strconv.Atoi(nStr)
+	if err != nil || n < 1 {
+		n = 1
+	}
+	var mu sync.Mutex
+	seen := 0
+	return func(at string) {
+		if at != point {
 			return
 		}
-		point, nStr, _ := strings.Cut(spec, ":")
-		n, err := strconv.Atoi(nStr)
-		if err != nil || n < 1 {
-			n = 1
+		mu.Lock()
+		seen++
+		hit := seen == n
+		mu.Unlock()
+		if hit {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // wait for the signal
 		}
-		var mu sync.Mutex
-		seen := 0
-		crashFn = func(at string) {
-			if at != point {
-				return
-			}
-			mu.Lock()
-			seen++
-			hit := seen == n
-			mu.Unlock()
-			if hit {
-				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-				select {} // wait for the signal
-			}
-		}
-	})
-	return crashFn
+	}
 }

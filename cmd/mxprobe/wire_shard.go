@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 
@@ -16,56 +17,45 @@ import (
 // share of the tenants, chosen by rendezvous hashing. Global probes (versions,
 // synapse_metrics) run on every replica.
 
-// shardFlags are the parsed flags of the current command line; activeShard is
-// the shard they resolve to (0 of 1, everything, unless serve says otherwise).
-var (
-	shardFlags struct {
-		index int
-		count int
-	}
-	activeShard = shard.Shard{Index: 0, Count: 1}
-)
+// addShardFlags adds the sharding flags to serve; its pre-action resolves
+// them into c.shard.
+func addShardFlags(cmd *kingpin.CmdClause, c *cli) {
+	c.shard = shard.Shard{Index: 0, Count: 1}
+	cmd.Flag("shard.count", "Number of replicas sharing the tenants (rendezvous hashing on the tenant id). Alerts of a sharded deployment should go through Alertmanager.").
+		Default("1").Envar("MXPROBE_SHARD_COUNT").IntVar(&c.shardCount)
+	cmd.Flag("shard.index", "This replica's shard, 0 to shard.count-1; when absent and shard.count > 1, the StatefulSet ordinal at the end of $HOSTNAME (mxprobe-2 is shard 2).").
+		Default("-1").Envar("MXPROBE_SHARD_INDEX").IntVar(&c.shardIndex)
+	cmd.PreAction(func(*kingpin.ParseContext) error {
+		s, err := resolveShard(c.shardIndex, c.shardCount, c.sys.hostname)
+		if err != nil {
+			return err
+		}
+		c.shard = s
+		return nil
+	})
+}
 
-// hostname is os.Hostname's source for the StatefulSet ordinal; tests swap it.
-var hostname = func() string {
+// newShardInfo is mxprobe_shard_info.
+func newShardInfo(s shard.Shard, logger *slog.Logger) prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "mxprobe_shard_info",
+		Help:        "This replica's shard: index and count of the tenant sharding (count 1 when not sharded).",
+		ConstLabels: prometheus.Labels{"shard_index": strconv.Itoa(s.Index), "shard_count": strconv.Itoa(s.Count)},
+	})
+	g.Set(1)
+	if s.Enabled() {
+		logger.Info("sharded: running this replica's share of the tenants", "shard_index", s.Index, "shard_count", s.Count)
+	}
+	return g
+}
+
+// osHostname is the source of the StatefulSet ordinal.
+func osHostname() string {
 	if h := os.Getenv("HOSTNAME"); h != "" {
 		return h
 	}
 	h, _ := os.Hostname()
 	return h
-}
-
-func init() {
-	serveFlagHooks = append(serveFlagHooks, func(cmd *kingpin.CmdClause, c *cli) {
-		activeShard = shard.Shard{Index: 0, Count: 1}
-		cmd.Flag("shard.count", "Number of replicas sharing the tenants (rendezvous hashing on the tenant id). Alerts of a sharded deployment should go through Alertmanager.").
-			Default("1").Envar("MXPROBE_SHARD_COUNT").IntVar(&shardFlags.count)
-		cmd.Flag("shard.index", "This replica's shard, 0 to shard.count-1; when absent and shard.count > 1, the StatefulSet ordinal at the end of $HOSTNAME (mxprobe-2 is shard 2).").
-			Default("-1").Envar("MXPROBE_SHARD_INDEX").IntVar(&shardFlags.index)
-		cmd.PreAction(func(*kingpin.ParseContext) error {
-			s, err := resolveShard(shardFlags.index, shardFlags.count, hostname)
-			if err != nil {
-				return err
-			}
-			activeShard = s
-			return nil
-		})
-	})
-	tenantFilters = append(tenantFilters, func(ids []string) []string {
-		return activeShard.Filter(ids)
-	})
-	startHooks = append(startHooks, func(d *daemon) error {
-		g := prometheus.NewGauge(prometheus.GaugeOpts{
-			Name:        "mxprobe_shard_info",
-			Help:        "This replica's shard: index and count of the tenant sharding (count 1 when not sharded).",
-			ConstLabels: prometheus.Labels{"shard_index": strconv.Itoa(activeShard.Index), "shard_count": strconv.Itoa(activeShard.Count)},
-		})
-		g.Set(1)
-		if activeShard.Enabled() {
-			d.logger.Info("sharded: running this replica's share of the tenants", "shard_index", activeShard.Index, "shard_count", activeShard.Count)
-		}
-		return d.metrics.Registry.Register(g)
-	})
 }
 
 // resolveShard turns the flags into a shard; index -1 means "from the host name".

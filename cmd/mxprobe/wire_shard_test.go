@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/mxprobe/mxprobe/internal/config"
-	"github.com/mxprobe/mxprobe/probes/auth"
 	"github.com/mxprobe/mxprobe/probes/shard"
 )
 
@@ -61,19 +60,14 @@ func TestShardFilterInBuildJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func(s shard.Shard) { activeShard = s }(activeShard)
 	seen := map[string]int{}
 	for i := 0; i < 3; i++ {
-		activeShard = shard.Shard{Index: i, Count: 3}
-		d, err := newDeps(cfg, auth.NewManager(nil), nil, discard())
+		e := &env{logger: discard(), shard: shard.Shard{Index: i, Count: 3}}
+		rt, err := assembleProbes(cfg, e, newStores(nil, func(string) string { return "" }))
 		if err != nil {
 			t.Fatal(err)
 		}
-		jobs, err := buildJobs(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, j := range jobs {
+		for _, j := range rt.jobs {
 			switch j.Name {
 			case "versions":
 				if len(j.Subjects) != 1 {

@@ -79,10 +79,11 @@ func TestRunAllJSON(t *testing.T) {
 
 	// Text on a terminal: a progress line, one line per tenant as it
 	// finishes, the summary table at the end.
-	old := isTerminal
-	isTerminal = func(io.Writer) bool { return true }
-	defer func() { isTerminal = old }()
-	code, out, _ = runCLI(t, "run", "login", "--all", "--config.file", cfg)
+	var o, e bytes.Buffer
+	sys := osSystem()
+	sys.isTerminal = func(io.Writer) bool { return true }
+	code = runWith([]string{"run", "login", "--all", "--config.file", cfg}, &o, &e, sys)
+	out = o.String()
 	if code != 1 {
 		t.Fatalf("text exit %d", code)
 	}

@@ -151,10 +151,38 @@ func NewManager(httpc *http.Client) *Manager {
 		sessions:      map[string]*Session{},
 		locks:         map[string]*sync.Mutex{},
 	}
-	m.Register(config.MethodPassword, PasswordMethod{})
-	m.Register(config.MethodToken, TokenMethod{})
-	m.Register(config.MethodAppService, AppServiceMethod{})
+	m.SetMethods(BaseMethods())
 	return m
+}
+
+// BaseMethods are the login methods every configuration has: password,
+// token and appservice.
+func BaseMethods() map[string]Method {
+	return map[string]Method{
+		config.MethodPassword:   PasswordMethod{},
+		config.MethodToken:      TokenMethod{},
+		config.MethodAppService: AppServiceMethod{},
+	}
+}
+
+// SetMethods replaces the whole set of login methods at once (a
+// configuration reload); sessions, budgets and locks stay.
+func (m *Manager) SetMethods(methods map[string]Method) {
+	next := make(map[string]Method, len(methods))
+	for k, v := range methods {
+		next[k] = v
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.methods = next
+}
+
+// LoginMethod returns the login method registered under name.
+func (m *Manager) LoginMethod(name string) (Method, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	meth, ok := m.methods[name]
+	return meth, ok
 }
 
 // Register adds a login method.
@@ -192,6 +220,17 @@ func (m *Manager) Cached(key string) *Session {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.sessions[key]
+}
+
+// Sessions returns the cached sessions by account key (a copy of the map).
+func (m *Manager) Sessions() map[string]*Session {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]*Session, len(m.sessions))
+	for k, s := range m.sessions {
+		out[k] = s
+	}
+	return out
 }
 
 // Forget drops the cached session of an account.

@@ -133,15 +133,21 @@ type MASMethod struct {
 	// Now is the clock of the caches (time.Now if nil).
 	Now func() time.Time
 
-	mu        sync.Mutex
-	discovery map[string]discoveryEntry
-	clients   map[string]string // issuer + registration metadata → client_id
+	cache *MASCache
 }
 
-// NewMASMethod returns the mas_oidc method for a MAS configuration.
-func NewMASMethod(cfg config.MAS) *MASMethod {
-	return &MASMethod{Config: cfg, Upstream: NewUpstreamAdapter(cfg.Upstream),
-		discovery: map[string]discoveryEntry{}, clients: map[string]string{}}
+// NewMASMethod returns the mas_oidc method for a MAS configuration, with
+// caches of its own.
+func NewMASMethod(cfg config.MAS) *MASMethod { return NewMASMethodWith(cfg, nil) }
+
+// NewMASMethodWith returns the mas_oidc method for a MAS configuration that
+// keeps discovery and client registrations in cache (a new one if nil), so
+// a configuration reload does not register a new client.
+func NewMASMethodWith(cfg config.MAS, cache *MASCache) *MASMethod {
+	if cache == nil {
+		cache = NewMASCache()
+	}
+	return &MASMethod{Config: cfg, Upstream: NewUpstreamAdapter(cfg.Upstream), cache: cache}
 }
 
 func (m *MASMethod) now() time.Time {
@@ -473,9 +479,10 @@ func (m *MASMethod) Revoke(ctx context.Context, mgr *Manager, sess *Session) err
 // MSC2965 path, then MAS's own well-known document; cached with a TTL.
 func (m *MASMethod) discover(ctx context.Context, hc *http.Client, homeserver string) (AuthMetadata, string, error) {
 	key := strings.TrimRight(homeserver, "/")
-	m.mu.Lock()
-	e, ok := m.discovery[key]
-	m.mu.Unlock()
+	ckey := key + "|" + strings.TrimRight(m.Config.PublicURL, "/")
+	m.cache.mu.Lock()
+	e, ok := m.cache.discovery[ckey]
+	m.cache.mu.Unlock()
 	if ok && m.now().Before(e.expires) {
 		return e.meta, "cached (" + e.source + ")", nil
 	}
@@ -501,9 +508,9 @@ func (m *MASMethod) discover(ctx context.Context, hc *http.Client, homeserver st
 			}
 		}
 		if err == nil {
-			m.mu.Lock()
-			m.discovery[key] = discoveryEntry{meta: meta, source: c.source, expires: m.now().Add(m.ttl())}
-			m.mu.Unlock()
+			m.cache.mu.Lock()
+			m.cache.discovery[ckey] = discoveryEntry{meta: meta, source: c.source, expires: m.now().Add(m.ttl())}
+			m.cache.mu.Unlock()
 			detail := c.source
 			if len(tried) > 0 {
 				detail += " (fallback after " + strings.Join(tried, ", ") + ")"
@@ -571,11 +578,11 @@ func (m *MASMethod) clientKey(issuer string) string {
 }
 
 func (m *MASMethod) forgetClient(issuer string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for k := range m.clients {
+	m.cache.mu.Lock()
+	defer m.cache.mu.Unlock()
+	for k := range m.cache.clients {
 		if strings.HasPrefix(k, issuer+"|") {
-			delete(m.clients, k)
+			delete(m.cache.clients, k)
 		}
 	}
 }
@@ -583,9 +590,9 @@ func (m *MASMethod) forgetClient(issuer string) {
 // register does the dynamic client registration (MSC2966), cached per issuer.
 func (m *MASMethod) register(ctx context.Context, hc *http.Client, meta AuthMetadata) (string, bool, error) {
 	key := m.clientKey(meta.Issuer)
-	m.mu.Lock()
-	id, ok := m.clients[key]
-	m.mu.Unlock()
+	m.cache.mu.Lock()
+	id, ok := m.cache.clients[key]
+	m.cache.mu.Unlock()
 	if ok {
 		return id, true, nil
 	}
@@ -628,9 +635,9 @@ func (m *MASMethod) register(ctx context.Context, hc *http.Client, meta AuthMeta
 		return "", false, &probes.Error{Class: ClassRegistration, Status: resp.StatusCode,
 			Err: fmt.Errorf("registration answered without a client_id")}
 	}
-	m.mu.Lock()
-	m.clients[key] = out.ClientID
-	m.mu.Unlock()
+	m.cache.mu.Lock()
+	m.cache.clients[key] = out.ClientID
+	m.cache.mu.Unlock()
 	return out.ClientID, false, nil
 }
 
@@ -706,6 +713,7 @@ type MASCompatSSOMethod struct {
 	Config   config.MAS
 	Upstream UpstreamAdapter
 
+	cache  *MASCache
 	discMu sync.Mutex
 	disc   *MASMethod // discovery (and its cache) when mas.public_url is not set
 }
@@ -727,7 +735,7 @@ func (c *MASCompatSSOMethod) masOrigins(ctx context.Context, mgr *Manager, acct 
 	}
 	c.discMu.Lock()
 	if c.disc == nil {
-		c.disc = NewMASMethod(c.Config)
+		c.disc = NewMASMethodWith(c.Config, c.cache)
 	}
 	d := c.disc
 	c.discMu.Unlock()
@@ -751,7 +759,13 @@ func (c *MASCompatSSOMethod) masOrigins(ctx context.Context, mgr *Manager, acct 
 
 // NewMASCompatSSOMethod returns the mas_compat_sso method.
 func NewMASCompatSSOMethod(cfg config.MAS) *MASCompatSSOMethod {
-	return &MASCompatSSOMethod{Config: cfg, Upstream: NewUpstreamAdapter(cfg.Upstream)}
+	return NewMASCompatSSOMethodWith(cfg, nil)
+}
+
+// NewMASCompatSSOMethodWith returns the mas_compat_sso method whose
+// discovery (without mas.public_url) uses cache (a new one if nil).
+func NewMASCompatSSOMethodWith(cfg config.MAS, cache *MASCache) *MASCompatSSOMethod {
+	return &MASCompatSSOMethod{Config: cfg, Upstream: NewUpstreamAdapter(cfg.Upstream), cache: cache}
 }
 
 // Login implements Method.
@@ -862,9 +876,24 @@ func (MASCompatPasswordMethod) Login(ctx context.Context, mgr *Manager, acct Acc
 	return sess, err
 }
 
-// RegisterMAS adds the MAS login methods for a configuration to m.
+// RegisterMAS adds the MAS login methods for a configuration to m, with
+// caches of their own.
 func RegisterMAS(m *Manager, cfg config.MAS) {
-	m.Register(config.MethodMASOIDC, NewMASMethod(cfg))
-	m.Register(config.MethodMASCompatSSO, NewMASCompatSSOMethod(cfg))
-	m.Register(config.MethodMASCompatPassword, MASCompatPasswordMethod{})
+	for name, meth := range MASMethods(cfg, nil) {
+		m.Register(name, meth)
+	}
+}
+
+// MASMethods returns the MAS login methods (mas_oidc, mas_compat_sso,
+// mas_compat_password) for a configuration, sharing cache (a new one if
+// nil) so discovery and client registrations outlive a reload.
+func MASMethods(cfg config.MAS, cache *MASCache) map[string]Method {
+	if cache == nil {
+		cache = NewMASCache()
+	}
+	return map[string]Method{
+		config.MethodMASOIDC:           NewMASMethodWith(cfg, cache),
+		config.MethodMASCompatSSO:      NewMASCompatSSOMethodWith(cfg, cache),
+		config.MethodMASCompatPassword: MASCompatPasswordMethod{},
+	}
 }

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/mxprobe/mxprobe/alerts"
+	"github.com/mxprobe/mxprobe/exporters/history"
+	"github.com/mxprobe/mxprobe/exporters/web"
+	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/probes"
+	"github.com/mxprobe/mxprobe/probes/auth"
+	"github.com/mxprobe/mxprobe/probes/shard"
+	"github.com/mxprobe/mxprobe/probes/synapse"
+)
+
+// The daemon is put together in one place: assemble builds everything a
+// configuration needs (jobs and their probers, login methods and budget,
+// notifiers, alert rules, the web handlers' view) from the configuration,
+// the process environment and the long-lived stores, without changing
+// anything that runs; commit (serve.go) swaps the result in. A configuration
+// that assemble rejects changes nothing.
+
+// stores are the long-lived state of a process, created once and kept
+// across configuration reloads.
+type stores struct {
+	http    *http.Client
+	auth    *auth.Manager  // login sessions, login budgets, the device instance
+	mas     *auth.MASCache // MAS discovery and dynamic client registrations
+	synapse *synapse.Store // the previous scrape of every synapse_metrics target
+	history *history.Store // recent runs (daemon)
+	// alerts holds alert states and silences (daemon); the first committed
+	// configuration creates it, since its state file comes from there.
+	alerts atomic.Pointer[alerts.Manager]
+	// crash is the CrashEnv test hook (nil unless the variable is set).
+	crash func(string)
+}
+
+func newStores(httpc *http.Client, getenv func(string) string) *stores {
+	return &stores{
+		http:    httpc,
+		auth:    auth.NewManager(httpc),
+		mas:     auth.NewMASCache(),
+		synapse: synapse.NewStore(),
+		crash:   crashHook(getenv(CrashEnv)),
+	}
+}
+
+// env is what the command line fixes for every configuration of a process.
+type env struct {
+	logger *slog.Logger
+	// shard is this replica's share of the tenants (0 of 1: all of them).
+	shard shard.Shard
+	// synapseWindow is set by `mxprobe run`: scrape twice, this far apart
+	// (0: the daemon's baseline across runs).
+	synapseWindow time.Duration
+}
+
+// runtime is one assembled configuration, ready to commit.
+type runtime struct {
+	cfg  *config.Config
+	jobs []*probes.Job
+	// Login: the whole method set, the login budget of password logins
+	// (nil: none; the one in force when unchanged, so its window stays).
+	methods map[string]auth.Method
+	budget  *auth.Budget
+
+	// Daemon only. Exactly one of alertsPlan (for the running manager) and
+	// newAlerts (the first configuration's manager, not started) is set.
+	alertsPlan *alerts.Plan
+	newAlerts  *alerts.Manager
+	web        web.Settings
+}
+
+// assemble builds the daemon's runtime for cfg. It reads the stores but
+// changes none of them.
+func assemble(cfg *config.Config, e *env, st *stores) (*runtime, error) {
+	rt, err := assembleProbes(cfg, e, st)
+	if err != nil {
+		return nil, err
+	}
+	if rt.web, err = webSettingsFor(cfg); err != nil {
+		return nil, err
+	}
+	ns, err := buildNotifiers(cfg, e)
+	if err != nil {
+		return nil, err
+	}
+	if m := st.alerts.Load(); m != nil {
+		rt.alertsPlan, err = m.Prepare(cfg, ns)
+	} else {
+		rt.newAlerts, err = alerts.New(alerts.Options{Config: cfg, Notifiers: ns,
+			Logger: e.logger.With("component", "alerts"), TenantFilter: e.tenantFilter()})
+	}
+	if err != nil {
+		return nil, err
+	}
+	return rt, nil
+}
+
+// assembleProbes builds the jobs and the login side of cfg (all that
+// `mxprobe run` needs).
+func assembleProbes(cfg *config.Config, e *env, st *stores) (*runtime, error) {
+	rt := &runtime{cfg: cfg}
+	rt.methods = auth.BaseMethods()
+	for name, m := range auth.MASMethods(cfg.MAS, st.mas) {
+		rt.methods[name] = m
+	}
+	rt.budget = loginBudget(cfg, st.auth)
+	types := probeTypes()
+	b := &builder{cfg: cfg, env: e, st: st}
+	for i := range cfg.Probes {
+		p := &cfg.Probes[i]
+		pt, ok := types[p.Type]
+		if !ok {
+			return nil, fmt.Errorf("probe %q: type %q is not available in this build", p.Name, p.Type)
+		}
+		pr, err := pt.build(b, p)
+		if err != nil {
+			return nil, fmt.Errorf("probe %q: %w", p.Name, err)
+		}
+		subjects := []string{""}
+		if p.PerTenant() {
+			subjects = subjects[:0]
+			for _, t := range cfg.TenantsFor(p) {
+				subjects = append(subjects, t.ID)
+			}
+			subjects = e.shard.Filter(subjects)
+			sort.Strings(subjects)
+		}
+		rt.jobs = append(rt.jobs, &probes.Job{
+			Name: p.Name, Type: p.Type, Schedule: p.Schedule.Schedule, Timeout: p.Timeout.D(),
+			Subjects: subjects, Disabled: p.Disabled, Prober: pr,
+		})
+	}
+	return rt, nil
+}
+
+// commitLogin installs the login side of rt on the manager: the method set
+// at once; sessions, caches and (when unchanged) the budget's window stay.
+// A manager without a device instance gets the daemon's (data_dir).
+func commitLogin(m *auth.Manager, rt *runtime) {
+	if m.Instance == "" {
+		m.Instance = daemonInstance(rt.cfg)
+	}
+	m.SetMethods(rt.methods)
+	if rt.budget != m.BudgetFor(config.MethodPassword) {
+		m.SetBudget(rt.budget, config.MethodPassword)
+	}
+}
+
+// tenantFilter narrows tenant ids to this replica's shard (nil: all).
+func (e *env) tenantFilter() func([]string) []string {
+	if !e.shard.Enabled() {
+		return nil
+	}
+	return e.shard.Filter
+}
+
+// daemonInstance is the daemon's instance id: kept in data_dir (stable
+// across restarts), else derived from the host name.
+func daemonInstance(cfg *config.Config) string {
+	if dir := cfg.Global.DataDir; dir != "" {
+		if id, err := auth.InstanceFromDir(dir); err == nil {
+			return id
+		}
+	}
+	host, _ := os.Hostname()
+	return "h-" + host
+}

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"github.com/mxprobe/mxprobe/exporters/metrics"
+	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/probes"
+	"github.com/mxprobe/mxprobe/probes/auth"
+	"github.com/mxprobe/mxprobe/probes/matrix"
+)
+
+// probeType is one probe type as the daemon knows it: how its prober is
+// built, what `mxprobe run` must settle before running it alone, and the
+// metrics it adds to /metrics.
+type probeType struct {
+	// build makes the prober of one configured probe of this type.
+	build func(b *builder, p *config.Probe) (probes.Prober, error)
+	// prepareRun (optional) adjusts a probe of this type for `mxprobe run`
+	// from the command line (--target, --window) and checks it.
+	prepareRun func(c *cli, e *env, cfg *config.Config, p *config.Probe) error
+	// metrics (optional) adds the type's own metrics, once per daemon.
+	metrics func(m *metrics.Metrics)
+}
+
+// builder is what probe constructors may use: the configuration being
+// assembled, the process environment and the long-lived stores.
+type builder struct {
+	cfg *config.Config
+	env *env
+	st  *stores
+}
+
+// probeTypes is the registry of probe types: adding one is its package
+// plus one line here (see README, "Layout").
+func probeTypes() map[string]probeType {
+	return map[string]probeType{
+		config.TypeVersions:       {build: buildVersions},
+		config.TypeLogin:          {build: buildLogin},
+		config.TypeRoundtrip:      {build: buildRoundtrip},
+		config.TypeRoomMessage:    {build: buildRoomMessage},
+		config.TypeHTTP:           {build: buildHTTP, prepareRun: prepareRunHTTP},
+		config.TypeSynapseMetrics: {build: buildSynapse, prepareRun: prepareRunSynapse, metrics: synapseMetrics},
+	}
+}
+
+func buildVersions(b *builder, p *config.Probe) (probes.Prober, error) {
+	return &matrix.VersionsProbe{Name: p.Name, HTTP: b.st.http, Config: b.cfg}, nil
+}
+
+func buildLogin(b *builder, p *config.Probe) (probes.Prober, error) {
+	return &auth.LoginProbe{Name: p.Name, Manager: b.st.auth, Config: b.cfg, FullLoginInterval: p.FullLoginInterval()}, nil
+}
