@@ -120,8 +120,16 @@ func assembleProbes(cfg *config.Config, e *env, st *stores) (*runtime, error) {
 		if !ok {
 			return nil, fmt.Errorf("probe %q: type %q is not available in this build", p.Name, p.Type)
 		}
+		for _, k := range p.SettingsKeys() {
+			if k != pt.settingsKey {
+				return nil, cfg.UnknownSettings(p, k)
+			}
+		}
 		pr, err := pt.build(b, p)
 		if err != nil {
+			if pt.settingsKey != "" { // probetype errors name the probe and line
+				return nil, err
+			}
 			return nil, fmt.Errorf("probe %q: %w", p.Name, err)
 		}
 		subjects := []string{""}

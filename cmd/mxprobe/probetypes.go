@@ -6,6 +6,7 @@ import (
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/auth"
 	"github.com/mxprobe/mxprobe/probes/matrix"
+	"github.com/mxprobe/mxprobe/probes/probetype"
 )
 
 // probeType is one probe type as the daemon knows it: how its prober is
@@ -19,6 +20,28 @@ type probeType struct {
 	prepareRun func(c *cli, e *env, cfg *config.Config, p *config.Probe) error
 	// metrics (optional) adds the type's own metrics, once per daemon.
 	metrics func(m *metrics.Metrics)
+	// settingsKey is the probe key the type reads its settings from (types
+	// of the probetype shape); any other key outside the common structure
+	// is an error.
+	settingsKey string
+}
+
+// fromType adapts a probe type of the probetype shape (its package owns its
+// settings, defaults, validation and constructor).
+func fromType(t probetype.Type) probeType {
+	return probeType{
+		settingsKey: t.SettingsKey,
+		build: func(b *builder, p *config.Probe) (probes.Prober, error) {
+			var settings any
+			if t.Settings != nil {
+				var err error
+				if settings, err = t.Settings(b.cfg, p, p.SettingsNode(t.SettingsKey)); err != nil {
+					return nil, err
+				}
+			}
+			return t.New(probetype.Inputs{Name: p.Name, Settings: settings, Config: b.cfg, Auth: b.st.auth, HTTP: b.st.http})
+		},
+	}
 }
 
 // builder is what probe constructors may use: the configuration being
@@ -36,7 +59,7 @@ func probeTypes() map[string]probeType {
 		config.TypeVersions:       {build: buildVersions},
 		config.TypeLogin:          {build: buildLogin},
 		config.TypeRoundtrip:      {build: buildRoundtrip},
-		config.TypeRoomMessage:    {build: buildRoomMessage},
+		matrix.TypeRoomMessage:    fromType(matrix.RoomMessageType()),
 		config.TypeHTTP:           {build: buildHTTP, prepareRun: prepareRunHTTP},
 		config.TypeSynapseMetrics: {build: buildSynapse, prepareRun: prepareRunSynapse, metrics: synapseMetrics},
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/mxprobe/mxprobe/probes/matrix"
 )
 
-// The room round trip and the persistent-room message probe. The stale-room
+// The room round trip (room_message is matrix.RoomMessageType). The stale-room
 // sweep runs inside the round-trip prober (first run of each tenant after
 // start or reload, then every roundtrip.sweep_interval). Probe rooms are
 // journalled in data_dir/rooms (without a data_dir: the per-user default),
@@ -21,10 +21,6 @@ import (
 func buildRoundtrip(b *builder, p *config.Probe) (probes.Prober, error) {
 	return &matrix.RoundtripProbe{Name: p.Name, Manager: b.st.auth, Config: b.cfg, Settings: p.Roundtrip,
 		Journal: &matrix.Journal{Dir: journalDir(b.cfg)}, Crash: b.st.crash}, nil
-}
-
-func buildRoomMessage(b *builder, p *config.Probe) (probes.Prober, error) {
-	return &matrix.RoomMessageProbe{Name: p.Name, Manager: b.st.auth, Config: b.cfg, Settings: p.RoomMessage}, nil
 }
 
 func journalDir(cfg *config.Config) string {

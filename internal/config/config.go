@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"sort"
 	"strings"
 
@@ -35,7 +36,7 @@ const (
 	TypeVersions       = "versions"
 	TypeLogin          = "login"
 	TypeRoundtrip      = "roundtrip"
-	TypeRoomMessage    = "room_message"
+	TypeRoomMessage    = "room_message" // settings: probes/matrix (RoomMessageType)
 	TypeSynapseMetrics = "synapse_metrics"
 	TypeHTTP           = "http"
 )
@@ -163,18 +164,40 @@ type Probe struct {
 	// Disabled keeps the probe for on-demand runs but out of the schedule.
 	Disabled bool `yaml:"disabled" json:"disabled"`
 
-	Roundtrip   *RoundtripConfig   `yaml:"roundtrip" json:"roundtrip,omitempty"`
-	RoomMessage *RoomMessageConfig `yaml:"room_message" json:"room_message,omitempty"`
-	Synapse     *SynapseConfig     `yaml:"synapse" json:"synapse,omitempty"`
-	HTTP        *HTTPConfig        `yaml:"http" json:"http,omitempty"`
-	Login       *LoginProbeConfig  `yaml:"login" json:"login,omitempty"`
+	Roundtrip *RoundtripConfig  `yaml:"roundtrip" json:"roundtrip,omitempty"`
+	Synapse   *SynapseConfig    `yaml:"synapse" json:"synapse,omitempty"`
+	HTTP      *HTTPConfig       `yaml:"http" json:"http,omitempty"`
+	Login     *LoginProbeConfig `yaml:"login" json:"login,omitempty"`
+
+	// settings are the keys of the probe's YAML mapping that are not part
+	// of the common structure above, raw: the settings of probe types that
+	// own their schema (see SettingsNode).
+	settings map[string]*yaml.Node
 
 	line int
 }
 
-// UnmarshalYAML records the line of the probe for later validation errors.
+// UnmarshalYAML records the line of the probe for later validation errors
+// and keeps the keys outside the common structure raw (settings).
 func (p *Probe) UnmarshalYAML(n *yaml.Node) error {
 	type plain Probe
+	if n.Kind == yaml.MappingNode {
+		known := yamlKeys(reflect.TypeOf(plain{}))
+		common := *n
+		common.Content = nil
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if known[k.Value] {
+				common.Content = append(common.Content, k, v)
+				continue
+			}
+			if p.settings == nil {
+				p.settings = map[string]*yaml.Node{}
+			}
+			p.settings[k.Value] = v
+		}
+		n = &common
+	}
 	if err := n.Decode((*plain)(p)); err != nil {
 		return err
 	}

@@ -53,23 +53,6 @@ func (r *RoundtripConfig) MinPower() int {
 	return *r.MinPowerLevel
 }
 
-// RoomMessageConfig configures the persistent-room message probe.
-type RoomMessageConfig struct {
-	// RoomID is the room of tenants that have no room_id of their own.
-	RoomID string `yaml:"room_id" json:"room_id"`
-	// Join lets the bot join the room when it is not in it (default true);
-	// when false, "not in room" fails the run as forbidden.
-	Join *bool `yaml:"join" json:"join,omitempty"`
-	// MinPowerLevel, when above 0, is checked against the bot's level in
-	// the room (host moderator privileges in the platform's rooms).
-	MinPowerLevel int `yaml:"min_power_level" json:"min_power_level"`
-	// SyncTimeout is the long-poll timeout of one /sync.
-	SyncTimeout Duration `yaml:"sync_timeout" json:"sync_timeout"`
-}
-
-// JoinIfNeeded reports whether the bot may join the room first.
-func (r *RoomMessageConfig) JoinIfNeeded() bool { return r == nil || r.Join == nil || *r.Join }
-
 func applyRoundtripDefaults(c *Config) {
 	for i := range c.Probes {
 		p := &c.Probes[i]
@@ -104,13 +87,6 @@ func applyRoundtripDefaults(c *Config) {
 			if p.Schedule.Schedule == nil {
 				p.Schedule, _ = ParseSchedule("@every " + strings.TrimSuffix(DefaultRoundtripInterval(c, p).String(), "0s"))
 			}
-		case TypeRoomMessage:
-			if p.RoomMessage == nil {
-				p.RoomMessage = &RoomMessageConfig{}
-			}
-			if p.RoomMessage.SyncTimeout == 0 {
-				p.RoomMessage.SyncTimeout = Duration(defaultSyncTimeout)
-			}
 		}
 	}
 }
@@ -123,9 +99,6 @@ func validateRoundtrip(c *Config) Errors {
 		w := c.probeWhere(p)
 		if p.Roundtrip != nil && p.Type != TypeRoundtrip {
 			add("%s: roundtrip: only for probes of type %s", w, TypeRoundtrip)
-		}
-		if p.RoomMessage != nil && p.Type != TypeRoomMessage {
-			add("%s: room_message: only for probes of type %s", w, TypeRoomMessage)
 		}
 		switch p.Type {
 		case TypeRoundtrip:
@@ -165,28 +138,6 @@ func validateRoundtrip(c *Config) Errors {
 				}
 				if peer.User != "" && peer.User == t.Bot.User && peer.Method != MethodToken {
 					add("%s: tenant %q: the peer must be another account than the bot (%q)", w, t.ID, peer.User)
-				}
-			}
-		case TypeRoomMessage:
-			r := p.RoomMessage
-			if r == nil {
-				continue
-			}
-			if r.RoomID != "" && !validRoomID(r.RoomID) {
-				add("%s: room_message.room_id: %q is not a room id (!opaque:server)", w, r.RoomID)
-			}
-			if r.MinPowerLevel < 0 || r.MinPowerLevel > 100 {
-				add("%s: room_message.min_power_level: %d is outside 0..100", w, r.MinPowerLevel)
-			}
-			if r.SyncTimeout < 0 {
-				add("%s: room_message.sync_timeout: must be positive", w)
-			}
-			for _, t := range c.TenantsFor(p) {
-				switch {
-				case t.RoomID != "" && !validRoomID(t.RoomID):
-					add("%s: room_id: %q is not a room id (!opaque:server)", c.where(t), t.RoomID)
-				case t.RoomID == "" && r.RoomID == "":
-					add("%s: tenant %q has no room_id and room_message.room_id is not set", w, t.ID)
 				}
 			}
 		}

@@ -181,7 +181,7 @@ func TestMASShortTTLScheduledNeverFails(t *testing.T) {
 			mgr.RefreshBefore = -time.Hour // only ever renew after M_UNKNOWN_TOKEN
 		}
 		probe := &matrix.RoomMessageProbe{Name: "room_message", Manager: mgr, Config: dep.cfg,
-			Settings: &config.RoomMessageConfig{RoomID: room.RoomID, SyncTimeout: config.Duration(5 * time.Second)}}
+			Settings: &matrix.RoomMessageSettings{RoomID: room.RoomID, SyncTimeout: config.Duration(5 * time.Second)}}
 		jobs = append(jobs, &probes.Job{Name: "room_message_" + tn.ID, Type: config.TypeRoomMessage, Schedule: sched.Schedule,
 			Timeout: 10 * time.Second, Subjects: []string{tn.ID}, Prober: probe})
 	}

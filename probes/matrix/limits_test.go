@@ -101,8 +101,12 @@ func TestTwentyTenantsDefaultSchedulesWithinLimits(t *testing.T) {
 		switch p.Type {
 		case config.TypeRoundtrip:
 			pr = &RoundtripProbe{Name: p.Name, Manager: m, Config: cfg, Settings: p.Roundtrip}
-		case config.TypeRoomMessage:
-			pr = &RoomMessageProbe{Name: p.Name, Manager: m, Config: cfg, Settings: p.RoomMessage}
+		case TypeRoomMessage:
+			s, err := DecodeRoomMessageSettings(cfg, p, p.SettingsNode("room_message"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pr = &RoomMessageProbe{Name: p.Name, Manager: m, Config: cfg, Settings: s}
 		case config.TypeLogin:
 			pr = &auth.LoginProbe{Name: p.Name, Manager: m, Config: cfg, FullLoginInterval: p.FullLoginInterval()}
 		}

@@ -20,16 +20,16 @@ type RoomMessageProbe struct {
 	Name     string
 	Manager  *auth.Manager
 	Config   *config.Config
-	Settings *config.RoomMessageConfig
+	Settings *RoomMessageSettings
 }
 
 // Run implements probes.Prober.
 func (p *RoomMessageProbe) Run(ctx context.Context, tenant string) probes.Result {
-	rec := probes.NewRecorder(p.Name, config.TypeRoomMessage, tenant)
+	rec := probes.NewRecorder(p.Name, TypeRoomMessage, tenant)
 	r := &runner{rec: rec, m: p.Manager}
 	s := p.Settings
 	if s == nil {
-		s = &config.RoomMessageConfig{}
+		s = &RoomMessageSettings{}
 	}
 	t, ok := p.Config.Tenant(tenant)
 	if !ok {

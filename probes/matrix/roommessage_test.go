@@ -52,7 +52,7 @@ func TestRoomMessageJoinsFirst(t *testing.T) {
 	httpc := mxclient.NewHTTPClient()
 	defer httpc.CloseIdleConnections()
 	p := &RoomMessageProbe{Name: "room_message", Manager: auth.NewManager(httpc), Config: cfg,
-		Settings: &config.RoomMessageConfig{SyncTimeout: config.Duration(5 * time.Second)}}
+		Settings: &RoomMessageSettings{SyncTimeout: config.Duration(5 * time.Second)}}
 
 	r := p.Run(ctx, "rm")
 	mustOK(t, r)

@@ -1,0 +1,118 @@
+package matrix
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/probes"
+	"github.com/mxprobe/mxprobe/probes/probetype"
+)
+
+// TypeRoomMessage is the room_message probe type's name.
+const TypeRoomMessage = config.TypeRoomMessage
+
+// RoomMessageType is the room_message probe type: its settings live under
+// the probe's `room_message:` key, with their defaults and validation here.
+func RoomMessageType() probetype.Type {
+	return probetype.Type{
+		Name:        TypeRoomMessage,
+		PerTenant:   true,
+		SettingsKey: "room_message",
+		Settings: func(cfg *config.Config, p *config.Probe, n *yaml.Node) (any, error) {
+			return DecodeRoomMessageSettings(cfg, p, n)
+		},
+		New: func(in probetype.Inputs) (probes.Prober, error) {
+			s, _ := in.Settings.(*RoomMessageSettings)
+			return &RoomMessageProbe{Name: in.Name, Manager: in.Auth, Config: in.Config, Settings: s}, nil
+		},
+	}
+}
+
+// RoomMessageSettings configures the persistent-room message probe.
+type RoomMessageSettings struct {
+	// RoomID is the room of tenants that have no room_id of their own.
+	RoomID string `yaml:"room_id" json:"room_id"`
+	// Join lets the bot join the room when it is not in it (default true);
+	// when false, "not in room" fails the run as forbidden.
+	Join *bool `yaml:"join" json:"join,omitempty"`
+	// MinPowerLevel, when above 0, is checked against the bot's level in
+	// the room (host moderator privileges in the platform's rooms).
+	MinPowerLevel int `yaml:"min_power_level" json:"min_power_level"`
+	// SyncTimeout is the long-poll timeout of one /sync.
+	SyncTimeout config.Duration `yaml:"sync_timeout" json:"sync_timeout"`
+}
+
+// JoinIfNeeded reports whether the bot may join the room first.
+func (r *RoomMessageSettings) JoinIfNeeded() bool { return r == nil || r.Join == nil || *r.Join }
+
+// DecodeRoomMessageSettings decodes the settings of probe p from n (nil:
+// all defaults), applies the defaults and validates them against the
+// tenants the probe runs for.
+func DecodeRoomMessageSettings(cfg *config.Config, p *config.Probe, n *yaml.Node) (*RoomMessageSettings, error) {
+	w := cfg.ProbeWhere(p)
+	s := &RoomMessageSettings{}
+	if n != nil {
+		if n.Line > 0 {
+			w = fmt.Sprintf("%s:%d: probe %q", cfg.File, n.Line, p.Name)
+		}
+		if err := decodeStrict(n, s, func(line int) string {
+			return fmt.Sprintf("%s:%d: probe %q", cfg.File, line, p.Name)
+		}); err != nil {
+			return nil, err
+		}
+	}
+	if s.SyncTimeout == 0 {
+		s.SyncTimeout = config.Duration(config.DefaultSyncTimeout)
+	}
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if s.RoomID != "" && !config.ValidRoomID(s.RoomID) {
+		add("%s: room_message.room_id: %q is not a room id (!opaque:server)", w, s.RoomID)
+	}
+	if s.MinPowerLevel < 0 || s.MinPowerLevel > 100 {
+		add("%s: room_message.min_power_level: %d is outside 0..100", w, s.MinPowerLevel)
+	}
+	if s.SyncTimeout < 0 {
+		add("%s: room_message.sync_timeout: must be positive", w)
+	}
+	for _, t := range cfg.TenantsFor(p) {
+		switch {
+		case t.RoomID != "" && !config.ValidRoomID(t.RoomID):
+			add("%s: room_id: %q is not a room id (!opaque:server)", cfg.TenantWhere(t), t.RoomID)
+		case t.RoomID == "" && s.RoomID == "":
+			add("%s: tenant %q has no room_id and room_message.room_id is not set", w, t.ID)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return s, nil
+}
+
+// decodeStrict decodes a mapping node into v, refusing keys that are not
+// fields of v (with the line of the key).
+func decodeStrict(n *yaml.Node, v any, where func(line int) string) error {
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("%s: room_message: want a mapping", where(n.Line))
+	}
+	known := map[string]bool{}
+	t := reflect.TypeOf(v).Elem()
+	for i := 0; i < t.NumField(); i++ {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		known[name] = true
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := n.Content[i]; !known[k.Value] {
+			return fmt.Errorf("%s: room_message.%s: unknown field", where(k.Line), k.Value)
+		}
+	}
+	if err := n.Decode(v); err != nil {
+		return fmt.Errorf("%s: room_message: %v", where(n.Line), err)
+	}
+	return nil
+}
