@@ -73,8 +73,20 @@ type Engine struct {
 }
 
 type call struct {
-	done chan struct{}
-	res  Result
+	done   chan struct{}
+	res    Result
+	joined int // callers that joined the run in flight (under Engine.mu)
+}
+
+// Joined is how many callers joined the run of probe and tenant now in
+// flight (0 when none runs): a sync point for tests and diagnostics.
+func (e *Engine) Joined(probe, tenant string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if c, ok := e.inflight[probe+"\x00"+tenant]; ok {
+		return c.joined
+	}
+	return 0
 }
 
 // NewEngine returns an engine allowing concurrency runs at once.
@@ -194,6 +206,7 @@ func (e *Engine) start(job *Job, tenant string, planned time.Time) (*call, bool)
 	key := job.Name + "\x00" + tenant
 	e.mu.Lock()
 	if c, ok := e.inflight[key]; ok {
+		c.joined++
 		e.mu.Unlock()
 		return c, false
 	}

@@ -172,6 +172,12 @@ func WithClass(class Class, err error) error {
 	if err == nil {
 		return nil
 	}
+	if class == ClassNone {
+		var pe *Error
+		if errors.As(err, &pe) && pe.Class != ClassNone {
+			return err
+		}
+	}
 	return &Error{Class: class, Err: err}
 }
 

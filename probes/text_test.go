@@ -2,6 +2,7 @@ package probes
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -35,5 +36,20 @@ func TestRemoteTextIsBounded(t *testing.T) {
 	e.Shutdown(0)
 	if CutText("abc", 10) != "abc" {
 		t.Fatal("short text changed")
+	}
+}
+
+// WithClass keeps the class err already has when given no class, and sets
+// the given one otherwise.
+func TestWithClassKeepsOwnClass(t *testing.T) {
+	inner := Errorf(ClassAuthFailed, "wrong password")
+	if got := Classify(WithClass(ClassNone, fmt.Errorf("login: %w", inner))); got != ClassAuthFailed {
+		t.Errorf("WithClass(\"\", classed) = %q, want %q", got, ClassAuthFailed)
+	}
+	if got := Classify(WithClass(ClassTimeout, inner)); got != ClassTimeout {
+		t.Errorf("WithClass(timeout, classed) = %q, want timeout", got)
+	}
+	if WithClass(ClassTimeout, nil) != nil {
+		t.Error("WithClass(class, nil) != nil")
 	}
 }

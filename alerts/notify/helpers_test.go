@@ -43,6 +43,8 @@ type fakeSlack struct {
 	seq  atomic.Int64
 	// mode: "" ok, "500" answers 500, "slow" waits before answering.
 	mode atomic.Value
+	// calls counts requests answered (or given up by the client).
+	calls atomic.Int64
 	quit chan struct{}
 }
 
@@ -68,6 +70,7 @@ func (f *fakeSlack) handle(method string) http.HandlerFunc {
 		// Read the body first: only then does net/http notice a client
 		// that gives up (its timeout), which cancels r.Context().
 		body, _ := io.ReadAll(r.Body)
+		defer f.calls.Add(1)
 		switch f.mode.Load().(string) {
 		case "500":
 			http.Error(w, "boom", http.StatusInternalServerError)

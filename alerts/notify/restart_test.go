@@ -55,7 +55,7 @@ alerting:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	start := func(name string) (*exec.Cmd, chan struct{}) {
+	start := func(name string) (*exec.Cmd, chan struct{}, int) {
 		port, err := testenv.FreePort()
 		if err != nil {
 			t.Fatal(err)
@@ -72,7 +72,50 @@ alerting:
 		done := make(chan struct{})
 		go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
 		t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
-		return cmd, done
+		return cmd, done, port
+	}
+	// firingSaved: the state file records the firing notification as
+	// delivered to the hook (the state is saved right after delivery).
+	firingSaved := func() bool {
+		b, err := os.ReadFile(filepath.Join(dir, "data", "alerts.json"))
+		if err != nil {
+			return false
+		}
+		var st struct {
+			Entries []struct {
+				Rule       string `json:"rule"`
+				Deliveries map[string]struct {
+					Firing bool `json:"firing"`
+				} `json:"deliveries"`
+			} `json:"entries"`
+		}
+		if json.Unmarshal(b, &st) != nil {
+			return false
+		}
+		for _, e := range st.Entries {
+			if e.Rule == "login_failing" && e.Deliveries["hook"].Firing {
+				return true
+			}
+		}
+		return false
+	}
+	// runs is how many login runs with result the daemon on port finished.
+	runs := func(port int, result string) int {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+		if err != nil {
+			return 0
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		prefix := fmt.Sprintf(`mxprobe_probe_runs_total{probe="login",result=%q,tenant="acme"} `, result)
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, prefix); ok {
+				var n int
+				_, _ = fmt.Sscan(v, &n)
+				return n
+			}
+		}
+		return 0
 	}
 	ctxChange := func(from, to string) {
 		t.Helper()
@@ -84,24 +127,27 @@ alerting:
 	}
 
 	ctxChange(pw, pw+"-rotated") // the configured password is now wrong
-	cmd, done := start("first")
+	cmd, done, _ := start("first")
 	waitFor(t, "the firing notification", 60*time.Second, func() bool { return states() == "firing" })
-	time.Sleep(500 * time.Millisecond) // the state file is written right after delivery
+	waitFor(t, "the delivery in the state file", 30*time.Second, firingSaved)
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	<-done
 
-	_, _ = start("second")
-	// Still failing for several runs after the restart: nothing new.
-	time.Sleep(5 * time.Second)
+	_, _, port := start("second")
+	// Still failing for several runs after the restart (the rule fires
+	// after two): nothing new. Each run's notification, had there been one,
+	// leaves at once; four runs later it would have arrived.
+	waitFor(t, "four failed runs after the restart", 60*time.Second, func() bool { return runs(port, "failure") >= 4 })
 	if s := states(); s != "firing" {
 		b, _ := os.ReadFile(filepath.Join(dir, "second.log"))
 		t.Fatalf("after the restart: notifications %q, want only the first firing\n%s", s, b)
 	}
 	ctxChange(pw+"-rotated", pw)
 	waitFor(t, "the resolved notification", 60*time.Second, func() bool { return states() == "firing,resolved" })
-	time.Sleep(3 * time.Second)
+	ok0 := runs(port, "success")
+	waitFor(t, "three more successful runs", 60*time.Second, func() bool { return runs(port, "success") >= ok0+3 })
 	if s := states(); s != "firing,resolved" {
 		t.Fatalf("notifications %q, want firing,resolved exactly once each", s)
 	}

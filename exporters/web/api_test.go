@@ -215,13 +215,12 @@ func TestRunNowJoinsRunInFlight(t *testing.T) {
 	}
 	// Wait until the run started and both requests are in the server.
 	deadline := time.Now().Add(10 * time.Second)
-	for f.runs.Load() < 1 || f.engine.InFlight() != 1 {
+	for f.runs.Load() < 1 || f.engine.InFlight() != 1 || f.srv.floorJoined("slow", "acme") < 1 {
 		if time.Now().After(deadline) {
-			t.Fatal("run did not start")
+			t.Fatal("the run did not start, or the second request did not join it")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	time.Sleep(200 * time.Millisecond) // let the second request reach the engine
 	close(f.release)
 	a, b := <-answers, <-answers
 	if a.code != 200 || b.code != 200 {

@@ -253,6 +253,18 @@ type floorRun struct {
 	done    chan struct{}
 	res     probes.Result
 	err     error
+	joined  int // requests that joined this run (under floorMu)
+}
+
+// floorJoined is how many requests joined the run-now of probe and tenant
+// started last (a sync point for tests).
+func (s *Server) floorJoined(probe, tenant string) int {
+	s.floorMu.Lock()
+	defer s.floorMu.Unlock()
+	if fr := s.floors[probe+"\x00"+tenant]; fr != nil {
+		return fr.joined
+	}
+	return 0
 }
 
 // runFloored runs probe for tenant, unless a run started over HTTP less than
@@ -283,6 +295,7 @@ func (s *Server) runFloored(ctx context.Context, probe, tenant string, floor tim
 		}()
 	} else {
 		cached = true
+		fr.joined++
 		s.floorMu.Unlock()
 	}
 	select {

@@ -24,7 +24,7 @@ const (
 	MethodMASOIDC            = "mas_oidc"
 	MethodMASCompatSSO       = "mas_compat_sso"
 	MethodMASCompatPassword  = "mas_compat_password"
-	DefaultBotEmailDomain    = "openmeet.net"
+	DefaultBotEmailDomain    = OpenMeetBotEmailDomain
 	DefaultMASScopes         = "openid email"
 	defaultConcurrency       = 32
 	defaultJitter            = 0.9
@@ -350,7 +350,7 @@ func applyDefaults(cfg *Config) {
 		cfg.MAS.ClientName = "mxprobe"
 	}
 	if cfg.MAS.Upstream.Adapter == "" {
-		cfg.MAS.Upstream.Adapter = "openmeet"
+		cfg.MAS.Upstream.Adapter = OpenMeetUpstreamAdapter
 	}
 	for i := range cfg.Tenants {
 		t := &cfg.Tenants[i]
@@ -368,7 +368,7 @@ func applyDefaults(cfg *Config) {
 		}
 		cfg.applyAppServiceAccount(&t.Bot)
 		if t.Bot.User == "" && t.ID != "" && t.Bot.Method != MethodAppService {
-			t.Bot.User = "openmeet-bot-" + t.ID
+			t.Bot.User = OpenMeetBotUserPrefix + t.ID
 			t.slugUser = true
 		}
 		if t.Bot.Email == "" && t.ID != "" {

@@ -150,7 +150,7 @@ func ParseTenantsB64Skipped(value, botEmailDomain string) ([]Tenant, []SkippedTe
 			t.Bot.Email = strings.ToLower(strings.TrimSpace(bot.Email))
 			t.Bot.Password = promcfg.Secret(*bot.Password)
 			if t.Bot.User == "" {
-				t.Bot.User = "openmeet-bot-" + id
+				t.Bot.User = OpenMeetBotUserPrefix + id
 			}
 			if t.Bot.Email == "" {
 				t.Bot.Email = strings.ToLower("bot-" + id + "@" + botEmailDomain)
