@@ -108,6 +108,12 @@ const (
 	CountTokenRefresh   = "token_refresh"
 	CountLogin          = "login"
 	CountCleanupFailure = "cleanup_failure"
+	// CountLoginPrefix prefixes the counts of logins by method and result:
+	// "login:<method>:success" / "login:<method>:failure".
+	CountLoginPrefix = "login:"
+	// CountRevocationPrefix prefixes the counts of revocations of replaced
+	// sessions: "mas_revocation:success" / ":failure".
+	CountRevocationPrefix = "mas_revocation:"
 )
 
 // Signal names shared between probes and sinks.

@@ -195,9 +195,9 @@ func (m *Metrics) Observe(r probes.Result) {
 			m.tokenRefresh.WithLabelValues(r.Probe, r.Tenant).Add(float64(n))
 		case name == probes.CountCleanupFailure:
 			m.cleanupFail.WithLabelValues(r.Probe).Add(float64(n))
-		case strings.HasPrefix(name, "mas_revocation:"):
-			m.revocations.WithLabelValues(strings.TrimPrefix(name, "mas_revocation:")).Add(float64(n))
-		case strings.HasPrefix(name, "login:"):
+		case strings.HasPrefix(name, probes.CountRevocationPrefix):
+			m.revocations.WithLabelValues(strings.TrimPrefix(name, probes.CountRevocationPrefix)).Add(float64(n))
+		case strings.HasPrefix(name, probes.CountLoginPrefix):
 			// login:<method>:<result>
 			parts := strings.SplitN(name, ":", 3)
 			if len(parts) == 3 {

@@ -116,7 +116,7 @@ type Revoker interface {
 
 // CountRevocationPrefix prefixes the Result.Counts keys that count
 // revocations of replaced sessions: "mas_revocation:success" / ":failure".
-const CountRevocationPrefix = "mas_revocation:"
+const CountRevocationPrefix = probes.CountRevocationPrefix
 
 // revokeTimeout bounds one revocation (best effort).
 const revokeTimeout = 5 * time.Second
@@ -357,7 +357,7 @@ func (m *Manager) RevokeAll(ctx context.Context) (ok, failed int) {
 
 // LoginCountPrefix prefixes the Result.Counts keys that count logins by method
 // and result: "login:<method>:success" / "login:<method>:failure".
-const LoginCountPrefix = "login:"
+const LoginCountPrefix = probes.CountLoginPrefix
 
 func loginCountName(method string, ok bool) string {
 	if ok {
