@@ -45,7 +45,7 @@ type fakeSlack struct {
 	mode atomic.Value
 	// calls counts requests answered (or given up by the client).
 	calls atomic.Int64
-	quit chan struct{}
+	quit  chan struct{}
 }
 
 func newFakeSlack(t *testing.T) *fakeSlack {
