@@ -271,7 +271,7 @@ func (m *Metrics) SetConfigured(jobs []*probes.Job) {
 		if !keep[k] {
 			delete(m.state, k)
 			m.runs.DeletePartialMatch(prometheus.Labels{"probe": k.probe, "tenant": k.tenant})
-			m.rateLimited.DeleteLabelValues(k.probe, k.tenant)
+			m.rateLimited.DeletePartialMatch(prometheus.Labels{"probe": k.probe, "tenant": k.tenant})
 			m.tokenRefresh.DeleteLabelValues(k.probe, k.tenant)
 			pruned = true
 		}
@@ -296,8 +296,14 @@ func (m *Metrics) initCounters(j *probes.Job) {
 	if !clientTypes[j.Type] {
 		return
 	}
+	var steps []string
+	if rs, ok := j.Prober.(probes.RateLimitedSteps); ok {
+		steps = rs.RateLimitedSteps()
+	}
 	for _, s := range j.Subjects {
-		m.rateLimited.WithLabelValues(j.Name, s).Add(0)
+		for _, step := range steps {
+			m.rateLimited.WithLabelValues(j.Name, s, step).Add(0)
+		}
 		m.tokenRefresh.WithLabelValues(j.Name, s).Add(0)
 	}
 	if j.Type == "roundtrip" {
