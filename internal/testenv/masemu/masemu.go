@@ -409,9 +409,6 @@ func (e *Emulator) Stats() Stats {
 	return e.stats
 }
 
-
-
-
 // UserDisplayName returns a MAS user's display name ("" when none or no user).
 func (e *Emulator) UserDisplayName(localpart string) string {
 	e.mu.Lock()
@@ -467,7 +464,6 @@ func (e *Emulator) LinkUpstreamUser(tenant, email string, provider int, localpar
 	e.users[localpart] = &user{localpart: localpart, email: u.email, displayName: u.name}
 	l.user = localpart
 }
-
 
 // SetMASPassword gives a MAS user a password (compat m.login.password,
 // with Options.PasswordsEnabled). The MAS user is created if needed.
