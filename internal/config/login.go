@@ -44,6 +44,7 @@ func applyLoginDefaults(c *Config) {
 			need := time.Duration(n * float64(b.Window.D()) / float64(b.Logins) / budgetMargin)
 			d = max(d, time.Duration(math.Ceil(need.Minutes()))*time.Minute)
 		}
+		d = max(d, masFullLoginInterval(c, p))
 		p.Login.FullLoginInterval = Duration(d)
 	}
 }

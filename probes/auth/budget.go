@@ -27,6 +27,10 @@ type Budget struct {
 	Name   string
 	Max    int
 	Window time.Duration
+	// MinGap spreads the logins out: at least this long between two (0:
+	// none). The MAS budget keeps Window/Max between logins, so the
+	// provider's limit, shared with real users, never sees a burst.
+	MinGap time.Duration
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 
@@ -60,8 +64,19 @@ func (b *Budget) Take() (bool, time.Duration) {
 	if len(b.taken) >= b.Max {
 		return false, b.taken[0].Add(b.Window).Sub(now)
 	}
+	if wait := b.gapWait(now); wait > 0 {
+		return false, wait
+	}
 	b.taken = append(b.taken, now)
 	return true, 0
+}
+
+// gapWait is how long until MinGap has passed since the last login (mu held).
+func (b *Budget) gapWait(now time.Time) time.Duration {
+	if b.MinGap <= 0 || len(b.taken) == 0 {
+		return 0
+	}
+	return b.taken[len(b.taken)-1].Add(b.MinGap).Sub(now)
 }
 
 // Available reports whether a login would be allowed now, without spending.
@@ -78,7 +93,7 @@ func (b *Budget) Available() bool {
 			n++
 		}
 	}
-	return n < b.Max
+	return n < b.Max && b.gapWait(now) <= 0
 }
 
 // SetBudget makes every fresh login of the given methods spend from b (nil
@@ -128,9 +143,13 @@ func (m *Manager) spend(method, key string) error {
 	if ok {
 		return nil
 	}
+	spread := ""
+	if b.MinGap > 0 {
+		spread = fmt.Sprintf(", at least %s apart", b.MinGap)
+	}
 	return probes.Errorf(probes.ClassLoginBudget,
-		"login budget spent (%d logins per %s, kept under %s): next full login possible in %s; the run is skipped",
-		b.Max, b.Window, b.Name, wait.Round(time.Second))
+		"login budget spent (%d logins per %s%s, kept under %s): next full login possible in %s; the run is skipped",
+		b.Max, b.Window, spread, b.Name, wait.Round(time.Second))
 }
 
 // noteLogin remembers whether key's login was refused (auth_failed).

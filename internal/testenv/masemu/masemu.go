@@ -107,6 +107,10 @@ type Options struct {
 	// shows an email and password form of its own when there is no session
 	// (OpenMeet's shows an email-only form that hands over to the web app).
 	ProviderPasswordForm bool
+	// ProviderTokenLimit is the provider token endpoint's limit per minute:
+	// 0 is production's 10; the platform allows 1000 when NODE_ENV is not
+	// production (openmeet-api src/oidc/oidc.controller.ts 733-741).
+	ProviderTokenLimit int
 	// SessionLimit is experimental.session_limit's soft limit (0: none).
 	SessionLimit int
 	// Now is the clock (time.Now if nil).
@@ -331,7 +335,7 @@ func Start(opts Options) (*Emulator, error) {
 		links: map[string]*link{}, linkBySub: map[string]string{}, users: map[string]*user{},
 		sessions: map[string]string{}, registrations: map[string]*registration{}, codes: map[string]*authCode{}, access: map[string]*accessToken{},
 		refresh: map[string]*refreshToken{}, compat: map[string]*compatLogin{}, loginTokens: map[string]*loginToken{},
-		om:      newProvider(),
+		om:      newProvider(opts.ProviderTokenLimit),
 		masPass: map[string]string{}, dendPass: map[string]string{}, dendTokens: map[string]string{},
 	}
 	e.ServerName = opts.ServerName

@@ -40,7 +40,7 @@ const (
 	// (src/oidc/services/oidc.service.ts 572-666).
 	upCodeTTL = 60 * time.Second
 	// TokenLimit and TokenLimitWindow are @Throttle({default: {limit: 10,
-	// ttl: 60000}}) on POST /api/oidc/token in production
+	// ttl: 60000}}) on POST /api/oidc/token in production (1000 otherwise)
 	// (src/oidc/oidc.controller.ts 733-741). The block lasts ttl
 	// (@nestjs/throttler v6.4.0: blockDuration defaults to ttl).
 	TokenLimit       = 10
@@ -115,10 +115,13 @@ type provider struct {
 	client *http.Client
 }
 
-func newProvider() provider {
+func newProvider(limit int) provider {
+	if limit <= 0 {
+		limit = TokenLimit
+	}
 	return provider{users: map[string]*upUser{}, sessions: map[string]*platSession{},
 		byToken: map[string]*platSession{}, codes: map[string]*upCode{},
-		throttle: throttle{limit: TokenLimit, ttl: TokenLimitWindow, block: TokenLimitWindow, keys: map[string]*throttleKey{}},
+		throttle: throttle{limit: limit, ttl: TokenLimitWindow, block: TokenLimitWindow, keys: map[string]*throttleKey{}},
 		client:   &http.Client{Transport: &http.Transport{}, Timeout: 15 * time.Second}}
 }
 
