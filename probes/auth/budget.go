@@ -36,6 +36,52 @@ type Budget struct {
 
 	mu    sync.Mutex
 	taken []time.Time
+	// waiting: accounts with no session whose full login the budget
+	// refused, by when (they go before re-logins of working sessions).
+	waiting map[string]time.Time
+}
+
+// waitingTTL: a waiting account not heard of again for this long (its
+// tenant was removed) no longer holds re-logins back.
+const waitingTTL = 15 * time.Minute
+
+// SetWaiting records that key has no session and could not log in for the
+// budget (on), or that it logged in (off).
+func (b *Budget) SetWaiting(key string, on bool) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !on {
+		delete(b.waiting, key)
+		return
+	}
+	if b.waiting == nil {
+		b.waiting = map[string]time.Time{}
+	}
+	b.waiting[key] = b.now()
+}
+
+// OthersWaiting reports whether an account other than key waits for its
+// first login: a re-login of a working session then gives way.
+func (b *Budget) OthersWaiting(key string) bool {
+	if b == nil {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.now()
+	for k, t := range b.waiting {
+		if now.Sub(t) >= waitingTTL {
+			delete(b.waiting, k)
+			continue
+		}
+		if k != key {
+			return true
+		}
+	}
+	return false
 }
 
 func (b *Budget) now() time.Time {

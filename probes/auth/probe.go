@@ -50,14 +50,22 @@ func (p *LoginProbe) Run(ctx context.Context, tenant string) probes.Result {
 		due = false // a fixed token has no login to repeat: whoami proves it
 	}
 	deferred := false
-	if due && sess != nil && !p.Manager.BudgetFor(acct.Config.Method).Available() {
+	budget := p.Manager.BudgetFor(acct.Config.Method)
+	// A working session's re-login waits while the budget is spent, and
+	// gives way to accounts still waiting for a first login.
+	if due && sess != nil && (!budget.Available() || budget.OthersWaiting(acct.Key)) {
 		due, deferred = false, true
 	}
 	if due {
+		hadSession := sess != nil
 		sess, err = p.Manager.Login(ctx, acct, rec)
 		if err != nil {
+			if !hadSession && probes.Classify(err) == probes.ClassLoginBudget {
+				budget.SetWaiting(acct.Key, true)
+			}
 			return rec.Finish()
 		}
+		budget.SetWaiting(acct.Key, false)
 		_ = rec.Step("whoami", func() error { return p.whoami(ctx, acct, sess) })
 		return rec.Finish()
 	}

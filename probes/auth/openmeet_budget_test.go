@@ -1,0 +1,210 @@
+package auth_test
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/internal/testenv/masemu"
+	"github.com/mxprobe/mxprobe/probes"
+	"github.com/mxprobe/mxprobe/probes/auth"
+	"github.com/mxprobe/mxprobe/probes/mxclient"
+)
+
+// Issue 13, done-when 3: after 20 logins of one bot the platform holds at
+// most one live session for it: the openmeet adapter logs out of the
+// platform once the flow is done. The logins are 15 s apart on the
+// emulator's clock, within the provider's token limit.
+func TestOpenMeetLoginsLeaveNoPlatformSessions(t *testing.T) {
+	clk := &fakeClock{t: time.Now()}
+	env := newMASEnv(t, masemu.Options{Now: clk.Now}, nil)
+	for i := 0; i < 20; i++ {
+		res, _ := env.login(t)
+		requireOK(t, res)
+		if res.Counts[auth.CountUpstreamLogoutPrefix+"success"] != 1 || !hasStep(res, auth.StepUpstreamLogout) {
+			t.Fatalf("login %d: no platform logout: counts %v steps %v", i, res.Counts, stepNames(res))
+		}
+		if n := env.emu.PlatformSessions(env.acct.Tenant, env.acct.Config.Email); n > 1 {
+			t.Fatalf("after login %d: %d live platform sessions", i, n)
+		}
+		assertNoSecrets(t, res)
+		clk.Add(15 * time.Second)
+	}
+	st := env.emu.Stats()
+	if n := env.emu.PlatformSessions(env.acct.Tenant, env.acct.Config.Email); n != 0 || st.UpstreamLogins != 20 || st.PlatformLogouts != 20 {
+		t.Fatalf("%d live platform sessions; stats %+v", n, st)
+	}
+	if st.ProviderTokenRateLimited != 0 {
+		t.Errorf("provider answered 429: %+v", st)
+	}
+	// A failed flow logs out too: MAS down after the platform login.
+	env.emu.StopMAS()
+	env.mgr.Forget(env.acct.Key)
+	res, _ := env.login(t)
+	if res.OK() || res.Counts[auth.CountUpstreamLogoutPrefix+"success"] != 1 {
+		t.Fatalf("failed flow: ok=%v counts %v steps %v", res.OK(), res.Counts, stepNames(res))
+	}
+	if n := env.emu.PlatformSessions(env.acct.Tenant, env.acct.Config.Email); n != 0 {
+		t.Errorf("a failed flow left %d platform sessions", n)
+	}
+}
+
+// Issue 13, done-when 2: 50 mas_oidc tenants on the default login schedule
+// (every 5 min, spread over the interval as the scheduler does) against the
+// provider with its production token limit, on one injected clock shared by
+// the emulator, the login budget and the login probe. Full logins are due
+// every 10 min (more than the budget affords: 50 per 10 min against 4 per
+// minute spread 15 s apart), so re-logins are deferred and sessions proven by
+// refresh and whoami. The first logins of all tenants take a while (the
+// budget spreads them); from then on, for 10 minutes, every tenant's session
+// is proven in every 5-minute interval. Over the whole run: no 429 from the
+// provider, no failed run, at most 4 full logins in any 60 s and none
+// closer than 15 s.
+func TestOpenMeetFiftyTenantsWithinProviderLimit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("50 tenants")
+	}
+	const tenants = 50
+	clk := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	emu, err := masemu.Start(masemu.Options{Now: clk.Now, PasswordsDisabled: true, LocalpartImport: masemu.ImportRequire,
+		DisplayNameImport: masemu.ImportSuggest, EmailImport: masemu.ImportSuggest, ForwardLoginHint: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emu.Close)
+	var tb strings.Builder
+	for i := 0; i < tenants; i++ {
+		id := fmt.Sprintf("t%02d", i)
+		emu.AddUpstreamUser(id, "bot-"+id+"@openmeet.net", "pw-"+id, "openmeet-bot-"+id)
+		fmt.Fprintf(&tb, "  - id: %s\n    bot: {method: mas_oidc, email: bot-%s@openmeet.net, password: pw-%s}\n", id, id, id)
+	}
+	yml := fmt.Sprintf(`global:
+  homeserver_url: %s
+  server_name: %s
+mas:
+  public_url: %s
+  redirect_uri: http://localhost:9005/auth/matrix/callback
+  upstream: {adapter: openmeet, api_url: %s}
+tenants:
+%sprobes:
+  - name: login
+    type: login
+    login: {full_login_interval: 10m}
+`, emu.HomeserverURL, emu.ServerName, emu.MASURL, emu.UpstreamURL, tb.String())
+	cfg, err := config.Parse([]byte(yml), "openmeet-50.yml", func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	p, _ := cfg.Probe("login")
+	interval := 5 * time.Minute
+	if got := p.Schedule.Spec; got != "@every 5m" {
+		t.Fatalf("default schedule of a mas_oidc login probe: %q", got)
+	}
+	if b := cfg.MAS.LoginBudget; b.Logins != 4 || b.Window.D() != time.Minute {
+		t.Fatalf("default MAS login budget %+v", b)
+	}
+	httpc := mxclient.NewHTTPClient()
+	t.Cleanup(httpc.CloseIdleConnections)
+	mgr := auth.NewManager(httpc)
+	mgr.Now = clk.Now
+	auth.RegisterMAS(mgr, cfg.MAS)
+	b := cfg.MAS.LoginBudget
+	mgr.SetBudget(&auth.Budget{Name: "mas.login_budget", Max: b.Logins, Window: b.Window.D(), MinGap: b.MinGap(), Now: clk.Now},
+		config.MethodMASOIDC, config.MethodMASCompatSSO)
+	probe := &auth.LoginProbe{Name: "login", Manager: mgr, Config: cfg, FullLoginInterval: p.FullLoginInterval()}
+
+	type run struct {
+		at  time.Duration
+		res probes.Result
+	}
+	start := clk.Now()
+	runs := map[string][]run{}
+	var fullLogins []time.Duration
+	firstSession := map[string]time.Duration{}
+	const horizon = 40 * time.Minute
+	// The scheduler spreads a probe's tenants over its interval.
+	for k := time.Duration(0); k*interval < horizon; k++ {
+		for i, tn := range cfg.Tenants {
+			at := k*interval + time.Duration(i)*interval/tenants
+			clk.Add(start.Add(at).Sub(clk.Now()))
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			res := probe.Run(ctx, tn.ID)
+			cancel()
+			runs[tn.ID] = append(runs[tn.ID], run{at, res})
+			if n := res.Counts["login:mas_oidc:success"] + res.Counts["login:mas_oidc:failure"]; n > 0 {
+				fullLogins = append(fullLogins, at)
+			}
+			switch {
+			case res.OK():
+				if _, ok := firstSession[tn.ID]; !ok {
+					firstSession[tn.ID] = at
+				}
+			case res.Outcome == probes.OutcomeSkipped && res.Class == probes.ClassLoginBudget:
+			default:
+				t.Fatalf("%s at %s failed at %s (%s): %s\nsteps %v", tn.ID, at, res.Step, res.Class, res.Error, stepNames(res))
+			}
+		}
+	}
+	st := emu.Stats()
+	if st.ProviderTokenRateLimited != 0 {
+		t.Fatalf("the provider answered 429 %d times: %+v", st.ProviderTokenRateLimited, st)
+	}
+	// Full logins within the budget: ≤ 4 in any 60 s, ≥ 15 s apart.
+	sort.Slice(fullLogins, func(i, j int) bool { return fullLogins[i] < fullLogins[j] })
+	for i := range fullLogins {
+		if i > 0 && fullLogins[i]-fullLogins[i-1] < 15*time.Second {
+			t.Errorf("full logins at %s and %s: closer than 15 s", fullLogins[i-1], fullLogins[i])
+		}
+		n := 0
+		for _, x := range fullLogins[i:] {
+			if x-fullLogins[i] < time.Minute {
+				n++
+			}
+		}
+		if n > 4 {
+			t.Errorf("%d full logins in the minute from %s", n, fullLogins[i])
+		}
+	}
+	if st.ProviderTokenRequests != len(fullLogins) {
+		t.Errorf("%d code exchanges at the provider, %d full logins", st.ProviderTokenRequests, len(fullLogins))
+	}
+	// Every tenant got a session; from the last first session on, 10
+	// minutes in which every tenant is proven in every 5-minute interval.
+	var warm time.Duration
+	for i := range cfg.Tenants {
+		at, ok := firstSession[cfg.Tenants[i].ID]
+		if !ok {
+			t.Fatalf("%s never logged in", cfg.Tenants[i].ID)
+		}
+		warm = max(warm, at)
+	}
+	if warm+10*time.Minute+interval > horizon {
+		t.Fatalf("first logins took %s: no 10 minutes left to measure", warm)
+	}
+	refreshed := 0
+	for id, rs := range runs {
+		for from := warm; from < warm+10*time.Minute; from += interval {
+			proven := false
+			for _, r := range rs {
+				if r.at >= from && r.at < from+interval && r.res.OK() {
+					proven = true
+					if r.res.Counts[probes.CountTokenRefresh] > 0 && hasStep(r.res, "whoami") {
+						refreshed++
+					}
+				}
+			}
+			if !proven {
+				t.Errorf("%s: no session proven in [%s, %s)", id, from, from+interval)
+			}
+		}
+	}
+	if refreshed == 0 {
+		t.Error("no session was proven by refresh and whoami")
+	}
+	t.Logf("first logins of %d tenants took %s; %d full logins in %s; %d proofs by refresh in the measured 10 min; provider: %d code exchanges, 0 refused",
+		tenants, warm, len(fullLogins), horizon, refreshed, st.ProviderTokenRequests)
+}
