@@ -53,7 +53,8 @@ func TestOpenMeetLoginsLeaveNoPlatformSessions(t *testing.T) {
 	}
 }
 
-// Issue 13, done-when 2: 50 mas_oidc tenants on the default login schedule
+// Issue 13, done-when 2: 50 mas_oidc tenants, MAS configured as OpenMeet's,
+// on the default login schedule
 // (every 5 min, spread over the interval as the scheduler does) against the
 // provider with its production token limit, on one injected clock shared by
 // the emulator, the login budget and the login probe. Full logins are due
@@ -70,8 +71,9 @@ func TestOpenMeetFiftyTenantsWithinProviderLimit(t *testing.T) {
 	}
 	const tenants = 50
 	clk := &fakeClock{t: time.Unix(1_800_000_000, 0)}
-	emu, err := masemu.Start(masemu.Options{Now: clk.Now, PasswordsDisabled: true, LocalpartImport: masemu.ImportRequire,
-		DisplayNameImport: masemu.ImportSuggest, EmailImport: masemu.ImportSuggest, ForwardLoginHint: true})
+	opts := masemu.OpenMeetOptions()
+	opts.Now = clk.Now
+	emu, err := masemu.Start(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,4 +209,25 @@ tenants:
 	}
 	t.Logf("first logins of %d tenants took %s; %d full logins in %s; %d proofs by refresh in the measured 10 min; provider: %d code exchanges, 0 refused",
 		tenants, warm, len(fullLogins), horizon, refreshed, st.ProviderTokenRequests)
+}
+
+// MAS as OpenMeet configures it sends prompt=none upstream: without a
+// platform session the provider answers login_required, and the login fails
+// as upstream_login (no email form is ever shown).
+func TestOpenMeetNoPlatformSession(t *testing.T) {
+	env := newMASEnv(t, masemu.OpenMeetOptions(), nil)
+	env.emu.SetFaults(masemu.Faults{UpstreamSessionExpired: true})
+	res, _ := env.login(t)
+	if res.OK() || res.Class != auth.ClassUpstreamLogin {
+		t.Fatalf("ok=%v at %s (%s): %s; steps %v", res.OK(), res.Step, res.Class, res.Error, stepNames(res))
+	}
+	if n := env.emu.PlatformSessions(env.acct.Tenant, env.acct.Config.Email); n != 0 {
+		t.Errorf("%d live platform sessions", n)
+	}
+	env.emu.SetFaults(masemu.Faults{})
+	res, _ = env.login(t)
+	requireOK(t, res)
+	if sess := env.mgr.Cached(env.acct.Key); sess == nil || !strings.HasPrefix(sess.UserID, "@openmeet-bot-acme_acme:") {
+		t.Fatalf("session %v", sess)
+	}
 }

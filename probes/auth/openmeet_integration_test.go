@@ -24,7 +24,7 @@ var (
 
 // Issue 13, done-when 4: a mas_oidc login through the emulated OpenMeet
 // provider, with MAS configured as OpenMeet's (password login off, localpart
-// import required, login_hint forwarded), in front of a real Dendrite: the
+// import required, login_hint forwarded, prompt=none and max_age upstream), in front of a real Dendrite: the
 // tenant's bot (slug openmeet-bot-acme, no user configured) ends up as
 // @openmeet-bot-acme_acme, and whoami says so. The next run proves the
 // session by refresh and whoami, and no platform session is left behind.
@@ -41,8 +41,9 @@ func TestOpenMeetLoginWhoamiNamesSlugTenantUser(t *testing.T) {
 	if acmeErr != nil {
 		t.Fatalf("register %s at Dendrite: %v", localpart, acmeErr)
 	}
-	emu, err := masemu.Start(masemu.Options{Dendrite: d, PasswordsDisabled: true, LocalpartImport: masemu.ImportRequire,
-		DisplayNameImport: masemu.ImportSuggest, EmailImport: masemu.ImportSuggest, ForwardLoginHint: true})
+	opts := masemu.OpenMeetOptions()
+	opts.Dendrite = d
+	emu, err := masemu.Start(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

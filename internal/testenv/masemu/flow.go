@@ -228,6 +228,9 @@ func (e *Emulator) upstreamAuthorize(w http.ResponseWriter, r *http.Request) {
 	if s.loginHint != "" {
 		v.Set("login_hint", s.loginHint)
 	}
+	for k, x := range e.opts.AdditionalAuthorizationParameters {
+		v.Set(k, x)
+	}
 	redirect(w, http.StatusSeeOther, e.UpstreamURL+"/api/oidc/auth?"+v.Encode())
 }
 

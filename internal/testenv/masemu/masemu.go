@@ -100,6 +100,11 @@ type Options struct {
 	// ForwardLoginHint is the provider's forward_login_hint (default off:
 	// MAS sends no login_hint upstream).
 	ForwardLoginHint bool
+	// AdditionalAuthorizationParameters are the provider's
+	// additional_authorization_parameters, added to the authorization
+	// request upstream (crates/handlers/src/upstream_oauth2/authorize.rs
+	// 130-170).
+	AdditionalAuthorizationParameters map[string]string
 	// ResponseMode is the provider's response_mode: query (default) or
 	// form_post (the provider answers with an auto-posting form).
 	ResponseMode string

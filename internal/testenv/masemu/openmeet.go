@@ -535,6 +535,17 @@ func (e *Emulator) exchangeUpstream(ctx context.Context, n int, code string) (up
 	return c, json.Unmarshal(payload, &c)
 }
 
+// OpenMeetOptions are MAS's settings in OpenMeet's deployment
+// (openmeet-api matrix-config/mas-config.gomplate.yaml 61-115): password
+// login off, login_hint forwarded, prompt=none and max_age=3600 sent
+// upstream, the localpart imported as required, display name and email
+// suggested, a terms-of-service link (the terms box).
+func OpenMeetOptions() Options {
+	return Options{PasswordsDisabled: true, ForwardLoginHint: true,
+		AdditionalAuthorizationParameters: map[string]string{"prompt": "none", "max_age": "3600"},
+		LocalpartImport:                   ImportRequire, DisplayNameImport: ImportSuggest, EmailImport: ImportSuggest}
+}
+
 // --- test controls of the platform ----------------------------------------
 
 // AddUpstreamUser creates a bot account at the platform: tenant, email and

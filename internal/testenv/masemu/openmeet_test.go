@@ -232,3 +232,37 @@ func TestOpenMeetPreferredUsername(t *testing.T) {
 }
 
 func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
+// MAS as OpenMeet's deployment configures it: login_hint forwarded and
+// prompt=none, max_age=3600 sent upstream (mas-config.gomplate.yaml 70-76);
+// without a platform session the provider answers login_required.
+func TestOpenMeetMASUpstreamParameters(t *testing.T) {
+	e, _ := start(t, OpenMeetOptions())
+	b := newBrowser(t)
+	u := authorizeURL(e, clientID(t, e), nil)
+	var resp *http.Response
+	for i := 0; i < 4; i++ {
+		resp, _ = noFollow(t, b, http.MethodGet, u, nil)
+		loc, err := resp.Location()
+		if err != nil {
+			t.Fatalf("hop %d: HTTP %d without a redirect", i, resp.StatusCode)
+		}
+		u = loc.String()
+		if strings.HasPrefix(u, "/") {
+			u = e.MASURL + u
+		}
+		if strings.HasPrefix(u, e.UpstreamURL) {
+			break
+		}
+	}
+	pu, _ := url.Parse(u)
+	q := pu.Query()
+	if pu.Path != "/api/oidc/auth" || q.Get("prompt") != "none" || q.Get("max_age") != "3600" || q.Get("login_hint") != email ||
+		q.Get("client_id") != UpstreamClientID {
+		t.Fatalf("upstream authorization request %s", u)
+	}
+	resp, _ = noFollow(t, b, http.MethodGet, u, nil)
+	if loc, _ := resp.Location(); loc == nil || !strings.HasPrefix(loc.String(), e.callbackURL(1)) || loc.Query().Get("error") != "login_required" {
+		t.Fatalf("without a platform session: %d %v", resp.StatusCode, loc)
+	}
+}
