@@ -3,6 +3,8 @@ package auth_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"sort"
 	"strings"
 	"testing"
@@ -229,5 +231,43 @@ func TestOpenMeetNoPlatformSession(t *testing.T) {
 	requireOK(t, res)
 	if sess := env.mgr.Cached(env.acct.Key); sess == nil || !strings.HasPrefix(sess.UserID, "@openmeet-bot-acme_acme:") {
 		t.Fatalf("session %v", sess)
+	}
+}
+
+// countingMethod logs in without a network and counts its logins; its
+// sessions carry a refresh token it cannot use (no Refresher).
+type countingMethod struct {
+	hs     string
+	logins int
+}
+
+func (c *countingMethod) Login(_ context.Context, _ *auth.Manager, _ auth.Account, rec *probes.Recorder) (*auth.Session, error) {
+	c.logins++
+	rec.AddStep("login", 0, nil)
+	return &auth.Session{AccessToken: "t", RefreshToken: "r", HomeserverURL: c.hs}, nil
+}
+
+// Between full logins the login probe refreshes only with a method that can:
+// a mas_compat_sso session is proven by whoami alone, never by a full login.
+func TestLoginProbeRefreshesOnlyWithARefresher(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"user_id":"@bot:example.net","device_id":"D"}`))
+	}))
+	defer srv.Close()
+	m := auth.NewManager(srv.Client())
+	meth := &countingMethod{hs: srv.URL}
+	m.Register(config.MethodMASCompatSSO, meth)
+	cfg := &config.Config{Tenants: []config.Tenant{{ID: "a", HomeserverURL: srv.URL, ServerName: "example.net",
+		Bot: config.Account{Method: config.MethodMASCompatSSO, User: "bot", Password: "x"}}}}
+	p := &auth.LoginProbe{Name: "login", Manager: m, Config: cfg, FullLoginInterval: time.Hour}
+	for i := 0; i < 3; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		res := p.Run(ctx, "a")
+		cancel()
+		requireOK(t, res)
+	}
+	if meth.logins != 1 {
+		t.Fatalf("%d full logins in 3 runs, want 1", meth.logins)
 	}
 }

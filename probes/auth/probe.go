@@ -73,7 +73,7 @@ func (p *LoginProbe) Run(ctx context.Context, tenant string) probes.Result {
 	// a MAS session is renewed every run, so the refresh path is proven too
 	// without a full login (which would reach the upstream provider).
 	refreshed := false
-	if isMASMethod(acct.Config.Method) && sess != nil && sess.RefreshToken != "" {
+	if isMASMethod(acct.Config.Method) && sess != nil && sess.RefreshToken != "" && p.Manager.canRefresh(acct.Config.Method) {
 		sess, err = p.Manager.Refresh(ctx, acct, rec)
 		refreshed = true
 	} else {

@@ -36,3 +36,13 @@ func (m *Manager) Refresh(ctx context.Context, acct Account, rec *probes.Recorde
 	rec.Scrub(acct.Password, acct.Token, sess.AccessToken, sess.RefreshToken)
 	return m.renew(ctx, acct, sess, rec)
 }
+
+// canRefresh reports whether a login method renews sessions by refresh.
+func (m *Manager) canRefresh(method string) bool {
+	meth, err := m.method(method)
+	if err != nil {
+		return false
+	}
+	_, ok := meth.(Refresher)
+	return ok
+}
