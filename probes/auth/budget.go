@@ -198,6 +198,15 @@ func (m *Manager) spend(method, key string) error {
 		b.Max, b.Window, spread, b.Name, wait.Round(time.Second))
 }
 
+// wasRefused reports whether key's last login was refused: such an account
+// waits for its own share of the budget, not for a first login.
+func (m *Manager) wasRefused(key string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.refused[key]
+	return ok
+}
+
 // noteLogin remembers whether key's login was refused (auth_failed).
 func (m *Manager) noteLogin(method, key string, err error) {
 	b := m.BudgetFor(method)

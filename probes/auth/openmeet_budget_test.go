@@ -271,3 +271,80 @@ func TestLoginProbeRefreshesOnlyWithARefresher(t *testing.T) {
 		t.Fatalf("%d full logins in 3 runs, want 1", meth.logins)
 	}
 }
+
+// refusingMethod refuses the logins of tenant "bad" (a wrong password).
+type refusingMethod struct{ countingMethod }
+
+func (r *refusingMethod) Login(ctx context.Context, m *auth.Manager, a auth.Account, rec *probes.Recorder) (*auth.Session, error) {
+	if a.Tenant == "bad" {
+		err := probes.Errorf(probes.ClassAuthFailed, "wrong password")
+		rec.AddStep("login", 0, err)
+		return nil, err
+	}
+	return r.countingMethod.Login(ctx, m, a, rec)
+}
+
+// An account whose login was refused does not hold back the re-logins of
+// working sessions (it waits for its own share of the budget), while an
+// account waiting for a first login does.
+func TestRefusedAccountDoesNotHoldBackRelogins(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"user_id":"@bot:example.net","device_id":"D"}`))
+	}))
+	defer srv.Close()
+	clk := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	m := auth.NewManager(srv.Client())
+	m.Now = clk.Now
+	meth := &refusingMethod{countingMethod{hs: srv.URL}}
+	m.Register(config.MethodPassword, meth)
+	m.SetBudget(&auth.Budget{Name: "test", Max: 2, Window: time.Hour, Now: clk.Now}, config.MethodPassword)
+	var cfg config.Config
+	for _, id := range []string{"good", "bad", "new"} {
+		cfg.Tenants = append(cfg.Tenants, config.Tenant{ID: id, HomeserverURL: srv.URL, ServerName: "example.net",
+			Bot: config.Account{Method: config.MethodPassword, User: "bot", Password: "x"}})
+	}
+	p := &auth.LoginProbe{Name: "login", Manager: m, Config: &cfg, FullLoginInterval: time.Hour}
+	run := func(id string) probes.Result {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return p.Run(ctx, id)
+	}
+	requireOK(t, run("good"))
+	if r := run("bad"); r.Class != probes.ClassAuthFailed {
+		t.Fatalf("bad: %s", r.Class)
+	}
+	clk.Add(50 * time.Minute)
+	if r := run("bad"); r.Outcome != probes.OutcomeSkipped {
+		t.Fatalf("bad again within the window: %s %s", r.Outcome, r.Class)
+	}
+	clk.Add(11 * time.Minute) // good's full login is due, the budget has room again
+	r := run("good")
+	requireOK(t, r)
+	if meth.logins != 2 {
+		t.Fatalf("good: %d logins, want its re-login (the refused account holds nothing back); steps %v", meth.logins, stepNames(r))
+	}
+	// bad's share has passed: it tries again and is refused; the budget is
+	// spent (good and bad at 61 min) when "new" comes for a first login at
+	// 116 min: skipped, waiting.
+	if r := run("bad"); r.Class != probes.ClassAuthFailed {
+		t.Fatalf("bad after its share: %s", r.Class)
+	}
+	clk.Add(55 * time.Minute)
+	if r := run("new"); r.Outcome != probes.OutcomeSkipped {
+		t.Fatalf("new with the budget spent: %s %s", r.Outcome, r.Class)
+	}
+	// At 121 min good's re-login is due and the budget has room, but new
+	// waits for a first login: good gives way and proves its session.
+	clk.Add(5 * time.Minute)
+	r = run("good")
+	requireOK(t, r)
+	if meth.logins != 2 || !strings.Contains(fmt.Sprint(r.Steps), "gives way") {
+		t.Fatalf("good did not give way: %d logins, steps %+v", meth.logins, r.Steps)
+	}
+	requireOK(t, run("new"))
+	requireOK(t, run("good"))
+	if meth.logins != 4 {
+		t.Fatalf("%d logins, want new's first and then good's re-login", meth.logins)
+	}
+}

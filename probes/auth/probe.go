@@ -49,18 +49,23 @@ func (p *LoginProbe) Run(ctx context.Context, tenant string) probes.Result {
 	if acct.Config.Method == config.MethodToken {
 		due = false // a fixed token has no login to repeat: whoami proves it
 	}
-	deferred := false
+	deferred := ""
 	budget := p.Manager.BudgetFor(acct.Config.Method)
 	// A working session's re-login waits while the budget is spent, and
 	// gives way to accounts still waiting for a first login.
-	if due && sess != nil && (!budget.Available() || budget.OthersWaiting(acct.Key)) {
-		due, deferred = false, true
+	if due && sess != nil {
+		switch {
+		case !budget.Available():
+			due, deferred = false, "the full login due is deferred by the login budget"
+		case budget.OthersWaiting(acct.Key):
+			due, deferred = false, "the full login due gives way to accounts waiting for a first login"
+		}
 	}
 	if due {
 		hadSession := sess != nil
 		sess, err = p.Manager.Login(ctx, acct, rec)
 		if err != nil {
-			if !hadSession && probes.Classify(err) == probes.ClassLoginBudget {
+			if !hadSession && probes.Classify(err) == probes.ClassLoginBudget && !p.Manager.wasRefused(acct.Key) {
 				budget.SetWaiting(acct.Key, true)
 			}
 			return rec.Finish()
@@ -104,8 +109,8 @@ func (p *LoginProbe) Run(ctx context.Context, tenant string) probes.Result {
 		}
 		note := fmt.Sprintf("%s; last full login %s ago (one every %s)",
 			how, p.Manager.now().Sub(sess.LoggedIn).Round(time.Second), p.FullLoginInterval)
-		if deferred {
-			note += "; the full login due is deferred by the login budget"
+		if deferred != "" {
+			note += "; " + deferred
 		}
 		rec.Note(note)
 	}
