@@ -17,6 +17,13 @@ type Prober interface {
 	Run(ctx context.Context, tenant string) Result
 }
 
+// RateLimitedSteps is implemented by probers whose runs count the 429s they
+// meet by step (CountRateLimited + ":" + step): the steps that can, so that
+// exporters can start those counters at 0 before the first 429.
+type RateLimitedSteps interface {
+	RateLimitedSteps() []string
+}
+
 // ProberFunc adapts a function to Prober.
 type ProberFunc func(ctx context.Context, tenant string) Result
 

@@ -65,10 +65,12 @@ type env struct {
 type runtime struct {
 	cfg  *config.Config
 	jobs []*probes.Job
-	// Login: the whole method set, the login budget of password logins
-	// (nil: none; the one in force when unchanged, so its window stays).
-	methods map[string]auth.Method
-	budget  *auth.Budget
+	// Login: the whole method set, the login budgets of password logins
+	// and of MAS logins (nil: none; the one in force when unchanged, so its
+	// window stays).
+	methods   map[string]auth.Method
+	budget    *auth.Budget
+	masBudget *auth.Budget
 
 	// Daemon only. Exactly one of alertsPlan (for the running manager) and
 	// newAlerts (the first configuration's manager, not started) is set.
@@ -112,6 +114,7 @@ func assembleProbes(cfg *config.Config, e *env, st *stores) (*runtime, error) {
 		rt.methods[name] = m
 	}
 	rt.budget = loginBudget(cfg, st.auth)
+	rt.masBudget = masLoginBudget(cfg, st.auth)
 	types := probeTypes()
 	b := &builder{cfg: cfg, env: e, st: st}
 	for i := range cfg.Probes {
@@ -159,6 +162,9 @@ func commitLogin(m *auth.Manager, rt *runtime) {
 	m.SetMethods(rt.methods)
 	if rt.budget != m.BudgetFor(config.MethodPassword) {
 		m.SetBudget(rt.budget, config.MethodPassword)
+	}
+	if rt.masBudget != m.BudgetFor(config.MethodMASOIDC) || rt.masBudget != m.BudgetFor(config.MethodMASCompatSSO) {
+		m.SetBudget(rt.masBudget, masBudgetMethods()...)
 	}
 }
 

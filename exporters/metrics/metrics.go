@@ -296,8 +296,14 @@ func (m *Metrics) initCounters(j *probes.Job) {
 	if !clientTypes[j.Type] {
 		return
 	}
+	var steps []string
+	if rs, ok := j.Prober.(probes.RateLimitedSteps); ok {
+		steps = rs.RateLimitedSteps()
+	}
 	for _, s := range j.Subjects {
-		m.rateLimited.WithLabelValues(j.Name, s, "").Add(0)
+		for _, step := range steps {
+			m.rateLimited.WithLabelValues(j.Name, s, step).Add(0)
+		}
 		m.tokenRefresh.WithLabelValues(j.Name, s).Add(0)
 	}
 	if j.Type == "roundtrip" {

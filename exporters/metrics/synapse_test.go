@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -71,7 +72,7 @@ mxprobe_synapse_up{probe="synapse"} 0
 func TestCountersStartAtZero(t *testing.T) {
 	m := New()
 	m.SetConfigured([]*probes.Job{
-		{Name: "roundtrip", Type: "roundtrip", Subjects: []string{"t1", "t2"}},
+		{Name: "roundtrip", Type: "roundtrip", Subjects: []string{"t1", "t2"}, Prober: stepLister{"invite", "send"}},
 		{Name: "login", Type: "login", Subjects: []string{"t1"}},
 		{Name: "synapse", Type: "synapse_metrics", Subjects: []string{""}},
 	})
@@ -81,9 +82,10 @@ func TestCountersStartAtZero(t *testing.T) {
 mxprobe_cleanup_failures_total{probe="roundtrip"} 0
 # HELP mxprobe_rate_limited_total 429 M_LIMIT_EXCEEDED answers met by probes, by the step that met them (empty: outside a named step).
 # TYPE mxprobe_rate_limited_total counter
-mxprobe_rate_limited_total{probe="login",step="",tenant="t1"} 0
-mxprobe_rate_limited_total{probe="roundtrip",step="",tenant="t1"} 0
-mxprobe_rate_limited_total{probe="roundtrip",step="",tenant="t2"} 0
+mxprobe_rate_limited_total{probe="roundtrip",step="invite",tenant="t1"} 0
+mxprobe_rate_limited_total{probe="roundtrip",step="invite",tenant="t2"} 0
+mxprobe_rate_limited_total{probe="roundtrip",step="send",tenant="t1"} 0
+mxprobe_rate_limited_total{probe="roundtrip",step="send",tenant="t2"} 0
 # HELP mxprobe_token_refresh_total Sessions renewed after expiry or M_UNKNOWN_TOKEN (by refresh token or a fresh login).
 # TYPE mxprobe_token_refresh_total counter
 mxprobe_token_refresh_total{probe="login",tenant="t1"} 0
@@ -95,3 +97,9 @@ mxprobe_token_refresh_total{probe="roundtrip",tenant="t2"} 0
 		t.Fatal(err)
 	}
 }
+
+// stepLister is a prober whose 429s are counted by these steps.
+type stepLister []string
+
+func (stepLister) Run(context.Context, string) probes.Result { return probes.Result{} }
+func (s stepLister) RateLimitedSteps() []string              { return s }

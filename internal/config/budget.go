@@ -107,6 +107,10 @@ func (f BudgetFinding) String() string {
 // returns every limiter the configuration would exceed (beyond
 // budgetMargin of its long-term rate), in a stable order.
 func CheckBudget(c *Config) []BudgetFinding {
+	return append(checkSynapseBudget(c), masBudgetFindings(c)...)
+}
+
+func checkSynapseBudget(c *Config) []BudgetFinding {
 	l := &c.SynapseLimits
 	if l.Disabled {
 		return nil

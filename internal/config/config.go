@@ -392,6 +392,7 @@ func applyDefaults(cfg *Config) {
 			p.Name = p.Type
 		}
 		d := probeDefaults[p.Type]
+		applyMASLoginSchedule(cfg, p)
 		if p.Schedule.Schedule == nil && p.Type != TypeRoundtrip { // derived from the limits later
 			p.Schedule, _ = ParseSchedule(d.schedule)
 		}

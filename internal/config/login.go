@@ -40,10 +40,18 @@ func applyLoginDefaults(c *Config) {
 		b := c.SynapseLimits.LoginBudget
 		if !c.SynapseLimits.Disabled && b.Logins > 0 && b.Window > 0 {
 			// Every tenant once per interval, within budgetMargin of the budget.
-			n := float64(len(c.TenantsFor(p)))
+			// Only password logins reach the homeserver's /login (MAS
+			// answers the others), as CheckBudget counts them.
+			n := 0.0
+			for _, t := range c.TenantsFor(p) {
+				if t.Bot.Method == MethodPassword {
+					n++
+				}
+			}
 			need := time.Duration(n * float64(b.Window.D()) / float64(b.Logins) / budgetMargin)
 			d = max(d, time.Duration(math.Ceil(need.Minutes()))*time.Minute)
 		}
+		d = max(d, masFullLoginInterval(c, p))
 		p.Login.FullLoginInterval = Duration(d)
 	}
 }

@@ -37,6 +37,9 @@ type MAS struct {
 	// Contacts are sent as the registration's contacts (email addresses),
 	// which MAS v0.12 and older require. Optional.
 	Contacts []string `yaml:"contacts" json:"contacts,omitempty"`
+	// LoginBudget caps full logins through MAS across all tenants (default
+	// 4 per 60 s, spread out): see mas_budget.go.
+	LoginBudget MASLoginBudget `yaml:"login_budget" json:"login_budget"`
 }
 
 // DefaultCompatRedirectURL is the compat SSO redirectUrl when neither
@@ -176,6 +179,7 @@ func (c *Config) usesMAS() (oidc, sso bool) {
 }
 
 func applyMASDefaults(c *Config) {
+	applyMASBudgetDefaults(c)
 	m := &c.MAS
 	m.Scopes = strings.Join(strings.Fields(m.Scopes), " ")
 	if m.ClientURI == "" && m.RedirectURI != "" {
@@ -206,7 +210,7 @@ func applyMASDefaults(c *Config) {
 }
 
 func validateMAS(c *Config) Errors {
-	var errs Errors
+	errs := validateMASBudget(c)
 	add := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Sprintf("%s: mas.%s: ", c.File, field)+fmt.Sprintf(format, args...))
 	}

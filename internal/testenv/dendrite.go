@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -133,6 +134,7 @@ func StartDendrite(ctx context.Context, opts DendriteOptions) (*Dendrite, error)
 	if opts.ServerName == "" {
 		opts.ServerName = "localhost"
 	}
+	callerPort := opts.Port != 0
 	if opts.Port == 0 {
 		opts.Port, err = FreePort()
 		if err != nil {
@@ -149,12 +151,31 @@ func StartDendrite(ctx context.Context, opts DendriteOptions) (*Dendrite, error)
 	if err := d.writeConfig(ctx, genKeys, genConfig); err != nil {
 		return nil, err
 	}
-	if err := d.start(ctx); err != nil {
-		d.Stop()
-		return nil, err
+	// A port found free may be taken by another process (a test binary of
+	// another package starting its own homeserver) before Dendrite binds it;
+	// then the readiness check would reach the other homeserver. start
+	// notices and a new port is tried, unless the caller chose the port.
+	for attempt := 1; ; attempt++ {
+		err := d.start(ctx)
+		if err == nil {
+			return d, nil
+		}
+		if !errors.Is(err, errPortTaken) || callerPort || attempt == 3 {
+			d.Stop()
+			return nil, err
+		}
+		d.kill()
+		if d.Port, err = FreePort(); err != nil {
+			d.Stop()
+			return nil, err
+		}
+		d.opts.Port = d.Port
+		d.URL = fmt.Sprintf("http://127.0.0.1:%d", d.Port)
 	}
-	return d, nil
 }
+
+// errPortTaken says the homeserver's port answered from another process.
+var errPortTaken = errors.New("the port answers from another process")
 
 func (d *Dendrite) writeConfig(ctx context.Context, genKeys, genConfig string) error {
 	keyPath := filepath.Join(d.Dir, "matrix_key.pem")
@@ -255,6 +276,9 @@ func (d *Dendrite) start(ctx context.Context) error {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
+				if owns, known := listensOn(cmd.Process.Pid, d.Port); known && !owns {
+					return fmt.Errorf("dendrite on %s: %w", d.URL, errPortTaken)
+				}
 				return nil
 			}
 		}
@@ -456,4 +480,37 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// listensOn reports whether process pid holds the listening IPv4 socket of
+// port, read from /proc (known is false where /proc cannot tell).
+func listensOn(pid, port int) (owns, known bool) {
+	tab, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return false, false
+	}
+	want := fmt.Sprintf(":%04X", port)
+	inode := ""
+	for _, line := range strings.Split(string(tab), "\n")[1:] {
+		f := strings.Fields(line)
+		// sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+		if len(f) > 9 && strings.HasSuffix(f[1], want) && f[3] == "0A" {
+			inode = f[9]
+			break
+		}
+	}
+	if inode == "" {
+		return false, true // nobody listens yet (or only on IPv6)
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return false, false
+	}
+	target := "socket:[" + inode + "]"
+	for _, fd := range fds {
+		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && l == target {
+			return true, true
+		}
+	}
+	return false, true
 }

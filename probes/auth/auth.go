@@ -130,6 +130,8 @@ type Manager struct {
 	// Instance identifies this process in device ids (see InstanceFromDir);
 	// set it before the first login.
 	Instance string
+	// Now is the clock of login times (time.Now when nil).
+	Now func() time.Time
 
 	mu       sync.Mutex
 	methods  map[string]Method
@@ -280,7 +282,7 @@ func (m *Manager) login(ctx context.Context, acct Account, rec *probes.Recorder,
 		sess.HomeserverURL = acct.HomeserverURL
 	}
 	if sess.LoggedIn.IsZero() {
-		sess.LoggedIn = time.Now()
+		sess.LoggedIn = m.now()
 	}
 	m.store(acct.Key, sess)
 	rec.Scrub(sess.AccessToken, sess.RefreshToken)
@@ -410,6 +412,9 @@ func (m *Manager) renew(ctx context.Context, acct Account, sess *Session, rec *p
 				ns, err := r.Refresh(ctx, m, acct, sess, rec)
 				if err == nil {
 					ns.Method = acct.Config.Method
+					if ns.LoggedIn.IsZero() { // a refresh continues the login's session
+						ns.LoggedIn = sess.LoggedIn
+					}
 					if ns.HomeserverURL == "" {
 						ns.HomeserverURL = acct.HomeserverURL
 					}

@@ -27,11 +27,61 @@ type Budget struct {
 	Name   string
 	Max    int
 	Window time.Duration
+	// MinGap spreads the logins out: at least this long between two (0:
+	// none). The MAS budget keeps Window/Max between logins, so the
+	// provider's limit, shared with real users, never sees a burst.
+	MinGap time.Duration
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 
 	mu    sync.Mutex
 	taken []time.Time
+	// waiting: accounts with no session whose full login the budget
+	// refused, by when (they go before re-logins of working sessions).
+	waiting map[string]time.Time
+}
+
+// waitingTTL: a waiting account not heard of again for this long (its
+// tenant was removed) no longer holds re-logins back.
+const waitingTTL = 15 * time.Minute
+
+// SetWaiting records that key has no session and could not log in for the
+// budget (on), or that it logged in (off).
+func (b *Budget) SetWaiting(key string, on bool) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !on {
+		delete(b.waiting, key)
+		return
+	}
+	if b.waiting == nil {
+		b.waiting = map[string]time.Time{}
+	}
+	b.waiting[key] = b.now()
+}
+
+// OthersWaiting reports whether an account other than key waits for its
+// first login: a re-login of a working session then gives way.
+func (b *Budget) OthersWaiting(key string) bool {
+	if b == nil {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.now()
+	for k, t := range b.waiting {
+		if now.Sub(t) >= waitingTTL {
+			delete(b.waiting, k)
+			continue
+		}
+		if k != key {
+			return true
+		}
+	}
+	return false
 }
 
 func (b *Budget) now() time.Time {
@@ -60,8 +110,19 @@ func (b *Budget) Take() (bool, time.Duration) {
 	if len(b.taken) >= b.Max {
 		return false, b.taken[0].Add(b.Window).Sub(now)
 	}
+	if wait := b.gapWait(now); wait > 0 {
+		return false, wait
+	}
 	b.taken = append(b.taken, now)
 	return true, 0
+}
+
+// gapWait is how long until MinGap has passed since the last login (mu held).
+func (b *Budget) gapWait(now time.Time) time.Duration {
+	if b.MinGap <= 0 || len(b.taken) == 0 {
+		return 0
+	}
+	return b.taken[len(b.taken)-1].Add(b.MinGap).Sub(now)
 }
 
 // Available reports whether a login would be allowed now, without spending.
@@ -78,7 +139,7 @@ func (b *Budget) Available() bool {
 			n++
 		}
 	}
-	return n < b.Max
+	return n < b.Max && b.gapWait(now) <= 0
 }
 
 // SetBudget makes every fresh login of the given methods spend from b (nil
@@ -128,9 +189,22 @@ func (m *Manager) spend(method, key string) error {
 	if ok {
 		return nil
 	}
+	spread := ""
+	if b.MinGap > 0 {
+		spread = fmt.Sprintf(", at least %s apart", b.MinGap)
+	}
 	return probes.Errorf(probes.ClassLoginBudget,
-		"login budget spent (%d logins per %s, kept under %s): next full login possible in %s; the run is skipped",
-		b.Max, b.Window, b.Name, wait.Round(time.Second))
+		"login budget spent (%d logins per %s%s, kept under %s): next full login possible in %s; the run is skipped",
+		b.Max, b.Window, spread, b.Name, wait.Round(time.Second))
+}
+
+// wasRefused reports whether key's last login was refused: such an account
+// waits for its own share of the budget, not for a first login.
+func (m *Manager) wasRefused(key string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.refused[key]
+	return ok
 }
 
 // noteLogin remembers whether key's login was refused (auth_failed).

@@ -182,3 +182,59 @@ func TestInstanceStableAcrossRestarts(t *testing.T) {
 		t.Fatal("device ids do not follow the instance")
 	}
 }
+
+// The MAS budget spreads logins: 4 per 60 s, at least 15 s apart.
+func TestBudgetMinGap(t *testing.T) {
+	c := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	b := &auth.Budget{Name: "mas", Max: 4, Window: time.Minute, MinGap: 15 * time.Second, Now: c.Now}
+	if ok, _ := b.Take(); !ok {
+		t.Fatal("first login refused")
+	}
+	c.Add(10 * time.Second)
+	if ok, wait := b.Take(); ok || wait != 5*time.Second || b.Available() {
+		t.Fatalf("10 s after a login: ok=%v wait=%s", ok, wait)
+	}
+	for i := 1; i < 4; i++ {
+		c.Add(5 * time.Second)
+		if ok, _ := b.Take(); !ok {
+			t.Fatalf("login %d at 15 s spacing refused", i)
+		}
+		c.Add(10 * time.Second)
+	}
+	// 4 taken at 0, 15, 30, 45 s; now 55 s: window full until 60 s.
+	if ok, wait := b.Take(); ok || wait != 5*time.Second {
+		t.Fatalf("5th within the window: ok=%v wait=%s", ok, wait)
+	}
+	c.Add(5 * time.Second)
+	if ok, _ := b.Take(); !ok {
+		t.Fatal("60 s after the first: refused")
+	}
+}
+
+// Accounts waiting for a first login hold back re-logins of others, until
+// they log in or are not heard of for 15 min.
+func TestBudgetWaiting(t *testing.T) {
+	c := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	b := &auth.Budget{Name: "mas", Max: 4, Window: time.Minute, Now: c.Now}
+	if b.OthersWaiting("a") {
+		t.Fatal("nobody waits yet")
+	}
+	b.SetWaiting("new", true)
+	if !b.OthersWaiting("a") || b.OthersWaiting("new") {
+		t.Fatal("waiting not seen, or seen by itself")
+	}
+	b.SetWaiting("new", false)
+	if b.OthersWaiting("a") {
+		t.Fatal("still waiting after its login")
+	}
+	b.SetWaiting("gone", true)
+	c.Add(15 * time.Minute)
+	if b.OthersWaiting("a") {
+		t.Fatal("a waiting account not heard of for 15 min still holds re-logins back")
+	}
+	var nb *auth.Budget
+	nb.SetWaiting("x", true)
+	if nb.OthersWaiting("y") {
+		t.Fatal("nil budget")
+	}
+}

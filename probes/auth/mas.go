@@ -273,8 +273,10 @@ func (m *MASMethod) authorize(ctx context.Context, mgr *Manager, hc *http.Client
 	meta AuthMetadata, clientID string, cachedClient bool, rec *probes.Recorder) (*Session, error) {
 	// 1. The upstream session (the OpenMeet adapter logs in at the platform API).
 	if err := m.Upstream.BeforeAuthorize(ctx, hc, acct, rec); err != nil {
+		endUpstreamSession(ctx, m.Upstream, hc, acct, rec)
 		return nil, err
 	}
+	defer endUpstreamSession(ctx, m.Upstream, hc, acct, rec)
 	oc := m.oauthConfig(meta, clientID)
 	oc.Scopes = m.Scopes(acct.DeviceID())
 	verifier := oauth2.GenerateVerifier()
@@ -781,8 +783,10 @@ func (c *MASCompatSSOMethod) Login(ctx context.Context, mgr *Manager, acct Accou
 	}
 	hc := flowClient(mgr.HTTP)
 	if err := c.Upstream.BeforeAuthorize(ctx, hc, acct, rec); err != nil {
+		endUpstreamSession(ctx, c.Upstream, hc, acct, rec)
 		return nil, err
 	}
+	defer endUpstreamSession(ctx, c.Upstream, hc, acct, rec)
 	redirectURL := c.Config.CompatRedirectURL
 	if redirectURL == "" {
 		redirectURL = c.Config.RedirectURI

@@ -187,9 +187,10 @@ func TestMASUnknownPageAndProviderChoice(t *testing.T) {
 }
 
 // Done-when 3 (daemon part): 100 consecutive fresh logins of one tenant
-// leave at most 2 active sessions at MAS.
+// leave at most 2 active sessions at MAS. 100 logins in a row need the
+// provider's non-production token limit (1000 per minute).
 func TestMASRepeatedLoginsDoNotPileUpSessions(t *testing.T) {
-	env := newMASEnv(t, masemu.Options{}, nil)
+	env := newMASEnv(t, masemu.Options{ProviderTokenLimit: 1000}, nil)
 	for i := 0; i < 100; i++ {
 		res, _ := env.login(t)
 		requireOK(t, res)

@@ -60,10 +60,12 @@ func newMASEnv(t testing.TB, opts masemu.Options, tweak func(*config.MAS)) *masE
 	return env
 }
 
-// bot adds a platform account for a tenant and returns its mxprobe account.
-func (e *masEnv) bot(t testing.TB, tenant, localpart, method string) auth.Account {
+// bot adds a platform account (slug) for a tenant and returns its mxprobe
+// account, whose user is the Matrix localpart the provider makes of it.
+func (e *masEnv) bot(t testing.TB, tenant, slug, method string) auth.Account {
 	email := "bot-" + tenant + "@openmeet.net"
-	e.emu.AddUpstreamUser(tenant, email, botPassword, localpart)
+	e.emu.AddUpstreamUser(tenant, email, botPassword, slug)
+	localpart := masemu.UpstreamLocalpart(slug, tenant)
 	return auth.Account{
 		Key: tenant + "/bot", Tenant: tenant, Role: "bot", HomeserverURL: e.emu.HomeserverURL,
 		ServerName: e.emu.ServerName, Password: botPassword,
@@ -136,10 +138,10 @@ func TestMASLoginFirstAndSecond(t *testing.T) {
 			t.Errorf("first login has no %s step: %v", want, stepNames(res))
 		}
 	}
-	if sess.UserID != "@openmeet-bot-acme:"+env.emu.ServerName || sess.RefreshToken == "" || sess.Expiry.IsZero() {
+	if sess.UserID != "@openmeet-bot-acme_acme:"+env.emu.ServerName || sess.RefreshToken == "" || sess.Expiry.IsZero() {
 		t.Fatalf("session: %v expiry %v refresh %v", sess, sess.Expiry, sess.RefreshToken != "")
 	}
-	if !env.emu.HasUser("openmeet-bot-acme") {
+	if !env.emu.HasUser("openmeet-bot-acme_acme") {
 		t.Fatal("MAS has no account after the first login")
 	}
 	// Second login: no account creation form, cached discovery and client.
@@ -169,7 +171,7 @@ func TestMASLoginStableScopesWebClient(t *testing.T) {
 }
 
 func TestMASLoginFormAdapter(t *testing.T) {
-	env := newMASEnv(t, masemu.Options{}, func(c *config.MAS) {
+	env := newMASEnv(t, masemu.Options{ProviderPasswordForm: true}, func(c *config.MAS) {
 		c.Upstream = config.Upstream{Adapter: config.UpstreamForm, UsernameField: "email", PasswordField: "password"}
 	})
 	res, _ := env.login(t)
@@ -401,7 +403,7 @@ func TestMASCompatSSO(t *testing.T) {
 			t.Errorf("no %s step: %v", want, stepNames(res))
 		}
 	}
-	if !strings.HasPrefix(sess.UserID, "@openmeet-bot-acme:") {
+	if !strings.HasPrefix(sess.UserID, "@openmeet-bot-acme_acme:") {
 		t.Fatalf("session %v", sess)
 	}
 	assertNoSecrets(t, res)

@@ -320,6 +320,8 @@ type OpenMeetAdapter struct {
 	APIURL string
 	// TenantID overrides the x-tenant-id header (default: the tenant id).
 	TenantID string
+
+	logins platformTokens // each flow's platform login, until logged out
 }
 
 // BeforeAuthorize implements UpstreamAdapter.
@@ -350,6 +352,12 @@ func (o *OpenMeetAdapter) BeforeAuthorize(ctx context.Context, hc *http.Client, 
 		resp, err := hc.Do(req)
 		if err != nil {
 			return transportError("platform login", err)
+		}
+		if resp.StatusCode/100 == 2 {
+			if tok := readPlatformToken(resp); tok != "" {
+				rec.Scrub(tok)
+				o.logins.put(hc, platformLogin{token: tok, tenant: tenant})
+			}
 		}
 		drain(resp)
 		status = resp.StatusCode

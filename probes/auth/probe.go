@@ -18,7 +18,8 @@ import (
 // about to expire). It shares the bot session the room probes use: a full
 // login replaces it for them too. A full login the login budget cannot
 // afford is deferred (noted) while a session exists, and skips the run when
-// none does.
+// none does. A session made through MAS is renewed by refresh every run
+// between full logins (MAS answers it without the upstream provider).
 type LoginProbe struct {
 	Name    string
 	Manager *Manager
@@ -43,24 +44,46 @@ func (p *LoginProbe) Run(ctx context.Context, tenant string) probes.Result {
 	rec.SetMethod(acct.Config.Method)
 	rec.Scrub(acct.Password, acct.Token)
 	sess := p.Manager.Cached(acct.Key)
-	due := sess == nil || p.FullLoginInterval <= 0 || time.Since(sess.LoggedIn) >= p.FullLoginInterval
+	now := p.Manager.now()
+	due := sess == nil || p.FullLoginInterval <= 0 || now.Sub(sess.LoggedIn) >= p.FullLoginInterval
 	if acct.Config.Method == config.MethodToken {
 		due = false // a fixed token has no login to repeat: whoami proves it
 	}
-	deferred := false
-	if due && sess != nil && !p.Manager.BudgetFor(acct.Config.Method).Available() {
-		due, deferred = false, true
+	deferred := ""
+	budget := p.Manager.BudgetFor(acct.Config.Method)
+	// A working session's re-login waits while the budget is spent, and
+	// gives way to accounts still waiting for a first login.
+	if due && sess != nil {
+		switch {
+		case !budget.Available():
+			due, deferred = false, "the full login due is deferred by the login budget"
+		case budget.OthersWaiting(acct.Key):
+			due, deferred = false, "the full login due gives way to accounts waiting for a first login"
+		}
 	}
 	if due {
+		hadSession := sess != nil
 		sess, err = p.Manager.Login(ctx, acct, rec)
 		if err != nil {
+			if !hadSession && probes.Classify(err) == probes.ClassLoginBudget && !p.Manager.wasRefused(acct.Key) {
+				budget.SetWaiting(acct.Key, true)
+			}
 			return rec.Finish()
 		}
+		budget.SetWaiting(acct.Key, false)
 		_ = rec.Step("whoami", func() error { return p.whoami(ctx, acct, sess) })
 		return rec.Finish()
 	}
-	// Between full logins: the cached session, renewed when about to expire.
-	sess, err = p.Manager.Session(ctx, acct, rec)
+	// Between full logins: the cached session, renewed when about to expire;
+	// a MAS session is renewed every run, so the refresh path is proven too
+	// without a full login (which would reach the upstream provider).
+	refreshed := false
+	if isMASMethod(acct.Config.Method) && sess != nil && sess.RefreshToken != "" && p.Manager.canRefresh(acct.Config.Method) {
+		sess, err = p.Manager.Refresh(ctx, acct, rec)
+		refreshed = true
+	} else {
+		sess, err = p.Manager.Session(ctx, acct, rec)
+	}
 	if err != nil {
 		return rec.Finish()
 	}
@@ -80,10 +103,14 @@ func (p *LoginProbe) Run(ctx context.Context, tenant string) probes.Result {
 	}
 	rec.AddStep("whoami", time.Since(t0), err)
 	if err == nil {
-		note := fmt.Sprintf("session proven; last full login %s ago (one every %s)",
-			time.Since(sess.LoggedIn).Round(time.Second), p.FullLoginInterval)
-		if deferred {
-			note += "; the full login due is deferred by the login budget"
+		how := "session proven"
+		if refreshed {
+			how = "session proven by refresh and whoami"
+		}
+		note := fmt.Sprintf("%s; last full login %s ago (one every %s)",
+			how, p.Manager.now().Sub(sess.LoggedIn).Round(time.Second), p.FullLoginInterval)
+		if deferred != "" {
+			note += "; " + deferred
 		}
 		rec.Note(note)
 	}

@@ -7,6 +7,20 @@ import (
 	"github.com/mxprobe/mxprobe/probes"
 )
 
+// roundtripSteps and roomMessageSteps are the steps of each probe whose
+// requests count the 429s they meet (login steps do not: a refused login is
+// its own failure).
+var (
+	roundtripSteps   = []string{"sweep", "create_room", "invite", "join", "send", "receive", "power_levels", "display_name", "leave", "forget"}
+	roomMessageSteps = []string{"sync", "join", "send", "receive", "power_levels"}
+)
+
+// RateLimitedSteps implements probes.RateLimitedSteps.
+func (p *RoundtripProbe) RateLimitedSteps() []string { return roundtripSteps }
+
+// RateLimitedSteps implements probes.RateLimitedSteps.
+func (p *RoomMessageProbe) RateLimitedSteps() []string { return roomMessageSteps }
+
 // RateLimitedCount is the Result.Counts key of 429s met in a step:
 // "rate_limited:<step>" (plain "rate_limited" without a step).
 func RateLimitedCount(step string) string {

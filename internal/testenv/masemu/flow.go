@@ -6,7 +6,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // --- authorization -----------------------------------------------------------
@@ -229,6 +228,9 @@ func (e *Emulator) upstreamAuthorize(w http.ResponseWriter, r *http.Request) {
 	if s.loginHint != "" {
 		v.Set("login_hint", s.loginHint)
 	}
+	for k, x := range e.opts.AdditionalAuthorizationParameters {
+		v.Set(k, x)
+	}
 	redirect(w, http.StatusSeeOther, e.UpstreamURL+"/api/oidc/auth?"+v.Encode())
 }
 
@@ -287,27 +289,32 @@ func (e *Emulator) upstreamCallback(w http.ResponseWriter, r *http.Request) {
 		errorPage(w, http.StatusBadRequest, "Upstream error", "The identity provider answered "+code+".")
 		return
 	}
-	// MAS exchanges the code with the provider server-side.
-	e.mu.Lock()
-	uc := e.upCodes[q.Get("code")]
-	delete(e.upCodes, q.Get("code"))
-	e.mu.Unlock()
-	if uc == nil || uc.redirectURI != e.callbackURL(n) || e.now().Sub(uc.issued) > time.Minute {
-		errorPage(w, http.StatusBadRequest, "Upstream error", "The provider's code was refused.")
+	// MAS exchanges the code at the provider's token endpoint, server to
+	// server (crates/handlers/src/upstream_oauth2/callback.rs), and checks
+	// the ID token's nonce.
+	ctx, cancel := ctxTimeout(r)
+	claims, err := e.exchangeUpstream(ctx, n, q.Get("code"))
+	cancel()
+	if err != nil || claims.Nonce != s.nonce {
+		msg := "The provider's code was refused."
+		if err != nil {
+			msg = "The provider's token endpoint answered " + err.Error() + "."
+		}
+		errorPage(w, http.StatusInternalServerError, "Upstream error", msg)
 		return
 	}
 	e.mu.Lock()
-	l := e.linkOf(n, uc.user)
+	l := e.linkOf(n, claims)
 	l.upSession = s.id
 	s.linkID = l.id
 	e.mu.Unlock()
 	redirect(w, http.StatusSeeOther, "/upstream/link/"+l.id)
 }
 
-// linkOf returns the link of a platform account at provider n, creating it
-// with the provider's claims (mu held).
-func (e *Emulator) linkOf(n int, u *upUser) *link {
-	sub := strconv.Itoa(n) + "|up-" + u.tenant + "-" + strings.ToLower(u.email)
+// linkOf returns the link of a provider subject at provider n, creating it,
+// with the provider's latest claims (mu held).
+func (e *Emulator) linkOf(n int, c upClaims) *link {
+	sub := strconv.Itoa(n) + "|" + c.Sub
 	lid, ok := e.linkBySub[sub]
 	if !ok {
 		lid = ulid()
@@ -315,7 +322,7 @@ func (e *Emulator) linkOf(n int, u *upUser) *link {
 		e.linkBySub[sub] = lid
 	}
 	l := e.links[lid]
-	l.email, l.localpart, l.name = u.email, u.localpart, u.name
+	l.email, l.localpart, l.name = c.Email, c.PreferredUsername, c.Name
 	return l
 }
 

@@ -28,9 +28,11 @@ import (
 	"github.com/mxprobe/mxprobe/internal/testenv"
 )
 
-// Provider is the id of the first upstream provider (MAS provider ids are
-// ULIDs). The n-th provider's id is ProviderID(n).
-const Provider = "01J5MXPR0BE0PR0V1DER00000A"
+// Provider is the id of the first upstream provider: OpenMeet's MAS
+// registers its provider under this ULID (openmeet-api
+// matrix-config/mas-config.gomplate.yaml 70-76). The n-th provider's id is
+// ProviderID(n).
+const Provider = "01JAYS74TCG3BTWKADN5Q4518C"
 
 // ProviderID returns the id of the n-th provider (1-based).
 func ProviderID(n int) string {
@@ -49,8 +51,9 @@ func ProviderName(n int) string {
 	return fmt.Sprintf("OpenMeet %d", n)
 }
 
-// UpstreamClientID is MAS's client id at the upstream provider.
-const UpstreamClientID = "mas"
+// UpstreamClientID is MAS's client id at the upstream provider (OpenMeet's
+// mas-config.gomplate.yaml: mas_client).
+const UpstreamClientID = "mas_client"
 
 // Claim import actions of an upstream provider
 // (crates/config/src/sections/upstream_oauth2.rs ImportAction; the default
@@ -97,9 +100,22 @@ type Options struct {
 	// ForwardLoginHint is the provider's forward_login_hint (default off:
 	// MAS sends no login_hint upstream).
 	ForwardLoginHint bool
+	// AdditionalAuthorizationParameters are the provider's
+	// additional_authorization_parameters, added to the authorization
+	// request upstream (crates/handlers/src/upstream_oauth2/authorize.rs
+	// 130-170).
+	AdditionalAuthorizationParameters map[string]string
 	// ResponseMode is the provider's response_mode: query (default) or
 	// form_post (the provider answers with an auto-posting form).
 	ResponseMode string
+	// ProviderPasswordForm makes the upstream provider a generic one that
+	// shows an email and password form of its own when there is no session
+	// (OpenMeet's shows an email-only form that hands over to the web app).
+	ProviderPasswordForm bool
+	// ProviderTokenLimit is the provider token endpoint's limit per minute:
+	// 0 is production's 10; the platform allows 1000 when NODE_ENV is not
+	// production (openmeet-api src/oidc/oidc.controller.ts 733-741).
+	ProviderTokenLimit int
 	// SessionLimit is experimental.session_limit's soft limit (0: none).
 	SessionLimit int
 	// Now is the clock (time.Now if nil).
@@ -135,6 +151,12 @@ type Stats struct {
 	CompatLogins      int
 	Revocations       int
 	PolicyViolations  int
+	// ProviderTokenRequests and ProviderTokenRateLimited count requests to
+	// the provider's token endpoint and its 429 answers.
+	ProviderTokenRequests    int
+	ProviderTokenRateLimited int
+	// PlatformLogouts counts platform sessions ended by logout.
+	PlatformLogouts int
 }
 
 // Emulator is a running MAS, upstream provider and Matrix front.
@@ -174,9 +196,7 @@ type Emulator struct {
 	compat        map[string]*compatLogin
 	loginTokens   map[string]*loginToken
 
-	upUsers    map[string]*upUser // by tenant|email
-	upSessCk   map[string]*upUser // oidc_session cookie → user
-	upCodes    map[string]*upCode
+	om         provider // the upstream platform
 	masPass    map[string]string
 	dendriteMu sync.Mutex
 	dendPass   map[string]string // localpart → password only the emulator knows
@@ -278,16 +298,6 @@ type loginToken struct {
 	expires     time.Time
 }
 
-type upUser struct {
-	tenant, email, password, localpart, name string
-}
-
-type upCode struct {
-	code, redirectURI string
-	user              *upUser
-	issued            time.Time
-}
-
 // SessionInfo describes an active session of a user (OAuth 2.0 or compat).
 type SessionInfo struct {
 	ID, Kind, ClientID, DeviceID, Scope string
@@ -330,7 +340,7 @@ func Start(opts Options) (*Emulator, error) {
 		links: map[string]*link{}, linkBySub: map[string]string{}, users: map[string]*user{},
 		sessions: map[string]string{}, registrations: map[string]*registration{}, codes: map[string]*authCode{}, access: map[string]*accessToken{},
 		refresh: map[string]*refreshToken{}, compat: map[string]*compatLogin{}, loginTokens: map[string]*loginToken{},
-		upUsers: map[string]*upUser{}, upSessCk: map[string]*upUser{}, upCodes: map[string]*upCode{},
+		om:      newProvider(opts.ProviderTokenLimit),
 		masPass: map[string]string{}, dendPass: map[string]string{}, dendTokens: map[string]string{},
 	}
 	e.ServerName = opts.ServerName
@@ -380,6 +390,7 @@ func (e *Emulator) Close() {
 	e.up.Close()
 	e.hs.Close()
 	e.mas.Client().CloseIdleConnections()
+	e.om.client.CloseIdleConnections()
 }
 
 // StopMAS takes MAS down (connections refused); the Matrix front stays up.
@@ -405,36 +416,6 @@ func (e *Emulator) Stats() Stats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.stats
-}
-
-// AddUpstreamUser creates a bot account at the platform: tenant, email and
-// password for the email login, and the localpart the provider's claims
-// carry (preferred_username).
-func (e *Emulator) AddUpstreamUser(tenant, email, password, localpart string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.upUsers[tenant+"|"+strings.ToLower(email)] = &upUser{tenant: tenant, email: email, password: password,
-		localpart: localpart, name: "Bot of " + tenant}
-}
-
-// SetUpstreamDisplayName sets the name claim the provider sends for a
-// platform account (MAS imports it as the display name when configured).
-func (e *Emulator) SetUpstreamDisplayName(tenant, email, name string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if u := e.upUsers[tenant+"|"+strings.ToLower(email)]; u != nil {
-		u.name = name
-	}
-}
-
-// SetUpstreamLocalpart changes the preferred_username claim of a platform
-// account ("" sends none).
-func (e *Emulator) SetUpstreamLocalpart(tenant, email, localpart string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if u := e.upUsers[tenant+"|"+strings.ToLower(email)]; u != nil {
-		u.localpart = localpart
-	}
 }
 
 // UserDisplayName returns a MAS user's display name ("" when none or no user).
@@ -484,22 +465,13 @@ func (e *Emulator) Requests() []string {
 func (e *Emulator) LinkUpstreamUser(tenant, email string, provider int, localpart string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	u := e.upUsers[tenant+"|"+strings.ToLower(email)]
+	u := e.upUser(tenant, email)
 	if u == nil {
 		return
 	}
-	l := e.linkOf(provider, u)
+	l := e.linkOf(provider, e.claimsOf(u))
 	e.users[localpart] = &user{localpart: localpart, email: u.email, displayName: u.name}
 	l.user = localpart
-}
-
-// SetUpstreamPassword changes a platform account's password (a rotated bot password).
-func (e *Emulator) SetUpstreamPassword(tenant, email, password string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if u := e.upUsers[tenant+"|"+strings.ToLower(email)]; u != nil {
-		u.password = password
-	}
 }
 
 // SetMASPassword gives a MAS user a password (compat m.login.password,

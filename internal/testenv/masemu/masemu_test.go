@@ -29,7 +29,8 @@ const (
 	tenant      = "acme"
 	email       = "bot-acme@openmeet.net"
 	password    = "pw-acme"
-	localpart   = "openmeet-bot-acme"
+	slug        = "openmeet-bot-acme"
+	localpart   = slug + "_" + tenant // the provider's preferred_username
 	deviceID    = "MXPROBEDEV01"
 )
 
@@ -56,7 +57,7 @@ func start(t *testing.T, opts Options) (*Emulator, *clock) {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.Close)
-	e.AddUpstreamUser(tenant, email, password, localpart)
+	e.AddUpstreamUser(tenant, email, password, slug)
 	return e, c
 }
 
@@ -611,10 +612,10 @@ func TestCompatRules(t *testing.T) {
 }
 
 func TestMoreFormAndTokenRules(t *testing.T) {
-	e, _ := start(t, Options{})
+	e, _ := start(t, Options{ProviderPasswordForm: true})
 	client := clientID(t, e)
 
-	// The provider's HTML login form: csrf required, a wrong password shows
+	// A generic provider's HTML login form: csrf required, a wrong password shows
 	// the form again, the right one continues to MAS.
 	b := newBrowser(t)
 	resp, body := b.get(authorizeURL(e, client, nil))
