@@ -47,6 +47,7 @@ mas:
   public_url: %s
   redirect_uri: %s
   upstream: {adapter: openmeet, api_url: %s}
+  login_budget: {logins: 1000, window: 1s}  # two logins in a row on purpose
 tenants:
   - id: masdemo
     name: Demo tenant
