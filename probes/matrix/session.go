@@ -187,7 +187,7 @@ func (r *runner) step(ctx context.Context, name string, a *actor, fn func(ctx co
 // notInRoom reports whether raw is the homeserver refusing because the user
 // is not in the room (M_FORBIDDEN, "User not in room" and the like).
 func notInRoom(raw error) bool {
-	return mxclient.ErrCode(raw) == "M_FORBIDDEN" || mxclient.HTTPStatus(raw) == http.StatusForbidden
+	return mxclient.Is(raw, mautrix.MForbidden) || mxclient.HTTPStatus(raw) == http.StatusForbidden
 }
 
 // gone reports whether raw says the membership is already gone (leaving a

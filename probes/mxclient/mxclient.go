@@ -116,8 +116,20 @@ func HTTPStatus(err error) int {
 	return probes.StatusOf(err)
 }
 
+// Is reports whether err carries the Matrix error of target
+// (mautrix.MUnknownToken, mautrix.MLimitExceeded, ...): the errcode a
+// RespError's Is compares, whether err wraps the RespError itself or an
+// HTTPError that holds it next to a wrapped error.
+func Is(err error, target mautrix.RespError) bool {
+	if errors.Is(err, target) {
+		return true
+	}
+	var he mautrix.HTTPError
+	return errors.As(err, &he) && he.RespError != nil && he.RespError.Is(target)
+}
+
 // IsUnknownToken reports whether the homeserver rejected the access token.
-func IsUnknownToken(err error) bool { return ErrCode(err) == "M_UNKNOWN_TOKEN" }
+func IsUnknownToken(err error) bool { return Is(err, mautrix.MUnknownToken) }
 
 // SoftLogout reports whether an M_UNKNOWN_TOKEN came with soft_logout: true.
 func SoftLogout(err error) bool {
@@ -137,7 +149,7 @@ func RetryAfter(err error) (time.Duration, bool) {
 		return 0, false
 	}
 	limited := (he.Response != nil && he.Response.StatusCode == http.StatusTooManyRequests) ||
-		(he.RespError != nil && he.RespError.ErrCode == "M_LIMIT_EXCEEDED")
+		(he.RespError != nil && he.RespError.Is(mautrix.MLimitExceeded))
 	if !limited {
 		return 0, false
 	}
@@ -186,9 +198,9 @@ func Classify(err error) error {
 	status := he.Response.StatusCode
 	if he.RespError != nil && status/100 != 2 {
 		class := probes.ClassForStatus(status)
-		if he.RespError.ErrCode == "M_LIMIT_EXCEEDED" {
+		if he.RespError.Is(mautrix.MLimitExceeded) {
 			class = probes.ClassRateLimited
-		} else if he.RespError.ErrCode == "M_UNKNOWN_TOKEN" || he.RespError.ErrCode == "M_MISSING_TOKEN" {
+		} else if he.RespError.Is(mautrix.MUnknownToken) || he.RespError.Is(mautrix.MMissingToken) {
 			class = probes.ClassAuthFailed
 		} else if class == probes.ClassNone {
 			class = probes.ClassBadResponse
