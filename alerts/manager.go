@@ -14,6 +14,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/probes"
 )
 
 // Delivery is the notification log of one alert instance at one notifier.
@@ -56,8 +57,11 @@ type Options struct {
 	// Now is the clock of rule evaluation, silences and windows (tests
 	// inject a fake one). Deliveries always use real time.
 	Now func() time.Time
-	// TenantFilter narrows the tenants this process watches (sharding).
+	// TenantFilter narrows the tenants this process watches (sharding),
+	// when no Jobs are given.
 	TenantFilter func([]string) []string
+	// Jobs are the jobs built for Config (see PrepareJobs).
+	Jobs []*probes.Job
 	// PollInterval is how often delivery workers look for due work besides
 	// being woken (default 1s).
 	PollInterval time.Duration
@@ -139,9 +143,11 @@ func New(opts Options) (*Manager, error) {
 	m.started = m.now()
 	m.statePath = opts.Config.AlertStatePath()
 	m.load()
-	if err := m.Apply(opts.Config, opts.Notifiers); err != nil {
+	p, err := m.PrepareJobs(opts.Config, opts.Notifiers, opts.Jobs)
+	if err != nil {
 		return nil, err
 	}
+	m.Commit(p)
 	return m, nil
 }
 
@@ -172,6 +178,13 @@ type Plan struct {
 // notifier set, without changing anything the manager runs: an error means
 // the configuration is rejected and the manager is as it was.
 func (m *Manager) Prepare(cfg *config.Config, notifiers []Notifier) (*Plan, error) {
+	return m.PrepareJobs(cfg, notifiers, nil)
+}
+
+// PrepareJobs is Prepare with the jobs built for cfg: the subjects and
+// schedule intervals the rules watch are taken from them rather than derived
+// from cfg again (nil jobs: from cfg and Options.TenantFilter).
+func (m *Manager) PrepareJobs(cfg *config.Config, notifiers []Notifier, jobs []*probes.Job) (*Plan, error) {
 	rules := map[string]*rule{}
 	var order []string
 	for _, rc := range cfg.Alerting.Rules {
@@ -214,23 +227,34 @@ func (m *Manager) Prepare(cfg *config.Config, notifiers []Notifier) (*Plan, erro
 	intervals := map[string]time.Duration{}
 	subjects := map[string][]string{}
 	now := m.now()
-	for i := range cfg.Probes {
-		p := &cfg.Probes[i]
-		if !p.Disabled {
-			intervals[p.Name] = p.Schedule.Interval(now)
-		}
-		var ids []string
-		if p.PerTenant() {
-			for _, t := range cfg.TenantsFor(p) {
-				ids = append(ids, t.ID)
+	if jobs != nil {
+		// The jobs the daemon built: their subjects are already this
+		// replica's share of the tenants.
+		for _, j := range jobs {
+			if !j.Disabled {
+				intervals[j.Name] = config.Schedule{Schedule: j.Schedule}.Interval(now)
 			}
-			if m.tenantFilter != nil {
-				ids = m.tenantFilter(ids)
-			}
-		} else {
-			ids = []string{""}
+			subjects[j.Name] = j.Subjects
 		}
-		subjects[p.Name] = ids
+	} else {
+		for i := range cfg.Probes {
+			p := &cfg.Probes[i]
+			if !p.Disabled {
+				intervals[p.Name] = p.Schedule.Interval(now)
+			}
+			var ids []string
+			if p.PerTenant() {
+				for _, t := range cfg.TenantsFor(p) {
+					ids = append(ids, t.ID)
+				}
+				if m.tenantFilter != nil {
+					ids = m.tenantFilter(ids)
+				}
+			} else {
+				ids = []string{""}
+			}
+			subjects[p.Name] = ids
+		}
 	}
 
 	return &Plan{cfg: cfg, notifiers: notifiers, rules: rules, order: order, windows: windows,

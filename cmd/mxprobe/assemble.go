@@ -94,10 +94,10 @@ func assemble(cfg *config.Config, e *env, st *stores) (*runtime, error) {
 		return nil, err
 	}
 	if m := st.alerts.Load(); m != nil {
-		rt.alertsPlan, err = m.Prepare(cfg, ns)
+		rt.alertsPlan, err = m.PrepareJobs(cfg, ns, rt.jobs)
 	} else {
 		rt.newAlerts, err = alerts.New(alerts.Options{Config: cfg, Notifiers: ns,
-			Logger: e.logger.With("component", "alerts"), TenantFilter: e.tenantFilter()})
+			Logger: e.logger.With("component", "alerts"), Jobs: rt.jobs})
 	}
 	if err != nil {
 		return nil, err
@@ -166,14 +166,6 @@ func commitLogin(m *auth.Manager, rt *runtime) {
 	if rt.masBudget != m.BudgetFor(config.MethodMASOIDC) || rt.masBudget != m.BudgetFor(config.MethodMASCompatSSO) {
 		m.SetBudget(rt.masBudget, masBudgetMethods()...)
 	}
-}
-
-// tenantFilter narrows tenant ids to this replica's shard (nil: all).
-func (e *env) tenantFilter() func([]string) []string {
-	if !e.shard.Enabled() {
-		return nil
-	}
-	return e.shard.Filter
 }
 
 // daemonInstance is the daemon's instance id: kept in data_dir (stable
