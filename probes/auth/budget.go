@@ -183,6 +183,10 @@ func (m *Manager) spend(method, key string) error {
 					"the last login of this account was refused; it may try again in %s (its share of the login budget, one per %s); the run is skipped",
 					wait.Round(time.Second), share.Round(time.Second))
 			}
+			if b.OthersWaiting(key) {
+				return probes.Errorf(probes.ClassLoginBudget,
+					"the last login of this account was refused; it gives way to accounts waiting for a first login; the run is skipped")
+			}
 		}
 	}
 	ok, wait := b.Take()
@@ -207,7 +211,12 @@ func (m *Manager) wasRefused(key string) bool {
 	return ok
 }
 
-// noteLogin remembers whether key's login was refused (auth_failed).
+// refusedClasses are the failures that say the account's credentials were
+// refused: by the homeserver or MAS (auth_failed), or by the upstream
+// provider behind MAS (upstream_login). Retrying them at once cannot help.
+var refusedClasses = map[probes.Class]bool{probes.ClassAuthFailed: true, ClassUpstreamLogin: true}
+
+// noteLogin remembers whether key's login was refused (refusedClasses).
 func (m *Manager) noteLogin(method, key string, err error) {
 	b := m.BudgetFor(method)
 	if b == nil {
@@ -218,7 +227,7 @@ func (m *Manager) noteLogin(method, key string, err error) {
 	if m.refused == nil {
 		m.refused = map[string]time.Time{}
 	}
-	if probes.Classify(err) == probes.ClassAuthFailed {
+	if err != nil && refusedClasses[probes.Classify(err)] {
 		m.refused[key] = b.now()
 	} else {
 		delete(m.refused, key)

@@ -348,3 +348,63 @@ func TestRefusedAccountDoesNotHoldBackRelogins(t *testing.T) {
 		t.Fatalf("%d logins, want new's first and then good's re-login", meth.logins)
 	}
 }
+
+// upstreamRefusingMethod fails tenant "bad" as the upstream provider behind
+// MAS refusing the bot's password does.
+type upstreamRefusingMethod struct{ countingMethod }
+
+func (r *upstreamRefusingMethod) Login(ctx context.Context, m *auth.Manager, a auth.Account, rec *probes.Recorder) (*auth.Session, error) {
+	if a.Tenant == "bad" {
+		err := probes.Errorf(auth.ClassUpstreamLogin, "the provider showed its login form again")
+		rec.AddStep("upstream_login", 0, err)
+		return nil, err
+	}
+	return r.countingMethod.Login(ctx, m, a, rec)
+}
+
+// An account the upstream provider refused waits its share of the budget
+// and then gives way to an account waiting for its first login: one broken
+// tenant retrying as often as the budget allows cannot starve a new one.
+func TestUpstreamRefusedAccountGivesWayToFirstLogins(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"user_id":"@bot:example.net","device_id":"D"}`))
+	}))
+	defer srv.Close()
+	clk := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	m := auth.NewManager(srv.Client())
+	m.Now = clk.Now
+	meth := &upstreamRefusingMethod{countingMethod{hs: srv.URL}}
+	m.Register(config.MethodPassword, meth)
+	m.SetBudget(&auth.Budget{Name: "test", Max: 4, Window: time.Minute, MinGap: 15 * time.Second, Now: clk.Now}, config.MethodPassword)
+	var cfg config.Config
+	for _, id := range []string{"bad", "new"} {
+		cfg.Tenants = append(cfg.Tenants, config.Tenant{ID: id, HomeserverURL: srv.URL, ServerName: "example.net",
+			Bot: config.Account{Method: config.MethodPassword, User: "bot", Password: "x"}})
+	}
+	p := &auth.LoginProbe{Name: "login", Manager: m, Config: &cfg, FullLoginInterval: time.Hour}
+	run := func(id string) probes.Result {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return p.Run(ctx, id)
+	}
+	if r := run("bad"); r.Class != auth.ClassUpstreamLogin {
+		t.Fatalf("bad: %s %s", r.Outcome, r.Class)
+	}
+	clk.Add(2 * time.Second)
+	if r := run("new"); r.Outcome != probes.OutcomeSkipped {
+		t.Fatalf("new within the gap: %s %s", r.Outcome, r.Class)
+	}
+	clk.Add(14 * time.Second) // bad's share (15 s) and the gap have passed
+	if r := run("bad"); r.Outcome != probes.OutcomeSkipped || !strings.Contains(r.Error, "gives way") {
+		t.Fatalf("bad should give way to new: %s %s %q", r.Outcome, r.Class, r.Error)
+	}
+	requireOK(t, run("new"))
+	clk.Add(16 * time.Second)
+	if r := run("bad"); r.Class != auth.ClassUpstreamLogin {
+		t.Fatalf("bad once nobody waits: %s %s", r.Outcome, r.Class)
+	}
+	if meth.logins != 1 {
+		t.Fatalf("logins of new: %d", meth.logins)
+	}
+}
