@@ -4,11 +4,8 @@ import (
 	"context"
 	"strings"
 
-	"maunium.net/go/mautrix"
-
 	"github.com/mxprobe/mxprobe/internal/config"
 	"github.com/mxprobe/mxprobe/probes"
-	"github.com/mxprobe/mxprobe/probes/mxclient"
 )
 
 // AppServiceMethod acts with an application service's as_token instead of
@@ -40,12 +37,7 @@ func (AppServiceMethod) Login(ctx context.Context, m *Manager, acct Account, rec
 		if err != nil {
 			return err
 		}
-		var resp *mautrix.RespWhoami
-		err = mxclient.Call(ctx, nil, func(ctx context.Context) error {
-			var err error
-			resp, err = cli.Whoami(ctx)
-			return err
-		})
+		resp, err := whoami(ctx, cli)
 		if err != nil {
 			if pe := (*probes.Error)(nil); asProbeErr(err, &pe) && pe.Class == probes.ClassForbidden {
 				pe.Err = forbiddenAs{user: user, err: pe.Err}

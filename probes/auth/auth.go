@@ -449,12 +449,7 @@ func (m *Manager) Whoami(ctx context.Context, acct Account, sess *Session) error
 	if err != nil {
 		return err
 	}
-	var resp *mautrix.RespWhoami
-	err = mxclient.Call(ctx, nil, func(ctx context.Context) error {
-		var err error
-		resp, err = cli.Whoami(ctx)
-		return err
-	})
+	resp, err := whoami(ctx, cli)
 	if err != nil {
 		return err
 	}
@@ -574,4 +569,15 @@ func (s *Session) String() string {
 // String keeps secrets out of accidental prints.
 func (a Account) String() string {
 	return fmt.Sprintf("account{%s user=%s method=%s}", a.Key, a.Config.User, a.Config.Method)
+}
+
+// whoami asks the homeserver whose token cli carries.
+func whoami(ctx context.Context, cli *mautrix.Client) (*mautrix.RespWhoami, error) {
+	var resp *mautrix.RespWhoami
+	err := mxclient.Call(ctx, nil, func(ctx context.Context) error {
+		var err error
+		resp, err = cli.Whoami(ctx)
+		return err
+	})
+	return resp, err
 }

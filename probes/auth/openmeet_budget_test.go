@@ -273,12 +273,22 @@ func TestLoginProbeRefreshesOnlyWithARefresher(t *testing.T) {
 }
 
 // refusingMethod refuses the logins of tenant "bad" (a wrong password).
-type refusingMethod struct{ countingMethod }
+// refusingMethod refuses tenant "bad": as the homeserver refusing its
+// password does (auth_failed at login), or as set by class and step.
+type refusingMethod struct {
+	countingMethod
+	class probes.Class
+	step  string
+}
 
 func (r *refusingMethod) Login(ctx context.Context, m *auth.Manager, a auth.Account, rec *probes.Recorder) (*auth.Session, error) {
 	if a.Tenant == "bad" {
-		err := probes.Errorf(probes.ClassAuthFailed, "wrong password")
-		rec.AddStep("login", 0, err)
+		class, step := r.class, r.step
+		if class == "" {
+			class, step = probes.ClassAuthFailed, "login"
+		}
+		err := probes.Errorf(class, "refused")
+		rec.AddStep(step, 0, err)
 		return nil, err
 	}
 	return r.countingMethod.Login(ctx, m, a, rec)
@@ -296,7 +306,7 @@ func TestRefusedAccountDoesNotHoldBackRelogins(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1_800_000_000, 0)}
 	m := auth.NewManager(srv.Client())
 	m.Now = clk.Now
-	meth := &refusingMethod{countingMethod{hs: srv.URL}}
+	meth := &refusingMethod{countingMethod: countingMethod{hs: srv.URL}}
 	m.Register(config.MethodPassword, meth)
 	m.SetBudget(&auth.Budget{Name: "test", Max: 2, Window: time.Hour, Now: clk.Now}, config.MethodPassword)
 	var cfg config.Config
@@ -349,19 +359,6 @@ func TestRefusedAccountDoesNotHoldBackRelogins(t *testing.T) {
 	}
 }
 
-// upstreamRefusingMethod fails tenant "bad" as the upstream provider behind
-// MAS refusing the bot's password does.
-type upstreamRefusingMethod struct{ countingMethod }
-
-func (r *upstreamRefusingMethod) Login(ctx context.Context, m *auth.Manager, a auth.Account, rec *probes.Recorder) (*auth.Session, error) {
-	if a.Tenant == "bad" {
-		err := probes.Errorf(auth.ClassUpstreamLogin, "the provider showed its login form again")
-		rec.AddStep("upstream_login", 0, err)
-		return nil, err
-	}
-	return r.countingMethod.Login(ctx, m, a, rec)
-}
-
 // An account the upstream provider refused waits its share of the budget
 // and then gives way to an account waiting for its first login: one broken
 // tenant retrying as often as the budget allows cannot starve a new one.
@@ -374,7 +371,7 @@ func TestUpstreamRefusedAccountGivesWayToFirstLogins(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1_800_000_000, 0)}
 	m := auth.NewManager(srv.Client())
 	m.Now = clk.Now
-	meth := &upstreamRefusingMethod{countingMethod{hs: srv.URL}}
+	meth := &refusingMethod{countingMethod: countingMethod{hs: srv.URL}, class: auth.ClassUpstreamLogin, step: "upstream_login"}
 	m.Register(config.MethodPassword, meth)
 	m.SetBudget(&auth.Budget{Name: "test", Max: 4, Window: time.Minute, MinGap: 15 * time.Second, Now: clk.Now}, config.MethodPassword)
 	var cfg config.Config
