@@ -95,7 +95,7 @@ func drive(t *testing.T, alerting string, evs []ev) (*Manager, *recorder, *fakeC
 			m.Observe(probes.Result{Probe: "login", Tenant: "acme", Outcome: probes.OutcomeSuccess})
 		case "fail":
 			m.Observe(probes.Result{Probe: "login", Tenant: "acme", Outcome: probes.OutcomeFailure,
-				Class: probes.ClassAuthFailed, Step: "login", Error: "M_FORBIDDEN"})
+				Class: probes.ClassAuthFailed, FailedStep: "login", Error: "M_FORBIDDEN"})
 		}
 		m.Tick()
 		m.deliverNow()

@@ -142,7 +142,7 @@ func TestEngineTimeoutPanicAndShutdown(t *testing.T) {
 	e := NewEngine(2)
 	e.SetJobs([]*Job{job("slow", []string{"a"}, 30*time.Millisecond, slow), job("boom", []string{""}, time.Second, boom)})
 	r, err := e.Run(context.Background(), "slow", "a")
-	if err != nil || r.Outcome != OutcomeFailure || r.Class != ClassTimeout || r.Step != "wait" {
+	if err != nil || r.Outcome != OutcomeFailure || r.Class != ClassTimeout || r.FailedStep != "wait" {
 		t.Fatalf("timeout run: %+v %v", r, err)
 	}
 	r, _ = e.Run(context.Background(), "boom", "")
@@ -175,7 +175,7 @@ func TestRecorderSteps(t *testing.T) {
 	_ = rec.Step("three", func() error { return Errorf(ClassHTTP5xx, "later failure") })
 	_ = rec.SoftStep("cleanup", func() error { return errors.New("x") })
 	r := rec.Finish()
-	if r.Outcome != OutcomeWarning || r.Class != ClassRateLimited || r.Step != "two" {
+	if r.Outcome != OutcomeWarning || r.Class != ClassRateLimited || r.FailedStep != "two" {
 		t.Fatalf("first failure should decide: %+v", r)
 	}
 	if len(r.Steps) != 4 || r.Steps[3].OK || r.Steps[2].Class != ClassHTTP5xx {

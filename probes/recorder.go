@@ -127,7 +127,7 @@ func (r *Recorder) Fail(step string, err error) {
 	}
 	class := Classify(err)
 	r.res.Class = class
-	r.res.Step = step
+	r.res.FailedStep = step
 	r.res.Error = r.scrub(err.Error())
 	if class.Skip() {
 		r.res.Outcome = OutcomeSkipped
@@ -145,7 +145,7 @@ func (r *Recorder) Warn(step string, class Class, msg string) {
 	}
 	r.res.Outcome = OutcomeWarning
 	r.res.Class = class
-	r.res.Step = step
+	r.res.FailedStep = step
 	r.res.Error = r.scrub(msg)
 }
 

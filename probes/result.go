@@ -80,16 +80,16 @@ type Step struct {
 
 // Result is what one probe run produces.
 type Result struct {
-	Probe    string        `json:"probe"`
-	Type     string        `json:"type"`
-	Tenant   string        `json:"tenant"`
-	Outcome  Outcome       `json:"outcome"`
-	Class    Class         `json:"class,omitempty"`
-	Step     string        `json:"failed_step,omitempty"`
-	Error    string        `json:"error,omitempty"`
-	Started  time.Time     `json:"started"`
-	Duration time.Duration `json:"-"`
-	Steps    []Step        `json:"steps"`
+	Probe      string        `json:"probe"`
+	Type       string        `json:"type"`
+	Tenant     string        `json:"tenant"`
+	Outcome    Outcome       `json:"outcome"`
+	Class      Class         `json:"class,omitempty"`
+	FailedStep string        `json:"failed_step,omitempty"`
+	Error      string        `json:"error,omitempty"`
+	Started    time.Time     `json:"started"`
+	Duration   time.Duration `json:"-"`
+	Steps      []Step        `json:"steps"`
 	// Signals are numeric observations of the run (message delivery seconds,
 	// Synapse health signals...). Alert rules and exporters read them by name.
 	// A signal about one part of the target is named "<signal>:<part>", for

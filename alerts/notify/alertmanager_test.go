@@ -105,7 +105,7 @@ alerting:
 	httpc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	defer httpc.CloseIdleConnections()
 	m := newManager(t, cfg, httpc)
-	m.Observe(probes.Result{Probe: "login", Tenant: "acme", Outcome: probes.OutcomeFailure, Class: probes.ClassAuthFailed, Step: "login"})
+	m.Observe(probes.Result{Probe: "login", Tenant: "acme", Outcome: probes.OutcomeFailure, Class: probes.ClassAuthFailed, FailedStep: "login"})
 
 	var got []amAlert
 	waitFor(t, "the alert in Alertmanager", 15*time.Second, func() bool {

@@ -47,7 +47,7 @@ func (s *loginSetup) run(t *testing.T, m *alerts.Manager, want probes.Outcome) {
 	defer cancel()
 	res := s.probe.Run(ctx, "acme")
 	if res.Outcome != want {
-		t.Fatalf("login run: outcome %s (%s at %s: %s), want %s", res.Outcome, res.Class, res.Step, res.Error, want)
+		t.Fatalf("login run: outcome %s (%s at %s: %s), want %s", res.Outcome, res.Class, res.FailedStep, res.Error, want)
 	}
 	m.Observe(res)
 }

@@ -347,7 +347,7 @@ func TestCLINextToDaemonNoStolenSessions(t *testing.T) {
 			t.Fatalf("CLI run %d: %v %s", runs, err, stderr)
 		}
 		if r.Outcome != probes.OutcomeSuccess || r.Counts[probes.CountTokenRefresh] != 0 || r.Counts[probes.CountCleanupFailure] != 0 {
-			t.Errorf("CLI run %d: %s %s at %s: %s; counts %v", runs, r.Outcome, r.Class, r.Step, r.Error, r.Counts)
+			t.Errorf("CLI run %d: %s %s at %s: %s; counts %v", runs, r.Outcome, r.Class, r.FailedStep, r.Error, r.Counts)
 		}
 		runs++
 	}

@@ -130,7 +130,7 @@ func TestRunLoginCLI(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("json: %v\n%s", err, out)
 	}
-	if r.Outcome != probes.OutcomeFailure || r.Class != probes.ClassAuthFailed || r.Step != "login" || len(r.Steps) != 1 || r.Steps[0].Duration <= 0 {
+	if r.Outcome != probes.OutcomeFailure || r.Class != probes.ClassAuthFailed || r.FailedStep != "login" || len(r.Steps) != 1 || r.Steps[0].Duration <= 0 {
 		t.Fatalf("result: %+v", r)
 	}
 	if strings.Contains(out+errOut, "SECRET") {
@@ -152,7 +152,7 @@ func TestIdentityMismatch(t *testing.T) {
 	code, out, _ := runCLI(t, "run", "login", "--tenant", "dom", "--config.file", cfg, "-o", "json")
 	var r probes.Result
 	_ = json.Unmarshal([]byte(out), &r)
-	if code != 1 || r.Class != probes.ClassIdentityMismatch || r.Step != "whoami" {
+	if code != 1 || r.Class != probes.ClassIdentityMismatch || r.FailedStep != "whoami" {
 		t.Fatalf("exit %d: %+v", code, r)
 	}
 }

@@ -104,7 +104,7 @@ func TestDaemonRevokesMASSessionsOnShutdown(t *testing.T) {
 	waitFor(t, "three scheduled logins", 30*time.Second, func() bool { return len(recent()) >= 3 })
 	for _, r := range recent() {
 		if r.Outcome != probes.OutcomeSuccess {
-			t.Fatalf("login failed at %s (%s): %s", r.Step, r.Class, r.Error)
+			t.Fatalf("login failed at %s (%s): %s", r.FailedStep, r.Class, r.Error)
 		}
 	}
 	if n := len(emu.ActiveSessions(user)); n > 2 {

@@ -122,7 +122,7 @@ probes:
 		a, okA := latest(d, "login", "appservice")
 		h, okH := latest(d, "readiness", "")
 		return okL && okA && okH && l.Outcome == probes.OutcomeSuccess && h.Outcome == probes.OutcomeSuccess &&
-			a.Class == probes.ClassAuthFailed && a.Step == "login"
+			a.Class == probes.ClassAuthFailed && a.FailedStep == "login"
 	})
 	if got := d.config().Tenants; len(got) != 2 || got[0].ID != "acme" || got[0].Bot.Email != "bot-acme@openmeet.net" || got[1].ID != "appservice" {
 		t.Fatalf("tenants: %+v", got)
@@ -176,7 +176,7 @@ func TestRunHTTPTarget(t *testing.T) {
 	code, out, _ := runCLI(t, "run", "http", "--target", srv.URL+"/gone", "--config.file", good, "-o", "json")
 	var r probes.Result
 	_ = json.Unmarshal([]byte(out), &r)
-	if code != 1 || r.Class != probes.ClassNotFound || r.Step != "status" {
+	if code != 1 || r.Class != probes.ClassNotFound || r.FailedStep != "status" {
 		t.Fatalf("exit %d: %+v", code, r)
 	}
 	if code, _, errOut := runCLI(t, "run", "http", "--config.file", good); code != 2 || !strings.Contains(errOut, "no target") {

@@ -222,10 +222,10 @@ func TestValidReloadKeepsState(t *testing.T) {
 		return r
 	}
 	if r := run("login", "masdemo"); r.Outcome != probes.OutcomeSuccess {
-		t.Fatalf("login: %s at %s: %s", r.Class, r.Step, r.Error)
+		t.Fatalf("login: %s at %s: %s", r.Class, r.FailedStep, r.Error)
 	}
 	if r := run("synapse", ""); r.Outcome == probes.OutcomeFailure {
-		t.Fatalf("synapse_metrics: %s at %s: %s", r.Class, r.Step, r.Error)
+		t.Fatalf("synapse_metrics: %s at %s: %s", r.Class, r.FailedStep, r.Error)
 	}
 	regs := emu.Stats().Registrations
 	if regs != 1 {
@@ -286,7 +286,7 @@ func TestValidReloadKeepsState(t *testing.T) {
 	// registration request.
 	d.stores.auth.Forget(key)
 	if r := run("login", "masdemo"); r.Outcome != probes.OutcomeSuccess {
-		t.Fatalf("login after the reload: %s at %s: %s", r.Class, r.Step, r.Error)
+		t.Fatalf("login after the reload: %s at %s: %s", r.Class, r.FailedStep, r.Error)
 	}
 	if got := emu.Stats().Registrations; got != regs {
 		t.Errorf("%d client registrations after the reload, want %d (no new registration)", got, regs)

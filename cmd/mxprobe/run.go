@@ -215,7 +215,7 @@ func verdict(r probes.Result) string {
 func summaryLine(r probes.Result) string {
 	s := fmt.Sprintf("%-20s %-12s %-8s %s", displayTenant(r.Tenant), r.Probe, fmtDur(r.Duration), verdict(r))
 	if !r.OK() || r.Outcome == probes.OutcomeWarning {
-		s += fmt.Sprintf(" at %s: %s", r.Step, r.Error) // a skipped run says why
+		s += fmt.Sprintf(" at %s: %s", r.FailedStep, r.Error) // a skipped run says why
 	}
 	return s
 }
@@ -224,7 +224,7 @@ func printTable(w io.Writer, results []probes.Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TENANT\tPROBE\tRESULT\tDURATION\tFAILED STEP")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", displayTenant(r.Tenant), r.Probe, verdict(r), fmtDur(r.Duration), r.Step)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", displayTenant(r.Tenant), r.Probe, verdict(r), fmtDur(r.Duration), r.FailedStep)
 	}
 	_ = tw.Flush()
 }
@@ -236,7 +236,7 @@ func printResult(w io.Writer, r probes.Result) {
 	}
 	fmt.Fprintln(w)
 	if r.Error != "" {
-		fmt.Fprintf(w, "  failed at %s: %s\n", r.Step, r.Error)
+		fmt.Fprintf(w, "  failed at %s: %s\n", r.FailedStep, r.Error)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  STEP\tSTATUS\tHTTP\tTIME\tDETAIL")

@@ -227,7 +227,7 @@ func (m *Metrics) Observe(r probes.Result) {
 		l.failedStep, l.failedClass = "", ""
 	} else {
 		l.success = 0
-		l.failedStep, l.failedClass = r.Step, string(r.Class)
+		l.failedStep, l.failedClass = r.FailedStep, string(r.Class)
 		if l.failedStep == "" {
 			l.failedStep = "run"
 		}

@@ -42,7 +42,7 @@ func fill(m *metrics.Metrics, tenants int) {
 				st := probes.Step{Name: s, Duration: time.Duration(20+si*7) * time.Millisecond, OK: true}
 				if si == failAt {
 					st.OK, st.Class, st.Error = false, probes.ClassHTTP5xx, "HTTP 502"
-					r.Outcome, r.Class, r.Step, r.Error = probes.OutcomeFailure, probes.ClassHTTP5xx, s, "HTTP 502"
+					r.Outcome, r.Class, r.FailedStep, r.Error = probes.OutcomeFailure, probes.ClassHTTP5xx, s, "HTTP 502"
 				}
 				r.Steps = append(r.Steps, st)
 				if si == failAt {

@@ -155,7 +155,7 @@ func TestRunNowNeedsToken(t *testing.T) {
 	}
 	_ = json.NewDecoder(hr.Body).Decode(&r)
 	hr.Body.Close()
-	if hr.StatusCode != 200 || r.Outcome != probes.OutcomeFailure || r.Class != probes.ClassAuthFailed || r.Step != "whoami" {
+	if hr.StatusCode != 200 || r.Outcome != probes.OutcomeFailure || r.Class != probes.ClassAuthFailed || r.FailedStep != "whoami" {
 		t.Fatalf("X-Mxprobe-Token: %d %+v", hr.StatusCode, r)
 	}
 	// Unknown names are 404 with a clear message.

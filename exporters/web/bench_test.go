@@ -32,7 +32,7 @@ func BenchmarkStatusPage(b *testing.B) {
 				res := probes.Result{Probe: p, Type: p, Tenant: s, Outcome: probes.OutcomeSuccess, Started: start.Add(time.Duration(r) * time.Minute),
 					Duration: time.Duration(20+r%7) * time.Millisecond, Steps: []probes.Step{{Name: "login", OK: true, Duration: 15 * time.Millisecond}, {Name: "whoami", OK: true, Duration: 3 * time.Millisecond}}}
 				if r%11 == 0 {
-					res.Outcome, res.Class, res.Step, res.Error = probes.OutcomeFailure, probes.ClassTimeout, "login", "context deadline exceeded"
+					res.Outcome, res.Class, res.FailedStep, res.Error = probes.OutcomeFailure, probes.ClassTimeout, "login", "context deadline exceeded"
 				}
 				hist.Observe(res)
 			}

@@ -121,7 +121,7 @@ func (c resultCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descDuration, prometheus.GaugeValue, r.Duration.Seconds())
 	ch <- prometheus.MustNewConstMetric(descWarning, prometheus.GaugeValue, b2f(r.Outcome == probes.OutcomeWarning))
 	if !r.OK() {
-		ch <- prometheus.MustNewConstMetric(descFailure, prometheus.GaugeValue, 1, string(r.Class), r.Step)
+		ch <- prometheus.MustNewConstMetric(descFailure, prometheus.GaugeValue, 1, string(r.Class), r.FailedStep)
 	}
 	seen := map[string]bool{}
 	for _, st := range r.Steps {

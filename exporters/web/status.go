@@ -263,11 +263,11 @@ func makeRow(j *probes.Job, tenant string, e history.Entry, ok bool, st Settings
 		rw.LastSuccess = ref(e.LastSuccess.Started, now)
 	}
 	if f := e.LastFailure; f != nil {
-		rw.LastFailure = &failureRef{timeRef: *ref(f.Started, now), Step: f.Step, Class: string(f.Class), Error: truncate(f.Error, 300)}
+		rw.LastFailure = &failureRef{timeRef: *ref(f.Started, now), Step: f.FailedStep, Class: string(f.Class), Error: truncate(f.Error, 300)}
 	}
 	if l.Outcome == probes.OutcomeWarning && l.Error != "" {
 		// A warning (rate limited) says what happened and what to change.
-		rw.LastFailure = &failureRef{timeRef: *ref(l.Started, now), Step: l.Step, Class: string(l.Class), Error: truncate(l.Error, 300)}
+		rw.LastFailure = &failureRef{timeRef: *ref(l.Started, now), Step: l.FailedStep, Class: string(l.Class), Error: truncate(l.Error, 300)}
 	}
 	for _, s := range l.Steps {
 		rw.Steps = append(rw.Steps, stepView{Name: s.Name, Duration: fmtDuration(s.Duration), OK: s.OK, Class: string(s.Class)})
@@ -415,7 +415,7 @@ func verdict(r probes.Result) string {
 	case probes.OutcomeWarning:
 		return "warning " + string(r.Class)
 	}
-	return "FAILED at " + r.Step + " (" + string(r.Class) + ")"
+	return "FAILED at " + r.FailedStep + " (" + string(r.Class) + ")"
 }
 
 func (s *Server) pageLogin(w http.ResponseWriter, r *http.Request) {

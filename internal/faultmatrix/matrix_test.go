@@ -354,7 +354,7 @@ func runCell(t *testing.T, dep *dependency, f fault) {
 			}
 			steps = append(steps, st)
 		}
-		return fmt.Sprintf("%s class=%q step=%q err=%q steps=%v", r.Outcome, r.Class, r.Step, r.Error, steps)
+		return fmt.Sprintf("%s class=%q step=%q err=%q steps=%v", r.Outcome, r.Class, r.FailedStep, r.Error, steps)
 	}
 
 	// Warm-up: sessions cached, previous scrape stored, both subjects fine.
@@ -387,8 +387,8 @@ func runCell(t *testing.T, dep *dependency, f fault) {
 		if w.class != "" && faulted.Class != w.class {
 			t.Errorf("class %q, want %q: %s", faulted.Class, w.class, describe(faulted))
 		}
-		if faulted.Step != w.step {
-			t.Errorf("failed step %q, want %q: %s", faulted.Step, w.step, describe(faulted))
+		if faulted.FailedStep != w.step {
+			t.Errorf("failed step %q, want %q: %s", faulted.FailedStep, w.step, describe(faulted))
 		}
 		if w.warning != (faulted.Outcome == probes.OutcomeWarning) {
 			t.Errorf("outcome %s, want warning=%v: %s", faulted.Outcome, w.warning, describe(faulted))

@@ -123,7 +123,7 @@ func TestAppServiceLoginAndRoundtrip(t *testing.T) {
 		cancel()
 		for _, r := range []probes.Result{lr, rr} {
 			if !r.OK() {
-				t.Fatalf("%s %s failed at %s (%s): %s; steps %v", tenant, r.Probe, r.Step, r.Class, r.Error, asStepNames(r))
+				t.Fatalf("%s %s failed at %s (%s): %s; steps %v", tenant, r.Probe, r.FailedStep, r.Class, r.Error, asStepNames(r))
 			}
 			if r.Method != config.MethodAppService {
 				t.Errorf("%s %s: method %q", tenant, r.Probe, r.Method)
@@ -153,8 +153,8 @@ func TestAppServiceLoginAndRoundtrip(t *testing.T) {
 	defer cancel()
 	for tenant, want := range map[string]probes.Class{"wrong": probes.ClassAuthFailed, "outside": probes.ClassForbidden} {
 		for _, r := range []probes.Result{login.Run(ctx, tenant), rt.Run(ctx, tenant)} {
-			if r.OK() || r.Step != "login" || r.Class != want || len(r.Steps) != 1 {
-				t.Errorf("%s %s: failed at %q (%s), want login (%s); steps %v: %s", tenant, r.Probe, r.Step, r.Class, want, asStepNames(r), r.Error)
+			if r.OK() || r.FailedStep != "login" || r.Class != want || len(r.Steps) != 1 {
+				t.Errorf("%s %s: failed at %q (%s), want login (%s); steps %v: %s", tenant, r.Probe, r.FailedStep, r.Class, want, asStepNames(r), r.Error)
 			}
 		}
 	}
@@ -169,8 +169,8 @@ func TestAppServiceLoginAndRoundtrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range []probes.Result{login.Run(ctx, "acme"), rt.Run(ctx, "acme"), rt.Run(ctx, config.DefaultAppServiceTenant)} {
-		if r.OK() || r.Class != probes.ClassAuthFailed || r.Step != "login" {
-			t.Errorf("%s %s after rotation: failed at %q (%s): %s; steps %v", r.Tenant, r.Probe, r.Step, r.Class, r.Error, asStepNames(r))
+		if r.OK() || r.Class != probes.ClassAuthFailed || r.FailedStep != "login" {
+			t.Errorf("%s %s after rotation: failed at %q (%s): %s; steps %v", r.Tenant, r.Probe, r.FailedStep, r.Class, r.Error, asStepNames(r))
 		}
 	}
 }

@@ -77,7 +77,7 @@ func TestLoginProbeWithinRcLogin(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		r := probe.Run(ctx, "acme")
 		if r.Outcome != probes.OutcomeSuccess {
-			t.Fatalf("run %d: %s %s at %s: %s", i, r.Outcome, r.Class, r.Step, r.Error)
+			t.Fatalf("run %d: %s %s at %s: %s", i, r.Outcome, r.Class, r.FailedStep, r.Error)
 		}
 		logins += r.Counts["login:password:success"]
 	}

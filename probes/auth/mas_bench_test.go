@@ -141,7 +141,7 @@ func BenchmarkMASLogin(b *testing.B) {
 		rec := probes.NewRecorder("login", "login", "bench")
 		if _, err := mgr.Login(ctx, acct, rec); err != nil {
 			r := rec.Finish()
-			b.Fatalf("login failed at %s: %s", r.Step, r.Error)
+			b.Fatalf("login failed at %s: %s", r.FailedStep, r.Error)
 		}
 	}
 	login() // the first login creates the account; the benchmark measures returning logins

@@ -82,7 +82,7 @@ func FuzzMASHops(f *testing.F) {
 		_, err := mgr.Login(ctx, acct, rec)
 		res := rec.Finish()
 		if err != nil && (res.OK() || res.Class == "" || res.Class == probes.ClassInternal) {
-			t.Fatalf("unclassified failure: err %v, result %s/%s %q", err, res.Step, res.Class, res.Error)
+			t.Fatalf("unclassified failure: err %v, result %s/%s %q", err, res.FailedStep, res.Class, res.Error)
 		}
 		if strings.Contains(res.Error, "fuzz-s3cret") && !strings.Contains(body+location, "fuzz-s3cret") {
 			t.Fatalf("password in error: %q", res.Error)

@@ -88,7 +88,7 @@ func TestMASTwoTenantsLoginAndRoundtrip(t *testing.T) {
 		cancel()
 		for i, r := range []probes.Result{first, second, round} {
 			if !r.OK() {
-				t.Fatalf("%s run %d (%s) failed at %s (%s): %s\nsteps %v", tn.ID, i, r.Probe, r.Step, r.Class, r.Error, stepNames(r))
+				t.Fatalf("%s run %d (%s) failed at %s (%s): %s\nsteps %v", tn.ID, i, r.Probe, r.FailedStep, r.Class, r.Error, stepNames(r))
 			}
 			assertNoSecrets(t, r, "pw-"+tn.ID, "peer-pw")
 		}
@@ -202,7 +202,7 @@ func TestMASShortTTLScheduledNeverFails(t *testing.T) {
 		refreshes, logins := 0, 0
 		for n, r := range results[tn.ID] {
 			if !r.OK() {
-				t.Errorf("%s run %d: %s at %s (%s): %s; steps %v", tn.ID, n, r.Outcome, r.Step, r.Class, r.Error, stepNames(r))
+				t.Errorf("%s run %d: %s at %s (%s): %s; steps %v", tn.ID, n, r.Outcome, r.FailedStep, r.Class, r.Error, stepNames(r))
 			}
 			refreshes += r.Counts[probes.CountTokenRefresh]
 			for k, c := range r.Counts {

@@ -210,8 +210,8 @@ func hostileLogin(t *testing.T, httpc *http.Client, cfg config.MAS, hs, method s
 
 func wantFail(t *testing.T, r probes.Result, step string, class probes.Class, msg string) {
 	t.Helper()
-	if r.Step != step || r.Class != class || !strings.Contains(r.Error, msg) {
-		t.Fatalf("failed at %s (%s): %s\nwant %s (%s) with %q; steps %v", r.Step, r.Class, r.Error, step, class, msg, stepNames(r))
+	if r.FailedStep != step || r.Class != class || !strings.Contains(r.Error, msg) {
+		t.Fatalf("failed at %s (%s): %s\nwant %s (%s) with %q; steps %v", r.FailedStep, r.Class, r.Error, step, class, msg, stepNames(r))
 	}
 }
 

@@ -111,7 +111,7 @@ func assertNoSecrets(t *testing.T, r probes.Result, extra ...string) {
 func requireOK(t *testing.T, r probes.Result) {
 	t.Helper()
 	if !r.OK() {
-		t.Fatalf("login failed at %s (%s): %s\nsteps: %v", r.Step, r.Class, r.Error, stepNames(r))
+		t.Fatalf("login failed at %s (%s): %s\nsteps: %v", r.FailedStep, r.Class, r.Error, stepNames(r))
 	}
 }
 
@@ -120,8 +120,8 @@ func requireFail(t *testing.T, r probes.Result, step string, class probes.Class)
 	if r.OK() {
 		t.Fatalf("login succeeded, want failure at %s/%s; steps %v", step, class, stepNames(r))
 	}
-	if r.Step != step || r.Class != class {
-		t.Fatalf("failed at %s (%s): %s; want %s (%s)\nsteps: %v", r.Step, r.Class, r.Error, step, class, stepNames(r))
+	if r.FailedStep != step || r.Class != class {
+		t.Fatalf("failed at %s (%s): %s; want %s (%s)\nsteps: %v", r.FailedStep, r.Class, r.Error, step, class, stepNames(r))
 	}
 	assertNoSecrets(t, r)
 }

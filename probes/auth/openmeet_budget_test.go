@@ -149,7 +149,7 @@ tenants:
 				}
 			case res.Outcome == probes.OutcomeSkipped && res.Class == probes.ClassLoginBudget:
 			default:
-				t.Fatalf("%s at %s failed at %s (%s): %s\nsteps %v", tn.ID, at, res.Step, res.Class, res.Error, stepNames(res))
+				t.Fatalf("%s at %s failed at %s (%s): %s\nsteps %v", tn.ID, at, res.FailedStep, res.Class, res.Error, stepNames(res))
 			}
 		}
 	}
@@ -221,7 +221,7 @@ func TestOpenMeetNoPlatformSession(t *testing.T) {
 	env.emu.SetFaults(masemu.Faults{UpstreamSessionExpired: true})
 	res, _ := env.login(t)
 	if res.OK() || res.Class != auth.ClassUpstreamLogin {
-		t.Fatalf("ok=%v at %s (%s): %s; steps %v", res.OK(), res.Step, res.Class, res.Error, stepNames(res))
+		t.Fatalf("ok=%v at %s (%s): %s; steps %v", res.OK(), res.FailedStep, res.Class, res.Error, stepNames(res))
 	}
 	if n := env.emu.PlatformSessions(env.acct.Tenant, env.acct.Config.Email); n != 0 {
 		t.Errorf("%d live platform sessions", n)

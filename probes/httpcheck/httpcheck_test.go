@@ -111,8 +111,8 @@ func TestHTTPProbeAnswers(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := run(t, section(t, srv.URL+c.path, c.extra), 10*time.Second)
-			if r.Class != c.class || r.Step != c.step || steps(r) != c.steps || !strings.Contains(r.Error, c.msg) {
-				t.Fatalf("class %q step %q steps %s error %q; want %q %q %s %q", r.Class, r.Step, steps(r), r.Error, c.class, c.step, c.steps, c.msg)
+			if r.Class != c.class || r.FailedStep != c.step || steps(r) != c.steps || !strings.Contains(r.Error, c.msg) {
+				t.Fatalf("class %q step %q steps %s error %q; want %q %q %s %q", r.Class, r.FailedStep, steps(r), r.Error, c.class, c.step, c.steps, c.msg)
 			}
 			if c.status != 0 && r.Steps[len(r.Steps)-1].Status != c.status {
 				t.Errorf("status of the failed step %d, want %d", r.Steps[len(r.Steps)-1].Status, c.status)
@@ -146,8 +146,8 @@ bearer_token: tok-SECRET-1234`)
 		s.host != "api.openmeet.example" {
 		t.Fatalf("request %+v", s)
 	}
-	if r.Class != probes.ClassAuthFailed || r.Step != "status" {
-		t.Fatalf("class %s step %s", r.Class, r.Step)
+	if r.Class != probes.ClassAuthFailed || r.FailedStep != "status" {
+		t.Fatalf("class %s step %s", r.Class, r.FailedStep)
 	}
 	if b, _ := json.Marshal(r); strings.Contains(string(b), "SECRET") {
 		t.Fatalf("token in result: %s", b)
@@ -172,8 +172,8 @@ func TestHTTPProbeBoundedBody(t *testing.T) {
 	}))
 	defer srv.Close()
 	r := run(t, section(t, srv.URL, "max_body_bytes: 1024\nbody_regex: x+"), 10*time.Second)
-	if r.Class != probes.ClassBadResponse || r.Step != "body" || !strings.Contains(r.Error, "longer than 1024 bytes") {
-		t.Fatalf("class %s step %s: %s", r.Class, r.Step, r.Error)
+	if r.Class != probes.ClassBadResponse || r.FailedStep != "body" || !strings.Contains(r.Error, "longer than 1024 bytes") {
+		t.Fatalf("class %s step %s: %s", r.Class, r.FailedStep, r.Error)
 	}
 	if n := <-sent; n >= 32<<20 {
 		t.Errorf("the whole body (%d bytes) was read", n)
@@ -213,7 +213,7 @@ func TestHTTPProbeFaults(t *testing.T) {
 			defer h.Remove()
 			r := run(t, section(t, px.URL+"/health/readiness?k=QUERY-SECRET", check), 700*time.Millisecond)
 			if r.Class != c.class || r.OK() {
-				t.Fatalf("class %q at %s, want %q: %s", r.Class, r.Step, c.class, r.Error)
+				t.Fatalf("class %q at %s, want %q: %s", r.Class, r.FailedStep, c.class, r.Error)
 			}
 			if strings.Contains(r.Error, "QUERY-SECRET") {
 				t.Errorf("URL echoed: %s", r.Error)
@@ -225,8 +225,8 @@ func TestHTTPProbeFaults(t *testing.T) {
 	url := closed.URL
 	closed.Close()
 	r := run(t, section(t, url+"/health/readiness?k=QUERY-SECRET", check), 5*time.Second)
-	if r.Class != probes.ClassUnreachable || r.Step != "request" || strings.Contains(r.Error, "QUERY-SECRET") {
-		t.Fatalf("refused: class %s step %s: %s", r.Class, r.Step, r.Error)
+	if r.Class != probes.ClassUnreachable || r.FailedStep != "request" || strings.Contains(r.Error, "QUERY-SECRET") {
+		t.Fatalf("refused: class %s step %s: %s", r.Class, r.FailedStep, r.Error)
 	}
 	// With the fault gone, the same probe passes.
 	if r := run(t, section(t, px.URL+"/health/readiness", check), 5*time.Second); !r.OK() {

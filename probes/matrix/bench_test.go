@@ -196,7 +196,7 @@ func benchOverhead(b *testing.B, latency time.Duration) {
 		r := p.Run(ctx, "t")
 		tProbe += time.Since(t0)
 		if r.Outcome != probes.OutcomeSuccess {
-			b.Fatalf("run %d: %s %s at %s", i, r.Outcome, r.Error, r.Step)
+			b.Fatalf("run %d: %s %s at %s", i, r.Outcome, r.Error, r.FailedStep)
 		}
 		t1 := time.Now()
 		if err := bareRoundtrip(ctx, bare, hs.URL, botTok, peerTok, "@bot:localhost", "@peer:localhost", i); err != nil {

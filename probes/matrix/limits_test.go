@@ -147,7 +147,7 @@ func TestTwentyTenantsDefaultSchedulesWithinLimits(t *testing.T) {
 				runs[ev.name]++
 				took[ev.name] += r.Duration
 				if r.Outcome != probes.OutcomeSuccess {
-					failures = append(failures, fmt.Sprintf("%s/%s at %s: %s %s at %s: %s", ev.name, ev.tenant, slot, r.Outcome, r.Class, r.Step, r.Error))
+					failures = append(failures, fmt.Sprintf("%s/%s at %s: %s %s at %s: %s", ev.name, ev.tenant, slot, r.Outcome, r.Class, r.FailedStep, r.Error))
 				}
 			}()
 		}

@@ -72,7 +72,7 @@ func TestRoomMessageJoinsFirst(t *testing.T) {
 	}
 
 	r = p.Run(ctx, "closed")
-	if r.OK() || r.Step != "join" || r.Class != probes.ClassForbidden {
-		t.Fatalf("private room: want forbidden at join, got %s %s at %s: %s", r.Outcome, r.Class, r.Step, r.Error)
+	if r.OK() || r.FailedStep != "join" || r.Class != probes.ClassForbidden {
+		t.Fatalf("private room: want forbidden at join, got %s %s at %s: %s", r.Outcome, r.Class, r.FailedStep, r.Error)
 	}
 }

@@ -109,7 +109,7 @@ func joined(t *testing.T, d *testenv.Dendrite, token string) []string {
 func mustOK(t *testing.T, r probes.Result) {
 	t.Helper()
 	if r.Outcome != probes.OutcomeSuccess {
-		t.Fatalf("run %s/%s: %s %s at %s: %s\nsteps: %+v", r.Probe, r.Tenant, r.Outcome, r.Class, r.Step, r.Error, r.Steps)
+		t.Fatalf("run %s/%s: %s %s at %s: %s\nsteps: %+v", r.Probe, r.Tenant, r.Outcome, r.Class, r.FailedStep, r.Error, r.Steps)
 	}
 }
 
@@ -221,8 +221,8 @@ func TestCancelAfterInviteThenSweep(t *testing.T) {
 		r := f.probe.Run(ctx, "cancel")
 		cancel()
 		f.probe.afterStep, f.probe.crash = nil, false
-		if r.OK() || r.Step != "join" || r.Class != probes.ClassCancelled {
-			t.Fatalf("crash=%v: want a run cancelled at join, got %s %s at %s: %s", crash, r.Outcome, r.Class, r.Step, r.Error)
+		if r.OK() || r.FailedStep != "join" || r.Class != probes.ClassCancelled {
+			t.Fatalf("crash=%v: want a run cancelled at join, got %s %s at %s: %s", crash, r.Outcome, r.Class, r.FailedStep, r.Error)
 		}
 		names := stepNames(r)
 		if crash == slices.Contains(names, "leave") {
@@ -363,8 +363,8 @@ func TestRateLimitedSend(t *testing.T) {
 
 	h = proxy.Add(faultproxy.Rule{Method: "PUT", Path: "/send/", Fault: faultproxy.RateLimited(10 * time.Minute)})
 	r = f.run(t, "rl", 20*time.Second)
-	if r.Outcome != probes.OutcomeWarning || r.Class != probes.ClassRateLimited || r.Step != "send" {
-		t.Fatalf("want a rate_limited warning at send, got %s %s at %s: %s", r.Outcome, r.Class, r.Step, r.Error)
+	if r.Outcome != probes.OutcomeWarning || r.Class != probes.ClassRateLimited || r.FailedStep != "send" {
+		t.Fatalf("want a rate_limited warning at send, got %s %s at %s: %s", r.Outcome, r.Class, r.FailedStep, r.Error)
 	}
 	if r.Counts[RateLimitedCount("send")] != 1 || r.Duration > 10*time.Second {
 		t.Fatalf("counts %v duration %s (must not wait out the limit)", r.Counts, r.Duration)

@@ -135,8 +135,8 @@ probes:
 
 func wantRedirectFailure(t *testing.T, res probes.Result, step, other string) {
 	t.Helper()
-	if res.Outcome != probes.OutcomeFailure || res.Class != probes.ClassBadResponse || res.Step != step {
-		t.Fatalf("want bad_response at %s, got %s %s at %s: %s", step, res.Outcome, res.Class, res.Step, res.Error)
+	if res.Outcome != probes.OutcomeFailure || res.Class != probes.ClassBadResponse || res.FailedStep != step {
+		t.Fatalf("want bad_response at %s, got %s %s at %s: %s", step, res.Outcome, res.Class, res.FailedStep, res.Error)
 	}
 	if !strings.Contains(res.Error, "redirect") || !strings.Contains(res.Error, other) {
 		t.Fatalf("error does not name the redirect and its location %s: %q", other, res.Error)

@@ -29,7 +29,7 @@ func TestLiveDendriteMetrics(t *testing.T) {
 	defer cancel()
 	res := p.Run(ctx, "")
 	if res.Outcome != probes.OutcomeSuccess {
-		t.Fatalf("live scrape: %s %s at %s: %s", res.Outcome, res.Class, res.Step, res.Error)
+		t.Fatalf("live scrape: %s %s at %s: %s", res.Outcome, res.Class, res.FailedStep, res.Error)
 	}
 	if res.Signals[SigPageSamples] < 10 || res.Signals[SigRSS] <= 0 || res.Signals[SigWindow] <= 0 {
 		t.Errorf("signals from the live page look wrong: %v", res.Signals)

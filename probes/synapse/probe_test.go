@@ -85,7 +85,7 @@ func runPair(t *testing.T, a, b string) probes.Result {
 func TestProbeHealthyPasses(t *testing.T) {
 	res := runPair(t, "healthy_t0", "healthy_t60")
 	if res.Outcome != probes.OutcomeSuccess {
-		t.Fatalf("healthy pair: %s %s at %s: %s", res.Outcome, res.Class, res.Step, res.Error)
+		t.Fatalf("healthy pair: %s %s at %s: %s", res.Outcome, res.Class, res.FailedStep, res.Error)
 	}
 	e := expected(t, "healthy_t0->healthy_t60")
 	within(t, SigP95+":RoomSendEventRestServlet", res.Signals, e.RoomSend.P95, 0.01)
@@ -100,8 +100,8 @@ func TestProbeHealthyPasses(t *testing.T) {
 
 func TestProbeDegradedFailsNamingBoth(t *testing.T) {
 	res := runPair(t, "healthy_t0", "degraded_t60")
-	if res.Outcome != probes.OutcomeFailure || res.Class != probes.ClassThreshold || res.Step != StepThresholds {
-		t.Fatalf("degraded pair: %s %s at %s: %s", res.Outcome, res.Class, res.Step, res.Error)
+	if res.Outcome != probes.OutcomeFailure || res.Class != probes.ClassThreshold || res.FailedStep != StepThresholds {
+		t.Fatalf("degraded pair: %s %s at %s: %s", res.Outcome, res.Class, res.FailedStep, res.Error)
 	}
 	p95 := synapsereplay.HistogramQuantile(0.95, synapsereplay.BucketIncreases(naive(t, "healthy_t0"), naive(t, "degraded_t60"),
 		"synapse_http_server_response_time_seconds", synapsereplay.Servlet("RoomSendEventRestServlet", synapsereplay.Code2xx)), false)
@@ -124,7 +124,7 @@ func TestProbeDegradedFailsNamingBoth(t *testing.T) {
 func TestProbeRestartedReportsResetWithoutFailing(t *testing.T) {
 	res := runPair(t, "healthy_t0", "restarted_t60")
 	if !res.OK() {
-		t.Fatalf("restarted pair failed: %s %s at %s: %s", res.Outcome, res.Class, res.Step, res.Error)
+		t.Fatalf("restarted pair failed: %s %s at %s: %s", res.Outcome, res.Class, res.FailedStep, res.Error)
 	}
 	if res.Signals[SigCounterResets] <= 0 || res.Signals[SigRestarted] != 1 {
 		t.Errorf("reset not reported: counter_resets=%g restarted=%g", res.Signals[SigCounterResets], res.Signals[SigRestarted])
