@@ -17,11 +17,12 @@ type Prober interface {
 	Run(ctx context.Context, tenant string) Result
 }
 
-// RateLimitedSteps is implemented by probers whose runs count the 429s they
-// meet by step (CountRateLimited + ":" + step): the steps that can, so that
-// exporters can start those counters at 0 before the first 429.
-type RateLimitedSteps interface {
-	RateLimitedSteps() []string
+// DeclaredCounts is implemented by probers that say up front which
+// Result.Counts keys their runs can report for each subject
+// (CountTokenRefresh, CountCleanupFailure, CountRateLimited + ":" + step),
+// so that exporters start those counters at 0 before the first event.
+type DeclaredCounts interface {
+	DeclaredCounts() []string
 }
 
 // ProberFunc adapts a function to Prober.

@@ -45,13 +45,13 @@ func BenchmarkScale1000Tenants(b *testing.B) {
 	defer httpc.CloseIdleConnections()
 	mgr := auth.NewManager(httpc)
 	minPL := 50
-	rt := &matrix.RoundtripProbe{Name: "roundtrip", Manager: mgr, Config: cfg, Settings: &config.RoundtripConfig{
+	rt := &matrix.RoundtripProbe{Name: "roundtrip", Manager: mgr, Tenants: cfg.TenantMap(nil), Settings: &config.RoundtripConfig{
 		Peer:          &config.Account{Method: config.MethodPassword, User: "peer", Password: promcfg.Secret("peer-pw")},
 		MinPowerLevel: &minPL, RoomNamePrefix: config.DefaultRoomNamePrefix,
 		SyncTimeout: config.Duration(10 * time.Second), CleanupTimeout: config.Duration(10 * time.Second),
 		SweepMaxAge: config.Duration(time.Hour), SweepInterval: config.Duration(time.Hour),
 	}}
-	login := &auth.LoginProbe{Name: "login", Manager: mgr, Config: cfg}
+	login := &auth.LoginProbe{Name: "login", Manager: mgr, Tenants: cfg.TenantMap(nil)}
 	syp := &synapse.Probe{Name: "synapse", HTTP: httpc, Config: &config.SynapseConfig{URL: syn.URL + "/_synapse/metrics"}}
 
 	b.ResetTimer()

@@ -145,7 +145,7 @@ func benchScheduler(b *testing.B, tenants int, interval time.Duration) {
 		b.Fatal(err)
 	}
 	m := auth.NewManager(mxclient.NewHTTPClient())
-	login := &auth.LoginProbe{Name: "login", Manager: m, Config: cfg}
+	login := &auth.LoginProbe{Name: "login", Manager: m, Tenants: cfg.TenantMap(nil)}
 	subjects := make([]string, tenants)
 	for i := range subjects {
 		subjects[i] = cfg.Tenants[i].ID

@@ -38,7 +38,7 @@ probes:
 	httpc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	t.Cleanup(httpc.CloseIdleConnections)
 	return &loginSetup{d: d, user: user, pw: pw, cfg: cfg, httpc: httpc,
-		probe: &auth.LoginProbe{Name: "login", Manager: auth.NewManager(httpc), Config: cfg}}
+		probe: &auth.LoginProbe{Name: "login", Manager: auth.NewManager(httpc), Tenants: cfg.TenantMap(nil)}}
 }
 
 func (s *loginSetup) run(t *testing.T, m *alerts.Manager, want probes.Outcome) {

@@ -41,6 +41,14 @@ type stores struct {
 	crash func(string)
 }
 
+// probeTypes is the process's probe type registry.
+func (e *env) probeTypes() map[string]probeType {
+	if e.types == nil {
+		return probeTypes()
+	}
+	return e.types
+}
+
 func newStores(httpc *http.Client, getenv func(string) string) *stores {
 	return &stores{
 		http:    httpc,
@@ -54,6 +62,8 @@ func newStores(httpc *http.Client, getenv func(string) string) *stores {
 // env is what the command line fixes for every configuration of a process.
 type env struct {
 	logger *slog.Logger
+	// types is the probe type registry (nil: probeTypes()).
+	types map[string]probeType
 	// shard is this replica's share of the tenants (0 of 1: all of them).
 	shard shard.Shard
 	// synapseWindow is set by `mxprobe run`: scrape twice, this far apart
@@ -115,7 +125,7 @@ func assembleProbes(cfg *config.Config, e *env, st *stores) (*runtime, error) {
 	}
 	rt.budget = loginBudget(cfg, st.auth)
 	rt.masBudget = masLoginBudget(cfg, st.auth)
-	types := probeTypes()
+	types := e.probeTypes()
 	b := &builder{cfg: cfg, env: e, st: st}
 	for i := range cfg.Probes {
 		p := &cfg.Probes[i]

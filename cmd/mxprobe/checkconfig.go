@@ -15,7 +15,8 @@ import (
 
 // checkConfig is `mxprobe check-config`: one line per problem, exit 1 on any.
 func checkConfig(c *cli, stdout, stderr io.Writer) int {
-	cfg, err := config.Load(c.configFile, os.Getenv)
+	e := &env{logger: discard(), shard: shard.Shard{Index: 0, Count: 1}}
+	cfg, err := config.Load(c.configFile, os.Getenv, e.kinds()...)
 	if err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
 		if errs, ok := err.(config.Errors); ok {
@@ -25,7 +26,7 @@ func checkConfig(c *cli, stdout, stderr io.Writer) int {
 	}
 	// Assembling touches nothing (no login, data_dir untouched).
 	st := newStores(mxclient.NewHTTPClient(), func(string) string { return "" })
-	if _, err := assembleProbes(cfg, &env{logger: discard(), shard: shard.Shard{Index: 0, Count: 1}}, st); err != nil {
+	if _, err := assembleProbes(cfg, e, st); err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
 		return 1
 	}

@@ -19,18 +19,22 @@ type probeType struct {
 	// from the command line (--target, --window) and checks it.
 	prepareRun func(c *cli, e *env, cfg *config.Config, p *config.Probe) error
 	// metrics (optional) adds the type's own metrics, once per daemon.
-	metrics func(m *metrics.Metrics)
+	metrics func(m *metrics.Metrics) error
 	// settingsKey is the probe key the type reads its settings from (types
 	// of the probetype shape); any other key outside the common structure
 	// is an error.
 	settingsKey string
+	// kind (types of the probetype shape) is what the configuration must
+	// know of the type: defaults, per tenant, rate-limit cost.
+	kind *config.Kind
 }
 
 // fromType adapts a probe type of the probetype shape (its package owns its
 // settings, defaults, validation and constructor).
 func fromType(t probetype.Type) probeType {
-	return probeType{
+	pt := probeType{
 		settingsKey: t.SettingsKey,
+		kind:        &t.Kind,
 		build: func(b *builder, p *config.Probe) (probes.Prober, error) {
 			var settings any
 			if t.Settings != nil {
@@ -39,9 +43,13 @@ func fromType(t probetype.Type) probeType {
 					return nil, err
 				}
 			}
-			return t.New(probetype.Inputs{Name: p.Name, Settings: settings, Config: b.cfg, Auth: b.st.auth, HTTP: b.st.http})
+			return t.New(probetype.Inputs{Name: p.Name, Settings: settings, Tenants: b.cfg.TenantMap(p), Auth: b.st.auth, HTTP: b.st.http})
 		},
 	}
+	if t.Metrics != nil {
+		pt.metrics = func(m *metrics.Metrics) error { return t.Metrics(m.Registry) }
+	}
+	return pt
 }
 
 // builder is what probe constructors may use: the configuration being
@@ -65,10 +73,22 @@ func probeTypes() map[string]probeType {
 	}
 }
 
+// kinds are the kinds the configuration must accept beyond its built-in
+// probe types (passed to config.Load).
+func (e *env) kinds() []config.Kind {
+	var out []config.Kind
+	for _, pt := range e.probeTypes() {
+		if pt.kind != nil {
+			out = append(out, *pt.kind)
+		}
+	}
+	return out
+}
+
 func buildVersions(b *builder, p *config.Probe) (probes.Prober, error) {
-	return &matrix.VersionsProbe{Name: p.Name, HTTP: b.st.http, Config: b.cfg}, nil
+	return &matrix.VersionsProbe{Name: p.Name, HTTP: b.st.http, Homeservers: matrix.Homeservers(b.cfg)}, nil
 }
 
 func buildLogin(b *builder, p *config.Probe) (probes.Prober, error) {
-	return &auth.LoginProbe{Name: p.Name, Manager: b.st.auth, Config: b.cfg, FullLoginInterval: p.FullLoginInterval()}, nil
+	return &auth.LoginProbe{Name: p.Name, Manager: b.st.auth, Tenants: b.cfg.TenantMap(p), FullLoginInterval: p.FullLoginInterval()}, nil
 }

@@ -1,8 +1,22 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"gopkg.in/yaml.v3"
+
+	"github.com/mxprobe/mxprobe/exporters/metrics"
+	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/probes"
+	"github.com/mxprobe/mxprobe/probes/probetype"
+	"github.com/mxprobe/mxprobe/probes/shard"
 )
 
 // TestProbeTypeSettingsErrors: a probe type of the probetype shape
@@ -60,5 +74,103 @@ probes:
 `)
 	if code, out, errOut := runCLI(t, "check-config", "--config.file", cfg); code != 0 {
 		t.Errorf("valid room_message: exit %d\n%s\n%s", code, out, errOut)
+	}
+}
+
+// TestNewProbeTypeIsOneValue: a probe type is one probetype.Type value plus
+// its line in the registry. Everything else follows from the value: the
+// configuration accepts the type with its defaults (schedule, timeout, per
+// tenant), its settings are decoded and checked by the type, the rate-limit
+// check counts what its runs send, the daemon registers its metrics, and
+// its jobs run what its constructor built.
+func TestNewProbeTypeIsOneValue(t *testing.T) {
+	type echoSettings struct {
+		Greeting string `yaml:"greeting"`
+	}
+	echo := probetype.Type{
+		Kind: config.Kind{Name: "echo", PerTenant: true, Schedule: "@every 7m", Timeout: 3 * time.Second, BotMessages: 200},
+		SettingsKey: "echo",
+		Settings: func(cfg *config.Config, p *config.Probe, n *yaml.Node) (any, error) {
+			s := &echoSettings{}
+			if n != nil {
+				if err := n.Decode(s); err != nil {
+					return nil, err
+				}
+			}
+			if s.Greeting == "" {
+				return nil, fmt.Errorf("%s: echo.greeting: missing", cfg.ProbeWhere(p))
+			}
+			return s, nil
+		},
+		New: func(in probetype.Inputs) (probes.Prober, error) {
+			s := in.Settings.(*echoSettings)
+			return probes.ProberFunc(func(_ context.Context, tenant string) probes.Result {
+				rec := probes.NewRecorder(in.Name, "echo", tenant)
+				if _, ok := in.Tenants[tenant]; !ok {
+					rec.AddStep("echo", 0, probes.Errorf(probes.ClassConfig, "unknown tenant %q", tenant))
+				} else {
+					rec.AddStep("echo", 0, nil)
+					rec.Note(s.Greeting + " " + tenant)
+				}
+				return rec.Finish()
+			}), nil
+		},
+		Metrics: func(reg prometheus.Registerer) error {
+			return reg.Register(prometheus.NewGauge(prometheus.GaugeOpts{Name: "mxprobe_echo_greetings", Help: "Test."}))
+		},
+	}
+	types := probeTypes()
+	types["echo"] = fromType(echo) // the registry line
+	e := &env{logger: discard(), shard: shard.Shard{Index: 0, Count: 1}, types: types}
+	noEnv := func(string) string { return "" }
+	yml := `global: {homeserver_url: http://127.0.0.1:1, server_name: example.org}
+tenants:
+  - {id: a, bot: {user: bot_a, password: pw}}
+  - {id: b, bot: {user: bot_b, password: pw}}
+probes:
+  - {name: hello, type: echo, echo: {greeting: hi}}
+`
+	if _, err := config.Parse([]byte(yml), "c.yml", noEnv, (&env{}).kinds()...); err == nil || !strings.Contains(err.Error(), `unknown probe type "echo"`) {
+		t.Fatalf("a type outside the registry: %v", err)
+	}
+	cfg, err := config.Parse([]byte(yml), "c.yml", noEnv, e.kinds()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := newStores(&http.Client{}, noEnv)
+	rt, err := assembleProbes(cfg, e, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := rt.jobs[0]
+	now := time.Now()
+	if iv := j.Schedule.Next(now).Sub(now); iv < 6*time.Minute || iv > 7*time.Minute || j.Timeout != 3*time.Second ||
+		strings.Join(j.Subjects, ",") != "a,b" || j.Type != "echo" {
+		t.Errorf("job %+v (next run in %s), want the type's defaults, per tenant", j, iv)
+	}
+	if r := j.Prober.Run(context.Background(), "b"); r.Outcome != probes.OutcomeSuccess || len(r.Steps) != 1 || r.Steps[0].Detail != "hi b" {
+		t.Errorf("run: %+v", r)
+	}
+	var found bool
+	for _, f := range config.CheckBudget(cfg) {
+		found = found || (f.Limiter == "rc_message" && strings.Contains(f.Fix, "send as this account (hello)"))
+	}
+	if !found {
+		t.Errorf("rate-limit check does not count the type's messages: %v", config.CheckBudget(cfg))
+	}
+	m := metrics.New()
+	if err := types["echo"].metrics(m); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := testutil.GatherAndCount(m.Registry, "mxprobe_echo_greetings"); err != nil || n != 1 {
+		t.Errorf("type metrics: %d series, %v", n, err)
+	}
+	bad := strings.Replace(yml, "{greeting: hi}", "{}", 1)
+	cfg, err = config.Parse([]byte(bad), "c.yml", noEnv, e.kinds()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := assembleProbes(cfg, e, st); err == nil || !strings.Contains(err.Error(), `c.yml:6: probe "hello": echo.greeting: missing`) {
+		t.Errorf("settings error: %v", err)
 	}
 }

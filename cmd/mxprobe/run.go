@@ -25,7 +25,8 @@ import (
 // runOnce is `mxprobe run PROBE`: run the probe now for the chosen tenants,
 // print each result, exit 0 only if all succeeded.
 func runOnce(c *cli, logger *slog.Logger, stdout, stderr io.Writer) int {
-	cfg, err := config.Load(c.configFile, os.Getenv)
+	e := &env{logger: logger, shard: shard.Shard{Index: 0, Count: 1}}
+	cfg, err := config.Load(c.configFile, os.Getenv, e.kinds()...)
 	if err != nil {
 		fmt.Fprintf(stderr, "mxprobe: configuration errors:\n%v\n", err)
 		return 2
@@ -35,8 +36,7 @@ func runOnce(c *cli, logger *slog.Logger, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mxprobe: %v\n", err)
 		return 2
 	}
-	e := &env{logger: logger, shard: shard.Shard{Index: 0, Count: 1}}
-	if pt, ok := probeTypes()[p.Type]; ok && pt.prepareRun != nil {
+	if pt, ok := e.probeTypes()[p.Type]; ok && pt.prepareRun != nil {
 		if err := pt.prepareRun(c, e, cfg, p); err != nil {
 			fmt.Fprintf(stderr, "mxprobe: %v\n", err)
 			return 2

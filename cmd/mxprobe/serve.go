@@ -66,9 +66,11 @@ func newDaemon(c *cli, logger *slog.Logger) (*daemon, error) {
 		ReadTimeout:     c.web.readTimeout,
 		MaxConnections:  c.web.maxConnections,
 	})
-	for _, pt := range probeTypes() {
+	for name, pt := range d.env.probeTypes() {
 		if pt.metrics != nil {
-			pt.metrics(d.metrics)
+			if err := pt.metrics(d.metrics); err != nil {
+				return nil, fmt.Errorf("probe type %s: metrics: %w", name, err)
+			}
 		}
 	}
 	var err error
@@ -98,7 +100,7 @@ func (d *daemon) config() *config.Config { return d.cfg.Load() }
 func (d *daemon) reload() error {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
-	cfg, err := config.Load(d.cli.configFile, os.Getenv)
+	cfg, err := config.Load(d.cli.configFile, os.Getenv, d.env.kinds()...)
 	var rt *runtime
 	unchanged := err == nil && d.unchanged(cfg)
 	if err == nil && !unchanged {

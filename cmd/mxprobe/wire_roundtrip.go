@@ -19,7 +19,7 @@ import (
 // journalled in data_dir/rooms (without a data_dir: the per-user default),
 // so a restart finishes the cleanup of a crashed run.
 func buildRoundtrip(b *builder, p *config.Probe) (probes.Prober, error) {
-	return &matrix.RoundtripProbe{Name: p.Name, Manager: b.st.auth, Config: b.cfg, Settings: p.Roundtrip,
+	return &matrix.RoundtripProbe{Name: p.Name, Manager: b.st.auth, Tenants: b.cfg.TenantMap(p), Settings: p.Roundtrip,
 		Journal: &matrix.Journal{Dir: journalDir(b.cfg)}, Crash: b.st.crash}, nil
 }
 

@@ -285,29 +285,28 @@ func (m *Metrics) SetConfigured(jobs []*probes.Job) {
 	m.mu.Unlock()
 }
 
-// clientTypes are the probe types that log in and talk to the client API:
-// they can meet 429s and renew sessions; roundtrip also cleans up rooms.
-var clientTypes = map[string]bool{"login": true, "roundtrip": true, "room_message": true}
-
 // initCounters creates the counters a job can increment at 0, so that they
 // exist before their first event (a dashboard shows 0, not "No data", and
 // increase() sees the first event).
 func (m *Metrics) initCounters(j *probes.Job) {
-	if !clientTypes[j.Type] {
+	dc, ok := j.Prober.(probes.DeclaredCounts)
+	if !ok {
 		return
 	}
-	var steps []string
-	if rs, ok := j.Prober.(probes.RateLimitedSteps); ok {
-		steps = rs.RateLimitedSteps()
-	}
-	for _, s := range j.Subjects {
-		for _, step := range steps {
-			m.rateLimited.WithLabelValues(j.Name, s, step).Add(0)
+	for _, name := range dc.DeclaredCounts() {
+		switch {
+		case name == probes.CountCleanupFailure:
+			m.cleanupFail.WithLabelValues(j.Name).Add(0)
+		case name == probes.CountTokenRefresh:
+			for _, s := range j.Subjects {
+				m.tokenRefresh.WithLabelValues(j.Name, s).Add(0)
+			}
+		case strings.HasPrefix(name, probes.CountRateLimited+":"):
+			step := strings.TrimPrefix(name, probes.CountRateLimited+":")
+			for _, s := range j.Subjects {
+				m.rateLimited.WithLabelValues(j.Name, s, step).Add(0)
+			}
 		}
-		m.tokenRefresh.WithLabelValues(j.Name, s).Add(0)
-	}
-	if j.Type == "roundtrip" {
-		m.cleanupFail.WithLabelValues(j.Name).Add(0)
 	}
 }
 

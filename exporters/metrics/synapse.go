@@ -9,9 +9,6 @@ import (
 	"github.com/mxprobe/mxprobe/probes"
 )
 
-// SynapseType is the probe type whose Results the Synapse hook reads.
-const SynapseType = "synapse_metrics"
-
 // Synapse re-exports the derived signals of synapse_metrics Results as
 // mxprobe_synapse_* gauges. Labels are bounded: probe (one deployment per
 // probe), servlet (only the servlets the probe was configured to report,
@@ -21,6 +18,7 @@ const SynapseType = "synapse_metrics"
 // synapse.dns.max_processes addresses), and version for build_info. Signals
 // absent from the last run have no series.
 type Synapse struct {
+	typ  string // the probe type whose Results it reads
 	mu   sync.Mutex
 	last map[string]probes.Result // by probe name
 
@@ -99,9 +97,13 @@ var synapseQuantiles = map[string]string{
 }
 
 // NewSynapse builds the hook; register it with Metrics.AddHook.
-func NewSynapse() *Synapse {
+//
+// probeType is the type of the probes whose Results it reads (the daemon
+// passes its synapse_metrics type's name).
+func NewSynapse(probeType string) *Synapse {
 	name := func(n string) string { return prometheus.BuildFQName(namespace, "synapse", n) }
 	s := &Synapse{
+		typ:  probeType,
 		last: map[string]probes.Result{},
 		up: prometheus.NewDesc(name("up"),
 			"1 if the last scrape of the Synapse deployment reached at least one process.", []string{"probe"}, nil),
@@ -137,7 +139,7 @@ func NewSynapse() *Synapse {
 
 // Observe keeps the last synapse_metrics Result of each probe.
 func (s *Synapse) Observe(r probes.Result) {
-	if r.Type != SynapseType || r.Outcome == probes.OutcomeSkipped {
+	if r.Type != s.typ || r.Outcome == probes.OutcomeSkipped {
 		return
 	}
 	s.mu.Lock()

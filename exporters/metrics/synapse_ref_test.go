@@ -45,7 +45,7 @@ func TestSynapseNewSignalsInMetrics(t *testing.T) {
 	now := time.Unix(1767268800, 0)
 	p := &synapse.Probe{Name: "synapse", Config: sc, HTTP: srv.Client(), Now: func() time.Time { return now }}
 	m := New()
-	m.AddHook(NewSynapse())
+	m.AddHook(NewSynapse(synapseType))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	m.Observe(p.Run(ctx, ""))

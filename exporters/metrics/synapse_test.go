@@ -12,9 +12,9 @@ import (
 
 func TestSynapseHook(t *testing.T) {
 	m := New()
-	h := NewSynapse()
+	h := NewSynapse(synapseType)
 	m.AddHook(h)
-	m.Observe(probes.Result{Probe: "synapse", Type: SynapseType, Outcome: probes.OutcomeSuccess,
+	m.Observe(probes.Result{Probe: "synapse", Type: synapseType, Outcome: probes.OutcomeSuccess,
 		Steps: []probes.Step{{Name: "scrape", OK: true}, {Name: "parse", OK: true}},
 		Signals: map[string]float64{
 			"http_5xx_ratio": 0.02,
@@ -54,7 +54,7 @@ mxprobe_synapse_up{probe="synapse"} 1
 		t.Fatal(err)
 	}
 	// A failed scrape: up 0, no stale signals.
-	m.Observe(probes.Result{Probe: "synapse", Type: SynapseType, Outcome: probes.OutcomeFailure,
+	m.Observe(probes.Result{Probe: "synapse", Type: synapseType, Outcome: probes.OutcomeFailure,
 		Steps: []probes.Step{{Name: "scrape", OK: false, Class: probes.ClassUnreachable}}})
 	want = `
 # HELP mxprobe_synapse_up 1 if the last scrape of the Synapse deployment reached at least one process.
@@ -72,8 +72,9 @@ mxprobe_synapse_up{probe="synapse"} 0
 func TestCountersStartAtZero(t *testing.T) {
 	m := New()
 	m.SetConfigured([]*probes.Job{
-		{Name: "roundtrip", Type: "roundtrip", Subjects: []string{"t1", "t2"}, Prober: stepLister{"invite", "send"}},
-		{Name: "login", Type: "login", Subjects: []string{"t1"}},
+		{Name: "roundtrip", Type: "roundtrip", Subjects: []string{"t1", "t2"},
+			Prober: counts{"rate_limited:invite", "rate_limited:send", "token_refresh", "cleanup_failure"}},
+		{Name: "login", Type: "login", Subjects: []string{"t1"}, Prober: counts{"token_refresh"}},
 		{Name: "synapse", Type: "synapse_metrics", Subjects: []string{""}},
 	})
 	want := `
@@ -98,8 +99,11 @@ mxprobe_token_refresh_total{probe="roundtrip",tenant="t2"} 0
 	}
 }
 
-// stepLister is a prober whose 429s are counted by these steps.
-type stepLister []string
+// synapseType is the synapse_metrics probe type's name (config.TypeSynapseMetrics).
+const synapseType = "synapse_metrics"
 
-func (stepLister) Run(context.Context, string) probes.Result { return probes.Result{} }
-func (s stepLister) RateLimitedSteps() []string              { return s }
+// counts is a prober that declares these Result.Counts keys.
+type counts []string
+
+func (counts) Run(context.Context, string) probes.Result { return probes.Result{} }
+func (c counts) DeclaredCounts() []string                { return c }

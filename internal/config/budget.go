@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -15,13 +16,12 @@ import (
 // rc_message (handlers/room_member.py 379-394, 654), its message and its
 // leave one rc_message each (handlers/message.py 1980-1991); the peer's join
 // counts rc_joins.local and one rc_message, its leave one rc_message; forget
-// creates no event. A room_message run sends one event (the bot joins the
-// persistent room once). Every /login counts rc_login.address for the
+// creates no event. A probe type that owns its settings says what its runs
+// send (Kind.BotMessages: one event for room_message). Every /login counts rc_login.address for the
 // client's address (rest/client/login.py 211-262).
 const (
 	rtBotMessages  = 4
 	rtPeerMessages = 2
-	rmBotMessages  = 1
 	// budgetMargin: a schedule must stay below this share of a limiter's
 	// long-term rate (scheduling jitter and on-demand runs need room).
 	budgetMargin = 0.8
@@ -119,7 +119,13 @@ func checkSynapseBudget(c *Config) []BudgetFinding {
 		rate float64 // per second
 		why  []string
 		hs   string
+		// senders are the probes that load the account; other is set when
+		// one is not a round trip (the usual fix, rarer round trips, is
+		// then not all of it).
+		senders []string
+		other   bool
 	}
+	var cur *Probe // the probe whose load add counts
 	loads := map[string]map[string]*acc{} // limiter → account → load
 	add := func(limiter, account, hs string, perSecond float64, why string) {
 		if loads[limiter] == nil {
@@ -132,6 +138,10 @@ func checkSynapseBudget(c *Config) []BudgetFinding {
 		}
 		a.rate += perSecond
 		a.why = append(a.why, why)
+		if !slices.Contains(a.senders, cur.Name) {
+			a.senders = append(a.senders, cur.Name)
+		}
+		a.other = a.other || cur.Type != TypeRoundtrip
 	}
 	exempt := func(t *Tenant, user string) bool { return l.IsExempt(user, t.ServerName) }
 	id := func(t *Tenant, user string) string {
@@ -146,9 +156,18 @@ func checkSynapseBudget(c *Config) []BudgetFinding {
 		if p.Disabled || p.Schedule.Schedule == nil {
 			continue
 		}
+		cur = p
 		iv := p.Schedule.Interval(time.Now()).Seconds()
 		if iv <= 0 {
 			continue
+		}
+		if k := p.kind; k != nil && k.BotMessages > 0 {
+			for _, t := range c.TenantsFor(p) {
+				if !exempt(t, t.Bot.User) {
+					add("rc_message", id(t, t.Bot.User), t.HomeserverURL, k.BotMessages/iv,
+						fmt.Sprintf("%s of %s every %s", p.Name, t.ID, Duration(time.Duration(iv*1e9))))
+				}
+			}
 		}
 		switch p.Type {
 		case TypeRoundtrip:
@@ -176,13 +195,6 @@ func checkSynapseBudget(c *Config) []BudgetFinding {
 				if !exempt(t, peer.User) {
 					add("rc_joins.local", pid, t.HomeserverURL, 1/iv, why)
 					add("rc_message", pid, t.HomeserverURL, rtPeerMessages/iv, why)
-				}
-			}
-		case TypeRoomMessage:
-			for _, t := range c.TenantsFor(p) {
-				if !exempt(t, t.Bot.User) {
-					add("rc_message", id(t, t.Bot.User), t.HomeserverURL, rmBotMessages/iv,
-						fmt.Sprintf("%s of %s every %s", p.Name, t.ID, Duration(time.Duration(iv*1e9))))
 				}
 			}
 		case TypeLogin:
@@ -234,7 +246,7 @@ func checkSynapseBudget(c *Config) []BudgetFinding {
 			out = append(out, BudgetFinding{
 				Limiter: limiter, Account: who,
 				Expected: g.a.rate * 3600, Allowed: lim.PerSecond * 3600,
-				Fix: budgetFix(limiter, g.accounts[0], g.a.hs, len(g.a.why), g.a.rate, lim.PerSecond),
+				Fix: budgetFix(limiter, g.accounts[0], g.a.hs, len(g.a.why), g.a.rate, lim.PerSecond, g.a.senders, g.a.other),
 			})
 		}
 	}
@@ -260,7 +272,7 @@ func (d Duration) roundMinute() Duration {
 	return Duration(time.Duration(math.Ceil(time.Duration(d).Minutes())) * time.Minute)
 }
 
-func budgetFix(limiter, account, hs string, runs int, rate, allowed float64) string {
+func budgetFix(limiter, account, hs string, runs int, rate, allowed float64, senders []string, other bool) string {
 	budget := allowed * budgetMargin
 	factor := rate / budget
 	cmd := func(who string) string {
@@ -277,6 +289,10 @@ func budgetFix(limiter, account, hs string, runs int, rate, allowed float64) str
 		} else {
 			rarer = fmt.Sprintf("give every tenant a peer of its own (tenants[].peer) and make the round trips %.1f× rarer", perTenant/budget)
 		}
+	}
+	if other {
+		return fmt.Sprintf("run the probes that send as this account (%s) %.1f× less often in all; or exempt the account: %s, listed in synapse_limits.exempt",
+			strings.Join(senders, ", "), factor, cmd(account))
 	}
 	switch limiter {
 	case "rc_invites.per_user":

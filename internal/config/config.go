@@ -36,7 +36,6 @@ const (
 	TypeVersions       = "versions"
 	TypeLogin          = "login"
 	TypeRoundtrip      = "roundtrip"
-	TypeRoomMessage    = "room_message" // settings: probes/matrix (RoomMessageType)
 	TypeSynapseMetrics = "synapse_metrics"
 	TypeHTTP           = "http"
 )
@@ -65,6 +64,8 @@ type Config struct {
 	TenantSources map[string]string `yaml:"-" json:"-"`
 	// File is the path the config was read from, if any.
 	File string `yaml:"-" json:"-"`
+	// kinds are the probe types registered by the daemon (Kind).
+	kinds map[string]Kind
 }
 
 // Global settings.
@@ -175,6 +176,8 @@ type Probe struct {
 	settings map[string]*yaml.Node
 
 	line int
+	// kind is the registered kind of the probe's type, if any.
+	kind *Kind
 }
 
 // UnmarshalYAML records the line of the probe for later validation errors
@@ -208,9 +211,11 @@ func (p *Probe) UnmarshalYAML(n *yaml.Node) error {
 // PerTenant reports whether the probe runs once per tenant (else once per
 // configured target).
 func (p *Probe) PerTenant() bool {
-	switch p.Type {
-	case TypeVersions, TypeSynapseMetrics, TypeHTTP:
-		return false
+	if p.kind != nil {
+		return p.kind.PerTenant
+	}
+	if d, ok := probeDefaults[p.Type]; ok {
+		return d.perTenant
 	}
 	return true
 }
@@ -222,7 +227,8 @@ func (e Errors) Error() string { return strings.Join(e, "\n") }
 
 // Load reads a config file (path may be empty for an all-defaults config),
 // adds tenants from TENANTS_B64 and the environment, and validates.
-func Load(path string, env func(string) string) (*Config, error) {
+// kinds are the probe types the daemon registers beyond the built-in ones.
+func Load(path string, env func(string) string, kinds ...Kind) (*Config, error) {
 	var data []byte
 	if path != "" {
 		var err error
@@ -231,12 +237,12 @@ func Load(path string, env func(string) string) (*Config, error) {
 			return nil, Errors{fmt.Sprintf("%s: %v", path, err)}
 		}
 	}
-	return Parse(data, path, env)
+	return Parse(data, path, env, kinds...)
 }
 
 // Parse decodes and validates a config held in memory. name is used in
 // messages (the file path).
-func Parse(data []byte, name string, env func(string) string) (*Config, error) {
+func Parse(data []byte, name string, env func(string) string, kinds ...Kind) (*Config, error) {
 	if env == nil {
 		env = os.Getenv
 	}
@@ -244,6 +250,7 @@ func Parse(data []byte, name string, env func(string) string) (*Config, error) {
 		name = "config"
 	}
 	cfg := &Config{File: name}
+	cfg.setKinds(kinds)
 	var errs Errors
 	if len(bytes.TrimSpace(data)) > 0 {
 		dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -391,13 +398,19 @@ func applyDefaults(cfg *Config) {
 		if p.Name == "" {
 			p.Name = p.Type
 		}
-		d := probeDefaults[p.Type]
+		d, known := cfg.kindOf(p.Type)
+		if !known {
+			d, _ = cfg.kindOf(TypeLogin) // reported by validate
+		}
+		if k, ok := cfg.kinds[p.Type]; ok {
+			p.kind = &k
+		}
 		applyMASLoginSchedule(cfg, p)
 		if p.Schedule.Schedule == nil && p.Type != TypeRoundtrip { // derived from the limits later
-			p.Schedule, _ = ParseSchedule(d.schedule)
+			p.Schedule, _ = ParseSchedule(d.Schedule)
 		}
 		if p.Timeout == 0 {
-			p.Timeout = Duration(d.timeout)
+			p.Timeout = Duration(d.Timeout)
 		}
 	}
 	applyMASDefaults(cfg)
@@ -412,21 +425,23 @@ func applyDefaults(cfg *Config) {
 }
 
 type probeDefault struct {
-	schedule string
-	timeout  float64 // ns
+	schedule  string
+	timeout   float64 // ns
+	perTenant bool
 }
 
+// probeDefaults are the built-in probe types (types that own their
+// settings are registered as a Kind instead).
 var probeDefaults = map[string]probeDefault{
-	TypeVersions:       {"@every 30s", 10e9},
-	TypeLogin:          {"@every 1m", 30e9},
-	TypeRoundtrip:      {"@every 10m", 60e9}, // the floor: see DefaultRoundtripInterval
-	TypeRoomMessage:    {"@every 1m", 30e9},
-	TypeSynapseMetrics: {"@every 30s", 10e9},
-	TypeHTTP:           {"@every 30s", 10e9},
-	"":                 {"@every 1m", 30e9},
+	TypeVersions:       {"@every 30s", 10e9, false},
+	TypeLogin:          {"@every 1m", 30e9, true},
+	TypeRoundtrip:      {"@every 10m", 60e9, true}, // the floor: see DefaultRoundtripInterval
+	TypeSynapseMetrics: {"@every 30s", 10e9, false},
+	TypeHTTP:           {"@every 30s", 10e9, false},
 }
 
-// ProbeTypes lists the known probe types.
+// ProbeTypes lists the built-in probe types (Config.ProbeTypes adds the
+// registered kinds).
 func ProbeTypes() []string {
 	var out []string
 	for k := range probeDefaults {
@@ -456,6 +471,22 @@ func (c *Config) Probe(name string) (*Probe, bool) {
 		}
 	}
 	return nil, false
+}
+
+// TenantMap returns the tenants a probe runs for by id (p nil: every
+// tenant): what a per-tenant prober is given instead of the configuration.
+func (c *Config) TenantMap(p *Probe) map[string]*Tenant {
+	out := map[string]*Tenant{}
+	if p == nil {
+		for i := range c.Tenants {
+			out[c.Tenants[i].ID] = &c.Tenants[i]
+		}
+		return out
+	}
+	for _, t := range c.TenantsFor(p) {
+		out[t.ID] = t
+	}
+	return out
 }
 
 // TenantsFor returns the tenants a probe runs for.
@@ -498,16 +529,19 @@ func (c *Config) EnsureProbe(name string) (*Probe, error) {
 	if p, ok := c.Probe(name); ok {
 		return p, nil
 	}
-	d, ok := probeDefaults[name]
-	if !ok || name == "" {
+	d, ok := c.kindOf(name)
+	if !ok {
 		var names []string
 		for _, p := range c.Probes {
 			names = append(names, p.Name)
 		}
-		return nil, fmt.Errorf("unknown probe %q (configured: %s; types: %s)", name, strings.Join(names, ", "), strings.Join(ProbeTypes(), ", "))
+		return nil, fmt.Errorf("unknown probe %q (configured: %s; types: %s)", name, strings.Join(names, ", "), strings.Join(c.ProbeTypes(), ", "))
 	}
-	p := Probe{Name: name, Type: name, Timeout: Duration(d.timeout)}
-	p.Schedule, _ = ParseSchedule(d.schedule)
+	p := Probe{Name: name, Type: name, Timeout: Duration(d.Timeout)}
+	if k, ok := c.kinds[name]; ok {
+		p.kind = &k
+	}
+	p.Schedule, _ = ParseSchedule(d.Schedule)
 	c.Probes = append(c.Probes, p)
 	applyLimitsDefaults(c)
 	applyLoginDefaults(c)

@@ -76,8 +76,8 @@ func validate(c *Config) Errors {
 	for i := range c.Probes {
 		p := &c.Probes[i]
 		w := c.probeWhere(p)
-		if _, ok := probeDefaults[p.Type]; !ok || p.Type == "" {
-			add("%s: type: unknown probe type %q (known: %s)", w, p.Type, strings.Join(ProbeTypes(), ", "))
+		if _, ok := c.kindOf(p.Type); !ok {
+			add("%s: type: unknown probe type %q (known: %s)", w, p.Type, strings.Join(c.ProbeTypes(), ", "))
 		}
 		if names[p.Name] {
 			add("%s: name: duplicate", w)

@@ -41,7 +41,7 @@ func homeserverDep() *dependency {
 					Tenants: []config.Tenant{{ID: "t", HomeserverURL: d.URL, ServerName: d.ServerName,
 						Bot: config.Account{Method: config.MethodPassword, User: u, Password: promcfg.Secret(pw)}}}}
 				minPL := 50
-				return &matrix.RoundtripProbe{Name: "roundtrip", Manager: auth.NewManager(hc), Config: cfg,
+				return &matrix.RoundtripProbe{Name: "roundtrip", Manager: auth.NewManager(hc), Tenants: cfg.TenantMap(nil),
 					Settings: &config.RoundtripConfig{
 						Peer:          &config.Account{Method: config.MethodPassword, User: peerU, Password: promcfg.Secret(peerPW)},
 						MinPowerLevel: &minPL, RoomNamePrefix: config.DefaultRoomNamePrefix,
@@ -77,7 +77,7 @@ func masLogin(t *testing.T) (*masemu.Emulator, func(f, h *http.Client) (probes.P
 		cfg := &config.Config{Global: config.Global{HomeserverURL: emu.HomeserverURL, ServerName: emu.ServerName},
 			Tenants: []config.Tenant{{ID: "t", HomeserverURL: emu.HomeserverURL, ServerName: emu.ServerName,
 				Bot: config.Account{Method: config.MethodMASOIDC, User: local, Email: email, Password: "fm-bot-pw"}}}}
-		return &auth.LoginProbe{Name: "login", Manager: mgr, Config: cfg}
+		return &auth.LoginProbe{Name: "login", Manager: mgr, Tenants: cfg.TenantMap(nil)}
 	}
 	return emu, func(f, h *http.Client) (probes.Prober, probes.Prober) { return mk(f), mk(h) }
 }

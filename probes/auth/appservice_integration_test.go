@@ -109,9 +109,9 @@ func TestAppServiceLoginAndRoundtrip(t *testing.T) {
 	httpc := mxclient.NewHTTPClient()
 	t.Cleanup(httpc.CloseIdleConnections)
 	mgr := auth.NewManager(httpc)
-	login := &auth.LoginProbe{Name: "login", Manager: mgr, Config: cfg}
+	login := &auth.LoginProbe{Name: "login", Manager: mgr, Tenants: cfg.TenantMap(nil)}
 	p, _ := cfg.Probe("roundtrip")
-	rt := &matrix.RoundtripProbe{Name: "roundtrip", Manager: mgr, Config: cfg, Settings: p.Roundtrip}
+	rt := &matrix.RoundtripProbe{Name: "roundtrip", Manager: mgr, Tenants: cfg.TenantMap(nil), Settings: p.Roundtrip}
 
 	for tenant, want := range map[string]string{
 		config.DefaultAppServiceTenant: "@" + dep.service + ":" + dep.d.ServerName,

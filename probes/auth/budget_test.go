@@ -70,7 +70,7 @@ func TestLoginProbeWithinRcLogin(t *testing.T) {
 		return m
 	}
 	daemon := newMgr("d-1")
-	probe := &auth.LoginProbe{Name: "login", Manager: daemon, Config: cfg, FullLoginInterval: time.Hour}
+	probe := &auth.LoginProbe{Name: "login", Manager: daemon, Tenants: cfg.TenantMap(nil), FullLoginInterval: time.Hour}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	logins := 0
@@ -88,7 +88,7 @@ func TestLoginProbeWithinRcLogin(t *testing.T) {
 
 	// A CLI run next to it: its own device, the daemon's token survives.
 	cli := newMgr("cli-1")
-	cp := &auth.LoginProbe{Name: "login", Manager: cli, Config: cfg, FullLoginInterval: time.Hour}
+	cp := &auth.LoginProbe{Name: "login", Manager: cli, Tenants: cfg.TenantMap(nil), FullLoginInterval: time.Hour}
 	if r := cp.Run(ctx, "acme"); r.Outcome != probes.OutcomeSuccess {
 		t.Fatalf("CLI run: %s %s: %s", r.Outcome, r.Class, r.Error)
 	}
@@ -115,7 +115,7 @@ func TestLoginProbeWithinRcLogin(t *testing.T) {
 			t.Fatalf("login %d: %v", i, err)
 		}
 	}
-	r := (&auth.LoginProbe{Name: "login", Manager: newMgr("y"), Config: cfg, FullLoginInterval: time.Hour}).Run(ctx, "acme")
+	r := (&auth.LoginProbe{Name: "login", Manager: newMgr("y"), Tenants: cfg.TenantMap(nil), FullLoginInterval: time.Hour}).Run(ctx, "acme")
 	if r.Outcome != probes.OutcomeSkipped || r.Class != probes.ClassLoginBudget || r.Error == "" {
 		t.Fatalf("over budget: %s %s %q, want skipped login_budget with a reason", r.Outcome, r.Class, r.Error)
 	}
@@ -138,7 +138,7 @@ func TestRefusedLoginWaitsItsShare(t *testing.T) {
 	t.Cleanup(httpc.CloseIdleConnections)
 	m := auth.NewManager(httpc)
 	m.SetBudget(&auth.Budget{Name: "rc_login.address", Max: 5, Window: 1665 * time.Second, Now: c.Now}, config.MethodPassword)
-	p := &auth.LoginProbe{Name: "login", Manager: m, Config: cfg, FullLoginInterval: time.Hour}
+	p := &auth.LoginProbe{Name: "login", Manager: m, Tenants: cfg.TenantMap(nil), FullLoginInterval: time.Hour}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	outcomes := []probes.Class{}

@@ -77,9 +77,9 @@ tenants:
 // round trip against Dendrite with those MAS tokens.
 func TestMASTwoTenantsLoginAndRoundtrip(t *testing.T) {
 	dep := newMASDeployment(t, masemu.Options{}, "alpha", "beta")
-	login := &auth.LoginProbe{Name: "login", Manager: dep.mgr, Config: dep.cfg}
+	login := &auth.LoginProbe{Name: "login", Manager: dep.mgr, Tenants: dep.cfg.TenantMap(nil)}
 	p, _ := dep.cfg.Probe("roundtrip")
-	rt := &matrix.RoundtripProbe{Name: "roundtrip", Manager: dep.mgr, Config: dep.cfg, Settings: p.Roundtrip}
+	rt := &matrix.RoundtripProbe{Name: "roundtrip", Manager: dep.mgr, Tenants: dep.cfg.TenantMap(nil), Settings: p.Roundtrip}
 	for _, tn := range dep.cfg.Tenants {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		first := login.Run(ctx, tn.ID)
@@ -180,9 +180,9 @@ func TestMASShortTTLScheduledNeverFails(t *testing.T) {
 		if i == 1 {
 			mgr.RefreshBefore = -time.Hour // only ever renew after M_UNKNOWN_TOKEN
 		}
-		probe := &matrix.RoomMessageProbe{Name: "room_message", Manager: mgr, Config: dep.cfg,
+		probe := &matrix.RoomMessageProbe{Name: "room_message", Manager: mgr, Tenants: dep.cfg.TenantMap(nil),
 			Settings: &matrix.RoomMessageSettings{RoomID: room.RoomID, SyncTimeout: config.Duration(5 * time.Second)}}
-		jobs = append(jobs, &probes.Job{Name: "room_message_" + tn.ID, Type: config.TypeRoomMessage, Schedule: sched.Schedule,
+		jobs = append(jobs, &probes.Job{Name: "room_message_" + tn.ID, Type: matrix.TypeRoomMessage, Schedule: sched.Schedule,
 			Timeout: 10 * time.Second, Subjects: []string{tn.ID}, Prober: probe})
 	}
 	engine.SetJobs(jobs)

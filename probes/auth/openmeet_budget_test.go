@@ -119,7 +119,7 @@ tenants:
 	b := cfg.MAS.LoginBudget
 	mgr.SetBudget(&auth.Budget{Name: "mas.login_budget", Max: b.Logins, Window: b.Window.D(), MinGap: b.MinGap(), Now: clk.Now},
 		config.MethodMASOIDC, config.MethodMASCompatSSO)
-	probe := &auth.LoginProbe{Name: "login", Manager: mgr, Config: cfg, FullLoginInterval: p.FullLoginInterval()}
+	probe := &auth.LoginProbe{Name: "login", Manager: mgr, Tenants: cfg.TenantMap(nil), FullLoginInterval: p.FullLoginInterval()}
 
 	type run struct {
 		at  time.Duration
@@ -260,7 +260,7 @@ func TestLoginProbeRefreshesOnlyWithARefresher(t *testing.T) {
 	m.Register(config.MethodMASCompatSSO, meth)
 	cfg := &config.Config{Tenants: []config.Tenant{{ID: "a", HomeserverURL: srv.URL, ServerName: "example.net",
 		Bot: config.Account{Method: config.MethodMASCompatSSO, User: "bot", Password: "x"}}}}
-	p := &auth.LoginProbe{Name: "login", Manager: m, Config: cfg, FullLoginInterval: time.Hour}
+	p := &auth.LoginProbe{Name: "login", Manager: m, Tenants: cfg.TenantMap(nil), FullLoginInterval: time.Hour}
 	for i := 0; i < 3; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		res := p.Run(ctx, "a")
@@ -314,7 +314,7 @@ func TestRefusedAccountDoesNotHoldBackRelogins(t *testing.T) {
 		cfg.Tenants = append(cfg.Tenants, config.Tenant{ID: id, HomeserverURL: srv.URL, ServerName: "example.net",
 			Bot: config.Account{Method: config.MethodPassword, User: "bot", Password: "x"}})
 	}
-	p := &auth.LoginProbe{Name: "login", Manager: m, Config: &cfg, FullLoginInterval: time.Hour}
+	p := &auth.LoginProbe{Name: "login", Manager: m, Tenants: cfg.TenantMap(nil), FullLoginInterval: time.Hour}
 	run := func(id string) probes.Result {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -379,7 +379,7 @@ func TestUpstreamRefusedAccountGivesWayToFirstLogins(t *testing.T) {
 		cfg.Tenants = append(cfg.Tenants, config.Tenant{ID: id, HomeserverURL: srv.URL, ServerName: "example.net",
 			Bot: config.Account{Method: config.MethodPassword, User: "bot", Password: "x"}})
 	}
-	p := &auth.LoginProbe{Name: "login", Manager: m, Config: &cfg, FullLoginInterval: time.Hour}
+	p := &auth.LoginProbe{Name: "login", Manager: m, Tenants: cfg.TenantMap(nil), FullLoginInterval: time.Hour}
 	run := func(id string) probes.Result {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

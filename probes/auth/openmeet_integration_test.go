@@ -72,7 +72,7 @@ tenants:
 	t.Cleanup(httpc.CloseIdleConnections)
 	mgr := auth.NewManager(httpc)
 	auth.RegisterMAS(mgr, cfg.MAS)
-	probe := &auth.LoginProbe{Name: "login", Manager: mgr, Config: cfg, FullLoginInterval: time.Hour}
+	probe := &auth.LoginProbe{Name: "login", Manager: mgr, Tenants: cfg.TenantMap(nil), FullLoginInterval: time.Hour}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	first := probe.Run(ctx, "acme")

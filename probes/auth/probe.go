@@ -23,15 +23,19 @@ import (
 type LoginProbe struct {
 	Name    string
 	Manager *Manager
-	Config  *config.Config
+	// Tenants are the tenants the probe runs for, by id.
+	Tenants map[string]*config.Tenant
 	// FullLoginInterval: how often a full login is made (0: every run).
 	FullLoginInterval time.Duration
 }
 
+// DeclaredCounts implements probes.DeclaredCounts: session renewals.
+func (p *LoginProbe) DeclaredCounts() []string { return []string{probes.CountTokenRefresh} }
+
 // Run implements probes.Prober.
 func (p *LoginProbe) Run(ctx context.Context, tenant string) probes.Result {
 	rec := probes.NewRecorder(p.Name, config.TypeLogin, tenant)
-	t, ok := p.Config.Tenant(tenant)
+	t, ok := p.Tenants[tenant]
 	if !ok {
 		rec.AddStep("login", 0, probes.Errorf(probes.ClassConfig, "unknown tenant %q", tenant))
 		return rec.Finish()

@@ -33,7 +33,7 @@ func fakeFixture(tb testing.TB) (*fakehs.Server, *RoundtripProbe) {
 	minPL := 50
 	httpc := mxclient.NewHTTPClient()
 	tb.Cleanup(httpc.CloseIdleConnections)
-	p := &RoundtripProbe{Name: "roundtrip", Manager: auth.NewManager(httpc), Config: cfg, Settings: &config.RoundtripConfig{
+	p := &RoundtripProbe{Name: "roundtrip", Manager: auth.NewManager(httpc), Tenants: cfg.TenantMap(nil), Settings: &config.RoundtripConfig{
 		Peer:          &config.Account{Method: config.MethodPassword, User: "peer", Password: promcfg.Secret("peer-pw")},
 		MinPowerLevel: &minPL, RoomNamePrefix: config.DefaultRoomNamePrefix,
 		SyncTimeout: config.Duration(5 * time.Second), CleanupTimeout: config.Duration(5 * time.Second),

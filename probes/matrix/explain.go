@@ -15,11 +15,25 @@ var (
 	roomMessageSteps = []string{"sync", "join", "send", "receive", "power_levels"}
 )
 
-// RateLimitedSteps implements probes.RateLimitedSteps.
-func (p *RoundtripProbe) RateLimitedSteps() []string { return roundtripSteps }
+// DeclaredCounts implements probes.DeclaredCounts: session renewals, 429s
+// by step and the rooms cleanup could not leave.
+func (p *RoundtripProbe) DeclaredCounts() []string {
+	return append(rateLimitedCounts(roundtripSteps), probes.CountTokenRefresh, probes.CountCleanupFailure)
+}
 
-// RateLimitedSteps implements probes.RateLimitedSteps.
-func (p *RoomMessageProbe) RateLimitedSteps() []string { return roomMessageSteps }
+// DeclaredCounts implements probes.DeclaredCounts: session renewals and
+// 429s by step.
+func (p *RoomMessageProbe) DeclaredCounts() []string {
+	return append(rateLimitedCounts(roomMessageSteps), probes.CountTokenRefresh)
+}
+
+func rateLimitedCounts(steps []string) []string {
+	out := make([]string, 0, len(steps)+2)
+	for _, s := range steps {
+		out = append(out, RateLimitedCount(s))
+	}
+	return out
+}
 
 // RateLimitedCount is the Result.Counts key of 429s met in a step:
 // "rate_limited:<step>" (plain "rate_limited" without a step).

@@ -75,7 +75,7 @@ func TestTwentyTenantsDefaultSchedulesWithinLimits(t *testing.T) {
 			i, room.RoomID, users[0], toks[0], users[1], toks[1])
 	}
 	y.WriteString("probes:\n  - {name: roundtrip, type: roundtrip}\n  - {name: room_message, type: room_message}\n  - {name: login, type: login}\n")
-	cfg, err := config.Parse([]byte(y.String()), "twenty.yml", func(string) string { return "" })
+	cfg, err := config.Parse([]byte(y.String()), "twenty.yml", func(string) string { return "" }, RoomMessageType().Kind)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,15 +100,15 @@ func TestTwentyTenantsDefaultSchedulesWithinLimits(t *testing.T) {
 		var pr probes.Prober
 		switch p.Type {
 		case config.TypeRoundtrip:
-			pr = &RoundtripProbe{Name: p.Name, Manager: m, Config: cfg, Settings: p.Roundtrip}
+			pr = &RoundtripProbe{Name: p.Name, Manager: m, Tenants: cfg.TenantMap(nil), Settings: p.Roundtrip}
 		case TypeRoomMessage:
 			s, err := DecodeRoomMessageSettings(cfg, p, p.SettingsNode("room_message"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			pr = &RoomMessageProbe{Name: p.Name, Manager: m, Config: cfg, Settings: s}
+			pr = &RoomMessageProbe{Name: p.Name, Manager: m, Tenants: cfg.TenantMap(nil), Settings: s}
 		case config.TypeLogin:
-			pr = &auth.LoginProbe{Name: p.Name, Manager: m, Config: cfg, FullLoginInterval: p.FullLoginInterval()}
+			pr = &auth.LoginProbe{Name: p.Name, Manager: m, Tenants: cfg.TenantMap(nil), FullLoginInterval: p.FullLoginInterval()}
 		}
 		iv := p.Schedule.Interval(clk.Now())
 		t.Logf("%s: every %s", p.Name, iv)

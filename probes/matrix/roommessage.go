@@ -17,9 +17,10 @@ import (
 // bot that is not in the room (M_FORBIDDEN on send) joins first, and the
 // join step says so.
 type RoomMessageProbe struct {
-	Name     string
-	Manager  *auth.Manager
-	Config   *config.Config
+	Name    string
+	Manager *auth.Manager
+	// Tenants are the tenants the probe runs for, by id.
+	Tenants  map[string]*config.Tenant
 	Settings *RoomMessageSettings
 }
 
@@ -31,7 +32,7 @@ func (p *RoomMessageProbe) Run(ctx context.Context, tenant string) probes.Result
 	if s == nil {
 		s = &RoomMessageSettings{}
 	}
-	t, ok := p.Config.Tenant(tenant)
+	t, ok := p.Tenants[tenant]
 	if !ok {
 		rec.AddStep("login", 0, probes.Errorf(probes.ClassConfig, "unknown tenant %q", tenant))
 		return rec.Finish()

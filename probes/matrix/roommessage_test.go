@@ -51,7 +51,7 @@ func TestRoomMessageJoinsFirst(t *testing.T) {
 	}}
 	httpc := mxclient.NewHTTPClient()
 	defer httpc.CloseIdleConnections()
-	p := &RoomMessageProbe{Name: "room_message", Manager: auth.NewManager(httpc), Config: cfg,
+	p := &RoomMessageProbe{Name: "room_message", Manager: auth.NewManager(httpc), Tenants: cfg.TenantMap(nil),
 		Settings: &RoomMessageSettings{SyncTimeout: config.Duration(5 * time.Second)}}
 
 	r := p.Run(ctx, "rm")

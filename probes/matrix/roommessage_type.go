@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -14,21 +15,23 @@ import (
 )
 
 // TypeRoomMessage is the room_message probe type's name.
-const TypeRoomMessage = config.TypeRoomMessage
+const TypeRoomMessage = "room_message"
 
 // RoomMessageType is the room_message probe type: its settings live under
 // the probe's `room_message:` key, with their defaults and validation here.
+// It runs every minute by default and sends one event per run (the bot
+// joins the persistent room once).
 func RoomMessageType() probetype.Type {
 	return probetype.Type{
-		Name:        TypeRoomMessage,
-		PerTenant:   true,
+		Kind: config.Kind{Name: TypeRoomMessage, PerTenant: true,
+			Schedule: "@every 1m", Timeout: 30 * time.Second, BotMessages: 1},
 		SettingsKey: "room_message",
 		Settings: func(cfg *config.Config, p *config.Probe, n *yaml.Node) (any, error) {
 			return DecodeRoomMessageSettings(cfg, p, n)
 		},
 		New: func(in probetype.Inputs) (probes.Prober, error) {
 			s, _ := in.Settings.(*RoomMessageSettings)
-			return &RoomMessageProbe{Name: in.Name, Manager: in.Auth, Config: in.Config, Settings: s}, nil
+			return &RoomMessageProbe{Name: in.Name, Manager: in.Auth, Tenants: in.Tenants, Settings: s}, nil
 		},
 	}
 }

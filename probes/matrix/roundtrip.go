@@ -47,9 +47,10 @@ var markerType = event.Type{Type: MarkerEventType, Class: event.StateEventType}
 // leave and forget the room. Cleanup always runs, with its own deadline; a
 // sweep removes probe rooms a crash left behind.
 type RoundtripProbe struct {
-	Name     string
-	Manager  *auth.Manager
-	Config   *config.Config
+	Name    string
+	Manager *auth.Manager
+	// Tenants are the tenants the probe runs for, by id.
+	Tenants  map[string]*config.Tenant
 	Settings *config.RoundtripConfig
 
 	// Journal records probe rooms before they are created, so a crashed
@@ -78,7 +79,7 @@ func (p *RoundtripProbe) settings() *config.RoundtripConfig {
 
 // actors resolves the bot and the peer of a tenant.
 func (p *RoundtripProbe) actors(tenant string) (bot, peer *actor, err error) {
-	t, ok := p.Config.Tenant(tenant)
+	t, ok := p.Tenants[tenant]
 	if !ok {
 		return nil, nil, probes.Errorf(probes.ClassConfig, "unknown tenant %q", tenant)
 	}

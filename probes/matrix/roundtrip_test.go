@@ -65,7 +65,7 @@ func newFixture(t *testing.T, d *testenv.Dendrite, hsURL string, tenants ...stri
 	httpc := mxclient.NewHTTPClient()
 	t.Cleanup(httpc.CloseIdleConnections)
 	f.manager = auth.NewManager(httpc)
-	f.probe = &RoundtripProbe{Name: "roundtrip", Manager: f.manager, Config: cfg, Settings: settings}
+	f.probe = &RoundtripProbe{Name: "roundtrip", Manager: f.manager, Tenants: cfg.TenantMap(nil), Settings: settings}
 	return f
 }
 

@@ -20,9 +20,10 @@ import (
 // /_matrix/client/versions with a spec version list, and that its
 // /.well-known/matrix/client (when served) is valid JSON.
 type VersionsProbe struct {
-	Name   string
-	HTTP   *http.Client
-	Config *config.Config
+	Name string
+	HTTP *http.Client
+	// Homeservers are the base URLs to check (see Homeservers).
+	Homeservers []string
 }
 
 // Homeservers lists the distinct homeserver URLs of the configuration.
@@ -46,7 +47,7 @@ func Homeservers(c *config.Config) []string {
 // Run implements probes.Prober.
 func (p *VersionsProbe) Run(ctx context.Context, tenant string) probes.Result {
 	rec := probes.NewRecorder(p.Name, config.TypeVersions, tenant)
-	hss := Homeservers(p.Config)
+	hss := p.Homeservers
 	if len(hss) == 0 {
 		rec.AddStep("versions", 0, probes.Errorf(probes.ClassConfig, "no homeserver configured"))
 		return rec.Finish()

@@ -165,7 +165,7 @@ func TestNoCredentialAcrossRedirects(t *testing.T) {
 		th := newThief(t, false)
 		hs := hostile(t, false, th.URL, http.StatusTemporaryRedirect, "/_matrix/client/v3/login")
 		cfg := loginConfig(t, hs.URL)
-		p := &auth.LoginProbe{Name: "login", Manager: auth.NewManager(probeClient()), Config: cfg}
+		p := &auth.LoginProbe{Name: "login", Manager: auth.NewManager(probeClient()), Tenants: cfg.TenantMap(nil)}
 		wantRedirectFailure(t, p.Run(ctx(t), "acme"), "login", th.URL)
 		th.assertClean(t)
 	})
@@ -173,14 +173,14 @@ func TestNoCredentialAcrossRedirects(t *testing.T) {
 		th := newThief(t, false)
 		hs := hostile(t, false, th.URL, http.StatusTemporaryRedirect, "/_matrix/client/v3/account/whoami")
 		cfg := loginConfig(t, hs.URL)
-		p := &auth.LoginProbe{Name: "login", Manager: auth.NewManager(probeClient()), Config: cfg}
+		p := &auth.LoginProbe{Name: "login", Manager: auth.NewManager(probeClient()), Tenants: cfg.TenantMap(nil)}
 		wantRedirectFailure(t, p.Run(ctx(t), "acme"), "whoami", th.URL)
 		th.assertClean(t)
 	})
 	t.Run("versions 302", func(t *testing.T) {
 		th := newThief(t, false)
 		hs := hostile(t, false, th.URL, http.StatusFound, "/_matrix/client/versions")
-		p := &matrix.VersionsProbe{Name: "versions", HTTP: probeClient(), Config: loginConfig(t, hs.URL)}
+		p := &matrix.VersionsProbe{Name: "versions", HTTP: probeClient(), Homeservers: matrix.Homeservers(loginConfig(t, hs.URL))}
 		wantRedirectFailure(t, p.Run(ctx(t), ""), "versions", th.URL)
 		th.assertClean(t)
 	})
@@ -189,9 +189,9 @@ func TestNoCredentialAcrossRedirects(t *testing.T) {
 		hs := hostile(t, true, th.URL, http.StatusTemporaryRedirect,
 			"/_matrix/client/v3/login", "/_matrix/client/versions")
 		cfg := loginConfig(t, hs.URL)
-		lp := &auth.LoginProbe{Name: "login", Manager: auth.NewManager(probeClient()), Config: cfg}
+		lp := &auth.LoginProbe{Name: "login", Manager: auth.NewManager(probeClient()), Tenants: cfg.TenantMap(nil)}
 		wantRedirectFailure(t, lp.Run(ctx(t), "acme"), "login", th.URL)
-		vp := &matrix.VersionsProbe{Name: "versions", HTTP: probeClient(), Config: cfg}
+		vp := &matrix.VersionsProbe{Name: "versions", HTTP: probeClient(), Homeservers: matrix.Homeservers(cfg)}
 		wantRedirectFailure(t, vp.Run(ctx(t), ""), "versions", th.URL)
 		th.assertClean(t)
 	})
@@ -225,7 +225,7 @@ func TestRefuseRedirectsCutsLocation(t *testing.T) {
 		w.WriteHeader(http.StatusFound)
 	}))
 	defer s.Close()
-	p := &matrix.VersionsProbe{Name: "versions", HTTP: probeClient(), Config: loginConfig(t, s.URL)}
+	p := &matrix.VersionsProbe{Name: "versions", HTTP: probeClient(), Homeservers: matrix.Homeservers(loginConfig(t, s.URL))}
 	res := p.Run(ctx(t), "")
 	if res.Class != probes.ClassBadResponse || len(res.Error) > probes.MaxText+len(" …") || !utf8.ValidString(res.Error) {
 		t.Fatalf("class %s, error of %d bytes", res.Class, len(res.Error))

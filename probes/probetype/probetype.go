@@ -7,6 +7,7 @@ package probetype
 import (
 	"net/http"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
 
 	"github.com/mxprobe/mxprobe/internal/config"
@@ -16,11 +17,10 @@ import (
 
 // Type is one probe type.
 type Type struct {
-	// Name is the value of `type:` in the configuration.
-	Name string
-	// PerTenant: the probe runs once per tenant (else once for the
-	// deployment).
-	PerTenant bool
+	// Kind is what the configuration knows of the type: its name (the
+	// value of `type:`), whether it runs per tenant, its default schedule
+	// and timeout, and the events a run sends (for the rate-limit check).
+	config.Kind
 	// SettingsKey is the key of the type's settings under the probe
 	// (empty: the type has none).
 	SettingsKey string
@@ -30,6 +30,9 @@ type Type struct {
 	Settings func(cfg *config.Config, p *config.Probe, n *yaml.Node) (any, error)
 	// New builds the prober of one configured probe.
 	New func(in Inputs) (probes.Prober, error)
+	// Metrics (optional) registers the type's own metrics, once per
+	// daemon, beside the metrics every probe has (exporters/metrics).
+	Metrics func(reg prometheus.Registerer) error
 }
 
 // Inputs are what a prober may be built from.
@@ -37,8 +40,9 @@ type Inputs struct {
 	Name string
 	// Settings is what Type.Settings returned.
 	Settings any
-	// Config is the configuration being assembled (tenants and accounts).
-	Config *config.Config
+	// Tenants are the tenants the probe runs for, by id (empty for a
+	// global probe).
+	Tenants map[string]*config.Tenant
 	// Auth logs accounts in and keeps their sessions (shared, long-lived).
 	Auth *auth.Manager
 	// HTTP is the shared HTTP client.
