@@ -38,9 +38,15 @@ func Build(cfg *config.Config, opts Options) ([]alerts.Notifier, error) {
 	}
 	var out []alerts.Notifier
 	var errs []error
+	types := Types()
 	for i := range cfg.Alerting.Notifiers {
 		nc := &cfg.Alerting.Notifiers[i]
-		n, err := build(cfg, nc, opts)
+		newNotifier, ok := types[nc.Type]
+		if !ok {
+			errs = append(errs, fmt.Errorf("notifier %q: unknown notifier type %q", nc.Name, nc.Type))
+			continue
+		}
+		n, err := newNotifier(nc, opts)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("notifier %q: %w", nc.Name, err))
 			continue
@@ -50,20 +56,30 @@ func Build(cfg *config.Config, opts Options) ([]alerts.Notifier, error) {
 	return out, errors.Join(errs...)
 }
 
-func build(cfg *config.Config, nc *config.NotifierConfig, opts Options) (alerts.Notifier, error) {
-	switch nc.Type {
-	case config.NotifierConsole:
-		return &Console{name: nc.Name, logger: opts.Logger}, nil
-	case config.NotifierSlack:
-		return NewSlack(nc.Name, nc.Slack, opts)
-	case config.NotifierMatrix:
-		return NewMatrix(nc.Name, nc.Matrix, opts)
-	case config.NotifierAlertmanager:
-		return &Alertmanager{name: nc.Name, urls: nc.Alertmanager.URLs, resend: nc.Alertmanager.ResendInterval.D(), http: opts.HTTP, ua: opts.UserAgent}, nil
-	case config.NotifierWebhook:
-		return NewWebhook(nc.Name, nc.Webhook, opts)
+// Constructor builds one notifier of its type from the notifier's
+// configuration.
+type Constructor func(nc *config.NotifierConfig, opts Options) (alerts.Notifier, error)
+
+// Types is the notifier registry: a notifier type is its file in this
+// package plus one line here (its settings live in config's NotifierConfig).
+func Types() map[string]Constructor {
+	return map[string]Constructor{
+		config.NotifierConsole: func(nc *config.NotifierConfig, opts Options) (alerts.Notifier, error) {
+			return &Console{name: nc.Name, logger: opts.Logger}, nil
+		},
+		config.NotifierSlack: func(nc *config.NotifierConfig, opts Options) (alerts.Notifier, error) {
+			return NewSlack(nc.Name, nc.Slack, opts)
+		},
+		config.NotifierMatrix: func(nc *config.NotifierConfig, opts Options) (alerts.Notifier, error) {
+			return NewMatrix(nc.Name, nc.Matrix, opts)
+		},
+		config.NotifierAlertmanager: func(nc *config.NotifierConfig, opts Options) (alerts.Notifier, error) {
+			return &Alertmanager{name: nc.Name, urls: nc.Alertmanager.URLs, resend: nc.Alertmanager.ResendInterval.D(), http: opts.HTTP, ua: opts.UserAgent}, nil
+		},
+		config.NotifierWebhook: func(nc *config.NotifierConfig, opts Options) (alerts.Notifier, error) {
+			return NewWebhook(nc.Name, nc.Webhook, opts)
+		},
 	}
-	return nil, fmt.Errorf("unknown notifier type %q", nc.Type)
 }
 
 // redact removes secrets (URLs, tokens) from an error's text: transport
