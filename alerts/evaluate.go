@@ -23,7 +23,7 @@ func (m *Manager) Observe(res probes.Result) {
 		e := m.entry(r, res.Tenant)
 		v := r.evaluate(&e.Series, &res, now)
 		if !res.OK() {
-			e.Class, e.Step, e.Error = string(res.Class), res.FailedStep, truncate(res.Error, 300)
+			e.Class, e.Step, e.Error = string(res.Class), res.FailedStep, probes.CutText(res.Error, 300)
 		}
 		if v.known {
 			if m.step(r, e, v, now) {

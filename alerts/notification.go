@@ -5,7 +5,6 @@ import (
 	"maps"
 	"net/url"
 	"time"
-	"unicode/utf8"
 )
 
 // What a notification says and which notifiers it goes to.
@@ -101,15 +100,4 @@ func summary(r *rule, e *entry) string {
 		s += fmt.Sprintf(" (step %s, %s)", e.Step, e.Class)
 	}
 	return s
-}
-
-// truncate cuts s to at most n bytes, never inside a UTF-8 character.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
 }

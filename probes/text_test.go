@@ -37,6 +37,14 @@ func TestRemoteTextIsBounded(t *testing.T) {
 	if CutText("abc", 10) != "abc" {
 		t.Fatal("short text changed")
 	}
+	// Every cut, whatever the byte it falls on, keeps whole characters
+	// (alerts and the status page cut with CutText too).
+	mixed := strings.Repeat("é€😀a", 20) // 2-, 3-, 4- and 1-byte characters
+	for n := 0; n < 60; n++ {
+		if got := CutText(mixed, n); !utf8.ValidString(got) || len(got) > n+len(" …") {
+			t.Fatalf("CutText(%d) = %q", n, got)
+		}
+	}
 }
 
 // WithClass keeps the class err already has when given no class, and sets

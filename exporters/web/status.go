@@ -263,11 +263,11 @@ func makeRow(j *probes.Job, tenant string, e history.Entry, ok bool, st Settings
 		rw.LastSuccess = ref(e.LastSuccess.Started, now)
 	}
 	if f := e.LastFailure; f != nil {
-		rw.LastFailure = &failureRef{timeRef: *ref(f.Started, now), Step: f.FailedStep, Class: string(f.Class), Error: truncate(f.Error, 300)}
+		rw.LastFailure = &failureRef{timeRef: *ref(f.Started, now), Step: f.FailedStep, Class: string(f.Class), Error: probes.CutText(f.Error, 300)}
 	}
 	if l.Outcome == probes.OutcomeWarning && l.Error != "" {
 		// A warning (rate limited) says what happened and what to change.
-		rw.LastFailure = &failureRef{timeRef: *ref(l.Started, now), Step: l.FailedStep, Class: string(l.Class), Error: truncate(l.Error, 300)}
+		rw.LastFailure = &failureRef{timeRef: *ref(l.Started, now), Step: l.FailedStep, Class: string(l.Class), Error: probes.CutText(l.Error, 300)}
 	}
 	for _, s := range l.Steps {
 		rw.Steps = append(rw.Steps, stepView{Name: s.Name, Duration: fmtDuration(s.Duration), OK: s.OK, Class: string(s.Class)})
@@ -282,7 +282,7 @@ func alertView(a AlertView, now time.Time) alertRow {
 		sum = a.Annotations["description"]
 	}
 	ar := alertRow{Rule: a.Rule, Tenant: a.Tenant, Probe: a.Probe, State: a.State, Severity: a.Severity,
-		Summary: truncate(sum, 300)}
+		Summary: probes.CutText(sum, 300)}
 	if r := ref(a.Since, now); r != nil {
 		ar.Since = *r
 	}
@@ -323,19 +323,6 @@ func fmtDuration(d time.Duration) string {
 	}
 	return d.Round(time.Second).String()
 }
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && !utf8Start(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
-}
-
-func utf8Start(b byte) bool { return b&0xC0 != 0x80 }
 
 // makeSparkline draws the durations of the last n runs; failed runs are red dots.
 func makeSparkline(runs []probes.Result, n int) *sparkline {
