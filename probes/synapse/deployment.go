@@ -1,10 +1,6 @@
 package synapse
 
-import (
-	"math"
-	"sort"
-	"strings"
-)
+import "math"
 
 // Process is one Synapse process (the main process or a worker) with its
 // previous and current scrape. A deployment is a set of them.
@@ -89,91 +85,105 @@ func DeriveDeployment(ps []Process, o Options) (d Derived) {
 		a.servlets[s] = &servletAgg{}
 	}
 	g := &gauges{positions: map[string]float64{}}
-	var (
-		bytes, samples  int
-		up, restarts    int
-		version         string
-		window          float64
-		anyWindow       bool
-		synapseFamilies int
-	)
+	pa := &procAcc{}
 	for _, p := range ps {
-		w := p.Worker
-		if w != "" {
-			sig[SigProcInfo+":"+w+":"+p.Kind] = 1
-			sig[SigProcUp+":"+w] = 0
-		}
-		if p.Cur == nil {
-			continue
-		}
-		up++
-		if w != "" {
-			sig[SigProcUp+":"+w] = 1
-		}
-		bytes += p.Cur.Bytes
-		samples += p.Cur.Samples
-		if version == "" {
-			version = p.Cur.Version
-		}
-		n := g.add(p.Cur)
-		synapseFamilies = max(synapseFamilies, n)
-		if p.Prev == nil {
-			continue
-		}
-		dt := p.Cur.Time.Sub(p.Prev.Time).Seconds()
-		if dt <= 0 {
-			continue
-		}
-		d.Baseline = false
-		anyWindow = true
-		window = max(window, dt)
-		restarted := false
-		if ps, ok := p.Prev.gauge(famStart); ok {
-			if cs, ok := p.Cur.gauge(famStart); ok && cs != ps {
-				restarted = true
-				// Counters start again from zero at cs: their increase
-				// spans the time since the start, not the whole window.
-				since := float64(p.Cur.Time.UnixNano())/1e9 - cs
-				if since > 0 && since < dt {
-					dt = since
-				}
-			}
-		}
-		if restarted {
-			restarts++
-		}
-		procRate := a.add(p.Prev, p.Cur, dt)
-		if w != "" {
-			sig[SigProcRestart+":"+w] = b2f(restarted)
-			sig[SigProcWindow+":"+w] = dt
-			if procRate.reqSeen {
-				sig[SigProcRequests+":"+w] = procRate.req
-			}
-			if procRate.cpuSeen {
-				sig[SigProcCPU+":"+w] = procRate.cpu
-			}
-		}
+		pa.add(p, a, g, sig)
 	}
-	sig[SigPageBytes] = float64(bytes)
-	sig[SigPageSamples] = float64(samples)
-	sig[SigProcesses] = float64(len(ps))
-	sig[SigProcessesUp] = float64(up)
-	sig[SigSynapseFamiliesSeen] = float64(synapseFamilies)
-	if version != "" {
-		sig[SigBuildInfo+":"+version] = 1
-	}
-	g.signals(sig)
-	if !anyWindow {
-		d.Baseline = true
+	pa.pageSignals(sig, len(ps))
+	// Gauges: from the first scrape on.
+	g.federationSignals(sig)
+	g.processSignals(sig)
+	g.reactorSignals(sig)
+	g.eventSignals(sig)
+	g.extremitySignals(sig)
+	if !pa.anyWindow {
 		return d
 	}
-	sig[SigWindow] = window
-	a.signals(sig, o)
-	sig[SigRestarted] = b2f(restarts > 0)
-	sig[SigRestartedProcesses] = float64(restarts)
-	sig[SigCounterResets] = float64(a.resets)
+	d.Baseline = false
+	sig[SigWindow] = pa.window
+	// Counters and histograms: over each process's window.
+	a.httpSignals(sig)
+	a.servletSignals(sig, o)
+	a.databaseSignals(sig)
+	a.reactorSignals(sig)
+	a.eventSignals(sig)
+	a.presenceSignals(sig)
+	a.processSignals(sig)
+	a.federationSignals(sig)
+	a.pushSignals(sig)
+	a.cacheSignals(sig, o)
+	pa.restartSignals(sig, a.resets)
 	d.Resets = a.resets
 	return d
+}
+
+// procAcc counts a deployment's processes and pages.
+type procAcc struct {
+	bytes, samples  int
+	up, restarts    int
+	version         string
+	window          float64
+	anyWindow       bool
+	synapseFamilies int
+}
+
+// add reads one process: its page and gauges, and its counters over its
+// window; it sets the process's own signals ("<signal>:<worker>").
+func (pa *procAcc) add(p Process, a *deployAcc, g *gauges, sig map[string]float64) {
+	w := p.Worker
+	if w != "" {
+		sig[SigProcInfo+":"+w+":"+p.Kind] = 1
+		sig[SigProcUp+":"+w] = 0
+	}
+	if p.Cur == nil {
+		return
+	}
+	pa.up++
+	if w != "" {
+		sig[SigProcUp+":"+w] = 1
+	}
+	pa.bytes += p.Cur.Bytes
+	pa.samples += p.Cur.Samples
+	if pa.version == "" {
+		pa.version = p.Cur.Version
+	}
+	n := g.add(p.Cur)
+	pa.synapseFamilies = max(pa.synapseFamilies, n)
+	if p.Prev == nil {
+		return
+	}
+	dt := p.Cur.Time.Sub(p.Prev.Time).Seconds()
+	if dt <= 0 {
+		return
+	}
+	pa.anyWindow = true
+	pa.window = max(pa.window, dt)
+	restarted := false
+	if ps, ok := p.Prev.gauge(famStart); ok {
+		if cs, ok := p.Cur.gauge(famStart); ok && cs != ps {
+			restarted = true
+			// Counters start again from zero at cs: their increase
+			// spans the time since the start, not the whole window.
+			since := float64(p.Cur.Time.UnixNano())/1e9 - cs
+			if since > 0 && since < dt {
+				dt = since
+			}
+		}
+	}
+	if restarted {
+		pa.restarts++
+	}
+	procRate := a.add(p.Prev, p.Cur, dt)
+	if w != "" {
+		sig[SigProcRestart+":"+w] = b2f(restarted)
+		sig[SigProcWindow+":"+w] = dt
+		if procRate.reqSeen {
+			sig[SigProcRequests+":"+w] = procRate.req
+		}
+		if procRate.cpuSeen {
+			sig[SigProcCPU+":"+w] = procRate.cpu
+		}
+	}
 }
 
 func b2f(b bool) float64 {
@@ -241,42 +251,6 @@ func (g *gauges) add(cur *Snapshot) int {
 		}
 	}
 	return n
-}
-
-func (g *gauges) signals(sig map[string]float64) {
-	set := func(f family, name string, v float64) {
-		if g.seen[f] {
-			sig[name] = v
-		}
-	}
-	set(famStagingPDUs, SigStagingPDUs, g.stagingPDUs)
-	set(famStagingOldest, SigStagingOldest, g.stagingOldestS)
-	set(famRSS, SigRSS, g.rss)
-	set(famFDs, SigFDs, g.fds)
-	set(famBgInFlight, SigBgInFlight, g.bgInFlight)
-	set(famFedPendingPDUs, SigFedQueuePDUs, g.fedPDUs)
-	set(famFedPendingEDUs, SigFedQueueEDUs, g.fedEDUs)
-	set(famReactorLastSeen, SigReactorLastSeen, g.lastSeen)
-	if g.seen[famPersistedPos] && len(g.positions) > 0 {
-		worst := 0.0
-		for name, pos := range g.positions {
-			lag := max(0, g.persistedPos-pos)
-			sig[SigProcessingLagEvents+":"+name] = lag
-			worst = max(worst, lag)
-		}
-		sig[SigProcessingLagEvents] = worst
-	}
-	if e := g.extrem; e != nil && len(e.buckets) > 0 {
-		h := histAgg{buckets: append([]bucket(nil), e.buckets...), n: 1}
-		if v, ok := h.quantile(0.99, false); ok {
-			sig[SigForwardExtremP99] = v
-		}
-		for _, b := range e.buckets {
-			if b.le == 10 && e.hasCnt {
-				sig[SigForwardExtremOver10] = max(0, e.count-b.v)
-			}
-		}
-	}
 }
 
 type procRates struct {
@@ -464,162 +438,4 @@ func isSyncTag(tag string) bool {
 		}
 	}
 	return false
-}
-
-var quantiles = []struct {
-	q    float64
-	name string
-}{{0.5, SigP50}, {0.95, SigP95}, {0.99, SigP99}}
-
-func (a *deployAcc) signals(sig map[string]float64, o Options) {
-	// Overall HTTP: synapse_http_server_responses_total carries every answer
-	// with its code; without it, the response-time histogram.
-	switch {
-	case a.seenResp:
-		sig[SigRequests] = a.respRate
-		sig[SigResponsesInWindow] = a.resp
-		sig[SigHTTP429] = a.r429Rate
-		if a.resp > 0 {
-			sig[Sig5xxRatio] = a.resp5 / a.resp
-		}
-	case a.seenHist:
-		sig[SigRequests] = a.histRate
-		sig[SigResponsesInWindow] = a.hist
-		if a.hist > 0 {
-			sig[Sig5xxRatio] = a.hist5 / a.hist
-		}
-	}
-	if a.seenRecv {
-		sig[SigRequestsReceived] = a.recvRate
-	}
-	for name, sv := range a.servlets {
-		if sv.n == 0 {
-			continue
-		}
-		sfx := ":" + name
-		sig[SigRequests+sfx] = sv.rate
-		sig[SigResponsesInWindow+sfx] = sv.count
-		if sv.count > 0 {
-			sig[Sig5xxRatio+sfx] = sv.e5 / sv.count
-		}
-		lp := o.longPoll(name)
-		latency(sig, sfx, &sv.ok, lp)
-		for tag, h := range sv.tags {
-			sig[SigResponsesInWindow+sfx+":"+tag] = h.count
-			latency(sig, sfx+":"+tag, h, lp && tag == longPollTag)
-		}
-	}
-	if a.seenTxn {
-		sig[SigDBTxnRate] = a.txnRate
-		if a.txnN > 0 {
-			sig[SigDBTxnMean] = a.txnS / a.txnN
-		}
-	}
-	if a.sched.n > 0 {
-		if a.sched.count > 0 {
-			sig[SigDBScheduleMean] = a.sched.sum / a.sched.count
-		}
-		if v, ok := a.sched.quantile(0.95, false); ok {
-			sig[SigDBScheduleP95] = v
-		}
-	}
-	if a.tick.n > 0 {
-		if a.tick.count > 0 {
-			sig[SigReactorTickMean] = a.tick.sum / a.tick.count
-		}
-		if v, ok := a.tick.quantile(0.95, false); ok {
-			sig[SigReactorTickP95] = v
-		}
-		if v, ok := a.tick.quantile(0.99, false); ok {
-			sig[SigReactorTickP99] = v
-		}
-	}
-	if a.lagHist.n > 0 {
-		if v, ok := a.lagHist.quantile(0.95, false); ok {
-			sig[SigProcessingLagP95] = v
-		}
-	}
-	if a.seenEvents {
-		sig[SigEventsPersisted] = a.eventsRate
-	}
-	if a.seenEDUs {
-		sig[SigEDUs] = a.edusRate
-	}
-	if a.seenPresence {
-		sig[SigPresence] = a.presenceRate
-	}
-	if a.seenCPU {
-		sig[SigCPU] = a.cpuRate
-	}
-	if a.seenFedResp {
-		sig[SigFedOutRate] = a.fedRate
-		// Failures: 5xx answers, and attempts that got no answer at all
-		// (requests_total counts every attempt, responses_total every answer:
-		// synapse/http/matrixfederationclient.py).
-		attempts, failed := a.fedResp, a.fedResp5
-		if a.seenFedReq && a.fedReq > a.fedResp {
-			attempts, failed = a.fedReq, a.fedResp5+(a.fedReq-a.fedResp)
-		}
-		sig[SigFedOutInWindow] = attempts
-		if attempts > 0 {
-			sig[SigFedOutFailRatio] = failed / attempts
-		}
-	}
-	if a.seenRL {
-		sig[SigRateLimitRejects] = a.rlRate
-	}
-	if a.seenPush {
-		sig[SigPushFailures] = a.pushFailedRate
-		n := a.pushFailed + a.pushOK
-		sig[SigPushInWindow] = n
-		if n > 0 {
-			sig[SigPushFailRatio] = a.pushFailed / n
-		}
-	}
-	if len(a.caches) > 0 {
-		names := make([]string, 0, len(a.caches))
-		var hits, lookups float64
-		for n, c := range a.caches {
-			names = append(names, n)
-			hits += c.hits
-			lookups += c.lookups
-		}
-		if lookups > 0 {
-			sig[SigCacheHitRatio] = hits / lookups
-		}
-		sort.Slice(names, func(i, j int) bool {
-			ci, cj := a.caches[names[i]], a.caches[names[j]]
-			if ci.lookups != cj.lookups {
-				return ci.lookups > cj.lookups
-			}
-			return names[i] < names[j]
-		})
-		for _, n := range names[:min(len(names), o.topCaches())] {
-			if c := a.caches[n]; c.lookups > 0 && !strings.ContainsAny(n, ": ") {
-				sig[SigCacheHitRatio+":"+n] = c.hits / c.lookups
-			}
-		}
-	}
-}
-
-// latency sets the quantile (and mean or overflow) signals of a 2xx
-// histogram; long-poll requests are judged on the finite buckets.
-func latency(sig map[string]float64, sfx string, h *histAgg, longPoll bool) {
-	if h.n == 0 {
-		return
-	}
-	for _, q := range quantiles {
-		if v, ok := h.quantile(q.q, longPoll); ok {
-			sig[q.name+sfx] = v
-		}
-	}
-	if longPoll {
-		b := h.buckets
-		sortBuckets(b)
-		if n := len(b); n >= 2 && isInf(b[n-1].le) && b[n-1].v > 0 {
-			sig[SigLongPollOverflow+sfx] = (b[n-1].v - b[n-2].v) / b[n-1].v
-		}
-	} else if h.count > 0 {
-		sig[SigMean+sfx] = h.sum / h.count
-	}
 }
