@@ -179,7 +179,7 @@ func TestRunHTTPTarget(t *testing.T) {
 	if code != 1 || r.Class != probes.ClassNotFound || r.FailedStep != "status" {
 		t.Fatalf("exit %d: %+v", code, r)
 	}
-	if code, _, errOut := runCLI(t, "run", "http", "--config.file", good); code != 2 || !strings.Contains(errOut, "no target") {
+	if code, _, errOut := runCLI(t, "run", "http", "--config.file", good); code != 2 || !strings.Contains(errOut, "http.url: missing") || !strings.Contains(errOut, "--target URL") {
 		t.Fatalf("without a target: exit %d: %s", code, errOut)
 	}
 }

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"gopkg.in/yaml.v3"
+
 	"github.com/mxprobe/mxprobe/exporters/metrics"
 	"github.com/mxprobe/mxprobe/internal/config"
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/auth"
+	"github.com/mxprobe/mxprobe/probes/httpcheck"
 	"github.com/mxprobe/mxprobe/probes/matrix"
 	"github.com/mxprobe/mxprobe/probes/probetype"
 )
@@ -46,6 +49,14 @@ func fromType(t probetype.Type) probeType {
 			return t.New(probetype.Inputs{Name: p.Name, Settings: settings, Tenants: b.cfg.TenantMap(p), Auth: b.st.auth, HTTP: b.st.http})
 		},
 	}
+	if t.TargetField != "" {
+		pt.prepareRun = func(c *cli, _ *env, _ *config.Config, p *config.Probe) error {
+			if c.runTarget != "" {
+				p.SetSettingsNode(t.SettingsKey, withField(p.SettingsNode(t.SettingsKey), t.TargetField, c.runTarget))
+			}
+			return nil
+		}
+	}
 	if t.Metrics != nil {
 		pt.metrics = func(m *metrics.Metrics) error { return t.Metrics(m.Registry) }
 	}
@@ -68,9 +79,29 @@ func probeTypes() map[string]probeType {
 		config.TypeLogin:          {build: buildLogin},
 		config.TypeRoundtrip:      {build: buildRoundtrip},
 		matrix.TypeRoomMessage:    fromType(matrix.RoomMessageType()),
-		config.TypeHTTP:           {build: buildHTTP, prepareRun: prepareRunHTTP},
+		httpcheck.TypeHTTP:        fromType(httpcheck.Type()),
 		config.TypeSynapseMetrics: {build: buildSynapse, prepareRun: prepareRunSynapse, metrics: synapseMetrics},
 	}
+}
+
+// withField returns a copy of the mapping node n (nil: an empty one) with
+// key set to the string value.
+func withField(n *yaml.Node, key, value string) *yaml.Node {
+	out := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	if n != nil && n.Kind == yaml.MappingNode {
+		c := *n
+		c.Content = append([]*yaml.Node(nil), n.Content...)
+		out = &c
+	}
+	v := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: value}
+	for i := 0; i+1 < len(out.Content); i += 2 {
+		if out.Content[i].Value == key {
+			out.Content[i+1] = v
+			return out
+		}
+	}
+	out.Content = append(out.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}, v)
+	return out
 }
 
 // kinds are the kinds the configuration must accept beyond its built-in

@@ -1,42 +1,18 @@
 package main
 
 import (
-	"fmt"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mxprobe/mxprobe/internal/config"
-	"github.com/mxprobe/mxprobe/probes"
-	"github.com/mxprobe/mxprobe/probes/httpcheck"
 )
 
 // The platform as it ships: TENANTS_B64 entries mxprobe cannot probe (an
 // empty id, no bot) are reported once per configuration that has them (a
-// log line each, and mxprobe_tenants_skipped{reason}), never fatal; and the
-// generic http probe for the platform's health endpoints.
-
-func buildHTTP(b *builder, p *config.Probe) (probes.Prober, error) {
-	if p.HTTP == nil || p.HTTP.URL == "" {
-		return nil, fmt.Errorf("http.url is not set (configure it, or pass --target URL to mxprobe run)")
-	}
-	return &httpcheck.Probe{Name: p.Name, Config: p.HTTP, HTTP: b.st.http}, nil
-}
-
-// prepareRunHTTP takes --target for `mxprobe run`.
-func prepareRunHTTP(c *cli, _ *env, cfg *config.Config, p *config.Probe) error {
-	if c.runTarget != "" {
-		if p.HTTP == nil {
-			p.HTTP = &config.HTTPConfig{}
-		}
-		p.HTTP.URL = c.runTarget
-		p.HTTP.ApplyDefaults()
-	}
-	if p.HTTP == nil || p.HTTP.URL == "" {
-		return fmt.Errorf("probe %q: no target: pass --target URL", p.Name)
-	}
-	return cfg.ValidateHTTP()
-}
+// log line each, and mxprobe_tenants_skipped{reason}), never fatal. (The
+// generic http probe for the platform's health endpoints is
+// httpcheck.Type.)
 
 // skippedTenants reports the TENANTS_B64 entries the configuration in force
 // leaves out.

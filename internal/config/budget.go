@@ -125,7 +125,7 @@ func checkSynapseBudget(c *Config) []BudgetFinding {
 		senders []string
 		other   bool
 	}
-	var cur *Probe // the probe whose load add counts
+	var cur *Probe                        // the probe whose load add counts
 	loads := map[string]map[string]*acc{} // limiter → account → load
 	add := func(limiter, account, hs string, perSecond float64, why string) {
 		if loads[limiter] == nil {

@@ -37,7 +37,6 @@ const (
 	TypeLogin          = "login"
 	TypeRoundtrip      = "roundtrip"
 	TypeSynapseMetrics = "synapse_metrics"
-	TypeHTTP           = "http"
 )
 
 // Config is the whole configuration.
@@ -167,7 +166,6 @@ type Probe struct {
 
 	Roundtrip *RoundtripConfig  `yaml:"roundtrip" json:"roundtrip,omitempty"`
 	Synapse   *SynapseConfig    `yaml:"synapse" json:"synapse,omitempty"`
-	HTTP      *HTTPConfig       `yaml:"http" json:"http,omitempty"`
 	Login     *LoginProbeConfig `yaml:"login" json:"login,omitempty"`
 
 	// settings are the keys of the probe's YAML mapping that are not part
@@ -415,7 +413,6 @@ func applyDefaults(cfg *Config) {
 	}
 	applyMASDefaults(cfg)
 	applyMatrixUsers(cfg)
-	applyHTTPDefaults(cfg)
 	applyLimitsDefaults(cfg)
 	applyLoginDefaults(cfg)
 	applyRoundtripDefaults(cfg)
@@ -437,7 +434,6 @@ var probeDefaults = map[string]probeDefault{
 	TypeLogin:          {"@every 1m", 30e9, true},
 	TypeRoundtrip:      {"@every 10m", 60e9, true}, // the floor: see DefaultRoundtripInterval
 	TypeSynapseMetrics: {"@every 30s", 10e9, false},
-	TypeHTTP:           {"@every 30s", 10e9, false},
 }
 
 // ProbeTypes lists the built-in probe types (Config.ProbeTypes adds the

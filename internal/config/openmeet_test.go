@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // encodings are the ways a TENANTS_B64 value reaches mxprobe: as the
@@ -368,7 +369,7 @@ func TestOpenMeetExampleConfig(t *testing.T) {
 	cfg, err := Load("testdata/openmeet/mxprobe.yml", productionEnv(map[string]string{
 		"MAS_PUBLIC_BASE": "https://mas.example.net", "BACKEND_DOMAIN": "https://api.example.net",
 		"MATRIX_APPSERVICE_ID": "openmeet-appservice", "MATRIX_APPSERVICE_TOKEN": "as-TESTSECRET",
-	}))
+	}), Kind{Name: "http", Schedule: "@every 30s", Timeout: 10 * time.Second}) // probes/httpcheck decodes and checks its settings
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,9 +386,8 @@ func TestOpenMeetExampleConfig(t *testing.T) {
 	if tn, _ := cfg.Tenant("platform-bot"); tn.Bot.User != "openmeet-appservice" {
 		t.Errorf("platform-bot: %+v", tn.Bot)
 	}
-	p, _ := cfg.Probe("openmeet_matrix")
-	if p.PerTenant() || p.HTTP.Method != "GET" || p.HTTP.MaxBodyBytes != DefaultHTTPMaxBodyBytes || p.HTTP.BodyRE == nil {
-		t.Errorf("http probe: %+v", p.HTTP)
+	if p, _ := cfg.Probe("openmeet_matrix"); p.PerTenant() || p.SettingsNode("http") == nil {
+		t.Errorf("http probe: %+v", p)
 	}
 	if len(cfg.Skipped) != 2 {
 		t.Errorf("skipped: %+v", cfg.Skipped)

@@ -78,3 +78,7 @@ func yamlKeys(t reflect.Type) map[string]bool {
 	}
 	return out
 }
+
+// CheckURL checks an http(s) URL a setting names (scheme, host, no
+// credentials), for probe types that validate their own settings.
+func CheckURL(s string) error { return checkURL(s) }

@@ -94,7 +94,6 @@ func validate(c *Config) Errors {
 	}
 	errs = append(errs, validateMAS(c)...)
 	errs = append(errs, validateAppService(c)...)
-	errs = append(errs, validateHTTP(c)...)
 	errs = append(errs, validateRoundtrip(c)...)
 	errs = append(errs, validateLimits(c)...)
 	errs = append(errs, validateLogin(c)...)

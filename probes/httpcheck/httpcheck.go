@@ -36,7 +36,7 @@ const maxRedirects = 10
 // Probe is a configured http probe.
 type Probe struct {
 	Name   string
-	Config *config.HTTPConfig
+	Config *Settings
 	// HTTP is the shared client (its transport is used; redirects follow
 	// the probe's own policy).
 	HTTP *http.Client
@@ -44,7 +44,7 @@ type Probe struct {
 
 // Run implements probes.Prober. subject is "" (the probe has one target).
 func (p *Probe) Run(ctx context.Context, subject string) probes.Result {
-	rec := probes.NewRecorder(p.Name, config.TypeHTTP, subject)
+	rec := probes.NewRecorder(p.Name, TypeHTTP, subject)
 	c := p.Config
 	var (
 		status int
@@ -73,7 +73,7 @@ func (p *Probe) Run(ctx context.Context, subject string) probes.Result {
 	}) != nil {
 		return rec.Finish()
 	}
-	if len(c.JSON) == 0 && c.BodyRE == nil {
+	if len(c.JSON) == 0 && c.bodyRE == nil {
 		return rec.Finish()
 	}
 	_ = rec.Step(StepBody, func() error {
@@ -97,7 +97,7 @@ func (p *Probe) Run(ctx context.Context, subject string) probes.Result {
 				}
 			}
 		}
-		if c.BodyRE != nil && !c.BodyRE.Match(body) {
+		if c.bodyRE != nil && !c.bodyRE.Match(body) {
 			return probes.Errorf(probes.ClassBadResponse, "body (%d bytes) does not match %s", len(body), c.BodyRegex)
 		}
 		return nil
@@ -156,7 +156,7 @@ func (p *Probe) do(ctx context.Context, rec *probes.Recorder) (status int, body 
 	defer resp.Body.Close()
 	limit := c.MaxBodyBytes
 	if limit <= 0 {
-		limit = config.DefaultHTTPMaxBodyBytes
+		limit = DefaultMaxBodyBytes
 	}
 	var buf bytes.Buffer
 	n, err := buf.ReadFrom(io.LimitReader(resp.Body, limit+1))
@@ -188,7 +188,7 @@ func bodyClass(err error) probes.Class {
 	return probes.ClassBadResponse
 }
 
-func expected(c *config.HTTPConfig) string {
+func expected(c *Settings) string {
 	if len(c.ExpectedStatus) == 0 {
 		return "2xx"
 	}

@@ -23,7 +23,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 // section parses an http probe section the way the daemon does (defaults,
 // validation, the regex compiled).
-func section(t *testing.T, url, extra string) *config.HTTPConfig {
+func section(t *testing.T, url, extra string) *httpcheck.Settings {
 	t.Helper()
 	y := fmt.Sprintf("probes:\n  - name: h\n    type: http\n    http:\n      url: %q\n", url)
 	for _, l := range strings.Split(strings.TrimSpace(extra), "\n") {
@@ -31,15 +31,19 @@ func section(t *testing.T, url, extra string) *config.HTTPConfig {
 			y += "      " + l + "\n"
 		}
 	}
-	cfg, err := config.Parse([]byte(y), "h.yml", func(string) string { return "" })
+	cfg, err := config.Parse([]byte(y), "h.yml", func(string) string { return "" }, httpcheck.Type().Kind)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, y)
 	}
 	p, _ := cfg.Probe("h")
-	return p.HTTP
+	s, err := httpcheck.DecodeSettings(cfg, p, p.SettingsNode("http"))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, y)
+	}
+	return s
 }
 
-func run(t *testing.T, c *config.HTTPConfig, timeout time.Duration) probes.Result {
+func run(t *testing.T, c *httpcheck.Settings, timeout time.Duration) probes.Result {
 	t.Helper()
 	httpc := mxclient.NewHTTPClient()
 	defer httpc.CloseIdleConnections()
@@ -234,6 +238,8 @@ func TestHTTPProbeFaults(t *testing.T) {
 	}
 }
 
+// TestHTTPConfigErrors: the type decodes and checks its own settings, and
+// each problem names the file, the line and the field.
 func TestHTTPConfigErrors(t *testing.T) {
 	y := `probes:
   - name: a
@@ -248,25 +254,39 @@ func TestHTTPConfigErrors(t *testing.T) {
       body_regex: "("
       headers: {"bad header": x}
   - name: c
-    type: versions
-    http: {url: "http://x"}
+    type: http
+    http: {url: "http://x", bogus: 1}
+  - name: d
+    type: http
+    http: {url: "http://x", max_body_bytes: many}
 `
-	_, err := config.Parse([]byte(y), "h.yml", func(string) string { return "" })
-	if err == nil {
-		t.Fatal("accepted")
+	cfg, err := config.Parse([]byte(y), "h.yml", func(string) string { return "" }, httpcheck.Type().Kind)
+	if err != nil {
+		t.Fatal(err)
 	}
+	var errs []string
+	for _, name := range []string{"a", "b", "c", "d"} {
+		p, _ := cfg.Probe(name)
+		if _, err := httpcheck.DecodeSettings(cfg, p, p.SettingsNode("http")); err != nil {
+			errs = append(errs, err.Error())
+		} else {
+			t.Errorf("probe %s accepted", name)
+		}
+	}
+	all := strings.Join(errs, "\n")
 	for _, want := range []string{
-		`probe "a": http.url: missing`,
+		`h.yml:2: probe "a": http.url: missing`,
 		`h.yml:7: probe "b": http.url: must be an http or https URL`,
 		`http.method: "GE T" is not an HTTP method`,
 		`http.expected_status: 99 is not an HTTP status`,
 		`http.json[0].path: a dotted path`,
 		`http.body_regex: error parsing regexp`,
 		`http.headers: "bad header" is not a header name`,
-		`probe "c": http: only for probes of type http`,
+		`h.yml:15: probe "c": http.bogus: unknown field`,
+		"h.yml:18: probe \"d\": http: cannot unmarshal !!str `many` into int64",
 	} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("missing %q in:\n%v", want, err)
+		if !strings.Contains(all, want) {
+			t.Errorf("missing %q in:\n%v", want, all)
 		}
 	}
 }

@@ -3,8 +3,6 @@ package matrix
 import (
 	"errors"
 	"fmt"
-	"reflect"
-	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -63,7 +61,7 @@ func DecodeRoomMessageSettings(cfg *config.Config, p *config.Probe, n *yaml.Node
 		if n.Line > 0 {
 			w = fmt.Sprintf("%s:%d: probe %q", cfg.File, n.Line, p.Name)
 		}
-		if err := decodeStrict(n, s, func(line int) string {
+		if err := probetype.DecodeStrict(n, "room_message", s, func(line int) string {
 			return fmt.Sprintf("%s:%d: probe %q", cfg.File, line, p.Name)
 		}); err != nil {
 			return nil, err
@@ -95,27 +93,4 @@ func DecodeRoomMessageSettings(cfg *config.Config, p *config.Probe, n *yaml.Node
 		return nil, errors.Join(errs...)
 	}
 	return s, nil
-}
-
-// decodeStrict decodes a mapping node into v, refusing keys that are not
-// fields of v (with the line of the key).
-func decodeStrict(n *yaml.Node, v any, where func(line int) string) error {
-	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("%s: room_message: want a mapping", where(n.Line))
-	}
-	known := map[string]bool{}
-	t := reflect.TypeOf(v).Elem()
-	for i := 0; i < t.NumField(); i++ {
-		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
-		known[name] = true
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if k := n.Content[i]; !known[k.Value] {
-			return fmt.Errorf("%s: room_message.%s: unknown field", where(k.Line), k.Value)
-		}
-	}
-	if err := n.Decode(v); err != nil {
-		return fmt.Errorf("%s: room_message: %v", where(n.Line), err)
-	}
-	return nil
 }

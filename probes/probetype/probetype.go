@@ -24,6 +24,9 @@ type Type struct {
 	// SettingsKey is the key of the type's settings under the probe
 	// (empty: the type has none).
 	SettingsKey string
+	// TargetField (optional) is the settings field `mxprobe run TYPE
+	// --target X` sets (the type has one target, a URL for one).
+	TargetField string
 	// Settings decodes the type's settings from their YAML node (nil when
 	// absent), applies the defaults and validates them; errors name the
 	// field and the line. Nil when the type has no settings.

@@ -1,0 +1,56 @@
+package probetype
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// DecodeStrict decodes the settings node n of the key `key` into v (a
+// pointer to a struct), refusing keys that are not fields of v; errors name
+// the line (where(line) gives "file:line: probe \"x\"") and the field as
+// key.field.
+func DecodeStrict(n *yaml.Node, key string, v any, where func(line int) string) error {
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("%s: %s: want a mapping", where(n.Line), key)
+	}
+	known := map[string]bool{}
+	t := reflect.TypeOf(v).Elem()
+	for i := 0; i < t.NumField(); i++ {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		if name != "" && name != "-" {
+			known[name] = true
+		}
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := n.Content[i]; !known[k.Value] {
+			return fmt.Errorf("%s: %s.%s: unknown field", where(k.Line), key, k.Value)
+		}
+	}
+	if err := n.Decode(v); err != nil {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return fmt.Errorf("%s: %s: %v", where(n.Line), key, err)
+		}
+		// yaml.v3 says "line N: cannot unmarshal ...": one line per problem,
+		// named like every other settings error.
+		out := make([]string, 0, len(te.Errors))
+		for _, e := range te.Errors {
+			line := n.Line
+			if rest, ok := strings.CutPrefix(e, "line "); ok {
+				if num, msg, ok := strings.Cut(rest, ": "); ok {
+					if l, err := strconv.Atoi(num); err == nil {
+						line, e = l, msg
+					}
+				}
+			}
+			out = append(out, fmt.Sprintf("%s: %s: %s", where(line), key, e))
+		}
+		return errors.New(strings.Join(out, "\n"))
+	}
+	return nil
+}
