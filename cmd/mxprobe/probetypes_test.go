@@ -88,7 +88,7 @@ func TestNewProbeTypeIsOneValue(t *testing.T) {
 		Greeting string `yaml:"greeting"`
 	}
 	echo := probetype.Type{
-		Kind: config.Kind{Name: "echo", PerTenant: true, Schedule: "@every 7m", Timeout: 3 * time.Second, BotMessages: 200},
+		Kind:        config.Kind{Name: "echo", PerTenant: true, Schedule: "@every 7m", Timeout: 3 * time.Second, BotMessages: 200},
 		SettingsKey: "echo",
 		Settings: func(cfg *config.Config, p *config.Probe, n *yaml.Node) (any, error) {
 			s := &echoSettings{}

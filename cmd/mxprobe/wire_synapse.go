@@ -22,7 +22,10 @@ func buildSynapse(b *builder, p *config.Probe) (probes.Prober, error) {
 	return &synapse.Probe{Name: p.Name, Config: p.Synapse, HTTP: b.st.http, Store: b.st.synapse, Window: b.env.synapseWindow}, nil
 }
 
-func synapseMetrics(m *metrics.Metrics) error { m.AddHook(metrics.NewSynapse(config.TypeSynapseMetrics)); return nil }
+func synapseMetrics(m *metrics.Metrics) error {
+	m.AddHook(metrics.NewSynapse(config.TypeSynapseMetrics))
+	return nil
+}
 
 // prepareRunSynapse takes --target and --window for `mxprobe run`.
 func prepareRunSynapse(c *cli, e *env, cfg *config.Config, p *config.Probe) error {
