@@ -9,39 +9,37 @@ import (
 // the console notifier (the alert shows in mxprobe's log and in
 // mxprobe_alerts), and Slack when SLACK_BOT_TOKEN + SLACK_CHANNEL or
 // SLACK_WEBHOOK_URL are set in the environment.
-func init() {
-	hooks = append(hooks, func(e *env) error {
-		if err := e.addPasswordTenant("gamma", "Demo tenant gamma (wrong password on purpose)", "not-the-password"); err != nil {
+func addAlerting(e *env) error {
+	if err := e.addPasswordTenant("gamma", "Demo tenant gamma (wrong password on purpose)", "not-the-password"); err != nil {
+		return err
+	}
+	notifiers := []map[string]any{{"name": "console", "type": "console"}}
+	switch {
+	case os.Getenv("SLACK_BOT_TOKEN") != "" && os.Getenv("SLACK_CHANNEL") != "":
+		// The token stays in the environment file of the demo, not in
+		// the config: token_file points at it.
+		tokenFile := e.dir + "/slack-token"
+		if err := os.WriteFile(tokenFile, []byte(os.Getenv("SLACK_BOT_TOKEN")), 0o600); err != nil {
 			return err
 		}
-		notifiers := []map[string]any{{"name": "console", "type": "console"}}
-		switch {
-		case os.Getenv("SLACK_BOT_TOKEN") != "" && os.Getenv("SLACK_CHANNEL") != "":
-			// The token stays in the environment file of the demo, not in
-			// the config: token_file points at it.
-			tokenFile := e.dir + "/slack-token"
-			if err := os.WriteFile(tokenFile, []byte(os.Getenv("SLACK_BOT_TOKEN")), 0o600); err != nil {
-				return err
-			}
-			notifiers = append(notifiers, map[string]any{"name": "slack", "type": "slack",
-				"slack": map[string]any{"token_file": tokenFile, "channel": os.Getenv("SLACK_CHANNEL")}})
-		case os.Getenv("SLACK_WEBHOOK_URL") != "":
-			hookFile := e.dir + "/slack-webhook"
-			if err := os.WriteFile(hookFile, []byte(os.Getenv("SLACK_WEBHOOK_URL")), 0o600); err != nil {
-				return err
-			}
-			notifiers = append(notifiers, map[string]any{"name": "slack", "type": "slack",
-				"slack": map[string]any{"webhook_url_file": hookFile}})
+		notifiers = append(notifiers, map[string]any{"name": "slack", "type": "slack",
+			"slack": map[string]any{"token_file": tokenFile, "channel": os.Getenv("SLACK_CHANNEL")}})
+	case os.Getenv("SLACK_WEBHOOK_URL") != "":
+		hookFile := e.dir + "/slack-webhook"
+		if err := os.WriteFile(hookFile, []byte(os.Getenv("SLACK_WEBHOOK_URL")), 0o600); err != nil {
+			return err
 		}
-		e.config["alerting"] = map[string]any{
-			"evaluation_interval": "5s",
-			"rules": []map[string]any{{
-				"name": "login_failing", "probe": "login", "failures": 2, "successes": 2, "severity": "critical",
-				"annotations": map[string]string{"runbook": "check the bot's password in the tenant config"},
-			}},
-			"notifiers": notifiers,
-		}
-		e.urls = append(e.urls, "tenant gamma's password is wrong on purpose: watch the log for ALERT FIRING and mxprobe_alerts{rule=\"login_failing\"} in /metrics (about 6 min: a refused login is retried once per its share of the login budget)")
-		return nil
-	})
+		notifiers = append(notifiers, map[string]any{"name": "slack", "type": "slack",
+			"slack": map[string]any{"webhook_url_file": hookFile}})
+	}
+	e.config["alerting"] = map[string]any{
+		"evaluation_interval": "5s",
+		"rules": []map[string]any{{
+			"name": "login_failing", "probe": "login", "failures": 2, "successes": 2, "severity": "critical",
+			"annotations": map[string]string{"runbook": "check the bot's password in the tenant config"},
+		}},
+		"notifiers": notifiers,
+	}
+	e.urls = append(e.urls, "tenant gamma's password is wrong on purpose: watch the log for ALERT FIRING and mxprobe_alerts{rule=\"login_failing\"} in /metrics (about 6 min: a refused login is retried once per its share of the login budget)")
+	return nil
 }

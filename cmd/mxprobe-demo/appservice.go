@@ -18,24 +18,25 @@ const (
 	demoASBot   = "openmeet-asbot-asdemo"
 )
 
-var demoAppServices = []testenv.AppService{{
-	ID: demoASID, ASToken: demoASToken, HSToken: "demo-hs-token", SenderLocalpart: demoASID,
-	ExclusiveUsers: "@openmeet-asbot-.*",
-}}
+// demoAppServices are the application services the demo's Dendrite loads.
+func demoAppServices() []testenv.AppService {
+	return []testenv.AppService{{
+		ID: demoASID, ASToken: demoASToken, HSToken: "demo-hs-token", SenderLocalpart: demoASID,
+		ExclusiveUsers: "@openmeet-asbot-.*",
+	}}
+}
 
-func init() {
-	hooks = append(hooks, func(e *env) error {
-		if _, err := e.dendrite.RegisterAppServiceUser(e.ctx, demoASToken, demoASBot); err != nil {
-			return fmt.Errorf("registering the application service's bot: %w", err)
-		}
-		e.tenants = append(e.tenants, map[string]any{
-			"id": "asdemo", "name": "Demo tenant asdemo (application service)",
-			"bot": map[string]any{"method": "appservice", "user": demoASBot, "access_token": demoASToken},
-		})
-		e.probes = append(e.probes, map[string]any{
-			"name": "homeserver_versions_http", "type": "http", "schedule": "@every 30s",
-			"http": map[string]any{"url": e.dendrite.URL + "/_matrix/client/versions", "body_regex": `"versions"`},
-		})
-		return nil
+func addAppService(e *env) error {
+	if _, err := e.dendrite.RegisterAppServiceUser(e.ctx, demoASToken, demoASBot); err != nil {
+		return fmt.Errorf("registering the application service's bot: %w", err)
+	}
+	e.tenants = append(e.tenants, map[string]any{
+		"id": "asdemo", "name": "Demo tenant asdemo (application service)",
+		"bot": map[string]any{"method": "appservice", "user": demoASBot, "access_token": demoASToken},
 	})
+	e.probes = append(e.probes, map[string]any{
+		"name": "homeserver_versions_http", "type": "http", "schedule": "@every 30s",
+		"http": map[string]any{"url": e.dendrite.URL + "/_matrix/client/versions", "body_regex": `"versions"`},
+	})
+	return nil
 }

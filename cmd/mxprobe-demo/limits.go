@@ -11,22 +11,20 @@ import (
 // so the demo meets the 429s a real Synapse would answer; mxprobe's default
 // schedules and its login budget keep it clear of them. Its refusals are
 // printed at exit.
-func init() {
-	hooks = append(hooks, func(e *env) error {
-		lim, err := synlimit.Start(synlimit.Options{Upstream: e.dendrite.URL, ServerName: e.dendrite.ServerName})
-		if err != nil {
-			return fmt.Errorf("starting the Synapse rate limiter: %w", err)
+func addRateLimits(e *env) error {
+	lim, err := synlimit.Start(synlimit.Options{Upstream: e.dendrite.URL, ServerName: e.dendrite.ServerName})
+	if err != nil {
+		return fmt.Errorf("starting the Synapse rate limiter: %w", err)
+	}
+	e.cleanup = append(e.cleanup, func() {
+		refusals := lim.Refusals()
+		fmt.Printf("Synapse rate limiter: %d request(s) refused with 429; allowed %v\n", len(refusals), lim.Allowed())
+		for _, r := range refusals {
+			fmt.Printf("  429 by %s for %s on %s %s (retry after %s)\n", r.Limiter, r.Key, r.Method, r.Path, r.Retry)
 		}
-		e.cleanup = append(e.cleanup, func() {
-			refusals := lim.Refusals()
-			fmt.Printf("Synapse rate limiter: %d request(s) refused with 429; allowed %v\n", len(refusals), lim.Allowed())
-			for _, r := range refusals {
-				fmt.Printf("  429 by %s for %s on %s %s (retry after %s)\n", r.Limiter, r.Key, r.Method, r.Path, r.Retry)
-			}
-			lim.Close()
-		})
-		e.config["global"].(map[string]any)["homeserver_url"] = lim.URL
-		e.urls = append(e.urls, fmt.Sprintf("Synapse rate limiter (Synapse's default limits) %s in front of Dendrite %s", lim.URL, e.dendrite.URL))
-		return nil
+		lim.Close()
 	})
+	e.config["global"].(map[string]any)["homeserver_url"] = lim.URL
+	e.urls = append(e.urls, fmt.Sprintf("Synapse rate limiter (Synapse's default limits) %s in front of Dendrite %s", lim.URL, e.dendrite.URL))
+	return nil
 }

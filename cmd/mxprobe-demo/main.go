@@ -39,12 +39,17 @@ type env struct {
 	synapse []*synapsereplay.WorkerServer
 }
 
-// hooks add capabilities to the demo, in file order of registration.
-var hooks []func(e *env) error
+// capabilities add what the demo shows, in this order: each adds tenants,
+// probes, configuration and the stand-ins they need to the env.
+func capabilities() []func(e *env) error {
+	return []func(e *env) error{addAlerting, addAppService, addRateLimits, addMAS, addPrometheus, addRoundtrip, addSynapse, addWeb}
+}
 
-// beforeServe hooks run once the config is written, before mxprobe serves
-// (bin is the mxprobe binary, cfg the config file).
-var beforeServe []func(e *env, bin, cfg string) error
+// beforeServe run once the config is written, before mxprobe serves (bin
+// is the mxprobe binary, cfg the config file).
+func beforeServe() []func(e *env, bin, cfg string) error {
+	return []func(e *env, bin, cfg string) error{addMASBeforeServe}
+}
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:9787", "address mxprobe listens on")
@@ -78,7 +83,7 @@ func run(listen, bin string, keep bool) error {
 
 	fmt.Println("starting a local Dendrite homeserver ...")
 	sctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-	e.dendrite, err = testenv.StartDendrite(sctx, testenv.DendriteOptions{Dir: filepath.Join(dir, "dendrite"), AppServices: demoAppServices})
+	e.dendrite, err = testenv.StartDendrite(sctx, testenv.DendriteOptions{Dir: filepath.Join(dir, "dendrite"), AppServices: demoAppServices()})
 	cancel()
 	if err != nil {
 		return err
@@ -101,7 +106,7 @@ func run(listen, bin string, keep bool) error {
 		map[string]any{"name": "versions", "type": "versions", "schedule": "@every 15s"},
 		map[string]any{"name": "login", "type": "login", "schedule": "@every 20s"},
 	)
-	for _, h := range hooks {
+	for _, h := range capabilities() {
 		if err := h(e); err != nil {
 			return err
 		}
@@ -117,7 +122,7 @@ func run(listen, bin string, keep bool) error {
 		return err
 	}
 
-	for _, h := range beforeServe {
+	for _, h := range beforeServe() {
 		if err := h(e, bin, cfgPath); err != nil {
 			return err
 		}

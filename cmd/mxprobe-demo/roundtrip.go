@@ -14,52 +14,50 @@ import (
 // default limits: room_message every minute, the round trip every 10
 // minutes. Tenant gamma (wrong password on purpose) is left out: its bot
 // cannot log in.
-func init() {
-	hooks = append(hooks, func(e *env) error {
-		const ownerUser, ownerPassword = "mxprobe-room-owner", "demo-owner-password"
-		token, err := e.dendrite.Register(e.ctx, ownerUser, ownerPassword, false)
+func addRoundtrip(e *env) error {
+	const ownerUser, ownerPassword = "mxprobe-room-owner", "demo-owner-password"
+	token, err := e.dendrite.Register(e.ctx, ownerUser, ownerPassword, false)
+	if err != nil {
+		return fmt.Errorf("registering the room owner: %w", err)
+	}
+	b, err := e.dendrite.Do(e.ctx, "POST", "/_matrix/client/v3/createRoom", token,
+		[]byte(`{"preset":"public_chat","name":"mxprobe demo room","topic":"room_message probe target"}`))
+	if err != nil {
+		return fmt.Errorf("creating the demo room: %w", err)
+	}
+	var created struct {
+		RoomID string `json:"room_id"`
+	}
+	if err := json.Unmarshal(b, &created); err != nil || created.RoomID == "" {
+		return fmt.Errorf("creating the demo room: unexpected answer %s", b)
+	}
+	var ids []string
+	for _, t := range e.tenants {
+		t["room_id"] = created.RoomID
+		id, _ := t["id"].(string)
+		if id == "gamma" {
+			continue
+		}
+		ids = append(ids, id)
+		if _, ok := t["peer"]; ok {
+			continue
+		}
+		peer := "mxprobe-peer-" + id
+		peerToken, err := e.dendrite.Register(e.ctx, peer, "demo-peer-password-"+id, false)
 		if err != nil {
-			return fmt.Errorf("registering the room owner: %w", err)
+			return fmt.Errorf("registering the round-trip peer of %s: %w", id, err)
 		}
-		b, err := e.dendrite.Do(e.ctx, "POST", "/_matrix/client/v3/createRoom", token,
-			[]byte(`{"preset":"public_chat","name":"mxprobe demo room","topic":"room_message probe target"}`))
-		if err != nil {
-			return fmt.Errorf("creating the demo room: %w", err)
-		}
-		var created struct {
-			RoomID string `json:"room_id"`
-		}
-		if err := json.Unmarshal(b, &created); err != nil || created.RoomID == "" {
-			return fmt.Errorf("creating the demo room: unexpected answer %s", b)
-		}
-		var ids []string
-		for _, t := range e.tenants {
-			t["room_id"] = created.RoomID
-			id, _ := t["id"].(string)
-			if id == "gamma" {
-				continue
-			}
-			ids = append(ids, id)
-			if _, ok := t["peer"]; ok {
-				continue
-			}
-			peer := "mxprobe-peer-" + id
-			peerToken, err := e.dendrite.Register(e.ctx, peer, "demo-peer-password-"+id, false)
-			if err != nil {
-				return fmt.Errorf("registering the round-trip peer of %s: %w", id, err)
-			}
-			t["peer"] = map[string]any{"method": "token", "user": peer, "access_token": peerToken}
-		}
-		e.probes = append(e.probes,
-			map[string]any{
-				"name": "roundtrip", "type": "roundtrip", "timeout": "30s", "tenants": ids,
-				"roundtrip": map[string]any{"min_power_level": 50},
-			},
-			map[string]any{
-				"name": "room_message", "type": "room_message", "timeout": "20s", "tenants": ids,
-				"room_message": map[string]any{"min_power_level": 0},
-			},
-		)
-		return nil
-	})
+		t["peer"] = map[string]any{"method": "token", "user": peer, "access_token": peerToken}
+	}
+	e.probes = append(e.probes,
+		map[string]any{
+			"name": "roundtrip", "type": "roundtrip", "timeout": "30s", "tenants": ids,
+			"roundtrip": map[string]any{"min_power_level": 50},
+		},
+		map[string]any{
+			"name": "room_message", "type": "room_message", "timeout": "20s", "tenants": ids,
+			"room_message": map[string]any{"min_power_level": 0},
+		},
+	)
+	return nil
 }

@@ -17,35 +17,33 @@ import (
 // Prometheus scrapes the replayed processes too, with the jobs of Synapse's
 // docs/metrics-howto.md, so the Synapse dashboard's own-series panels have
 // data.
-func init() {
-	hooks = append(hooks, func(e *env) error {
-		// The probe reads its own servers: each answers its pages in turn,
-		// so sharing them with Prometheus would make both miss pages.
-		ws, err := synapsereplay.StartWorkers(nil)
-		if err != nil {
-			return err
-		}
-		e.cleanup = append(e.cleanup, func() { synapsereplay.CloseWorkers(ws) })
-		var targets []map[string]any
-		var names []string
-		for _, w := range ws {
-			targets = append(targets, map[string]any{"name": w.Spec.Name, "kind": w.Spec.Kind, "url": w.URL})
-			names = append(names, w.Spec.Name)
-		}
-		e.probes = append(e.probes,
-			map[string]any{"name": "dendrite_metrics", "type": "synapse_metrics", "schedule": "@every 15s",
-				"synapse": map[string]any{
-					"url": e.dendrite.URL + "/metrics",
-					"basic_auth": map[string]any{
-						"username": testenv.MetricsUser, "password": testenv.MetricsPassword,
-					},
-				}},
-			map[string]any{"name": "synapse_replay", "type": "synapse_metrics", "schedule": "@every 20s",
-				"synapse": map[string]any{"targets": targets}},
-		)
-		e.urls = append(e.urls, fmt.Sprintf("%s  Synapse worker deployment replayed (%s)", ws[0].URL, strings.Join(names, ", ")))
-		return nil
-	})
+func addSynapse(e *env) error {
+	// The probe reads its own servers: each answers its pages in turn,
+	// so sharing them with Prometheus would make both miss pages.
+	ws, err := synapsereplay.StartWorkers(nil)
+	if err != nil {
+		return err
+	}
+	e.cleanup = append(e.cleanup, func() { synapsereplay.CloseWorkers(ws) })
+	var targets []map[string]any
+	var names []string
+	for _, w := range ws {
+		targets = append(targets, map[string]any{"name": w.Spec.Name, "kind": w.Spec.Kind, "url": w.URL})
+		names = append(names, w.Spec.Name)
+	}
+	e.probes = append(e.probes,
+		map[string]any{"name": "dendrite_metrics", "type": "synapse_metrics", "schedule": "@every 15s",
+			"synapse": map[string]any{
+				"url": e.dendrite.URL + "/metrics",
+				"basic_auth": map[string]any{
+					"username": testenv.MetricsUser, "password": testenv.MetricsPassword,
+				},
+			}},
+		map[string]any{"name": "synapse_replay", "type": "synapse_metrics", "schedule": "@every 20s",
+			"synapse": map[string]any{"targets": targets}},
+	)
+	e.urls = append(e.urls, fmt.Sprintf("%s  Synapse worker deployment replayed (%s)", ws[0].URL, strings.Join(names, ", ")))
+	return nil
 }
 
 // demoSynapseWorkers starts the replayed Synapse processes the demo's

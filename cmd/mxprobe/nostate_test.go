@@ -9,15 +9,20 @@ import (
 	"testing"
 )
 
-// TestNoPackageState is issue 16's "Done when" 2: the daemon is assembled
-// explicitly (assemble.go), so cmd/mxprobe has no package-level variable
-// (behaviour or state) and no init function. Constants, types and functions
-// are fine.
+// TestNoPackageState: the daemon is assembled explicitly (assemble.go), so
+// the commands under cmd/ (the daemon and the demo) have no package-level
+// variable (behaviour or state) and no init function. Constants, types and
+// functions are fine.
 func TestNoPackageState(t *testing.T) {
 	files, err := filepath.Glob("*.go")
 	if err != nil {
 		t.Fatal(err)
 	}
+	demo, err := filepath.Glob("../mxprobe-demo/*.go")
+	if err != nil || len(demo) < 5 {
+		t.Fatalf("the demo's sources: %d files, %v", len(demo), err)
+	}
+	files = append(files, demo...)
 	fset := token.NewFileSet()
 	checked := 0
 	for _, name := range files {
