@@ -51,9 +51,9 @@ test: tools
 test-timing:
 	$(MAKE) test PKGS="$(TIMING_PKGS)" TEST_FLAGS="-race -count=3 -timeout 25m"
 
-## bench: benchmarks, benchstat-friendly
+## bench: benchmarks, benchstat-friendly (one package at a time, so they do not measure each other)
 bench: tools
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./...
+	$(GO) test -p 1 -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./...
 	./scripts/bench-footprint.sh
 
 ## soak: SOAK (default 30m) of 50 tenants against Dendrite with random faults (not in CI)
