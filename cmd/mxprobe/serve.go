@@ -59,6 +59,7 @@ func newDaemon(c *cli, logger *slog.Logger) (*daemon, error) {
 	d.metrics = metrics.New()
 	d.web = web.New(web.Options{
 		Registry:        d.metrics.Registry,
+		Gatherer:        d.metrics,
 		Reload:          d.reload,
 		Ready:           d.ready.Load,
 		Logger:          logger,

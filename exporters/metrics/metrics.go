@@ -28,6 +28,9 @@ var DurationBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10
 
 // Metrics is the Prometheus sink.
 type Metrics struct {
+	// Registry holds every metric but the per-tenant gauges of the last
+	// runs: register more collectors here, but gather from Metrics itself
+	// (Gather), which adds those gauges.
 	Registry *prometheus.Registry
 
 	duration      *prometheus.HistogramVec
@@ -52,6 +55,9 @@ type Metrics struct {
 
 	extraMu sync.Mutex
 	extra   []ResultHook
+
+	// families are the per-tenant gauge families (Gather).
+	families [famCount]gaugeFamily
 }
 
 type key struct{ probe, tenant string }
@@ -67,10 +73,11 @@ type last struct {
 	steps       []probes.Step
 	delivery    float64
 	hasDelivery bool
-	// metrics are the gauges above as const metrics, built once per run
-	// (in Observe) rather than on every scrape; stepMetrics per step name.
-	metrics     []prometheus.Metric
-	stepMetrics map[string]prometheus.Metric
+	// metrics are the series of the gauges above, built once per run (in
+	// Observe) rather than on every scrape, by family (nil: absent);
+	// stepMetrics per step name.
+	metrics     [famCount]*dto.Metric
+	stepMetrics map[string]*dto.Metric
 }
 
 // ResultHook lets a probe family export typed gauges of its own (the Synapse
@@ -84,7 +91,7 @@ type ResultHook interface {
 // process collectors and mxprobe_build_info.
 func New() *Metrics {
 	reg := prometheus.NewRegistry()
-	m := &Metrics{Registry: reg, state: map[key]*last{}, pairs: map[[2]string]*dto.LabelPair{}}
+	m := &Metrics{Registry: reg, state: map[key]*last{}, pairs: map[[2]string]*dto.LabelPair{}, families: lastFamilies()}
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: namespace, Name: "probe_duration_seconds",
 		Help:    "Duration of probe runs, over all tenants.",
@@ -310,34 +317,72 @@ func (m *Metrics) initCounters(j *probes.Job) {
 	}
 }
 
-// lastCollector exports the per-tenant gauges of the latest runs.
-type lastCollector Metrics
+// The per-tenant gauges of the latest runs (success, durations, the failed
+// step, ...) are the bulk of /metrics: 1,000 tenants × 4 probes are some
+// 42,000 series. They are built once per run (Observe) as ready
+// dto.Metrics with interned label pairs, and handed to the scrape as whole
+// metric families by Gather, in the order the registry would sort them
+// into: going through a Collector made every scrape write, copy, check and
+// hash each series again, which was half of the scrape's time (see
+// BenchmarkMetricsScrape1000x4). Their descriptors stay registered
+// (lastCollector describes them and collects nothing), so the registry
+// still refuses any other collector of the same names.
 
-var (
-	descSuccess = prometheus.NewDesc(namespace+"_probe_success",
-		"Whether the last run succeeded (1) or failed (0); a warning (rate limited) counts as success.",
-		[]string{"probe", "tenant"}, nil)
-	descLastDuration = prometheus.NewDesc(namespace+"_probe_last_duration_seconds",
-		"Duration of the last run.", []string{"probe", "tenant"}, nil)
-	descLastRun = prometheus.NewDesc(namespace+"_probe_last_run_timestamp_seconds",
-		"Start time of the last run.", []string{"probe", "tenant"}, nil)
-	descLastSuccess = prometheus.NewDesc(namespace+"_probe_last_success_timestamp_seconds",
-		"End time of the last successful run.", []string{"probe", "tenant"}, nil)
-	descLastStep = prometheus.NewDesc(namespace+"_probe_last_step_duration_seconds",
-		"Duration of each step of the last run (steps that did not run are absent).",
-		[]string{"probe", "tenant", "step"}, nil)
-	descFailedStep = prometheus.NewDesc(namespace+"_probe_failed_step",
-		"Present (1) while the last run failed, naming the failing step and failure class.",
-		[]string{"probe", "tenant", "step", "class"}, nil)
-	descLastDelivery = prometheus.NewDesc(namespace+"_message_delivery_last_seconds",
-		"Message delivery time measured by the last run.", []string{"probe", "tenant"}, nil)
+// gaugeFamily is one per-tenant gauge family.
+type gaugeFamily struct {
+	name, help string
+	desc       *prometheus.Desc
+}
+
+// The per-tenant families, in the order of their names (Gather merges them
+// with the registry's families by name).
+const (
+	famDeliveryLast = iota // mxprobe_message_delivery_last_seconds
+	famFailedStep          // mxprobe_probe_failed_step
+	famLastDuration        // mxprobe_probe_last_duration_seconds
+	famLastRun             // mxprobe_probe_last_run_timestamp_seconds
+	famLastStep            // mxprobe_probe_last_step_duration_seconds
+	famLastSuccess         // mxprobe_probe_last_success_timestamp_seconds
+	famSuccess             // mxprobe_probe_success
+	famCount
 )
 
-func (c *lastCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSuccess, descLastDuration, descLastRun, descLastSuccess, descLastStep, descFailedStep, descLastDelivery} {
-		ch <- d
+func newGaugeFamily(name, help string, labels ...string) gaugeFamily {
+	name = namespace + "_" + name
+	return gaugeFamily{name: name, help: help, desc: prometheus.NewDesc(name, help, labels, nil)}
+}
+
+// lastFamilies are the per-tenant families, indexed by the fam constants.
+func lastFamilies() [famCount]gaugeFamily {
+	return [famCount]gaugeFamily{
+		famDeliveryLast: newGaugeFamily("message_delivery_last_seconds",
+			"Message delivery time measured by the last run.", "probe", "tenant"),
+		famFailedStep: newGaugeFamily("probe_failed_step",
+			"Present (1) while the last run failed, naming the failing step and failure class.", "probe", "tenant", "step", "class"),
+		famLastDuration: newGaugeFamily("probe_last_duration_seconds",
+			"Duration of the last run.", "probe", "tenant"),
+		famLastRun: newGaugeFamily("probe_last_run_timestamp_seconds",
+			"Start time of the last run.", "probe", "tenant"),
+		famLastStep: newGaugeFamily("probe_last_step_duration_seconds",
+			"Duration of each step of the last run (steps that did not run are absent).", "probe", "tenant", "step"),
+		famLastSuccess: newGaugeFamily("probe_last_success_timestamp_seconds",
+			"End time of the last successful run.", "probe", "tenant"),
+		famSuccess: newGaugeFamily("probe_success",
+			"Whether the last run succeeded (1) or failed (0); a warning (rate limited) counts as success.", "probe", "tenant"),
 	}
 }
+
+// lastCollector registers the descriptors of the per-tenant families; their
+// series come from Gather.
+type lastCollector Metrics
+
+func (c *lastCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, f := range c.families {
+		ch <- f.desc
+	}
+}
+
+func (c *lastCollector) Collect(chan<- prometheus.Metric) {}
 
 // pair returns the interned label pair name=value (m.mu held).
 func (m *Metrics) pair(name, value string) *dto.LabelPair {
@@ -350,64 +395,71 @@ func (m *Metrics) pair(name, value string) *dto.LabelPair {
 	return p
 }
 
-// gauge is a per-tenant gauge built once per run. Its label pairs are
-// interned and its value fixed, so Write only hands out pointers: with
-// MustNewConstMetric every scrape of 1,000 tenants × 4 probes walked some
-// 130,000 freshly allocated, scattered label pairs, which dominated the
-// scrape (see BenchmarkMetricsScrape1000x4).
-type gauge struct {
-	desc   *prometheus.Desc
-	labels []*dto.LabelPair // sorted by label name, as the registry wants
-	value  *dto.Gauge
+// gaugeMetric is a ready series: labels sorted by name, as the registry
+// hands them out, and a fixed value.
+func gaugeMetric(v float64, labels ...*dto.LabelPair) *dto.Metric {
+	return &dto.Metric{Label: labels, Gauge: &dto.Gauge{Value: &v}}
 }
 
-func (g *gauge) Desc() *prometheus.Desc { return g.desc }
-
-func (g *gauge) Write(out *dto.Metric) error {
-	out.Label, out.Gauge = g.labels, g.value
-	return nil
-}
-
-func newGauge(desc *prometheus.Desc, v float64, labels ...*dto.LabelPair) prometheus.Metric {
-	return &gauge{desc: desc, labels: labels, value: &dto.Gauge{Value: &v}}
-}
-
-// build makes the metrics of l once per run, so a scrape only hands out
-// ready metrics.
+// build makes the series of l once per run, so a scrape only hands out
+// ready metrics. Series handed out are never changed afterwards (a scrape
+// may still be encoding them): the next run builds new ones.
 func (l *last) build(k key, pair func(name, value string) *dto.LabelPair) {
 	probe, tenant := pair("probe", k.probe), pair("tenant", k.tenant)
-	ms := make([]prometheus.Metric, 0, 6)
-	ms = append(ms,
-		newGauge(descSuccess, l.success, probe, tenant),
-		newGauge(descLastDuration, l.duration, probe, tenant),
-		newGauge(descLastRun, l.started, probe, tenant))
+	var ms [famCount]*dto.Metric
+	ms[famSuccess] = gaugeMetric(l.success, probe, tenant)
+	ms[famLastDuration] = gaugeMetric(l.duration, probe, tenant)
+	ms[famLastRun] = gaugeMetric(l.started, probe, tenant)
 	if l.lastSuccess > 0 {
-		ms = append(ms, newGauge(descLastSuccess, l.lastSuccess, probe, tenant))
+		ms[famLastSuccess] = gaugeMetric(l.lastSuccess, probe, tenant)
 	}
 	if l.success == 0 {
-		ms = append(ms, newGauge(descFailedStep, 1, pair("class", l.failedClass), probe, pair("step", l.failedStep), tenant))
+		ms[famFailedStep] = gaugeMetric(1, pair("class", l.failedClass), probe, pair("step", l.failedStep), tenant)
 	}
 	if l.hasDelivery {
-		ms = append(ms, newGauge(descLastDelivery, l.delivery, probe, tenant))
+		ms[famDeliveryLast] = gaugeMetric(l.delivery, probe, tenant)
 	}
 	l.metrics = ms
-	l.stepMetrics = make(map[string]prometheus.Metric, len(l.steps))
+	l.stepMetrics = make(map[string]*dto.Metric, len(l.steps))
 	for _, s := range l.steps {
 		if _, seen := l.stepMetrics[s.Name]; seen {
 			continue // a step repeated in one run (several homeservers): first one
 		}
-		l.stepMetrics[s.Name] = newGauge(descLastStep, s.Duration.Seconds(), probe, pair("step", s.Name), tenant)
+		l.stepMetrics[s.Name] = gaugeMetric(s.Duration.Seconds(), probe, pair("step", s.Name), tenant)
 	}
 }
 
-// Collect hands out the metrics built by Observe in the order the registry
-// sorts them into (label values in label-name order: probe, tenant; and
-// probe, step, tenant for steps), so its sort finds them already in order.
-func (c *lastCollector) Collect(ch chan<- prometheus.Metric) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	keys := make([]key, 0, len(c.state))
-	for k := range c.state {
+// Gather implements prometheus.Gatherer: the registry's families and the
+// per-tenant ones, sorted by name. Serve /metrics from it, not from
+// Registry (which holds every metric but the per-tenant gauges).
+func (m *Metrics) Gather() ([]*dto.MetricFamily, error) {
+	mfs, err := m.Registry.Gather()
+	own := m.gatherLast()
+	if len(own) == 0 {
+		return mfs, err
+	}
+	out := make([]*dto.MetricFamily, 0, len(mfs)+len(own))
+	i, j := 0, 0
+	for i < len(mfs) || j < len(own) {
+		if j == len(own) || (i < len(mfs) && mfs[i].GetName() < own[j].GetName()) {
+			out = append(out, mfs[i])
+			i++
+		} else {
+			out = append(out, own[j])
+			j++
+		}
+	}
+	return out, err
+}
+
+// gatherLast builds the per-tenant families from the series of the last
+// runs, each in the registry's order: by label values in label-name order
+// (probe, tenant; probe, step, tenant; class, probe, step, tenant).
+func (m *Metrics) gatherLast() []*dto.MetricFamily {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	keys := make([]key, 0, len(m.state))
+	for k := range m.state {
 		keys = append(keys, k)
 	}
 	sort.Slice(keys, func(a, b int) bool {
@@ -416,17 +468,27 @@ func (c *lastCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		return keys[a].tenant < keys[b].tenant
 	})
-	for _, k := range keys {
-		for _, m := range c.state[k].metrics {
-			ch <- m
+	var series [famCount][]*dto.Metric
+	for f := range series {
+		if f == famLastStep {
+			continue
+		}
+		for _, k := range keys {
+			if s := m.state[k].metrics[f]; s != nil {
+				series[f] = append(series[f], s)
+			}
 		}
 	}
-	// Step gauges: per probe, step by step, tenants in order.
+	// class first: the failed-step series sort by class, probe, step, tenant.
+	sort.SliceStable(series[famFailedStep], func(a, b int) bool {
+		return lessLabels(series[famFailedStep][a].Label, series[famFailedStep][b].Label)
+	})
+	// Step series: per probe, step by step, tenants in order.
 	for lo := 0; lo < len(keys); {
 		hi := lo
 		names := map[string]bool{}
 		for ; hi < len(keys) && keys[hi].probe == keys[lo].probe; hi++ {
-			for name := range c.state[keys[hi]].stepMetrics {
+			for name := range m.state[keys[hi]].stepMetrics {
 				names[name] = true
 			}
 		}
@@ -437,11 +499,34 @@ func (c *lastCollector) Collect(ch chan<- prometheus.Metric) {
 		sort.Strings(steps)
 		for _, name := range steps {
 			for _, k := range keys[lo:hi] {
-				if m, ok := c.state[k].stepMetrics[name]; ok {
-					ch <- m
+				if s, ok := m.state[k].stepMetrics[name]; ok {
+					series[famLastStep] = append(series[famLastStep], s)
 				}
 			}
 		}
 		lo = hi
 	}
+	out := make([]*dto.MetricFamily, 0, famCount)
+	for f := range series {
+		if len(series[f]) == 0 {
+			continue
+		}
+		fam := &m.families[f]
+		out = append(out, &dto.MetricFamily{Name: &fam.name, Help: &fam.help, Type: dto.MetricType_GAUGE.Enum(), Metric: series[f]})
+	}
+	return out
+}
+
+// lessLabels orders two series of one family by their label values (the
+// labels sorted by name, as built).
+func lessLabels(a, b []*dto.LabelPair) bool {
+	for i := range a {
+		if i >= len(b) {
+			return false
+		}
+		if va, vb := a[i].GetValue(), b[i].GetValue(); va != vb {
+			return va < vb
+		}
+	}
+	return len(a) < len(b)
 }

@@ -76,7 +76,7 @@ func BenchmarkMetricsScrape1000x4(b *testing.B) {
 		b.Run("format="+enc.name, func(b *testing.B) {
 			m := metrics.New()
 			fill(m, 1000)
-			h := promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{EnableOpenMetrics: true})
+			h := promhttp.HandlerFor(m, promhttp.HandlerOpts{EnableOpenMetrics: true})
 			req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
 			req.Header.Set("Accept", enc.accept)
 			if enc.encoding != "" {
@@ -120,7 +120,7 @@ func TestScrapeShowsEveryTenant(t *testing.T) {
 	m := metrics.New()
 	fill(m, 1000)
 	rec := httptest.NewRecorder()
-	promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	promhttp.HandlerFor(m, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	body := rec.Body.String()
 	n := strings.Count(body, "\nmxprobe_probe_success{")
 	if n != 4000 {

@@ -57,7 +57,7 @@ func TestSynapseNewSignalsInMetrics(t *testing.T) {
 	m.Observe(r)
 
 	got := map[string]float64{}
-	mfs, err := m.Registry.Gather()
+	mfs, err := m.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,7 +50,7 @@ mxprobe_synapse_up{probe="synapse"} 1
 `
 	names := []string{"mxprobe_synapse_build_info", "mxprobe_synapse_db_txn_mean_seconds", "mxprobe_synapse_http_5xx_ratio",
 		"mxprobe_synapse_http_response_seconds", "mxprobe_synapse_requests_per_second", "mxprobe_synapse_up"}
-	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(want), names...); err != nil {
+	if err := testutil.GatherAndCompare(m, strings.NewReader(want), names...); err != nil {
 		t.Fatal(err)
 	}
 	// A failed scrape: up 0, no stale signals.
@@ -61,7 +61,7 @@ mxprobe_synapse_up{probe="synapse"} 1
 # TYPE mxprobe_synapse_up gauge
 mxprobe_synapse_up{probe="synapse"} 0
 `
-	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(want), names...); err != nil {
+	if err := testutil.GatherAndCompare(m, strings.NewReader(want), names...); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -93,7 +93,7 @@ mxprobe_token_refresh_total{probe="login",tenant="t1"} 0
 mxprobe_token_refresh_total{probe="roundtrip",tenant="t1"} 0
 mxprobe_token_refresh_total{probe="roundtrip",tenant="t2"} 0
 `
-	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(want),
+	if err := testutil.GatherAndCompare(m, strings.NewReader(want),
 		"mxprobe_cleanup_failures_total", "mxprobe_rate_limited_total", "mxprobe_token_refresh_total"); err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,10 @@ import (
 
 // Options configure the server.
 type Options struct {
+	// Registry takes the server's own metrics; Gatherer is what /metrics
+	// serves (default: Registry).
 	Registry *prometheus.Registry
+	Gatherer prometheus.Gatherer
 	// Reload re-reads the configuration; its error goes to the log, the
 	// caller only learns that it failed.
 	Reload func() error
@@ -85,7 +88,11 @@ func New(opts Options) *Server {
 		opts.WriteStall = DefaultWriteStall
 	}
 	s := &Server{Mux: http.NewServeMux(), opts: opts}
-	metricsHandler := promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{
+	gatherer := opts.Gatherer
+	if gatherer == nil {
+		gatherer = opts.Registry
+	}
+	metricsHandler := promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{
 		Registry:          opts.Registry,
 		EnableOpenMetrics: true,
 		ErrorLog:          log.New(levelWriter{opts.Logger}, "", 0),
