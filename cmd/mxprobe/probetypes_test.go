@@ -174,3 +174,33 @@ probes:
 		t.Errorf("settings error: %v", err)
 	}
 }
+
+// TestRegistryIsConsistent: every registry entry is keyed by its type's
+// name, and the kinds the configuration learns from it have a valid default
+// schedule and a positive default timeout (a slip here would surface as a
+// confusing configuration error in front of an operator).
+func TestRegistryIsConsistent(t *testing.T) {
+	kinds := 0
+	for name, pt := range probeTypes() {
+		if pt.build == nil {
+			t.Errorf("%s: no constructor", name)
+		}
+		k := pt.kind
+		if k == nil {
+			continue
+		}
+		kinds++
+		if k.Name != name {
+			t.Errorf("registry key %q holds type %q", name, k.Name)
+		}
+		if _, err := config.ParseSchedule(k.Schedule); err != nil || k.Schedule == "" {
+			t.Errorf("%s: default schedule %q: %v", name, k.Schedule, err)
+		}
+		if k.Timeout <= 0 {
+			t.Errorf("%s: default timeout %s", name, k.Timeout)
+		}
+	}
+	if kinds < 2 {
+		t.Errorf("%d types of the probetype shape, want room_message and http at least", kinds)
+	}
+}
