@@ -1,0 +1,42 @@
+package probetype
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+// TestDecodeStrict: a type's settings are decoded strictly, and every
+// problem names the file, the line and the field.
+func TestDecodeStrict(t *testing.T) {
+	type settings struct {
+		URL   string `yaml:"url"`
+		Count int    `yaml:"count"`
+		Tags  []int  `yaml:"tags"`
+	}
+	where := func(line int) string { return fmt.Sprintf("c.yml:%d: probe %q", line, "p") }
+	node := func(src string) *yaml.Node {
+		var doc yaml.Node
+		if err := yaml.Unmarshal([]byte(src), &doc); err != nil {
+			t.Fatal(err)
+		}
+		return doc.Content[0]
+	}
+	var s settings
+	if err := DecodeStrict(node("url: http://x\ncount: 3\n"), "x", &s, where); err != nil || s.URL != "http://x" || s.Count != 3 {
+		t.Fatalf("valid settings: %+v, %v", s, err)
+	}
+	for _, tc := range []struct{ src, want string }{
+		{"url: http://x\nbogus: 1\n", `c.yml:2: probe "p": x.bogus: unknown field`},
+		{"- a\n- b\n", `c.yml:1: probe "p": x: want a mapping`},
+		{"url: http://x\ncount: many\ntags: [1, two]\n", "c.yml:2: probe \"p\": x: cannot unmarshal !!str `many` into int\n" +
+			"c.yml:3: probe \"p\": x: cannot unmarshal !!str `two` into int"},
+	} {
+		err := DecodeStrict(node(tc.src), "x", &settings{}, where)
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("%q:\ngot  %v\nwant %s", strings.TrimSpace(tc.src), err, tc.want)
+		}
+	}
+}
