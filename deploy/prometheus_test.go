@@ -9,11 +9,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -170,49 +168,17 @@ func prometheusConfig(t *testing.T, addr string, tenants []string, synapse []tes
 // evaluate without error, the blackbox-style /probe job works, and every
 // dashboard query runs (the overview's return data).
 func TestRealPrometheus(t *testing.T) {
-	promBin := tool(t, "prometheus", "prometheus")
+	tool(t, "prometheus", "prometheus")
 	testenv.MarkIntegration(t, "real Prometheus")
 	d := testenv.SharedDendrite(t)
 	m := testenv.StartMxprobe(t, d)
 
-	dir := t.TempDir()
 	rules, err := os.ReadFile(filepath.Join("prometheus", "mxprobe.rules.yml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "mxprobe.rules.yml"), rules, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfgPath := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfgPath, prometheusConfig(t, m.Addr, m.Tenants, m.SynapseProcesses), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	port, err := testenv.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := promAPI{base: fmt.Sprintf("http://127.0.0.1:%d", port)}
-	logs := &syncBuffer{}
-	cmd := exec.Command(promBin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port), "--log.level=warn")
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("prometheus log:\n%s", logs.String())
-		}
-	})
+	api, done, logs := startPrometheus(t, string(prometheusConfig(t, m.Addr, m.Tenants, m.SynapseProcesses)),
+		map[string][]byte{"mxprobe.rules.yml": rules})
 
 	// Every tenant of the login probe is scraped (the broken one too, as 0).
 	waitFor(t, 90*time.Second, done, logs, "mxprobe_probe_success for every tenant", func() error {

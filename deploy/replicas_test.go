@@ -20,11 +20,16 @@ import (
 )
 
 // startPrometheus runs Debian's prometheus on loopback with the given
-// configuration until the test ends.
-func startPrometheus(t *testing.T, cfg string) (promAPI, <-chan struct{}, *syncBuffer) {
+// configuration (and files beside it, such as rules) until the test ends.
+func startPrometheus(t *testing.T, cfg string, files map[string][]byte) (promAPI, <-chan struct{}, *syncBuffer) {
 	t.Helper()
 	promBin := tool(t, "prometheus", "prometheus")
 	dir := t.TempDir()
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cfgPath := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -37,24 +42,17 @@ func startPrometheus(t *testing.T, cfg string) (promAPI, <-chan struct{}, *syncB
 	cmd := exec.Command(promBin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port), "--log.level=warn")
 	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
+	proc, err := testenv.StartProc(cmd)
+	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
+		proc.Stop(syscall.SIGTERM, 15*time.Second)
 		if t.Failed() {
 			t.Logf("prometheus log:\n%s", logs.String())
 		}
 	})
-	return promAPI{base: fmt.Sprintf("http://127.0.0.1:%d", port)}, done, logs
+	return promAPI{base: fmt.Sprintf("http://127.0.0.1:%d", port)}, proc.Done(), logs
 }
 
 // queryAt evaluates expr at ts and returns the values by label set.
@@ -109,7 +107,7 @@ scrape_configs:
     static_configs: [{targets: [%q]}]
   - job_name: mxprobe-b
     static_configs: [{targets: [%q]}]
-`, a.Addr, b.Addr))
+`, a.Addr, b.Addr), nil)
 
 	both, ja, jb := "mxprobe-a|mxprobe-b", "mxprobe-a", "mxprobe-b"
 	waitFor(t, 90*time.Second, done, logs, "Synapse signals from both replicas", func() error {

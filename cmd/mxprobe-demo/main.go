@@ -130,11 +130,10 @@ func run(listen, bin string, keep bool) error {
 	cmd := exec.Command(bin, "serve", "--config.file", cfgPath, "--web.listen-address", listen)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), e.extraEnv...)
-	if err := cmd.Start(); err != nil {
+	proc, err := testenv.StartProc(cmd)
+	if err != nil {
 		return fmt.Errorf("starting mxprobe: %w", err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
 
 	base := "http://" + listen
 	fmt.Println()
@@ -148,18 +147,12 @@ func run(listen, bin string, keep bool) error {
 	fmt.Println("Press Ctrl-C to stop; everything the demo started is cleaned up.")
 
 	select {
-	case err := <-done:
-		return fmt.Errorf("mxprobe exited: %v", err)
+	case <-proc.Done():
+		return fmt.Errorf("mxprobe exited: %v", proc.Err())
 	case <-ctx.Done():
 	}
 	fmt.Println("\nstopping ...")
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
+	proc.Stop(syscall.SIGTERM, 20*time.Second)
 	return nil
 }
 

@@ -70,20 +70,11 @@ scrape_configs:
 	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
 		"--storage.tsdb.path="+filepath.Join(dir, "data"),
 		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port), "--log.level=warn")
-	if err := cmd.Start(); err != nil {
+	proc, err := testenv.StartProc(cmd)
+	if err != nil {
 		return fmt.Errorf("starting prometheus: %w", err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	e.cleanup = append(e.cleanup, func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
+	e.cleanup = append(e.cleanup, func() { proc.Stop(syscall.SIGTERM, 10*time.Second) })
 	e.urls = append(e.urls, fmt.Sprintf("http://127.0.0.1:%d/alerts   Prometheus with mxprobe's rules (deploy/prometheus)", port))
 	return nil
 }

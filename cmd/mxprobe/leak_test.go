@@ -317,25 +317,11 @@ func TestCLINextToDaemonNoStolenSessions(t *testing.T) {
 	daemon := exec.Command(mxprobeBin(t), "serve", "--config.file", s.cfg, "--web.listen-address", addr, "--log.level", "warn")
 	var logBuf testenv.SyncBuffer
 	daemon.Stdout, daemon.Stderr = &logBuf, &logBuf
-	if err := daemon.Start(); err != nil {
+	proc, err := testenv.StartProc(daemon)
+	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { _ = daemon.Wait(); close(done) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		_ = daemon.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			_ = daemon.Process.Kill()
-			<-done
-		}
-	}
+	stop := func() { proc.Stop(syscall.SIGTERM, 20*time.Second) }
 	defer stop()
 
 	duration := 2 * time.Minute

@@ -178,20 +178,12 @@ web:
 	cmd := exec.Command(bin, "serve", "--config.file", cfgPath, "--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port), "--log.level", "debug")
 	cmd.Env = append(os.Environ(), "TENANTS_B64="+base64.StdEncoding.EncodeToString(b64))
 	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
+	daemon, err := testenv.StartProc(cmd)
+	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}()
+	done := daemon.Done()
+	defer daemon.Stop(syscall.SIGTERM, 20*time.Second)
 
 	get := func(method, path, token string) (int, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

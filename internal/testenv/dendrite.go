@@ -63,8 +63,7 @@ type Dendrite struct {
 	opts DendriteOptions
 
 	mu      sync.Mutex
-	cmd     *exec.Cmd
-	done    chan struct{}
+	proc    *Proc
 	tempDir bool
 }
 
@@ -255,18 +254,19 @@ func (d *Dendrite) start(ctx context.Context) error {
 		logw = f
 	}
 	cmd.Stdout, cmd.Stderr = logw, logw
-	if err := cmd.Start(); err != nil {
+	proc, err := StartProc(cmd)
+	if err != nil {
 		return fmt.Errorf("starting dendrite: %w", err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	d.cmd, d.done = cmd, done
+	d.mu.Lock()
+	d.proc = proc
+	d.mu.Unlock()
 
 	deadline := time.Now().Add(60 * time.Second)
 	client := &http.Client{Timeout: 2 * time.Second}
 	for {
 		select {
-		case <-done:
+		case <-proc.Done():
 			return fmt.Errorf("dendrite exited during start-up (log in %s)", d.Dir)
 		case <-ctx.Done():
 			return ctx.Err()
@@ -299,18 +299,11 @@ func (d *Dendrite) Stop() {
 
 func (d *Dendrite) kill() {
 	d.mu.Lock()
-	cmd, done := d.cmd, d.done
-	d.cmd = nil
+	proc := d.proc
+	d.proc = nil
 	d.mu.Unlock()
-	if cmd == nil || cmd.Process == nil {
-		return
-	}
-	_ = cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
+	if proc != nil {
+		proc.Stop(os.Interrupt, 5*time.Second)
 	}
 }
 

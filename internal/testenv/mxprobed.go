@@ -68,8 +68,7 @@ type MxprobeDaemon struct {
 	// scrapers sharing one would each miss every other page).
 	SynapseProcesses []SynapseProcess
 
-	cmd  *exec.Cmd
-	done chan struct{}
+	proc *Proc
 	log  *SyncBuffer
 }
 
@@ -258,21 +257,13 @@ func (m *MxprobeDaemon) start(t testing.TB, bin, cfgPath string, args ...string)
 	}
 	m.Addr = fmt.Sprintf("127.0.0.1:%d", port)
 	m.URL = "http://" + m.Addr
-	m.cmd = exec.Command(bin, append([]string{"serve", "--config.file", cfgPath, "--web.listen-address", m.Addr, "--log.level", "warn"}, args...)...)
-	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
-	if err := m.cmd.Start(); err != nil {
+	cmd := exec.Command(bin, append([]string{"serve", "--config.file", cfgPath, "--web.listen-address", m.Addr, "--log.level", "warn"}, args...)...)
+	cmd.Stdout, cmd.Stderr = m.log, m.log
+	if m.proc, err = StartProc(cmd); err != nil {
 		t.Fatal(err)
 	}
-	m.done = make(chan struct{})
-	go func() { _ = m.cmd.Wait(); close(m.done) }()
 	t.Cleanup(func() {
-		_ = m.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-m.done:
-		case <-time.After(20 * time.Second):
-			_ = m.cmd.Process.Kill()
-			<-m.done
-		}
+		m.proc.Stop(syscall.SIGTERM, 20*time.Second)
 		if t.Failed() {
 			t.Logf("mxprobe log:\n%s", m.log.String())
 		}
@@ -283,7 +274,7 @@ func (m *MxprobeDaemon) start(t testing.TB, bin, cfgPath string, args ...string)
 			break
 		}
 		select {
-		case <-m.done:
+		case <-m.proc.Done():
 			t.Fatalf("mxprobe exited at start:\n%s", m.log.String())
 		default:
 		}

@@ -43,8 +43,7 @@ func main() {
 
 type proc struct {
 	name string
-	cmd  *exec.Cmd
-	done chan struct{}
+	*testenv.Proc
 }
 
 func start(name string, args []string, logPath string) (*proc, error) {
@@ -54,28 +53,20 @@ func start(name string, args []string, logPath string) (*proc, error) {
 	}
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
+	tp, err := testenv.StartProc(cmd)
+	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
-	return p, nil
+	go func() { <-tp.Done(); f.Close() }()
+	return &proc{name: name, Proc: tp}, nil
 }
 
-func (p *proc) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
+func (p *proc) stop() { p.Stop(syscall.SIGTERM, 15*time.Second) }
 
 func (p *proc) alive() bool {
 	select {
-	case <-p.done:
+	case <-p.Done():
 		return false
 	default:
 		return true
@@ -269,12 +260,12 @@ func run(bin, bb string, tenants int, warmup, window time.Duration) error {
 	type stats struct{ sum, max, anon, n, cpu0 float64 }
 	st := map[*proc]*stats{mx: {}, bbx: {}}
 	for p, s := range st {
-		s.cpu0, _ = cpuTicks(p.cmd.Process.Pid)
+		s.cpu0, _ = cpuTicks(p.Cmd.Process.Pid)
 	}
 	t0 := time.Now()
 	if err := wait(window, func() {
 		for p, s := range st {
-			if kb, anon, err := memKB(p.cmd.Process.Pid); err == nil {
+			if kb, anon, err := memKB(p.Cmd.Process.Pid); err == nil {
 				s.sum += kb
 				s.anon += anon
 				s.n++
@@ -289,7 +280,7 @@ func run(bin, bb string, tenants int, warmup, window time.Duration) error {
 	out := map[*proc][4]float64{}
 	for _, p := range []*proc{mx, bbx} {
 		s := st[p]
-		c1, _ := cpuTicks(p.cmd.Process.Pid)
+		c1, _ := cpuTicks(p.Cmd.Process.Pid)
 		cpuMsPerMin := (c1 - s.cpu0) * 10 / secs * 60 // ticks are 10 ms
 		v := [4]float64{s.sum / s.n / 1024, s.max / 1024, cpuMsPerMin, s.anon / s.n / 1024}
 		out[p] = v

@@ -191,20 +191,12 @@ func run(bin string, dur, quiet time.Duration, tenants int, seed uint64) error {
 	defer logf.Close()
 	cmd := exec.Command(bin, "serve", "--config.file", cfgPath, "--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port), "--log.level", "warn")
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	daemon, err := testenv.StartProc(cmd)
+	if err != nil {
 		return err
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	stopDaemon := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}
+	done := daemon.Done()
+	stopDaemon := func() { daemon.Stop(syscall.SIGTERM, 30*time.Second) }
 	defer stopDaemon()
 
 	// Dendrite on SQLite can die under this load ("database is locked" is a
@@ -346,7 +338,7 @@ func errString(err error) string {
 	return err.Error()
 }
 
-func sleep(ctx context.Context, done chan struct{}, d time.Duration) bool {
+func sleep(ctx context.Context, done <-chan struct{}, d time.Duration) bool {
 	if d <= 0 {
 		return true
 	}

@@ -1,0 +1,52 @@
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"sync"
+	"time"
+)
+
+// Proc is a started child process (a daemon under test, Prometheus, a
+// homeserver) whose exit is awaited in the background.
+type Proc struct {
+	Cmd  *exec.Cmd
+	done chan struct{}
+	err  error // cmd.Wait's, set before done is closed
+	once sync.Once
+}
+
+// StartProc starts cmd and waits for its exit in the background.
+func StartProc(cmd *exec.Cmd) (*Proc, error) {
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &Proc{Cmd: cmd, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	return p, nil
+}
+
+// Done is closed once the process has exited (and been waited for).
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// Err is how the process ended (cmd.Wait's error); valid once Done is
+// closed.
+func (p *Proc) Err() error {
+	<-p.done
+	return p.err
+}
+
+// Stop asks the process to end with sig (SIGTERM, os.Interrupt) and waits
+// up to grace for it, then kills it; it returns once the process is gone.
+// Later calls only wait.
+func (p *Proc) Stop(sig os.Signal, grace time.Duration) {
+	p.once.Do(func() {
+		_ = p.Cmd.Process.Signal(sig)
+		select {
+		case <-p.done:
+		case <-time.After(grace):
+			_ = p.Cmd.Process.Kill()
+		}
+	})
+	<-p.done
+}
