@@ -258,9 +258,7 @@ func (d *Dendrite) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("starting dendrite: %w", err)
 	}
-	d.mu.Lock()
-	d.proc = proc
-	d.mu.Unlock()
+	d.proc = proc // d.mu held
 
 	deadline := time.Now().Add(60 * time.Second)
 	client := &http.Client{Timeout: 2 * time.Second}
