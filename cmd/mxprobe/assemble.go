@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -127,23 +128,34 @@ func assembleProbes(cfg *config.Config, e *env, st *stores) (*runtime, error) {
 	rt.masBudget = masLoginBudget(cfg, st.auth)
 	types := e.probeTypes()
 	b := &builder{cfg: cfg, env: e, st: st}
+	// Every probe's problems are reported at once, one per line, as the
+	// configuration's own are.
+	var errs config.Errors
+	fail := func(err error) { errs = append(errs, strings.Split(err.Error(), "\n")...) }
 	for i := range cfg.Probes {
 		p := &cfg.Probes[i]
 		pt, ok := types[p.Type]
 		if !ok {
-			return nil, fmt.Errorf("probe %q: type %q is not available in this build", p.Name, p.Type)
+			fail(fmt.Errorf("probe %q: type %q is not available in this build", p.Name, p.Type))
+			continue
 		}
+		bad := false
 		for _, k := range p.SettingsKeys() {
 			if k != pt.settingsKey {
-				return nil, cfg.UnknownSettings(p, k)
+				fail(cfg.UnknownSettings(p, k))
+				bad = true
 			}
+		}
+		if bad {
+			continue
 		}
 		pr, err := pt.build(b, p)
 		if err != nil {
-			if pt.settingsKey != "" { // probetype errors name the probe and line
-				return nil, err
+			if pt.settingsKey == "" { // probetype errors name the probe and line
+				err = fmt.Errorf("probe %q: %w", p.Name, err)
 			}
-			return nil, fmt.Errorf("probe %q: %w", p.Name, err)
+			fail(err)
+			continue
 		}
 		subjects := []string{""}
 		if p.PerTenant() {
@@ -158,6 +170,9 @@ func assembleProbes(cfg *config.Config, e *env, st *stores) (*runtime, error) {
 			Name: p.Name, Type: p.Type, Schedule: p.Schedule.Schedule, Timeout: p.Timeout.D(),
 			Subjects: subjects, Disabled: p.Disabled, Prober: pr,
 		})
+	}
+	if len(errs) > 0 {
+		return nil, errs
 	}
 	return rt, nil
 }

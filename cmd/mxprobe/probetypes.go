@@ -87,6 +87,7 @@ func probeTypes() map[string]probeType {
 // withField returns a copy of the mapping node n (nil: an empty one) with
 // key set to the string value.
 func withField(n *yaml.Node, key, value string) *yaml.Node {
+	n = probetype.Resolve(n) // `http: *defaults`
 	out := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 	if n != nil && n.Kind == yaml.MappingNode {
 		c := *n

@@ -42,6 +42,8 @@ probes:
 	for _, want := range []string{
 		`c.yml:8: probe "rm": room_message.room_id: "not-a-room" is not a room id`,
 		`room_message.min_power_level: 150 is outside 0..100`,
+		// Every probe's problems at once, not the first probe's only.
+		`c.yml:10: probe "rm2": room_message.bogus: unknown field`,
 	} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, errOut)
@@ -202,5 +204,27 @@ func TestRegistryIsConsistent(t *testing.T) {
 	}
 	if kinds < 2 {
 		t.Errorf("%d types of the probetype shape, want room_message and http at least", kinds)
+	}
+}
+
+// TestTargetKeepsOtherSettings: `mxprobe run TYPE --target X` sets the
+// type's target field and keeps the other settings, also when the settings
+// are an alias of an anchored mapping.
+func TestTargetKeepsOtherSettings(t *testing.T) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte("base: &b {url: http://old, method: POST}\nhttp: *b\n"), &doc); err != nil {
+		t.Fatal(err)
+	}
+	aliased := doc.Content[0].Content[3]
+	var got struct{ URL, Method string }
+	if err := withField(aliased, "url", "http://new").Decode(&got); err != nil || got.URL != "http://new" || got.Method != "POST" {
+		t.Errorf("aliased settings: %+v, %v", got, err)
+	}
+	got.Method = ""
+	if err := withField(nil, "url", "http://new").Decode(&got); err != nil || got.URL != "http://new" || got.Method != "" {
+		t.Errorf("no settings: %+v, %v", got, err)
+	}
+	if base := doc.Content[0].Content[1]; len(base.Content) != 4 || base.Content[1].Value != "http://old" {
+		t.Errorf("the anchored mapping changed: %v", base.Content)
 	}
 }

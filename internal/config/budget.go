@@ -229,7 +229,7 @@ func checkSynapseBudget(c *Config) []BudgetFinding {
 			if a.rate <= lim.PerSecond*budgetMargin {
 				continue
 			}
-			k := fmt.Sprintf("%.9f/%d/%s", a.rate, len(a.why), a.hs)
+			k := fmt.Sprintf("%.9f/%d/%s/%v/%s", a.rate, len(a.why), a.hs, a.other, strings.Join(a.senders, ","))
 			if groups[k] == nil {
 				groups[k] = &group{a: a}
 				order = append(order, k)
