@@ -254,7 +254,7 @@ func (d *Dendrite) start(ctx context.Context) error {
 		logw = f
 	}
 	cmd.Stdout, cmd.Stderr = logw, logw
-	proc, err := StartProc(cmd)
+	proc, err := startProc(cmd, dendriteWait)
 	if err != nil {
 		return fmt.Errorf("starting dendrite: %w", err)
 	}

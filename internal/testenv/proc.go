@@ -17,14 +17,28 @@ type Proc struct {
 }
 
 // StartProc starts cmd and waits for its exit in the background.
-func StartProc(cmd *exec.Cmd) (*Proc, error) {
+func StartProc(cmd *exec.Cmd) (*Proc, error) { return startProc(cmd, (*Proc).awaitExit) }
+
+// startProc starts cmd and runs wait (which must call awaitExit) in the
+// background: a waiter of its own lets goleak tell the goroutine apart
+// (dendriteWait, LeakOptions).
+func startProc(cmd *exec.Cmd, wait func(*Proc)) (*Proc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	p := &Proc{Cmd: cmd, done: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); close(p.done) }()
+	go wait(p)
 	return p, nil
 }
+
+func (p *Proc) awaitExit() {
+	p.err = p.Cmd.Wait()
+	close(p.done)
+}
+
+// dendriteWait waits for a homeserver's exit. The shared homeserver
+// outlives the tests of a package, so LeakOptions ignores its waiter.
+func dendriteWait(p *Proc) { p.awaitExit() }
 
 // Done is closed once the process has exited (and been waited for).
 func (p *Proc) Done() <-chan struct{} { return p.done }

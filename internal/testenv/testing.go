@@ -89,8 +89,7 @@ func (d *Dendrite) User(t testing.TB, prefix string) (user, password string) {
 // goroutines (the one waiting on the Dendrite process).
 func LeakOptions() []goleak.Option {
 	return []goleak.Option{
-		goleak.IgnoreTopFunction("github.com/mxprobe/mxprobe/internal/testenv.(*Dendrite).start.func1"),
-		goleak.IgnoreAnyFunction("github.com/mxprobe/mxprobe/internal/testenv.(*Dendrite).start.func1"),
+		goleak.IgnoreAnyFunction("github.com/mxprobe/mxprobe/internal/testenv.dendriteWait"),
 	}
 }
 
