@@ -59,6 +59,11 @@ func (c *Config) UnknownSettings(p *Probe, key string) error {
 	return fmt.Errorf("%s: %s: unknown field for probes of type %s", w, key, p.Type)
 }
 
+// YAMLKeys are the keys yaml.v3 decodes into the fields of a struct type
+// (a field without a tag under its lower-cased name), for probe types that
+// refuse unknown settings keys.
+func YAMLKeys(t reflect.Type) map[string]bool { return yamlKeys(t) }
+
 // yamlKeys are the YAML keys of a struct type's fields.
 func yamlKeys(t reflect.Type) map[string]bool {
 	out := map[string]bool{}

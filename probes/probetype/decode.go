@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/mxprobe/mxprobe/internal/config"
 )
 
 // DecodeStrict decodes the settings node n of the key `key` into v (a
@@ -19,14 +21,7 @@ func DecodeStrict(n *yaml.Node, key string, v any, where func(line int) string) 
 	if n.Kind != yaml.MappingNode {
 		return fmt.Errorf("%s: %s: want a mapping", where(n.Line), key)
 	}
-	known := map[string]bool{}
-	t := reflect.TypeOf(v).Elem()
-	for i := 0; i < t.NumField(); i++ {
-		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
-		if name != "" && name != "-" {
-			known[name] = true
-		}
-	}
+	known := config.YAMLKeys(reflect.TypeOf(v).Elem())
 	if err := checkKeys(n, known, key, where, 0); err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ func TestDecodeStrict(t *testing.T) {
 		URL   string `yaml:"url"`
 		Count int    `yaml:"count"`
 		Tags  []int  `yaml:"tags"`
+		Plain string // no tag: yaml.v3 decodes it as "plain"
 	}
 	where := func(line int) string { return fmt.Sprintf("c.yml:%d: probe %q", line, "p") }
 	node := func(src string) *yaml.Node {
@@ -25,7 +26,7 @@ func TestDecodeStrict(t *testing.T) {
 		return doc.Content[0]
 	}
 	var s settings
-	if err := DecodeStrict(node("url: http://x\ncount: 3\n"), "x", &s, where); err != nil || s.URL != "http://x" || s.Count != 3 {
+	if err := DecodeStrict(node("url: http://x\ncount: 3\nplain: p\n"), "x", &s, where); err != nil || s.URL != "http://x" || s.Count != 3 || s.Plain != "p" {
 		t.Fatalf("valid settings: %+v, %v", s, err)
 	}
 	// Anchors, aliases and merge keys decode as in the rest of the file,
