@@ -168,4 +168,3 @@ func (d *Homeserver) do(ctx context.Context, method, path, token string, body []
 	}
 	return b, nil
 }
-

@@ -184,7 +184,9 @@ func (p *RoundtripProbe) staleInvites(ctx context.Context, r *runner, a *actor, 
 	var resp *mautrix.RespSync
 	err, _, _ := r.attempt(ctx, a, false, func(ctx context.Context, cli *mautrix.Client) error {
 		var err error
-		resp, err = cli.SyncRequest(ctx, 0, "", string(filter), false, event.PresenceOffline)
+		// Fresh: a cached answer (freshFilter) could be from the first
+		// run's sweep, before today's stale invitations existed.
+		resp, err = cli.SyncRequest(ctx, 0, "", freshFilter(string(filter)), false, event.PresenceOffline)
 		return err
 	})
 	if err != nil {
