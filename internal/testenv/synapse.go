@@ -500,3 +500,56 @@ func ProcessesIn(dir string) []int {
 	}
 	return out
 }
+
+// RotateAppServiceToken gives an application service a new as_token the
+// way an operator does: edit the registration file and restart Synapse.
+// The old token stops working.
+func (s *Synapse) RotateAppServiceToken(ctx context.Context, id, newToken string) error {
+	found := false
+	for i := range s.opts.AppServices {
+		if s.opts.AppServices[i].ID == id {
+			s.opts.AppServices[i].ASToken = newToken
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("no application service %q", id)
+	}
+	s.Pause()
+	if err := s.writeConfig(); err != nil {
+		return err
+	}
+	return s.Resume(ctx)
+}
+
+// Count sums the samples of a counter on Synapse's metrics page whose
+// labels include every label="value" pair of match (for example
+// Count(ctx, "synapse_http_server_responses_total", `code="429"`), or the
+// logins Synapse served: Count(ctx,
+// "synapse_http_server_response_time_seconds_count",
+// `servlet="LoginRestServlet"`)).
+func (s *Synapse) Count(ctx context.Context, name string, match ...string) (float64, error) {
+	page, err := s.Metrics(ctx)
+	if err != nil {
+		return 0, err
+	}
+	total := 0.0
+lines:
+	for _, line := range strings.Split(string(page), "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		for _, m := range match {
+			if !strings.Contains(line, m) {
+				continue lines
+			}
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			return 0, fmt.Errorf("synapse metrics line %q: %v", line, err)
+		}
+		total += v
+	}
+	return total, nil
+}
