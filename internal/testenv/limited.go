@@ -20,7 +20,7 @@ func Limited(t testing.TB, d *Homeserver, opts synlimit.Options) *synlimit.Proxy
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Close)
-	MarkIntegration(t, "Synapse rate limiter (synlimit) in front of "+d.URL)
+	MarkIntegration(t, "Synapse rate limiter model (synlimit) in front of a homeserver")
 	return p
 }
 
