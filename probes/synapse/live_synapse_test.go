@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	promcfg "github.com/prometheus/common/config"
 	dto "github.com/prometheus/client_model/go"
+	promcfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
