@@ -173,6 +173,9 @@ func serve(c *cli, logger *slog.Logger) int {
 		return 1
 	}
 	d.ready.Store(true)
+	if c.webFlags != nil && c.webFlags.WebListenAddresses != nil {
+		warnOpenAPI(logger, *c.webFlags.WebListenAddresses, d.webSettings().Token)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
