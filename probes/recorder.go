@@ -1,6 +1,8 @@
 package probes
 
 import (
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -44,6 +46,9 @@ type Recorder struct {
 	last  int // index of the last step, -1 if none
 	// secrets are scrubbed from every error text recorded (see Scrub).
 	secrets []string
+	// scrubbers match the secrets' encoded forms (secretPattern); built
+	// on the first text scrubbed, since most runs record none.
+	scrubbers []*regexp.Regexp
 }
 
 // NewRecorder starts a run record.
@@ -150,19 +155,25 @@ func (r *Recorder) Warn(step string, class Class, msg string) {
 }
 
 // Scrub names secrets the run uses (passwords, tokens): they are replaced by
-// "<redacted>" in every error text recorded from now on, so a server that
-// echoes credentials in its error messages cannot get them into a Result.
+// "<redacted>" in every error text recorded from now on, exact copies and
+// URL-, percent- or JSON-escaped ones alike (secretPattern), so a server
+// that echoes credentials in its error messages cannot get them into a
+// Result.
 func (r *Recorder) Scrub(secrets ...string) {
 	for _, s := range secrets {
-		if len(s) >= 4 {
+		if len(s) >= 4 && !slices.Contains(r.secrets, s) {
 			r.secrets = append(r.secrets, s)
 		}
 	}
 }
 
 func (r *Recorder) scrub(msg string) string {
-	for _, s := range r.secrets {
+	for len(r.scrubbers) < len(r.secrets) {
+		r.scrubbers = append(r.scrubbers, secretPattern(r.secrets[len(r.scrubbers)]))
+	}
+	for i, s := range r.secrets {
 		msg = strings.ReplaceAll(msg, s, "<redacted>")
+		msg = r.scrubbers[i].ReplaceAllLiteralString(msg, "<redacted>")
 	}
 	return CutText(msg, MaxText)
 }
