@@ -27,13 +27,20 @@ func CutText(s string, n int) string {
 }
 
 // BoundText cuts the free text of the Result (error, step errors and
-// details) to MaxText each. The engine applies it to every Result.
+// details) to MaxText each, with control characters escaped (a server's
+// ESC or BEL never reaches a terminal, log or page), and bounds its signals
+// (MaxSignalName, MaxSignals). The engine applies it to every Result.
 func (r *Result) BoundText() {
-	r.Error = CutText(r.Error, MaxText)
+	r.Error = boundText(r.Error)
 	for i := range r.Steps {
-		r.Steps[i].Error = CutText(r.Steps[i].Error, MaxText)
-		r.Steps[i].Detail = CutText(r.Steps[i].Detail, MaxText)
+		r.Steps[i].Error = boundText(r.Steps[i].Error)
+		r.Steps[i].Detail = boundText(r.Steps[i].Detail)
 	}
+	r.boundSignals()
+}
+
+func boundText(s string) string {
+	return CutText(EscapeControls(CutText(s, MaxText), true), MaxText)
 }
 
 // Recorder builds a Result while a probe runs: it times steps back to back,
