@@ -163,7 +163,8 @@ func (r *Recorder) Warn(step string, class Class, msg string) {
 
 // Scrub names secrets the run uses (passwords, tokens): they are replaced by
 // "<redacted>" in every error text recorded from now on, exact copies and
-// URL-, percent- or JSON-escaped ones alike (secretPattern), so a server
+// URL-, percent- or JSON-escaped or split ones alike (secretPattern), and a
+// start of one where a text was cut (cutSecretPrefix), so a server
 // that echoes credentials in its error messages cannot get them into a
 // Result.
 func (r *Recorder) Scrub(secrets ...string) {
@@ -181,6 +182,7 @@ func (r *Recorder) scrub(msg string) string {
 	for i, s := range r.secrets {
 		msg = strings.ReplaceAll(msg, s, "<redacted>")
 		msg = r.scrubbers[i].ReplaceAllLiteralString(msg, "<redacted>")
+		msg = cutSecretPrefix(msg, s)
 	}
 	return CutText(msg, MaxText)
 }

@@ -32,6 +32,8 @@ func TestScrubEncodedSecrets(t *testing.T) {
 		"json ascii":  strings.Trim(strconv.QuoteToASCII(pw), `"`),
 		"token full":  full.String(),
 		"token lower": fullLower.String(),
+		"wrapped":     tok[:10] + "\n  " + tok[10:],
+		"json split":  tok[:10] + `\n` + tok[10:],
 	}
 	for name, echo := range forms {
 		rec := NewRecorder("login", "login", "acme")
@@ -45,11 +47,24 @@ func TestScrubEncodedSecrets(t *testing.T) {
 			t.Errorf("%s: %s", name, res.Error)
 		}
 	}
+	// A remote message cut in the middle of the token (mxclient.Short cuts
+	// at 200 bytes, CutText at MaxText) keeps none of its start.
+	for _, msg := range []string{
+		"M_UNKNOWN: " + strings.Repeat("x", 180) + " token " + tok[:12] + " …",
+		"M_UNKNOWN: token " + tok[:9],
+	} {
+		rec := NewRecorder("login", "login", "acme")
+		rec.Scrub(tok)
+		rec.Fail("login", errors.New(msg))
+		if res := rec.Finish(); strings.Contains(res.Error, tok[:8]) || !strings.Contains(res.Error, "token <redacted>") {
+			t.Errorf("cut echo: %s", res.Error)
+		}
+	}
 	// Text that merely shares characters with a secret is left alone.
 	rec := NewRecorder("login", "login", "acme")
 	rec.Scrub(tok)
-	rec.Fail("login", errors.New("syt_YWNtZQ_other 0123"))
-	if res := rec.Finish(); res.Error != "syt_YWNtZQ_other 0123" {
+	rec.Fail("login", errors.New("syt_YWNtZQ_other 0123 syt_YWNt"))
+	if res := rec.Finish(); res.Error != "syt_YWNtZQ_other 0123 <redacted>" {
 		t.Errorf("unrelated text changed: %s", res.Error)
 	}
 }
