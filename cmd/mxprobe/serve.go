@@ -112,29 +112,46 @@ func (d *daemon) reload() error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- d.load(ctx) }()
+	go d.load(ctx, done)
 	select {
 	case err := <-done:
-		return err
+		if err != errReloadDropped || ctx.Err() == nil {
+			return err
+		}
 	case <-ctx.Done():
-		err := fmt.Errorf("reading and assembling the configuration took longer than %s (--config.reload-timeout)", timeout)
-		d.metrics.SetReload(false)
-		d.logger.Error("configuration not loaded; the previous one stays in force", "file", d.cli.configFile, "err", err)
-		return err
+		// load decides to apply or drop under reloadMu and reports while
+		// holding it: with the lock, either its answer is there, or it has
+		// not decided yet and will drop (ctx is over).
+		d.reloadMu.Lock()
+		select {
+		case err := <-done:
+			d.reloadMu.Unlock()
+			if err != errReloadDropped {
+				return err
+			}
+		default:
+			d.reloadMu.Unlock()
+		}
 	}
+	err := fmt.Errorf("reading and assembling the configuration took longer than %s (--config.reload-timeout)", timeout)
+	d.metrics.SetReload(false)
+	d.logger.Error("configuration not loaded; the previous one stays in force", "file", d.cli.configFile, "err", err)
+	return err
 }
 
 // errReloadDropped: a load finished after its reload gave up, or during
 // shutdown; nothing was applied.
 const errReloadDropped = constError("the reload was given up; nothing applied")
 
-// load is reload's work. loadMu serialises loads; reloadMu is held only to
-// commit, so shutdown never waits on a load.
-func (d *daemon) load(ctx context.Context) error {
+// load is reload's work; it sends its answer to done. loadMu serialises
+// loads; reloadMu is held only to decide and commit, so shutdown never
+// waits on a load.
+func (d *daemon) load(ctx context.Context, done chan<- error) {
 	d.loadMu.Lock()
 	defer d.loadMu.Unlock()
 	if ctx.Err() != nil {
-		return errReloadDropped
+		done <- errReloadDropped
+		return
 	}
 	cfg, err := config.Load(d.cli.configFile, os.Getenv, d.env.kinds()...)
 	var rt *runtime
@@ -146,8 +163,15 @@ func (d *daemon) load(ctx context.Context) error {
 	defer d.reloadMu.Unlock()
 	if ctx.Err() != nil || d.closing {
 		d.logger.Debug("a configuration load finished after its reload gave up; dropped", "file", d.cli.configFile)
-		return errReloadDropped
+		done <- errReloadDropped
+		return
 	}
+	done <- d.apply(cfg, rt, unchanged, err)
+}
+
+// apply reports a load's outcome and commits its runtime. The caller
+// holds reloadMu.
+func (d *daemon) apply(cfg *config.Config, rt *runtime, unchanged bool, err error) error {
 	d.metrics.SetReload(err == nil)
 	if err != nil {
 		d.logger.Error("configuration not loaded; the previous one stays in force", "file", d.cli.configFile, "err", err)
