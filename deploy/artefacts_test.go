@@ -3,8 +3,10 @@ package deploy
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
 	"debug/elf"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"io"
 	"os"
@@ -445,13 +447,11 @@ func TestExampleConfigsAreValid(t *testing.T) {
 	bin := testenv.BuildMxprobe(t)
 	tenants := base64.StdEncoding.EncodeToString([]byte(`[{"id":"acme","name":"ACME","botUser":{"email":"bot-acme@example.org","slug":"openmeet-bot-acme","password":"x"}}]`))
 	// The secret files the examples name are mounted under /run/secrets
-	// there; here they come from the example files next to the configs.
+	// there; here the token is generated as the deploy guide says
+	// (openssl rand -hex 32): the shipped placeholders are refused
+	// (TestShippedTokenPlaceholdersRefused).
 	secrets := t.TempDir()
-	tok, err := os.ReadFile(filepath.Join("compose", "api-token.example"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(secrets, "api-token"), tok, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(secrets, "api-token"), []byte(randomHexToken(t)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, cfg := range []string{filepath.Join("compose", "mxprobe.yml"), filepath.Join("kubernetes", "mxprobe.yml")} {
@@ -473,6 +473,59 @@ func TestExampleConfigsAreValid(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Errorf("%s: %v\n%s", cfg, err, out)
+		}
+	}
+}
+
+func randomHexToken(t *testing.T) string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// TestShippedTokenPlaceholdersRefused: every API token file the deploy
+// directories ship (as is, or as an .example to copy) is refused by
+// check-config with its file named and its text never echoed, so that
+// deploying without generating a token fails instead of handing the API to
+// everyone who has read the repository.
+func TestShippedTokenPlaceholdersRefused(t *testing.T) {
+	var shipped []string
+	for _, pat := range []string{"kubernetes/*token*", "compose/*token*"} {
+		m, err := filepath.Glob(pat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shipped = append(shipped, m...)
+	}
+	if len(shipped) < 2 {
+		t.Fatalf("token files shipped: %v; expected compose's and kubernetes'", shipped)
+	}
+	bin := testenv.BuildMxprobe(t)
+	for _, f := range shipped {
+		text, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		abs, err := filepath.Abs(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := filepath.Join(t.TempDir(), "mxprobe.yml")
+		if err := os.WriteFile(cfg, []byte("web:\n  api_token_file: "+abs+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(bin, "check-config", "--config.file", cfg).CombinedOutput()
+		if err == nil {
+			t.Errorf("%s: check-config accepted the shipped token:\n%s", f, out)
+			continue
+		}
+		if !strings.Contains(string(out), "web.api_token_file: the token in "+abs+" ") {
+			t.Errorf("%s: the file is not named:\n%s", f, out)
+		}
+		if v := strings.TrimSpace(string(text)); v != "" && strings.Contains(string(out), v) {
+			t.Errorf("%s: the token's text is echoed:\n%s", f, out)
 		}
 	}
 }

@@ -58,7 +58,10 @@ func (s *Slack) Name() string { return s.name }
 // "<channel> <ts>".
 func (s *Slack) Notify(ctx context.Context, n alerts.Notification) (string, error) {
 	blocks := SlackBlocks(n)
-	text := title(n) + ": " + n.Annotations["summary"]
+	// The fallback text is mrkdwn too (notifications, clients without
+	// blocks): escaped like the blocks, so a tenant id or summary cannot
+	// write <!channel> or a link.
+	text := escape(title(n) + ": " + n.Annotations["summary"])
 	if s.api == nil {
 		msg := &slack.WebhookMessage{Text: text, Blocks: &slack.Blocks{BlockSet: blocks}}
 		err := slack.PostWebhookCustomHTTPContext(ctx, s.hook, s.opts.HTTP, msg)

@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
+	promcfg "github.com/prometheus/common/config"
 	"go.uber.org/goleak"
 
 	"github.com/mxprobe/mxprobe/alerts"
+	"github.com/mxprobe/mxprobe/alerts/notify"
 	"github.com/mxprobe/mxprobe/internal/config"
 	"github.com/mxprobe/mxprobe/internal/testenv"
 	"github.com/mxprobe/mxprobe/probes"
@@ -157,3 +160,44 @@ func TestSlackLoginBreaksAndHeals(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return len(sub) > 0 && stringsContains(s, sub) }
+
+// TestSlackTextEscaped: a tenant id and a summary carrying Slack control
+// sequences (<!channel>, <!here>, a link) reach neither the fallback text
+// nor the blocks unescaped, by webhook or by the Web API.
+func TestSlackTextEscaped(t *testing.T) {
+	f := newFakeSlack(t)
+	httpc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	t.Cleanup(httpc.CloseIdleConnections)
+	n := alerts.Notification{ID: "x", Rule: "LoginFailing", Tenant: "ops<!channel>", Probe: "login", Severity: "critical",
+		State: alerts.StateFiring, Since: time.Unix(1700000000, 0), FiredAt: time.Unix(1700000060, 0),
+		Annotations: map[string]string{"summary": "down <!here> <https://evil.example|click>"}}
+	for _, c := range []*config.SlackNotifier{
+		{WebhookURL: promcfg.Secret(f.webhookURL())},
+		{Token: "xoxb-test-token", Channel: "#ops", APIURL: f.apiURL()},
+	} {
+		s, err := notify.NewSlack("slack", c, notify.Options{HTTP: httpc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err = s.Notify(ctx, n)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs := f.messages()
+	if len(msgs) != 2 {
+		t.Fatalf("%d messages", len(msgs))
+	}
+	for _, m := range msgs {
+		if !strings.Contains(m.Text, "ops&lt;!channel&gt;") {
+			t.Errorf("%s: text %q does not carry the escaped tenant", m.Method, m.Text)
+		}
+		for _, bad := range []string{"<!channel>", "<!here>", "<https://evil"} {
+			if strings.Contains(m.Text, bad) || strings.Contains(m.Blocks, bad) {
+				t.Errorf("%s: %q unescaped in text %q / blocks %s", m.Method, bad, m.Text, m.Blocks)
+			}
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/common/promslog"
@@ -21,6 +22,11 @@ import (
 
 // DefaultListenAddress is mxprobe's default port.
 const DefaultListenAddress = ":9787"
+
+// defaultReloadTimeout is --config.reload-timeout's default: a
+// configuration takes well under a second to read and assemble; this bounds
+// a secret file on a hung mount and the like.
+const defaultReloadTimeout = 30 * time.Second
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -42,6 +48,8 @@ func osSystem() system { return system{isTerminal: isCharDevice, hostname: osHos
 type cli struct {
 	configFile string
 	logConfig  *promslog.Config
+	// reloadTimeout bounds reading and assembling a configuration.
+	reloadTimeout time.Duration
 
 	// serve
 	webFlags *web.FlagConfig
@@ -122,6 +130,8 @@ func runWith(args []string, stdout, stderr io.Writer, sys system) (code int) {
 	serveCmd := app.Command("serve", "Run the daemon: scheduled probes, /metrics, API, status page, alerts.").Default()
 	c.webFlags = kingpinflag.AddFlags(serveCmd, DefaultListenAddress)
 	addHardeningFlags(serveCmd, c)
+	serveCmd.Flag("config.reload-timeout", "Longest time to read and assemble a configuration (at start, SIGHUP, /-/reload); a slower one is not applied.").
+		Default(defaultReloadTimeout.String()).DurationVar(&c.reloadTimeout)
 	addShardFlags(serveCmd, c)
 
 	runCmd := app.Command("run", "Run one probe now, without the daemon, and print its result.")
