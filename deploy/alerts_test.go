@@ -103,7 +103,7 @@ func TestGithubAnchor(t *testing.T) {
 
 // TestEveryAlertHasRunbook is half of "Done when" 1: every alert has a
 // summary, a description and a runbook_url whose anchor is a heading of
-// docs/runbook.md.
+// docs/runbook.md (and the runbook's own links resolve).
 func TestEveryAlertHasRunbook(t *testing.T) {
 	anchors := runbookAnchors(t)
 	for _, a := range alertRules(t) {
@@ -120,6 +120,16 @@ func TestEveryAlertHasRunbook(t *testing.T) {
 		}
 		if !anchors[anchor] {
 			t.Errorf("alert %s: docs/runbook.md has no section #%s", a.name, anchor)
+		}
+	}
+	// The runbook's links between its sections lead somewhere too.
+	b, err := os.ReadFile(filepath.Join("..", "docs", "runbook.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`\]\(#([^)]+)\)`).FindAllStringSubmatch(string(b), -1) {
+		if !anchors[m[1]] {
+			t.Errorf("docs/runbook.md links #%s, which is no section of it", m[1])
 		}
 	}
 }
