@@ -3,12 +3,14 @@ package dashboards
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
+	"gopkg.in/yaml.v3"
 )
 
 // The rules of Grafana's dashboard linter (github.com/grafana/dashboard-linter,
@@ -20,8 +22,9 @@ import (
 // (rule_target_job_instance.go). One documented departure: the lower row of
 // the Synapse dashboard selects Synapse's own series, scraped under
 // Synapse's job names, by $synapse_job and $synapse_instance instead of
-// $job and $instance (which select mxprobe's replicas); dashboard-linter's
-// exclusions (a .lint file) are the place to record it for the linter.
+// $job and $instance (which select mxprobe's replicas); dashboards/.lint
+// records it for the linter, which then passes both dashboards in strict
+// mode (`dashboard-linter lint --strict <file>`).
 
 // validUnits are the units panel-units-rule accepts (Grafana's
 // valueFormats/categories.ts) that are of any use for mxprobe's series.
@@ -279,5 +282,74 @@ func TestLintProblemsCatchesEachRule(t *testing.T) {
 	}
 	if n := strings.Count(probs, "\n") + 1; n != 5 {
 		t.Errorf("%d problems, want 5:\n%s", n, probs)
+	}
+}
+
+// TestLinterExclusionsAreTheSynapseRow: dashboards/.lint, the exclusions the
+// real linter reads, excuses target-job-rule and target-instance-rule for
+// exactly the panels over Synapse's own series (those selecting
+// $synapse_job), so running the linter in strict mode is clean without
+// hiding anything else.
+func TestLinterExclusionsAreTheSynapseRow(t *testing.T) {
+	b, err := os.ReadFile(".lint")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Exclusions map[string]struct {
+			Entries []struct {
+				Dashboard string `yaml:"dashboard"`
+				Panel     string `yaml:"panel"`
+			} `yaml:"entries"`
+		} `yaml:"exclusions"`
+	}
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	names, err := Names()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, n := range names {
+		data, err := Files.ReadFile(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d lintDashboard
+		if err := json.Unmarshal(data, &d); err != nil {
+			t.Fatal(err)
+		}
+		var walk func(ps []lintPanel)
+		walk = func(ps []lintPanel) {
+			for _, p := range ps {
+				walk(p.Panels)
+				for _, tg := range p.Targets {
+					if strings.Contains(tg.Expr, `job=~"$synapse_job"`) {
+						want = append(want, d.Title+" / "+p.Title)
+						break
+					}
+				}
+			}
+		}
+		walk(d.Panels)
+	}
+	slices.Sort(want)
+	want = slices.Compact(want)
+	if len(want) < 10 {
+		t.Fatalf("only %d panels over Synapse's own series", len(want))
+	}
+	for _, rule := range []string{"target-job-rule", "target-instance-rule"} {
+		var got []string
+		for _, e := range cfg.Exclusions[rule].Entries {
+			got = append(got, e.Dashboard+" / "+e.Panel)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf(".lint excludes %s for %v,\nwant exactly the panels over Synapse's own series %v", rule, got, want)
+		}
+	}
+	if len(cfg.Exclusions) != 2 {
+		t.Errorf(".lint excludes %d rules; only target-job-rule and target-instance-rule have a reason to be", len(cfg.Exclusions))
 	}
 }
