@@ -67,6 +67,9 @@ type cli struct {
 	// check-config
 	strict bool
 
+	// healthcheck
+	health healthcheckFlags
+
 	// serve: sharding (--shard.index, --shard.count) and the shard they
 	// resolve to (0 of 1, everything, unless serve says otherwise).
 	shardIndex, shardCount int
@@ -145,6 +148,18 @@ func runWith(args []string, stdout, stderr io.Writer, sys system) (code int) {
 
 	checkCmd := app.Command("check-config", "Check the configuration (file and TENANTS_B64) and exit.")
 	checkCmd.Flag("strict", "Fail when the schedules would exceed the homeserver's rate limits (synapse_limits).").BoolVar(&c.strict)
+	healthCmd := app.Command("healthcheck", "Ask a running daemon's /-/healthy (with the TLS and basic auth of its web config); exit 0 when it answers 200, 1 otherwise. For container healthchecks.")
+	healthCmd.Flag("url", "URL to ask; default /-/healthy at --web.listen-address, over HTTPS when the web config has TLS.").StringVar(&c.health.url)
+	healthCmd.Flag("web.listen-address", "The daemon's listen address (as given to serve); a wildcard host means this host.").
+		Default(DefaultListenAddress).StringVar(&c.health.listen)
+	healthCmd.Flag("web.config.file", "The daemon's web config file (as given to serve): its TLS certificate is trusted, its basic auth answered.").
+		Default("").StringVar(&c.health.webConfig)
+	healthCmd.Flag("basic-auth.username", "User to send when the web config requires basic auth.").
+		Envar("MXPROBE_HEALTHCHECK_USERNAME").StringVar(&c.health.username)
+	healthCmd.Flag("basic-auth.password-file", "File holding that user's password.").
+		Envar("MXPROBE_HEALTHCHECK_PASSWORD_FILE").StringVar(&c.health.passwordFile)
+	healthCmd.Flag("timeout", "Give up after this long (the answer counts as unhealthy).").
+		Default(healthcheckDefaultTimeout.String()).DurationVar(&c.health.timeout)
 	versionCmd := app.Command("version", "Print the version.")
 
 	cmd, err := app.Parse(args)
@@ -165,6 +180,8 @@ func runWith(args []string, stdout, stderr io.Writer, sys system) (code int) {
 		return runOnce(c, logger, stdout, stderr)
 	case checkCmd.FullCommand():
 		return checkConfig(c, stdout, stderr)
+	case healthCmd.FullCommand():
+		return healthcheck(c.health, stdout, stderr)
 	case versionCmd.FullCommand():
 		fmt.Fprintln(stdout, version.Print("mxprobe"))
 		return 0
