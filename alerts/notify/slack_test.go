@@ -2,6 +2,7 @@ package notify_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -116,7 +117,12 @@ func TestSlackLoginBreaksAndHeals(t *testing.T) {
 					t.Errorf("firing message lacks %q: %+v", want, first)
 				}
 			}
-			for _, want := range []string{"Failing step", "auth_failed", "http://status.example/?tenant=acme"} {
+			// The rule sets no runbook_url: the login section is linked.
+			runbook := "<" + alerts.RunbookBase + "login-failing-or-slow|Runbook>"
+			if !contains(first.Text, runbook) {
+				t.Errorf("firing text lacks the runbook link %q: %q", runbook, first.Text)
+			}
+			for _, want := range []string{"Failing step", "auth_failed", "http://status.example/?tenant=acme", jsonString(runbook)} {
 				if !contains(first.Blocks, want) {
 					t.Errorf("firing blocks lack %q: %s", want, first.Blocks)
 				}
@@ -200,4 +206,70 @@ func TestSlackTextEscaped(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestSlackLinksRunbook: a runbook_url annotation is a "Runbook" link in the
+// fallback text and in the blocks, by webhook and by the Web API, with '|',
+// '<', '>' and '&' in the URL unable to end the link early; without the
+// annotation, or with a URL that is not http(s), there is no link.
+func TestSlackLinksRunbook(t *testing.T) {
+	f := newFakeSlack(t)
+	httpc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	t.Cleanup(httpc.CloseIdleConnections)
+	base := alerts.Notification{ID: "x", Rule: "login_failing", Tenant: "acme", Probe: "login", Severity: "critical",
+		State: alerts.StateFiring, Since: time.Unix(1700000000, 0), FiredAt: time.Unix(1700000060, 0)}
+	cases := []struct{ url, link string }{
+		{alerts.RunbookBase + "login-failing-or-slow", "<" + alerts.RunbookBase + "login-failing-or-slow|Runbook>"},
+		{"https://wiki.example/run?a=1&b=2|x><!channel>", "<https://wiki.example/run?a=1&amp;b=2%7Cx&gt;&lt;!channel&gt;|Runbook>"},
+		{"javascript:alert(1)", ""},
+		{"", ""},
+	}
+	notifiers := []*config.SlackNotifier{
+		{WebhookURL: promcfg.Secret(f.webhookURL())},
+		{Token: "xoxb-test-token", Channel: "#ops", APIURL: f.apiURL()},
+	}
+	for _, c := range cases {
+		n := base
+		n.Annotations = map[string]string{"summary": "tenant acme: probe login failed"}
+		if c.url != "" {
+			n.Annotations[alerts.RunbookAnnotation] = c.url
+		}
+		for _, nc := range notifiers {
+			s, err := notify.NewSlack("slack", nc, notify.Options{HTTP: httpc})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err = s.Notify(ctx, n)
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	msgs := f.messages()
+	if len(msgs) != len(cases)*len(notifiers) {
+		t.Fatalf("%d messages, want %d", len(msgs), len(cases)*len(notifiers))
+	}
+	for i, m := range msgs {
+		c := cases[i/len(notifiers)]
+		if c.link == "" {
+			if strings.Contains(m.Text+m.Blocks, "Runbook") || strings.Contains(m.Text+m.Blocks, "javascript") {
+				t.Errorf("%s, runbook_url %q: linked anyway: text %q, blocks %s", m.Method, c.url, m.Text, m.Blocks)
+			}
+			continue
+		}
+		if !strings.HasSuffix(m.Text, " "+c.link) {
+			t.Errorf("%s, runbook_url %q: text %q does not end with %q", m.Method, c.url, m.Text, c.link)
+		}
+		// The blocks arrive as JSON: compare with the link as JSON encodes it.
+		if !strings.Contains(m.Blocks, jsonString(c.link)) {
+			t.Errorf("%s, runbook_url %q: blocks lack %s: %s", m.Method, c.url, jsonString(c.link), m.Blocks)
+		}
+	}
+}
+
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return strings.Trim(string(b), `"`)
 }
