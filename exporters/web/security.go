@@ -98,18 +98,17 @@ func secureRequest(r *http.Request, trusted []netip.Prefix) bool {
 // locked out, every token it sends is refused with 429 unchecked. A correct
 // token clears the record; records are forgotten after forgetAfter.
 //
-// The table holds at most maxTracked addresses. When it is full of records
-// younger than forgetAfter, it fails closed: an address without a record is
-// refused unchecked, like a locked-out one, until the oldest record is
-// forgotten or a correct token frees a slot. Admitting newcomers untracked
-// would give an attacker with many addresses unthrottled guesses; evicting
-// records would let it reset its own.
+// The table holds at most maxTracked addresses. When it is full of live
+// records, the addresses it cannot record share one overflow record: a crowd
+// of addresses is throttled as one client (freeFails guesses between them,
+// then lock-outs), so it fails closed for guessing, while a newcomer with the
+// right token still gets in whenever the crowd's record is not locked out.
+// Admitting newcomers untracked would give an attacker with many addresses
+// unthrottled guesses; evicting records would let it reset its own.
 type throttle struct {
-	mu sync.Mutex
-	m  map[netip.Addr]*failState
-	// closedUntil: while the table is full, addresses without a record
-	// are refused until then (when the oldest record is forgotten).
-	closedUntil time.Time
+	mu       sync.Mutex
+	m        map[netip.Addr]*failState
+	overflow failState
 }
 
 type failState struct {
@@ -140,10 +139,10 @@ func (t *throttle) wait(a netip.Addr, now time.Time) time.Duration {
 	defer t.mu.Unlock()
 	st := t.m[throttleKey(a)]
 	if st == nil {
-		if len(t.m) >= maxTracked && now.Before(t.closedUntil) {
-			return t.closedUntil.Sub(now)
+		if len(t.m) < maxTracked {
+			return 0
 		}
-		return 0
+		st = &t.overflow
 	}
 	if !now.Before(st.until) {
 		return 0
@@ -161,23 +160,20 @@ func (t *throttle) fail(a netip.Addr, now time.Time) {
 	st := t.m[k]
 	if st == nil {
 		if len(t.m) >= maxTracked {
-			var oldest time.Time
 			for k2, s2 := range t.m {
 				if now.Sub(s2.last) > forgetAfter && !now.Before(s2.until) {
 					delete(t.m, k2)
-				} else if oldest.IsZero() || s2.last.Before(oldest) {
-					oldest = s2.last
 				}
 			}
-			if len(t.m) >= maxTracked {
-				// Full of live records: refuse newcomers until the oldest
-				// is forgotten (see the type's comment).
-				t.closedUntil = oldest.Add(forgetAfter + time.Nanosecond)
-				return
-			}
 		}
-		st = &failState{}
-		t.m[k] = st
+		if len(t.m) >= maxTracked {
+			// Full of live records: the shared overflow record counts it
+			// (see the type's comment).
+			st = &t.overflow
+		} else {
+			st = &failState{}
+			t.m[k] = st
+		}
 	}
 	if now.Sub(st.last) > forgetAfter {
 		st.fails = 0

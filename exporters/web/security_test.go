@@ -598,42 +598,43 @@ func TestThrottleFullTableFailsClosed(t *testing.T) {
 			th.fail(addr(i), t0.Add(time.Duration(i)*time.Millisecond))
 		}
 	}
+	// Newcomers the full table cannot record share one record: together
+	// they get the guesses of one client, then are locked out.
 	now := t0.Add(20 * time.Second)
-	newcomer := netip.MustParseAddr("192.0.2.7")
 	guesses := 0
-	for range 50 {
+	for i := range 50 {
+		newcomer := netip.AddrFrom4([4]byte{192, 0, 2, byte(i)})
 		if th.wait(newcomer, now) > 0 {
 			break
 		}
 		th.fail(newcomer, now)
 		guesses++
 	}
-	if guesses > 1 {
-		t.Fatalf("full table: a new address made %d wrong guesses unthrottled", guesses)
+	if guesses != freeFails+1 {
+		t.Fatalf("full table: %d new addresses guessed before the lock-out, want %d (one client's share)", guesses, freeFails+1)
 	}
-	if w := th.wait(newcomer, now); w <= 0 || w > forgetAfter {
-		t.Fatalf("full table: new address waits %v", w)
+	late := netip.MustParseAddr("198.51.100.1")
+	if w := th.wait(late, now); w <= 0 || w > maxPenalty {
+		t.Fatalf("full table, crowd locked out: a new address waits %v", w)
 	}
-	// A correct token from a tracked address frees its slot.
+	if len(th.m) != maxTracked {
+		t.Fatalf("the table grew to %d records", len(th.m))
+	}
+	// Once the crowd's lock-out has passed, a newcomer is let through to
+	// the token check again (a correct token gets in).
+	if w := th.wait(late, now.Add(maxPenalty)); w != 0 {
+		t.Fatalf("after the crowd's lock-out: waits %v", w)
+	}
+	// A correct token from a tracked address frees its slot, and the next
+	// newcomer is recorded there.
 	th.ok(addr(5))
-	if w := th.wait(newcomer, now); w != 0 {
-		t.Fatalf("a slot is free, the new address still waits %v", w)
-	}
-	th.fail(newcomer, now)
-	if th.m[newcomer] == nil {
+	th.fail(late, now)
+	if th.m[late] == nil {
 		t.Fatal("the new address was not recorded in the free slot")
 	}
-	// Full again; once the oldest records are forgotten, newcomers are
-	// tracked again.
-	other := netip.MustParseAddr("192.0.2.8")
-	th.fail(other, now)
-	if th.wait(other, now) == 0 {
-		t.Fatal("full again: not closed")
-	}
+	// Once the old records are forgotten, newcomers are tracked again.
 	later := t0.Add(forgetAfter + time.Minute)
-	if w := th.wait(other, later); w != 0 {
-		t.Fatalf("after the oldest record is forgotten: waits %v", w)
-	}
+	other := netip.MustParseAddr("198.51.100.2")
 	th.fail(other, later)
 	if th.m[other] == nil || len(th.m) > maxTracked {
 		t.Fatalf("after forgetting: recorded %v, %d records", th.m[other] != nil, len(th.m))
