@@ -169,8 +169,11 @@ probes:
 		if code != wantCode || !strings.Contains(out, wantOut) {
 			t.Errorf("%s: exit %d, want %d; output %q, want it to contain %q", what, code, wantCode, out, wantOut)
 		}
-		if took >= 2*time.Second {
-			t.Errorf("%s: took %v, want under 2s", what, took)
+		// The check gives up after its 1 s timeout; the process's own
+		// start (a fresh binary, TLS, bcrypt) gets the rest of a bound
+		// that a loaded 2-core machine still meets.
+		if took >= 3*time.Second {
+			t.Errorf("%s: took %v, want under 3s", what, took)
 		}
 		if strings.Contains(out, "ops-password") {
 			t.Errorf("%s: the password is in the output: %q", what, out)

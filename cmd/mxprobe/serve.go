@@ -37,7 +37,10 @@ type daemon struct {
 	skipped *skippedTenants
 	ready   atomic.Bool
 
-	loadMu   sync.Mutex // serialises loads (reading and assembling a configuration)
+	// loadSlot serialises loads (reading and assembling a configuration):
+	// a channel of one, so a load queued behind a hung one gives up at its
+	// deadline instead of waiting forever.
+	loadSlot chan struct{}
 	reloadMu sync.Mutex // serialises commit and shutdown
 	closing  bool       // set by shutdown under reloadMu: no commit after it
 	cfg      atomic.Pointer[config.Config]
@@ -54,7 +57,7 @@ func newDaemon(c *cli, logger *slog.Logger) (*daemon, error) {
 	if sh.Count < 1 {
 		sh = shard.Shard{Index: 0, Count: 1}
 	}
-	d := &daemon{cli: c, logger: logger, env: &env{logger: logger, shard: sh}}
+	d := &daemon{cli: c, logger: logger, env: &env{logger: logger, shard: sh}, loadSlot: make(chan struct{}, 1)}
 	d.stores = newStores(mxclient.NewHTTPClient(), os.Getenv)
 	d.history = history.New(60)
 	d.stores.history = d.history
@@ -119,19 +122,19 @@ func (d *daemon) reload() error {
 			return err
 		}
 	case <-ctx.Done():
-		// load decides to apply or drop under reloadMu and reports while
-		// holding it: with the lock, either its answer is there, or it has
-		// not decided yet and will drop (ctx is over).
-		d.reloadMu.Lock()
-		select {
-		case err := <-done:
-			d.reloadMu.Unlock()
-			if err != errReloadDropped {
-				return err
-			}
-		default:
-			d.reloadMu.Unlock()
+	}
+	// load decides to apply or drop under reloadMu and reports while
+	// holding it: with the lock, either its answer is there, or it has not
+	// decided yet and will drop (ctx is over). The failure is reported
+	// under the lock too, so it cannot overwrite a later reload's success.
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	select {
+	case err := <-done:
+		if err != errReloadDropped {
+			return err
 		}
+	default:
 	}
 	err := fmt.Errorf("reading and assembling the configuration took longer than %s (--config.reload-timeout)", timeout)
 	d.metrics.SetReload(false)
@@ -143,12 +146,17 @@ func (d *daemon) reload() error {
 // shutdown; nothing was applied.
 const errReloadDropped = constError("the reload was given up; nothing applied")
 
-// load is reload's work; it sends its answer to done. loadMu serialises
+// load is reload's work; it sends its answer to done. loadSlot serialises
 // loads; reloadMu is held only to decide and commit, so shutdown never
 // waits on a load.
 func (d *daemon) load(ctx context.Context, done chan<- error) {
-	d.loadMu.Lock()
-	defer d.loadMu.Unlock()
+	select {
+	case d.loadSlot <- struct{}{}:
+		defer func() { <-d.loadSlot }()
+	case <-ctx.Done():
+		done <- errReloadDropped
+		return
+	}
 	if ctx.Err() != nil {
 		done <- errReloadDropped
 		return
