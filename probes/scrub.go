@@ -10,15 +10,18 @@ import (
 // secretPattern matches s as a server may echo it back: as is, or with any
 // of its characters percent-encoded (either hex case, as url.QueryEscape,
 // url.PathEscape or a full encoding writes them; a space also as '+'), or
-// JSON/Go-escaped (\u00XX, \", \\, \/), or split by white space or escaped
-// line breaks between its characters (a wrapped line). A homeserver that
+// JSON/Go-escaped (\u00XX, \", \\, \/), or split by white space, raw or
+// escaped, between its characters (a wrapped line). A homeserver that
 // reflects a request in an error (a query string, a JSON body) echoes the
 // encoded form, which an exact-copy replacement misses.
 func secretPattern(s string) *regexp.Regexp {
 	var b strings.Builder
 	for i, r := range s {
 		if i > 0 {
-			b.WriteString(`(?:\s|\\[rnt])*`)
+			// White space as is, or as escaped by JSON, Go or
+			// mxclient.Short (\t, \x09, \u0009 and the other
+			// white-space controls).
+			b.WriteString(`(?:\s|\\[rntvf]|\\x0(?i:[9abcd])|\\u000(?i:[9abcd]))*`)
 		}
 		alts := []string{regexp.QuoteMeta(string(r))}
 		var buf [utf8.UTFMax]byte

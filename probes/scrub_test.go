@@ -34,6 +34,9 @@ func TestScrubEncodedSecrets(t *testing.T) {
 		"token lower": fullLower.String(),
 		"wrapped":     tok[:10] + "\n  " + tok[10:],
 		"json split":  tok[:10] + `\n` + tok[10:],
+		// A tab in the echo, as the remote-text escaping shows it.
+		"escaped tab": tok[:10] + `\x09` + tok[10:],
+		"json tab":    tok[:10] + `\u0009` + tok[10:],
 	}
 	for name, echo := range forms {
 		rec := NewRecorder("login", "login", "acme")

@@ -140,9 +140,6 @@ func validateWeb(c *Config) Errors {
 	add := func(field, format string, args ...any) {
 		errs = append(errs, c.webWhere(field)+": "+fmt.Sprintf(format, args...))
 	}
-	if w.APIToken != "" && w.APITokenFile != "" {
-		add("api_token", "api_token and api_token_file are mutually exclusive")
-	}
 	checkToken := func(inline promcfg.Secret, file, field string) {
 		if inline != "" && file != "" {
 			add(field, "%s and %s_file are mutually exclusive", field, field)

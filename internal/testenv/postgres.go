@@ -85,7 +85,8 @@ func StartPostgres(ctx context.Context) (*Postgres, error) {
 			"-h", "127.0.0.1", "-k", p.Dir,
 			"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
 			"-c", "max_connections=200")
-		logf, err := os.OpenFile(filepath.Join(p.Dir, "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		// One log per attempt: "could not bind" is this attempt's.
+		logf, err := os.OpenFile(filepath.Join(p.Dir, "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 		if err != nil {
 			p.Stop()
 			return nil, err
@@ -103,7 +104,7 @@ func StartPostgres(ctx context.Context) (*Postgres, error) {
 		}
 		p.proc.Stop(syscall.SIGINT, 5*time.Second)
 		p.proc = nil
-		if attempt == 3 || !strings.Contains(p.log(), "could not bind") {
+		if attempt == 3 || !(errors.Is(err, errPortTaken) || strings.Contains(p.log(), "could not bind")) {
 			p.Stop()
 			return nil, err
 		}
@@ -120,11 +121,17 @@ func (p *Postgres) command(ctx context.Context, tool string, args ...string) *ex
 	return cmd
 }
 
+// waitReady waits until the server answers on its private socket (another
+// test's server may hold the TCP port: then the port is not this server's,
+// and it is reported as taken).
 func (p *Postgres) waitReady(ctx context.Context) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		out, err := p.command(ctx, "pg_isready", "-h", "127.0.0.1", "-p", strconv.Itoa(p.Port), "-U", "postgres").CombinedOutput()
+		out, err := p.command(ctx, "pg_isready", "-h", p.Dir, "-p", strconv.Itoa(p.Port), "-U", "postgres").CombinedOutput()
 		if err == nil {
+			if owns, known := listensOn(p.proc.Cmd.Process.Pid, p.Port); known && !owns {
+				return fmt.Errorf("postgres on port %d: %w", p.Port, errPortTaken)
+			}
 			return nil
 		}
 		select {
@@ -147,7 +154,7 @@ func (p *Postgres) log() string {
 
 // SQL runs statements with psql as the postgres user.
 func (p *Postgres) SQL(ctx context.Context, db, sql string) (string, error) {
-	out, err := p.command(ctx, "psql", "-h", "127.0.0.1", "-p", strconv.Itoa(p.Port), "-U", "postgres",
+	out, err := p.command(ctx, "psql", "-h", p.Dir, "-p", strconv.Itoa(p.Port), "-U", "postgres",
 		"-d", db, "-v", "ON_ERROR_STOP=1", "-Atc", sql).CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("psql: %v: %s", err, out)

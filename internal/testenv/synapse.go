@@ -78,6 +78,9 @@ type Synapse struct {
 	inner string
 	opts  SynapseOptions
 	pg    *Postgres
+	// secrets of the homeserver.yaml, kept across rewrites (Resume, a
+	// rotated application service token).
+	macaroonSecret, formSecret string
 
 	mu   sync.Mutex
 	proc *Proc
@@ -137,6 +140,7 @@ func StartSynapse(ctx context.Context, opts SynapseOptions) (*Synapse, error) {
 	s := &Synapse{root: root, opts: opts, Dir: dir, inner: "/srv/" + filepath.Base(dir)}
 	s.ServerName = opts.ServerName
 	s.SharedSecret = randomHex(16)
+	s.macaroonSecret, s.formSecret = randomHex(16), randomHex(16)
 	if v, err := os.ReadFile(filepath.Join(root, ".mxprobe-synapse-version")); err == nil {
 		s.Version = strings.TrimSpace(string(v))
 	}
@@ -155,28 +159,37 @@ func StartSynapse(ctx context.Context, opts SynapseOptions) (*Synapse, error) {
 	if err := s.writeSigningKey(); err != nil {
 		return fail(err)
 	}
+	if err := s.startOnFreePorts(ctx); err != nil {
+		return fail(err)
+	}
+	return s, nil
+}
+
+// startOnFreePorts writes the configuration with free ports and starts
+// Synapse. A free port may be taken by another test binary's server before
+// Synapse binds it: Synapse then exits (address in use) or the readiness
+// check reaches the other server, and new ports are tried.
+func (s *Synapse) startOnFreePorts(ctx context.Context) error {
 	for attempt := 1; ; attempt++ {
+		var err error
 		if s.Port, err = FreePort(); err != nil {
-			return fail(err)
+			return err
 		}
 		if s.MetricsPort, err = FreePort(); err != nil {
-			return fail(err)
+			return err
 		}
 		s.URL = fmt.Sprintf("http://127.0.0.1:%d", s.Port)
 		s.MetricsURL = fmt.Sprintf("http://127.0.0.1:%d/_synapse/metrics", s.MetricsPort)
 		if err := s.writeConfig(); err != nil {
-			return fail(err)
+			return err
 		}
 		err = s.start(ctx)
 		if err == nil {
-			return s, nil
+			return nil
 		}
-		// A free port may be taken by another test binary's server before
-		// Synapse binds it: Synapse then exits (address in use) or the
-		// readiness check reaches the other server. Try new ports.
 		s.kill()
 		if !errors.Is(err, errPortTaken) || attempt == 3 {
-			return fail(err)
+			return err
 		}
 	}
 }
@@ -209,8 +222,8 @@ func (s *Synapse) writeConfig() error {
 		"log_config":                  in + "/log.yaml",
 		"media_store_path":            in + "/media",
 		"report_stats":                false,
-		"macaroon_secret_key":         randomHex(16),
-		"form_secret":                 randomHex(16),
+		"macaroon_secret_key":         s.macaroonSecret,
+		"form_secret":                 s.formSecret,
 		"signing_key_path":            in + "/signing.key",
 		"trusted_key_servers":         []any{},
 		"suppress_key_server_warning": true,
@@ -416,16 +429,22 @@ func (s *Synapse) Stop() {
 }
 
 // Pause stops the process but keeps its data, so Resume brings the same
-// homeserver back on the same ports.
+// homeserver back.
 func (s *Synapse) Pause() { s.kill() }
 
-// Resume starts the homeserver again after Pause.
+// Resume starts the homeserver again after Pause, on the same ports unless
+// another process took one meanwhile (then on new ones: URL and MetricsURL
+// change).
 func (s *Synapse) Resume(ctx context.Context) error {
-	if err := s.start(ctx); err != nil {
-		s.kill()
+	err := s.start(ctx)
+	if err == nil {
+		return nil
+	}
+	s.kill()
+	if !errors.Is(err, errPortTaken) {
 		return err
 	}
-	return nil
+	return s.startOnFreePorts(ctx)
 }
 
 // PID is Synapse's process id on the host while it runs (0 otherwise).

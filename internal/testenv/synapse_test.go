@@ -5,11 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -76,10 +75,16 @@ func TestSynapseHarness(t *testing.T) {
 			if s.pg != nil {
 				pgDir = s.pg.Dir
 			}
+			// The checks below see a running instance's listener.
+			if l := listeners(s.Port); len(l) != 1 || l[0] != pid {
+				t.Fatalf("listeners of the client port while Synapse runs: %v, want [%d]", l, pid)
+			}
 			dir := s.Dir
 			s.Stop()
 			stopped = true
-			if err := syscall.Kill(pid, 0); err == nil {
+			// No process of this instance (a zombie has no command line,
+			// and a reused pid another one), no mount, no listening socket.
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); bytes.Contains(b, []byte(s.inner)) {
 				t.Errorf("Synapse (pid %d) still runs after Stop", pid)
 			}
 			for _, p := range ProcessesIn(s.root) {
@@ -91,11 +96,10 @@ func TestSynapseHarness(t *testing.T) {
 				t.Errorf("mounts left under the root: %v", m)
 			}
 			for _, port := range []int{s.Port, s.MetricsPort} {
-				l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-				if err != nil {
-					t.Errorf("port %d still taken: %v", port, err)
-				} else {
-					l.Close()
+				for _, owner := range listeners(port) {
+					if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", owner)); bytes.Contains(b, []byte(s.inner)) {
+						t.Errorf("port %d still held by process %d of this instance", port, owner)
+					}
 				}
 			}
 			for _, d := range []string{dir, pgDir} {
@@ -125,4 +129,20 @@ func TestSynapseStartFailureSaysWhy(t *testing.T) {
 	if !strings.Contains(err.Error(), "last lines of its log") || !strings.Contains(err.Error(), "no-such-engine") {
 		t.Fatalf("start-up failure without Synapse's reason: %v", err)
 	}
+}
+
+// listeners are the processes holding a listening IPv4 socket on port.
+func listeners(port int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if owns, _ := listensOn(pid, port); owns {
+			out = append(out, pid)
+		}
+	}
+	return out
 }

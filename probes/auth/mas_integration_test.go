@@ -160,7 +160,8 @@ func TestMASShortTTLScheduledNeverFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := doJSON(ctx, dep.emu.HomeserverURL, "POST", "/_matrix/client/v3/createRoom", tok, `{"preset":"public_chat","name":"mxprobe ttl test"}`)
+	front := &testenv.Homeserver{URL: dep.emu.HomeserverURL, ServerName: dep.emu.ServerName}
+	b, err := front.Do(ctx, "POST", "/_matrix/client/v3/createRoom", tok, []byte(`{"preset":"public_chat","name":"mxprobe ttl test"}`))
 	cancel()
 	if err != nil {
 		t.Fatal(err)
