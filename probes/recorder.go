@@ -177,11 +177,19 @@ func (r *Recorder) Scrub(secrets ...string) {
 
 func (r *Recorder) scrub(msg string) string {
 	for len(r.scrubbers) < len(r.secrets) {
-		r.scrubbers = append(r.scrubbers, secretPattern(r.secrets[len(r.scrubbers)]))
+		r.scrubbers = append(r.scrubbers, nil)
 	}
 	for i, s := range r.secrets {
 		msg = strings.ReplaceAll(msg, s, "<redacted>")
-		msg = r.scrubbers[i].ReplaceAllLiteralString(msg, "<redacted>")
+		// Every encoded or split form is at least as long as the secret:
+		// a shorter text holds none, and a long secret's pattern (a
+		// platform JWT's) is compiled only for a text that could.
+		if len(msg) >= len(s) {
+			if r.scrubbers[i] == nil {
+				r.scrubbers[i] = secretPattern(s)
+			}
+			msg = r.scrubbers[i].ReplaceAllLiteralString(msg, "<redacted>")
+		}
 		msg = cutSecretPrefix(msg, s)
 	}
 	return CutText(msg, MaxText)
