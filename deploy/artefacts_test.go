@@ -543,7 +543,8 @@ func TestComposeComesUpGreen(t *testing.T) {
 	args := append(append([]string{}, test[2:]...), "--url", fmt.Sprintf("http://127.0.0.1:%d/-/healthy", port))
 	out, err := exec.Command(bin, args...).CombinedOutput()
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "connection refused") {
+	// (Exit code only: another test may have bound the port meanwhile.)
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 		t.Errorf("mxprobe %v: %v\n%s", args, err, out)
 	}
 	// Without --url the check asks the default listen address, which the
