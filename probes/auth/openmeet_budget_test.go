@@ -117,7 +117,7 @@ tenants:
 	mgr.Now = clk.Now
 	auth.RegisterMAS(mgr, cfg.MAS)
 	b := cfg.MAS.LoginBudget
-	mgr.SetBudget(&auth.Budget{Name: "mas.login_budget", Max: b.Logins, Window: b.Window.D(), MinGap: b.MinGap(), Now: clk.Now},
+	mgr.SetBudget(&auth.Budget{Name: "mas.login_budget", Max: b.Logins, Window: b.Window.D(), MinGap: b.MinGap(), Now: clk.Now, After: clk.After},
 		config.MethodMASOIDC, config.MethodMASCompatSSO)
 	probe := &auth.LoginProbe{Name: "login", Manager: mgr, Tenants: cfg.TenantMap(nil), FullLoginInterval: p.FullLoginInterval()}
 
@@ -133,11 +133,11 @@ tenants:
 	// The scheduler spreads a probe's tenants over its interval.
 	for k := time.Duration(0); k*interval < horizon; k++ {
 		for i, tn := range cfg.Tenants {
-			at := k*interval + time.Duration(i)*interval/tenants
-			clk.Add(start.Add(at).Sub(clk.Now()))
+			clk.AdvanceTo(start.Add(k*interval + time.Duration(i)*interval/tenants))
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			res := probe.Run(ctx, tn.ID)
 			cancel()
+			at := clk.Now().Sub(start) // after any wait for the budget
 			runs[tn.ID] = append(runs[tn.ID], run{at, res})
 			if n := res.Counts["login:mas_oidc:success"] + res.Counts["login:mas_oidc:failure"]; n > 0 {
 				fullLogins = append(fullLogins, at)

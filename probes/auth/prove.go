@@ -27,7 +27,7 @@ func (m *Manager) Refresh(ctx context.Context, acct Account, rec *probes.Recorde
 	l := m.keyLock(acct.Key)
 	l.Lock()
 	defer l.Unlock()
-	sess := m.Cached(acct.Key)
+	sess := m.restoredFor(acct, m.Cached(acct.Key))
 	if sess == nil {
 		return m.login(ctx, acct, rec, nil)
 	}
