@@ -105,6 +105,7 @@ func (d *daemon) reload() error {
 	var rt *runtime
 	unchanged := err == nil && d.unchanged(cfg)
 	if err == nil && !unchanged {
+		d.stores.openState(cfg, d.logger)
 		rt, err = assemble(cfg, d.env, d.stores)
 	}
 	d.metrics.SetReload(err == nil)
@@ -129,7 +130,7 @@ func (d *daemon) reload() error {
 // reloadMu.
 func (d *daemon) commit(rt *runtime) {
 	cfg := rt.cfg
-	commitLogin(d.stores.auth, rt)
+	commitLogin(d.stores.auth, rt, d.stores.state)
 	d.commitAlerts(rt)
 	d.skipped.commit(cfg, d)
 	ws := rt.web
@@ -223,7 +224,12 @@ func (d *daemon) shutdown() {
 		grace = cfg.Global.ShutdownGrace.D()
 	}
 	d.engine.Shutdown(grace)
-	revokeHeld(d.stores.auth, d.logger, slog.LevelInfo)
+	// Sessions kept in data_dir stay valid for the next start (ending
+	// them would cost every account a full login after a restart);
+	// without a data_dir the daemon ends what it holds.
+	if d.stores.state == nil {
+		revokeHeld(d.stores.auth, d.logger, slog.LevelInfo)
+	}
 	for i := len(d.stops) - 1; i >= 0; i-- {
 		d.stops[i]()
 	}
