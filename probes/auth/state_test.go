@@ -3,6 +3,7 @@ package auth_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -14,9 +15,14 @@ import (
 	"testing"
 	"time"
 
+	promcfg "github.com/prometheus/common/config"
+
 	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/internal/testenv"
+	"github.com/mxprobe/mxprobe/internal/testenv/synlimit"
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/auth"
+	"github.com/mxprobe/mxprobe/probes/mxclient"
 )
 
 const storedToken = "syt_STORED-access-TOKEN"
@@ -322,5 +328,80 @@ func waitQueue(t *testing.T, b *auth.Budget, n int) {
 			t.Fatalf("%d accounts queued, want %d", b.Queued(), n)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// Issue 22, done-when 3: a daemon that spent its login budget (five
+// tenants' first logins behind Synapse's default rc_login.address) and was
+// restarted at once without its sessions sends its next full login only
+// when the remembered window allows, and meets no 429; a budget that
+// forgot its spend would have met one at once. The limiter and the budgets
+// share one clock.
+func TestRestartedBudgetWaitsForTheWindow(t *testing.T) {
+	d := testenv.SharedDendrite(t)
+	t0 := time.Now().Truncate(time.Millisecond) // the store keeps milliseconds
+	clk := &fakeClock{t: t0}
+	lim := testenv.Limited(t, d, synlimit.Options{Pause: -1, Now: clk.Now})
+	var cfg config.Config
+	for i := 0; i < 6; i++ {
+		user, pw := d.User(t, fmt.Sprintf("budget%d", i))
+		cfg.Tenants = append(cfg.Tenants, config.Tenant{ID: fmt.Sprintf("t%d", i), HomeserverURL: lim.URL, ServerName: d.ServerName,
+			Bot: config.Account{Method: config.MethodPassword, User: user, Password: promcfg.Secret(pw)}})
+	}
+	httpc := mxclient.NewHTTPClient()
+	t.Cleanup(httpc.CloseIdleConnections)
+	dir := t.TempDir()
+	start := func(remember bool) *auth.LoginProbe {
+		b := &auth.Budget{Name: "rc_login.address", Max: 5, Window: 1665 * time.Second, Now: clk.Now, After: clk.After, Key: "password"}
+		if remember {
+			b.Store = &auth.FileStore{Dir: dir}
+			b.Restore()
+		}
+		m := auth.NewManager(httpc)
+		m.Now = clk.Now
+		m.Instance = "d-" + auth.RandomID()
+		m.SetBudget(b, config.MethodPassword)
+		return &auth.LoginProbe{Name: "login", Manager: m, Tenants: cfg.TenantMap(nil), FullLoginInterval: time.Hour}
+	}
+	run := func(p *auth.LoginProbe, tenant string) probes.Result {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return p.Run(ctx, tenant)
+	}
+	first := start(true)
+	for i := 0; i < 5; i++ {
+		requireOK(t, run(first, fmt.Sprintf("t%d", i)))
+		clk.Add(time.Second)
+	}
+	// Restarted at once (its sessions lost): t5 needs a full login.
+	again := start(true)
+	for i := 0; i < 3; i++ {
+		if r := run(again, "t5"); r.Outcome != probes.OutcomeSkipped || r.Class != probes.ClassLoginBudget {
+			t.Fatalf("restarted, %d min later: %s %s: %s", i*5, r.Outcome, r.Class, r.Error)
+		}
+		clk.Add(5 * time.Minute)
+	}
+	testenv.NoRefusals(t, lim)
+	// The first login leaves Synapse's window (5 per 1665 s): t5's next
+	// run waits the remaining seconds for its slot and logs in.
+	clk.AdvanceTo(t0.Add(1665*time.Second - 10*time.Second))
+	r := run(again, "t5")
+	requireOK(t, r)
+	if d, ok := r.StepDuration(auth.StepLoginBudgetWait); !ok || d != 10*time.Second {
+		t.Fatalf("t5 waited %s (step %v), want the 10 s to its slot; steps %v", d, ok, stepNames(r))
+	}
+	testenv.NoRefusals(t, lim)
+
+	// The same restart with a budget that forgot its spend is refused by
+	// the homeserver (what the stored spend prevents).
+	for i := 0; i < 5; i++ {
+		requireOK(t, run(first, fmt.Sprintf("t%d", i))) // sessions held: no login
+	}
+	forgot := start(false)
+	for i := 0; i < 6; i++ {
+		run(forgot, fmt.Sprintf("t%d", i))
+	}
+	if len(lim.Refusals()) == 0 {
+		t.Fatal("a budget without memory met no 429: the test cannot tell")
 	}
 }
