@@ -44,6 +44,21 @@ type Job struct {
 	Prober   Prober
 }
 
+// Interval is the job's scheduled interval (0 when it has no schedule):
+// the delay of an @every schedule, else the time between its next two
+// firings.
+func (j *Job) Interval() time.Duration {
+	switch s := j.Schedule.(type) {
+	case nil:
+		return 0
+	case cron.ConstantDelaySchedule:
+		return s.Delay
+	default:
+		next := s.Next(time.Now())
+		return s.Next(next).Sub(next)
+	}
+}
+
 // Sink receives every Result: exporters, alerts and history.
 type Sink interface {
 	Observe(Result)

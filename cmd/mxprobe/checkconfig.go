@@ -51,6 +51,9 @@ func checkConfig(c *cli, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "%s: tenant %s: bot logs in as %s (%s)\n", src, t.ID, want, t.Bot.Method)
 		}
 	}
+	for _, f := range config.CheckFirstLogins(cfg) {
+		fmt.Fprintf(stdout, "%s: %s\n", src, f)
+	}
 	findings := config.CheckBudget(cfg)
 	for _, f := range findings {
 		fmt.Fprintf(stdout, "%s: rate limit: %s\n", src, f)

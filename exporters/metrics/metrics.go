@@ -47,6 +47,7 @@ type Metrics struct {
 	reloadOK      prometheus.Gauge
 	reloadTime    prometheus.Gauge
 	configuredRun *prometheus.GaugeVec
+	interval      *prometheus.GaugeVec
 
 	mu    sync.RWMutex
 	state map[key]*last
@@ -152,9 +153,13 @@ func New() *Metrics {
 		Namespace: namespace, Name: "probe_configured_subjects",
 		Help: "Tenants (or 1 for global probes) each configured probe runs for.",
 	}, []string{"probe", "type"})
+	m.interval = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "probe_interval_seconds",
+		Help: "Scheduled interval of each configured probe (alert rules compare the last measured run with it).",
+	}, []string{"probe"})
 	reg.MustRegister(
 		m.duration, m.stepDuration, m.delivery, m.lateness, m.runs, m.steps, m.logins,
-		m.rateLimited, m.tokenRefresh, m.cleanupFail, m.revocations, m.reloadOK, m.reloadTime, m.configuredRun,
+		m.rateLimited, m.tokenRefresh, m.cleanupFail, m.revocations, m.reloadOK, m.reloadTime, m.configuredRun, m.interval,
 		(*lastCollector)(m),
 		versioncollector.NewCollector(namespace),
 		collectors.NewGoCollector(),
@@ -177,6 +182,12 @@ func (m *Metrics) Observe(r probes.Result) {
 	if r.Outcome == probes.OutcomeSkipped {
 		return
 	}
+	if r.MeasuredNothing() {
+		// Refused before measuring anything (a 429 at a login): its 429s
+		// count, and success, latencies and last success stay as they were.
+		m.countRateLimited(r)
+		return
+	}
 	if v, ok := r.Signals[probes.LatenessKey]; ok {
 		m.lateness.Observe(v)
 	}
@@ -192,12 +203,9 @@ func (m *Metrics) Observe(r probes.Result) {
 		}
 		m.steps.WithLabelValues(r.Probe, s.Name, res).Inc()
 	}
+	m.countRateLimited(r)
 	for name, n := range r.Counts {
 		switch {
-		case name == probes.CountRateLimited:
-			m.rateLimited.WithLabelValues(r.Probe, r.Tenant, "").Add(float64(n))
-		case strings.HasPrefix(name, probes.CountRateLimited+":"):
-			m.rateLimited.WithLabelValues(r.Probe, r.Tenant, strings.TrimPrefix(name, probes.CountRateLimited+":")).Add(float64(n))
 		case name == probes.CountTokenRefresh:
 			m.tokenRefresh.WithLabelValues(r.Probe, r.Tenant).Add(float64(n))
 		case name == probes.CountCleanupFailure:
@@ -250,6 +258,18 @@ func (m *Metrics) Observe(r probes.Result) {
 	}
 }
 
+// countRateLimited adds the run's 429s, by step, to mxprobe_rate_limited_total.
+func (m *Metrics) countRateLimited(r probes.Result) {
+	for name, n := range r.Counts {
+		switch {
+		case name == probes.CountRateLimited:
+			m.rateLimited.WithLabelValues(r.Probe, r.Tenant, "").Add(float64(n))
+		case strings.HasPrefix(name, probes.CountRateLimited+":"):
+			m.rateLimited.WithLabelValues(r.Probe, r.Tenant, strings.TrimPrefix(name, probes.CountRateLimited+":")).Add(float64(n))
+		}
+	}
+}
+
 // SetReload records the outcome of a configuration (re)load.
 func (m *Metrics) SetReload(ok bool) {
 	if ok {
@@ -264,9 +284,13 @@ func (m *Metrics) SetReload(ok bool) {
 // probes and tenants that are no longer configured.
 func (m *Metrics) SetConfigured(jobs []*probes.Job) {
 	m.configuredRun.Reset()
+	m.interval.Reset()
 	keep := map[key]bool{}
 	for _, j := range jobs {
 		m.configuredRun.WithLabelValues(j.Name, j.Type).Set(float64(len(j.Subjects)))
+		if iv := j.Interval(); iv > 0 && !j.Disabled {
+			m.interval.WithLabelValues(j.Name).Set(iv.Seconds())
+		}
 		for _, s := range j.Subjects {
 			keep[key{j.Name, s}] = true
 		}
@@ -362,13 +386,13 @@ func lastFamilies() [famCount]gaugeFamily {
 		famLastDuration: newGaugeFamily("probe_last_duration_seconds",
 			"Duration of the last run.", "probe", "tenant"),
 		famLastRun: newGaugeFamily("probe_last_run_timestamp_seconds",
-			"Start time of the last run.", "probe", "tenant"),
+			"Start time of the last run that measured anything (a skipped run, or one refused with 429 before its first measured step, does not count).", "probe", "tenant"),
 		famLastStep: newGaugeFamily("probe_last_step_duration_seconds",
 			"Duration of each step of the last run (steps that did not run are absent).", "probe", "tenant", "step"),
 		famLastSuccess: newGaugeFamily("probe_last_success_timestamp_seconds",
 			"End time of the last successful run.", "probe", "tenant"),
 		famSuccess: newGaugeFamily("probe_success",
-			"Whether the last run succeeded (1) or failed (0); a warning (rate limited) counts as success.", "probe", "tenant"),
+			"Whether the last run that measured anything succeeded (1) or failed (0); a warning (rate limited) counts as success.", "probe", "tenant"),
 	}
 }
 

@@ -510,6 +510,9 @@ func (PasswordMethod) Login(ctx context.Context, m *Manager, acct Account, rec *
 		sess, err = PasswordLogin(ctx, m, acct)
 		return err
 	})
+	if probes.Classify(err) == probes.ClassRateLimited {
+		rec.Count(CountRateLimitedLogin, 1)
+	}
 	return sess, err
 }
 
@@ -554,6 +557,10 @@ func PasswordLogin(ctx context.Context, m *Manager, acct Account) (*Session, err
 	}
 	return s, nil
 }
+
+// CountRateLimitedLogin counts a login the homeserver refused with 429
+// (mxprobe_rate_limited_total{step="login"}; a peer's is "peer_login").
+const CountRateLimitedLogin = probes.CountRateLimited + ":login"
 
 // TokenMethod uses a fixed access token; it cannot log in again, so an
 // expired token fails as auth_failed.
