@@ -135,7 +135,8 @@ type Tenant struct {
 	// RoomID is the persistent room used by room_message probes.
 	RoomID string `yaml:"room_id" json:"room_id"`
 
-	line int}
+	line int
+}
 
 // UnmarshalYAML records the line of the tenant for later validation errors.
 func (t *Tenant) UnmarshalYAML(n *yaml.Node) error {
