@@ -120,6 +120,9 @@ const (
 // Signal names shared between probes and sinks.
 const (
 	SignalDeliverySeconds = "message_delivery_seconds"
+	// SignalNextLoginSeconds: a run skipped by the login budget says how
+	// long until the budget's next slot (for the status page).
+	SignalNextLoginSeconds = "login_budget_next_seconds"
 )
 
 // MeasuredNothing reports whether the run measured nothing of what its

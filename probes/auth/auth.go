@@ -292,6 +292,9 @@ func (m *Manager) login(ctx context.Context, acct Account, rec *probes.Recorder,
 	acct.Instance = m.Instance
 	if err := m.spend(ctx, acct.Config.Method, acct.Key, m.Cached(acct.Key) == nil, rec); err != nil {
 		rec.AddStep("login", 0, err)
+		if be, ok := err.(*BudgetError); ok {
+			rec.Signal(probes.SignalNextLoginSeconds, be.Next.Seconds())
+		}
 		return nil, err
 	}
 	sess, err := meth.Login(ctx, m, acct, rec)

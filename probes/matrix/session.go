@@ -120,6 +120,9 @@ func (r *runner) merge(sub probes.Result, prefix string, steps bool) {
 			}
 		}
 	}
+	if v, ok := sub.Signals[probes.SignalNextLoginSeconds]; ok {
+		r.rec.Signal(probes.SignalNextLoginSeconds, v)
+	}
 	for k, n := range sub.Counts {
 		// A sub-record's 429s are counted under the step as merged.
 		if step, ok := strings.CutPrefix(k, probes.CountRateLimited+":"); ok && steps {
