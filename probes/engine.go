@@ -41,6 +41,11 @@ type Job struct {
 	Subjects []string
 	// Disabled jobs run on demand only.
 	Disabled bool
+	// FirstRoundSpread is the shortest spread of the job's first round
+	// after a start (accounts several subjects share must stay within
+	// their rate limits' bursts); the scheduler's warm-up is never shorter,
+	// and never longer than the job's full spread.
+	FirstRoundSpread time.Duration
 	Prober   Prober
 }
 

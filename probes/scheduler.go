@@ -198,7 +198,7 @@ func (s *Scheduler) dispatch(e *schedEntry, subjects []string, fired time.Time, 
 	}
 	plan := make([]plannedRun, len(subjects))
 	for i, t := range subjects {
-		plan[i] = plannedRun{tenant: t, at: fired.Add(s.offset(job.Name, t, interval, warmup))}
+		plan[i] = plannedRun{tenant: t, at: fired.Add(s.offset(job, t, interval, warmup))}
 	}
 	sort.Slice(plan, func(a, b int) bool { return plan[a].at.Before(plan[b].at) })
 
@@ -227,11 +227,15 @@ func (s *Scheduler) dispatch(e *schedEntry, subjects []string, fired time.Time, 
 
 // offset is a run's start offset in its round: the stable spread over the
 // interval, or over the warm-up after a start.
-func (s *Scheduler) offset(probe, tenant string, interval time.Duration, warmup bool) time.Duration {
+func (s *Scheduler) offset(job *Job, tenant string, interval time.Duration, warmup bool) time.Duration {
 	if !warmup {
-		return Offset(probe, tenant, interval, s.jitter)
+		return Offset(job.Name, tenant, interval, s.jitter)
 	}
-	return Offset(probe, tenant, WarmupWindow(interval, s.jitter), 1)
+	warm := WarmupWindow(interval, s.jitter)
+	if full := time.Duration(float64(interval) * s.jitter); job.FirstRoundSpread > warm {
+		warm = min(job.FirstRoundSpread, full)
+	}
+	return Offset(job.Name, tenant, warm, 1)
 }
 
 // WarmupWindow is the spread of a job's first round after a start:

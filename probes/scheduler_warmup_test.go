@@ -67,10 +67,22 @@ func TestFirstRoundWithinWarmup(t *testing.T) {
 	// The warm-up offsets spread over (0, 60 s], not all at once.
 	var latest time.Duration
 	for _, tn := range tenants {
-		latest = max(latest, s.offset("start", tn, interval, true))
+		latest = max(latest, s.offset(&Job{Name: "start"}, tn, interval, true))
 	}
 	if latest > MaxWarmup || latest < MaxWarmup/2 {
 		t.Fatalf("latest warm-up offset %s: want the tenants spread over the %s warm-up", latest, MaxWarmup)
+	}
+
+	// A job whose shared accounts need a longer first round gets it, up to
+	// the full spread.
+	for spread, want := range map[time.Duration]time.Duration{10 * time.Minute: 10 * time.Minute, 2 * time.Hour: time.Duration(jitter * float64(interval))} {
+		var longest time.Duration
+		for _, tn := range tenants {
+			longest = max(longest, s.offset(&Job{Name: "shared", FirstRoundSpread: spread}, tn, interval, true))
+		}
+		if longest > want || longest < want/2 {
+			t.Errorf("first-round spread %s: latest offset %s, want within %s", spread, longest, want)
+		}
 	}
 
 	start := &Job{Name: "start", Schedule: cron.Every(interval), Timeout: time.Second, Subjects: tenants, Prober: prober("start")}

@@ -191,6 +191,7 @@ func assembleProbes(cfg *config.Config, e *env, st *stores) (*runtime, error) {
 		rt.jobs = append(rt.jobs, &probes.Job{
 			Name: p.Name, Type: p.Type, Schedule: p.Schedule.Schedule, Timeout: p.Timeout.D(),
 			Subjects: subjects, Disabled: p.Disabled, Prober: pr,
+			FirstRoundSpread: config.FirstRoundSpread(cfg, p),
 		})
 	}
 	if len(errs) > 0 {
