@@ -46,7 +46,7 @@ type Job struct {
 	// their rate limits' bursts); the scheduler's warm-up is never shorter,
 	// and never longer than the job's full spread.
 	FirstRoundSpread time.Duration
-	Prober   Prober
+	Prober           Prober
 }
 
 // Interval is the job's scheduled interval (0 when it has no schedule):
