@@ -163,3 +163,16 @@ func TestStatusPageShowsNextLogin(t *testing.T) {
 		t.Error("the wait is still shown after a measured run")
 	}
 }
+
+// The API lists the wait too: with the last Result, or alone before the
+// first run.
+func TestAPIResultsShowNextLogin(t *testing.T) {
+	f := newFixture(t, Settings{})
+	f.hist.Observe(probes.Result{Probe: "login", Tenant: "acme", Outcome: probes.OutcomeSkipped, Class: probes.ClassLoginBudget,
+		Started: time.Now(), Signals: map[string]float64{probes.SignalNextLoginSeconds: 250}})
+	_, body := f.do("GET", "/api/v1/results?probe=login&tenant=acme", "", nil)
+	if !regexp.MustCompile(`"waiting":\s*"next login in 4m(09|10)s \(login budget\)"`).MatchString(body) ||
+		!regexp.MustCompile(`"next_login_in_seconds":\s*2(49|50)`).MatchString(body) || strings.Contains(body, `"outcome"`) {
+		t.Fatalf("API: %s", body)
+	}
+}
