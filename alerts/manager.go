@@ -185,10 +185,14 @@ func (m *Manager) Prepare(cfg *config.Config, notifiers []Notifier) (*Plan, erro
 // schedule intervals the rules watch are taken from them rather than derived
 // from cfg again (nil jobs: from cfg and Options.TenantFilter).
 func (m *Manager) PrepareJobs(cfg *config.Config, notifiers []Notifier, jobs []*probes.Job) (*Plan, error) {
+	types := map[string]string{}
+	for i := range cfg.Probes {
+		types[cfg.Probes[i].Name] = cfg.Probes[i].Type
+	}
 	rules := map[string]*rule{}
 	var order []string
 	for _, rc := range cfg.Alerting.Rules {
-		r := newRule(rc)
+		r := newRule(rc, types[rc.Probe])
 		if r.kind == "" {
 			return nil, fmt.Errorf("alert rule %q: exactly one condition is needed", rc.Name)
 		}

@@ -65,6 +65,10 @@ func (m *Manager) notification(e *entry) Notification {
 		}
 		n.StatusURL = u
 	}
+	if n.Annotations[RunbookAnnotation] == "" {
+		// runbook_url: "" in the rule turns the default link off.
+		delete(n.Annotations, RunbookAnnotation)
+	}
 	if n.Annotations["summary"] == "" {
 		n.Annotations["summary"] = summary(r, e)
 	}

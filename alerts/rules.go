@@ -19,7 +19,10 @@ type rule struct {
 	window  time.Duration
 }
 
-func newRule(c config.AlertRule) *rule {
+// newRule prepares c, a rule on a probe of type probeType ("" when the probe
+// is not configured).
+func newRule(c config.AlertRule, probeType string) *rule {
+	c.Annotations = withRunbook(c, probeType)
 	r := &rule{cfg: c, kind: c.Condition()}
 	if len(c.Tenants) > 0 {
 		r.tenants = map[string]bool{}

@@ -186,7 +186,7 @@ func Substitute(expr string, values map[string]string) (string, error) {
 // interval variables become durations, the others match anything.
 var ParseValues = map[string]string{
 	"__rate_interval": "5m", "__interval": "1m", "__range": "1h", "window": "1h",
-	"datasource": "prometheus", "job": ".*", "synapse_job": ".+", "probe": ".*", "tenant": ".*",
+	"datasource": "prometheus", "job": ".*", "instance": ".*", "synapse_job": ".+", "probe": ".*", "tenant": ".*",
 	"step": ".*", "servlet": ".*", "worker": ".*", "synapse_instance": ".+",
 }
 

@@ -3,15 +3,20 @@ package deploy
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
 	"debug/elf"
 	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -445,15 +450,16 @@ func TestExampleConfigsAreValid(t *testing.T) {
 	bin := testenv.BuildMxprobe(t)
 	tenants := base64.StdEncoding.EncodeToString([]byte(`[{"id":"acme","name":"ACME","botUser":{"email":"bot-acme@example.org","slug":"openmeet-bot-acme","password":"x"}}]`))
 	// The secret files the examples name are mounted under /run/secrets
-	// there; here they come from the example files next to the configs.
+	// there; here the token is generated as the deploy guide says
+	// (openssl rand -hex 32): the shipped placeholders are refused
+	// (TestShippedTokenPlaceholdersRefused).
 	secrets := t.TempDir()
-	tok, err := os.ReadFile(filepath.Join("compose", "api-token.example"))
-	if err != nil {
+	if err := os.WriteFile(filepath.Join(secrets, "api-token"), []byte(randomHexToken(t)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(secrets, "api-token"), tok, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	// Compose gets its environment from .env, made from .env.example: its
+	// tenants are the ones the example scrape configuration probes.
+	composeEnv := envFile(t, filepath.Join("compose", ".env.example"))
 	for _, cfg := range []string{filepath.Join("compose", "mxprobe.yml"), filepath.Join("kubernetes", "mxprobe.yml")} {
 		raw, err := os.ReadFile(cfg)
 		if err != nil {
@@ -470,9 +476,205 @@ func TestExampleConfigsAreValid(t *testing.T) {
 		cmd := exec.Command(bin, "check-config", "--config.file", cfg)
 		cmd.Env = append(os.Environ(), "TENANTS_B64="+tenants, "MATRIX_HOMESERVER_URL=https://matrix.example.org",
 			"MATRIX_SERVER_NAME=example.org", "MAS_PUBLIC_URL=https://mas.example.org", "BACKEND_DOMAIN=https://api.example.org")
+		if strings.HasPrefix(filepath.Base(cfg), "compose") {
+			for k, v := range composeEnv {
+				cmd.Env = append(cmd.Env, k+"="+v)
+			}
+		}
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Errorf("%s: %v\n%s", cfg, err, out)
+		}
+	}
+}
+
+// envFile reads a compose env file (KEY=VALUE lines, # comments).
+func envFile(t *testing.T, path string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			t.Fatalf("%s:%d: not KEY=VALUE: %q", path, i+1, line)
+		}
+		env[k] = v
+	}
+	return env
+}
+
+// TestComposeComesUpGreen: what `docker compose up` needs to come up with
+// every target up and every container healthy. mxprobe's healthcheck runs
+// the image's own binary in exec form (the distroless image has no shell)
+// and its arguments parse; the tenants of .env.example are exactly the
+// targets of the example /probe job, whose module is a configured probe;
+// Prometheus and Alertmanager keep their data on named volumes.
+func TestComposeComesUpGreen(t *testing.T) {
+	services, _ := yamlDocs(t, filepath.Join("compose", "compose.yml"))[0]["services"].(map[string]any)
+	var entry []string
+	for _, in := range readDockerfile(t) {
+		if in.op == "ENTRYPOINT" {
+			if err := json.Unmarshal([]byte(in.args), &entry); err != nil || len(entry) != 1 {
+				t.Fatalf("ENTRYPOINT %s: want the exec form with the binary alone", in.args)
+			}
+		}
+	}
+	var test []string
+	for _, v := range list(get(services["mxprobe"], "healthcheck", "test")) {
+		test = append(test, v.(string))
+	}
+	if len(test) < 3 || test[0] != "CMD" || test[1] != entry[0] || test[2] != "healthcheck" {
+		t.Fatalf("mxprobe healthcheck %v: want [CMD %s healthcheck ...] (exec form: no shell in the image)", test, entry)
+	}
+	// The arguments parse: against a port nobody listens on, the check
+	// says unhealthy (1), not a usage error (2).
+	bin := testenv.BuildMxprobe(t)
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append(append([]string{}, test[2:]...), "--url", fmt.Sprintf("http://127.0.0.1:%d/-/healthy", port))
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "connection refused") {
+		t.Errorf("mxprobe %v: %v\n%s", args, err, out)
+	}
+	// Without --url the check asks the default listen address, which the
+	// image's CMD must serve on.
+	if !slices.ContainsFunc(test, func(a string) bool {
+		return strings.HasPrefix(a, "--url") || strings.HasPrefix(a, "--web.listen-address")
+	}) {
+		for _, in := range readDockerfile(t) {
+			if in.op == "CMD" && !strings.Contains(in.args, fmt.Sprintf(`"--web.listen-address=:%d"`, daemonPort)) {
+				t.Errorf("CMD %s does not listen on :%d, where the healthcheck asks", in.args, daemonPort)
+			}
+		}
+	}
+
+	// The example tenants are the /probe job's targets.
+	raw, err := base64.StdEncoding.DecodeString(envFile(t, filepath.Join("compose", ".env.example"))["TENANTS_B64"])
+	if err != nil {
+		t.Fatalf(".env.example TENANTS_B64: %v", err)
+	}
+	var tenants []struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(raw, &tenants); err != nil {
+		t.Fatalf(".env.example TENANTS_B64: %v", err)
+	}
+	var ids []string
+	for _, tn := range tenants {
+		ids = append(ids, tn.ID)
+	}
+	var targets, modules []string
+	for _, job := range list(yamlDocs(t, filepath.Join("prometheus", "prometheus.yml"))[0]["scrape_configs"]) {
+		if get(job, "metrics_path") != "/probe" {
+			continue
+		}
+		for _, sc := range list(get(job, "static_configs")) {
+			for _, tg := range list(get(sc, "targets")) {
+				targets = append(targets, tg.(string))
+			}
+		}
+		for _, m := range list(get(job, "params", "module")) {
+			modules = append(modules, m.(string))
+		}
+	}
+	slices.Sort(ids)
+	slices.Sort(targets)
+	if len(ids) == 0 || !slices.Equal(ids, targets) {
+		t.Errorf(".env.example's tenants %v, the /probe job's targets %v: they must agree, or targets are down", ids, targets)
+	}
+	var probeNames []string
+	for _, p := range list(yamlDocs(t, filepath.Join("compose", "mxprobe.yml"))[0]["probes"]) {
+		probeNames = append(probeNames, get(p, "name").(string))
+	}
+	for _, m := range modules {
+		if !slices.Contains(probeNames, m) {
+			t.Errorf("the /probe job asks for module %s; compose's mxprobe.yml has probes %v", m, probeNames)
+		}
+	}
+
+	// Data volumes where Prometheus and Alertmanager keep their state.
+	for name, flag := range map[string]string{"prometheus": "--storage.tsdb.path=", "alertmanager": "--storage.path="} {
+		svc := services[name]
+		var path string
+		for _, a := range list(get(svc, "command")) {
+			if v, ok := strings.CutPrefix(a.(string), flag); ok {
+				path = v
+			}
+		}
+		if path == "" {
+			t.Errorf("%s: no %s in its command", name, flag)
+			continue
+		}
+		kept := false
+		for _, v := range list(get(svc, "volumes")) {
+			src, dst, _ := strings.Cut(v.(string), ":")
+			kept = kept || (!strings.HasPrefix(src, ".") && !strings.HasPrefix(src, "/") && strings.TrimSuffix(dst, ":rw") == path)
+		}
+		if !kept {
+			t.Errorf("%s keeps its data (%s) on no named volume: it is lost when the container is recreated", name, path)
+		}
+	}
+}
+
+func randomHexToken(t *testing.T) string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// TestShippedTokenPlaceholdersRefused: every API token file the deploy
+// directories ship (as is, or as an .example to copy) is refused by
+// check-config with its file named and its text never echoed, so that
+// deploying without generating a token fails instead of handing the API to
+// everyone who has read the repository.
+func TestShippedTokenPlaceholdersRefused(t *testing.T) {
+	var shipped []string
+	for _, pat := range []string{"kubernetes/*token*", "compose/*token*"} {
+		m, err := filepath.Glob(pat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shipped = append(shipped, m...)
+	}
+	if len(shipped) < 2 {
+		t.Fatalf("token files shipped: %v; expected compose's and kubernetes'", shipped)
+	}
+	bin := testenv.BuildMxprobe(t)
+	for _, f := range shipped {
+		text, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		abs, err := filepath.Abs(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := filepath.Join(t.TempDir(), "mxprobe.yml")
+		if err := os.WriteFile(cfg, []byte("web:\n  api_token_file: "+abs+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(bin, "check-config", "--config.file", cfg).CombinedOutput()
+		if err == nil {
+			t.Errorf("%s: check-config accepted the shipped token:\n%s", f, out)
+			continue
+		}
+		if !strings.Contains(string(out), "web.api_token_file: the token in "+abs+" ") {
+			t.Errorf("%s: the file is not named:\n%s", f, out)
+		}
+		if v := strings.TrimSpace(string(text)); v != "" && strings.Contains(string(out), v) {
+			t.Errorf("%s: the token's text is echoed:\n%s", f, out)
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package probes
 
 import (
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -25,13 +27,20 @@ func CutText(s string, n int) string {
 }
 
 // BoundText cuts the free text of the Result (error, step errors and
-// details) to MaxText each. The engine applies it to every Result.
+// details) to MaxText each, with control characters escaped (a server's
+// ESC or BEL never reaches a terminal, log or page), and bounds its signals
+// (MaxSignalName, MaxSignals). The engine applies it to every Result.
 func (r *Result) BoundText() {
-	r.Error = CutText(r.Error, MaxText)
+	r.Error = boundText(r.Error)
 	for i := range r.Steps {
-		r.Steps[i].Error = CutText(r.Steps[i].Error, MaxText)
-		r.Steps[i].Detail = CutText(r.Steps[i].Detail, MaxText)
+		r.Steps[i].Error = boundText(r.Steps[i].Error)
+		r.Steps[i].Detail = boundText(r.Steps[i].Detail)
 	}
+	r.boundSignals()
+}
+
+func boundText(s string) string {
+	return CutText(EscapeControls(CutText(s, MaxText), true), MaxText)
 }
 
 // Recorder builds a Result while a probe runs: it times steps back to back,
@@ -44,6 +53,9 @@ type Recorder struct {
 	last  int // index of the last step, -1 if none
 	// secrets are scrubbed from every error text recorded (see Scrub).
 	secrets []string
+	// scrubbers match the secrets' encoded forms (secretPattern); built
+	// on the first text scrubbed, since most runs record none.
+	scrubbers []*regexp.Regexp
 }
 
 // NewRecorder starts a run record.
@@ -150,19 +162,27 @@ func (r *Recorder) Warn(step string, class Class, msg string) {
 }
 
 // Scrub names secrets the run uses (passwords, tokens): they are replaced by
-// "<redacted>" in every error text recorded from now on, so a server that
-// echoes credentials in its error messages cannot get them into a Result.
+// "<redacted>" in every error text recorded from now on, exact copies and
+// URL-, percent- or JSON-escaped or split ones alike (secretPattern), and a
+// start of one where a text was cut (cutSecretPrefix), so a server
+// that echoes credentials in its error messages cannot get them into a
+// Result.
 func (r *Recorder) Scrub(secrets ...string) {
 	for _, s := range secrets {
-		if len(s) >= 4 {
+		if len(s) >= 4 && !slices.Contains(r.secrets, s) {
 			r.secrets = append(r.secrets, s)
 		}
 	}
 }
 
 func (r *Recorder) scrub(msg string) string {
-	for _, s := range r.secrets {
+	for len(r.scrubbers) < len(r.secrets) {
+		r.scrubbers = append(r.scrubbers, secretPattern(r.secrets[len(r.scrubbers)]))
+	}
+	for i, s := range r.secrets {
 		msg = strings.ReplaceAll(msg, s, "<redacted>")
+		msg = r.scrubbers[i].ReplaceAllLiteralString(msg, "<redacted>")
+		msg = cutSecretPrefix(msg, s)
 	}
 	return CutText(msg, MaxText)
 }

@@ -61,3 +61,38 @@ func TestWithClassKeepsOwnClass(t *testing.T) {
 		t.Error("WithClass(class, nil) != nil")
 	}
 }
+
+// TestResultTextEscapedAndSignalsBounded: every Result the engine hands on
+// has control characters in its texts escaped (newlines and tabs kept),
+// and no signal whose name is over MaxSignalName bytes or carries control
+// characters, and at most MaxSignals signals.
+func TestResultTextEscapedAndSignalsBounded(t *testing.T) {
+	hostile := "a\x1b[2J\x1b]0;t\x07\rb\u202ec\u009bd\ne\tf\xff"
+	sig := map[string]float64{"ok": 1, "cache_hit_ratio:" + strings.Repeat("n", 1_500_000): 0.5, "bad:\x1b[31m": 2}
+	for i := range MaxSignals + 10 {
+		sig[fmt.Sprintf("s%05d", i)] = 1
+	}
+	e := NewEngine(1)
+	defer e.Shutdown(0)
+	e.SetJobs([]*Job{{Name: "raw", Subjects: []string{""}, Timeout: 1e9, Prober: ProberFunc(func(_ context.Context, _ string) Result {
+		return Result{Outcome: OutcomeFailure, Class: ClassBadResponse, Error: hostile, Steps: []Step{{Name: "x", Detail: hostile, Error: hostile}}, Signals: sig}
+	})}})
+	res, err := e.Run(context.Background(), "raw", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `a\x1b[2J\x1b]0;t\x07\x0db\u202ec\u009bd` + "\ne\tf\ufffd"
+	for _, s := range []string{res.Error, res.Steps[0].Detail, res.Steps[0].Error} {
+		if s != want {
+			t.Errorf("text %q, want %q", s, want)
+		}
+	}
+	if len(res.Signals) != MaxSignals {
+		t.Errorf("%d signals kept", len(res.Signals))
+	}
+	for k := range res.Signals {
+		if len(k) > MaxSignalName || strings.ContainsAny(k, "\x1b\x07") {
+			t.Fatalf("signal %.40q kept", k)
+		}
+	}
+}

@@ -99,7 +99,7 @@ global: {homeserver_url: "http://127.0.0.1:1", external_url: "http://status.exam
 tenants: [{id: acme, bot: {user: bot-acme, password: x}}]
 probes: [{name: login, type: login}]
 alerting:
-  rules: [{name: LoginFailing, probe: login, failures: 1, severity: critical, labels: {team: matrix}, annotations: {runbook: "https://runbooks.example/login"}}]
+  rules: [{name: LoginFailing, probe: login, failures: 1, severity: critical, labels: {team: matrix}, annotations: {description: "the bot cannot log in"}}]
   notifiers: [{name: am, type: alertmanager, alertmanager: {urls: [%q], resend_interval: 1s}}]
 `, base))
 	httpc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
@@ -118,7 +118,10 @@ alerting:
 			t.Errorf("label %s = %q, want %q (labels %v)", k, got[0].Labels[k], v, got[0].Labels)
 		}
 	}
-	if got[0].Annotations["runbook"] == "" || got[0].Annotations["failure_class"] != "auth_failed" || got[0].GeneratorURL != "http://status.example/?tenant=acme" {
+	// The rule sets no runbook_url: Alertmanager gets the default one, for
+	// its own receivers' templates (.Annotations.runbook_url).
+	if got[0].Annotations["description"] == "" || got[0].Annotations["runbook_url"] != alerts.RunbookBase+"login-failing-or-slow" ||
+		got[0].Annotations["failure_class"] != "auth_failed" || got[0].GeneratorURL != "http://status.example/?tenant=acme" {
 		t.Errorf("annotations/generatorURL: %+v", got[0])
 	}
 	// Re-sent while firing: endsAt moves forward.

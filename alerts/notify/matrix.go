@@ -121,6 +121,12 @@ func MatrixContent(n alerts.Notification) *event.MessageEventContent {
 		plain.WriteString("Status page: " + n.StatusURL + "\n")
 		rich.WriteString(`<p><a href="` + html.EscapeString(n.StatusURL) + `">Status page</a></p>`)
 	}
+	// The configuration admits only http(s) runbook URLs; checked again so
+	// that no other scheme becomes a link in a client.
+	if u := n.Annotations[alerts.RunbookAnnotation]; strings.HasPrefix(u, "https://") || strings.HasPrefix(u, "http://") {
+		plain.WriteString("Runbook: " + u + "\n")
+		rich.WriteString(`<p><a href="` + html.EscapeString(u) + `">Runbook</a></p>`)
+	}
 	c := &event.MessageEventContent{MsgType: event.MsgNotice, Body: strings.TrimSpace(plain.String()),
 		Format: event.FormatHTML, FormattedBody: rich.String()}
 	if n.State == alerts.StateResolved && n.Ref != "" {

@@ -50,7 +50,8 @@ func TestMatrixRoomPostReadBack(t *testing.T) {
 	since := time.Now().Add(-5 * time.Minute)
 	note := alerts.Notification{ID: "x", Rule: "login_failing", Tenant: "acme", Probe: "login", Severity: "critical",
 		State: alerts.StateFiring, Since: since, FiredAt: since, Class: "auth_failed", Step: "login",
-		Annotations: map[string]string{"summary": "tenant acme: probe login failed 3 times in a row"}}
+		Annotations: map[string]string{"summary": "tenant acme: probe login failed 3 times in a row",
+			alerts.RunbookAnnotation: alerts.RunbookBase + "login-failing-or-slow"}}
 	ref, err := n.Notify(ctx, note)
 	if err != nil {
 		t.Fatal(err)
@@ -74,9 +75,10 @@ func TestMatrixRoomPostReadBack(t *testing.T) {
 			Type    string `json:"type"`
 			EventID string `json:"event_id"`
 			Content struct {
-				MsgType   string `json:"msgtype"`
-				Body      string `json:"body"`
-				RelatesTo struct {
+				MsgType       string `json:"msgtype"`
+				Body          string `json:"body"`
+				FormattedBody string `json:"formatted_body"`
+				RelatesTo     struct {
 					InReplyTo struct {
 						EventID string `json:"event_id"`
 					} `json:"m.in_reply_to"`
@@ -94,6 +96,10 @@ func TestMatrixRoomPostReadBack(t *testing.T) {
 			continue
 		}
 		bodies = append(bodies, e.Content.Body)
+		link := `<a href="` + alerts.RunbookBase + `login-failing-or-slow">Runbook</a>`
+		if !strings.Contains(e.Content.Body, "Runbook: "+alerts.RunbookBase+"login-failing-or-slow") || !strings.Contains(e.Content.FormattedBody, link) {
+			t.Errorf("message read back does not link the runbook: %q / %q", e.Content.Body, e.Content.FormattedBody)
+		}
 		if strings.Contains(e.Content.Body, "[RESOLVED]") {
 			resolvedReply = e.Content.RelatesTo.InReplyTo.EventID
 		}
@@ -111,6 +117,38 @@ func TestMatrixRoomPostReadBack(t *testing.T) {
 	for _, body := range bodies {
 		if strings.Contains(body, pw) {
 			t.Fatal("the password leaked into the room")
+		}
+	}
+}
+
+// TestMatrixRunbookLink: the runbook_url annotation becomes a "Runbook" link
+// in the HTML (attribute-escaped) and a line of the plain body; a URL of
+// another scheme is not linked, and no annotation means no link.
+func TestMatrixRunbookLink(t *testing.T) {
+	base := alerts.Notification{Rule: "r", Probe: "login", Severity: "warning", State: alerts.StateFiring,
+		Since: time.Unix(1700000000, 0)}
+	for _, c := range []struct {
+		url, body, html string
+	}{
+		{"https://wiki.example/run?a=1&b=\"x\"", "Runbook: https://wiki.example/run?a=1&b=\"x\"",
+			`<a href="https://wiki.example/run?a=1&amp;b=&#34;x&#34;">Runbook</a>`},
+		{"javascript:alert(1)", "", ""},
+		{"", "", ""},
+	} {
+		n := base
+		n.Annotations = map[string]string{"summary": "s"}
+		if c.url != "" {
+			n.Annotations[alerts.RunbookAnnotation] = c.url
+		}
+		got := notify.MatrixContent(n)
+		if c.body == "" {
+			if strings.Contains(got.Body, "Runbook") || strings.Contains(got.FormattedBody, "Runbook") || strings.Contains(got.FormattedBody, "javascript") {
+				t.Errorf("%q: linked: %q / %q", c.url, got.Body, got.FormattedBody)
+			}
+			continue
+		}
+		if !strings.Contains(got.Body, c.body) || !strings.Contains(got.FormattedBody, c.html) {
+			t.Errorf("%q: body %q, html %q; want %q and %q", c.url, got.Body, got.FormattedBody, c.body, c.html)
 		}
 	}
 }

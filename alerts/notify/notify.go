@@ -155,6 +155,9 @@ func (c *Console) Notify(_ context.Context, n alerts.Notification) (string, erro
 	if n.StatusURL != "" {
 		attrs = append(attrs, "status", n.StatusURL)
 	}
+	if u := n.Annotations[alerts.RunbookAnnotation]; u != "" {
+		attrs = append(attrs, "runbook", u)
+	}
 	if n.State == alerts.StateResolved {
 		c.logger.Info("ALERT RESOLVED", attrs...)
 	} else {

@@ -58,7 +58,13 @@ func (s *Slack) Name() string { return s.name }
 // "<channel> <ts>".
 func (s *Slack) Notify(ctx context.Context, n alerts.Notification) (string, error) {
 	blocks := SlackBlocks(n)
-	text := title(n) + ": " + n.Annotations["summary"]
+	// The fallback text is mrkdwn too (notifications, clients without
+	// blocks): escaped like the blocks, so a tenant id or summary cannot
+	// write <!channel> or a link.
+	text := escape(title(n) + ": " + n.Annotations["summary"])
+	if u := slackURL(n.Annotations[alerts.RunbookAnnotation]); u != "" {
+		text += " <" + u + "|Runbook>"
+	}
 	if s.api == nil {
 		msg := &slack.WebhookMessage{Text: text, Blocks: &slack.Blocks{BlockSet: blocks}}
 		err := slack.PostWebhookCustomHTTPContext(ctx, s.hook, s.opts.HTTP, msg)
@@ -105,11 +111,28 @@ func SlackBlocks(n alerts.Notification) []slack.Block {
 		slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, escape(n.Annotations["summary"]), false, false), nil, nil),
 		slack.NewSectionBlock(nil, fields, nil),
 	}
+	var links []slack.MixedElement
 	if n.StatusURL != "" {
-		blocks = append(blocks, slack.NewContextBlock("", slack.NewTextBlockObject(slack.MarkdownType,
-			fmt.Sprintf("<%s|Status page>", n.StatusURL), false, false)))
+		links = append(links, slack.NewTextBlockObject(slack.MarkdownType, fmt.Sprintf("<%s|Status page>", n.StatusURL), false, false))
+	}
+	if u := slackURL(n.Annotations[alerts.RunbookAnnotation]); u != "" {
+		links = append(links, slack.NewTextBlockObject(slack.MarkdownType, fmt.Sprintf("<%s|Runbook>", u), false, false))
+	}
+	if len(links) > 0 {
+		blocks = append(blocks, slack.NewContextBlock("", links...))
 	}
 	return blocks
+}
+
+// slackURL makes u safe inside a mrkdwn link <u|label>: the configuration
+// admits only http(s) URLs, but '|' would end the URL early and '<', '>'
+// the link, so they are escaped as Slack asks (&, <, > as entities) and '|'
+// percent-encoded. Anything but an http(s) URL gives "" (no link).
+func slackURL(u string) string {
+	if !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
+		return ""
+	}
+	return escape(strings.ReplaceAll(u, "|", "%7C"))
 }
 
 func escape(s string) string {

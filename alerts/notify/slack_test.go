@@ -2,14 +2,18 @@ package notify_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
+	promcfg "github.com/prometheus/common/config"
 	"go.uber.org/goleak"
 
 	"github.com/mxprobe/mxprobe/alerts"
+	"github.com/mxprobe/mxprobe/alerts/notify"
 	"github.com/mxprobe/mxprobe/internal/config"
 	"github.com/mxprobe/mxprobe/internal/testenv"
 	"github.com/mxprobe/mxprobe/probes"
@@ -113,7 +117,12 @@ func TestSlackLoginBreaksAndHeals(t *testing.T) {
 					t.Errorf("firing message lacks %q: %+v", want, first)
 				}
 			}
-			for _, want := range []string{"Failing step", "auth_failed", "http://status.example/?tenant=acme"} {
+			// The rule sets no runbook_url: the login section is linked.
+			runbook := "<" + alerts.RunbookBase + "login-failing-or-slow|Runbook>"
+			if !contains(first.Text, runbook) {
+				t.Errorf("firing text lacks the runbook link %q: %q", runbook, first.Text)
+			}
+			for _, want := range []string{"Failing step", "auth_failed", "http://status.example/?tenant=acme", jsonString(runbook)} {
 				if !contains(first.Blocks, want) {
 					t.Errorf("firing blocks lack %q: %s", want, first.Blocks)
 				}
@@ -157,3 +166,110 @@ func TestSlackLoginBreaksAndHeals(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return len(sub) > 0 && stringsContains(s, sub) }
+
+// TestSlackTextEscaped: a tenant id and a summary carrying Slack control
+// sequences (<!channel>, <!here>, a link) reach neither the fallback text
+// nor the blocks unescaped, by webhook or by the Web API.
+func TestSlackTextEscaped(t *testing.T) {
+	f := newFakeSlack(t)
+	httpc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	t.Cleanup(httpc.CloseIdleConnections)
+	n := alerts.Notification{ID: "x", Rule: "LoginFailing", Tenant: "ops<!channel>", Probe: "login", Severity: "critical",
+		State: alerts.StateFiring, Since: time.Unix(1700000000, 0), FiredAt: time.Unix(1700000060, 0),
+		Annotations: map[string]string{"summary": "down <!here> <https://evil.example|click>"}}
+	for _, c := range []*config.SlackNotifier{
+		{WebhookURL: promcfg.Secret(f.webhookURL())},
+		{Token: "xoxb-test-token", Channel: "#ops", APIURL: f.apiURL()},
+	} {
+		s, err := notify.NewSlack("slack", c, notify.Options{HTTP: httpc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err = s.Notify(ctx, n)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs := f.messages()
+	if len(msgs) != 2 {
+		t.Fatalf("%d messages", len(msgs))
+	}
+	for _, m := range msgs {
+		if !strings.Contains(m.Text, "ops&lt;!channel&gt;") {
+			t.Errorf("%s: text %q does not carry the escaped tenant", m.Method, m.Text)
+		}
+		for _, bad := range []string{"<!channel>", "<!here>", "<https://evil"} {
+			if strings.Contains(m.Text, bad) || strings.Contains(m.Blocks, bad) {
+				t.Errorf("%s: %q unescaped in text %q / blocks %s", m.Method, bad, m.Text, m.Blocks)
+			}
+		}
+	}
+}
+
+// TestSlackLinksRunbook: a runbook_url annotation is a "Runbook" link in the
+// fallback text and in the blocks, by webhook and by the Web API, with '|',
+// '<', '>' and '&' in the URL unable to end the link early; without the
+// annotation, or with a URL that is not http(s), there is no link.
+func TestSlackLinksRunbook(t *testing.T) {
+	f := newFakeSlack(t)
+	httpc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	t.Cleanup(httpc.CloseIdleConnections)
+	base := alerts.Notification{ID: "x", Rule: "login_failing", Tenant: "acme", Probe: "login", Severity: "critical",
+		State: alerts.StateFiring, Since: time.Unix(1700000000, 0), FiredAt: time.Unix(1700000060, 0)}
+	cases := []struct{ url, link string }{
+		{alerts.RunbookBase + "login-failing-or-slow", "<" + alerts.RunbookBase + "login-failing-or-slow|Runbook>"},
+		{"https://wiki.example/run?a=1&b=2|x><!channel>", "<https://wiki.example/run?a=1&amp;b=2%7Cx&gt;&lt;!channel&gt;|Runbook>"},
+		{"javascript:alert(1)", ""},
+		{"", ""},
+	}
+	notifiers := []*config.SlackNotifier{
+		{WebhookURL: promcfg.Secret(f.webhookURL())},
+		{Token: "xoxb-test-token", Channel: "#ops", APIURL: f.apiURL()},
+	}
+	for _, c := range cases {
+		n := base
+		n.Annotations = map[string]string{"summary": "tenant acme: probe login failed"}
+		if c.url != "" {
+			n.Annotations[alerts.RunbookAnnotation] = c.url
+		}
+		for _, nc := range notifiers {
+			s, err := notify.NewSlack("slack", nc, notify.Options{HTTP: httpc})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err = s.Notify(ctx, n)
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	msgs := f.messages()
+	if len(msgs) != len(cases)*len(notifiers) {
+		t.Fatalf("%d messages, want %d", len(msgs), len(cases)*len(notifiers))
+	}
+	for i, m := range msgs {
+		c := cases[i/len(notifiers)]
+		if c.link == "" {
+			if strings.Contains(m.Text+m.Blocks, "Runbook") || strings.Contains(m.Text+m.Blocks, "javascript") {
+				t.Errorf("%s, runbook_url %q: linked anyway: text %q, blocks %s", m.Method, c.url, m.Text, m.Blocks)
+			}
+			continue
+		}
+		if !strings.HasSuffix(m.Text, " "+c.link) {
+			t.Errorf("%s, runbook_url %q: text %q does not end with %q", m.Method, c.url, m.Text, c.link)
+		}
+		// The blocks arrive as JSON: compare with the link as JSON encodes it.
+		if !strings.Contains(m.Blocks, jsonString(c.link)) {
+			t.Errorf("%s, runbook_url %q: blocks lack %s: %s", m.Method, c.url, jsonString(c.link), m.Blocks)
+		}
+	}
+}
+
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return strings.Trim(string(b), `"`)
+}

@@ -39,7 +39,8 @@ func addAlerting(e *env) error {
 		"evaluation_interval": "5s",
 		"rules": []map[string]any{{
 			"name": "login_failing", "probe": "login", "failures": 1, "successes": 2, "severity": "critical",
-			"annotations": map[string]string{"runbook": "check the bot's password in the tenant config"},
+			// No runbook_url: mxprobe links the runbook's login section.
+			"annotations": map[string]string{"description": "check the bot's password in the tenant config"},
 		}},
 		"notifiers": notifiers,
 	}

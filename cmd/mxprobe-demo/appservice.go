@@ -6,7 +6,7 @@ import (
 	"github.com/mxprobe/mxprobe/internal/testenv"
 )
 
-// The application-service bot in the demo: Dendrite starts with an
+// The application-service bot in the demo: the homeserver starts with an
 // application-service registration (as OpenMeet's bot uses one), and tenant
 // "asdemo" acts through its as_token as a user of its namespace, with
 // identity assertion; its login, round trip and room_message probes run like
@@ -18,7 +18,7 @@ const (
 	demoASBot   = "openmeet-asbot-asdemo"
 )
 
-// demoAppServices are the application services the demo's Dendrite loads.
+// demoAppServices are the application services the demo's homeserver loads.
 func demoAppServices() []testenv.AppService {
 	return []testenv.AppService{{
 		ID: demoASID, ASToken: demoASToken, HSToken: "demo-hs-token", SenderLocalpart: demoASID,
@@ -27,7 +27,7 @@ func demoAppServices() []testenv.AppService {
 }
 
 func addAppService(e *env) error {
-	if _, err := e.dendrite.RegisterAppServiceUser(e.ctx, demoASToken, demoASBot); err != nil {
+	if _, err := e.hs.RegisterAppServiceUser(e.ctx, demoASToken, demoASBot); err != nil {
 		return fmt.Errorf("registering the application service's bot: %w", err)
 	}
 	e.tenants = append(e.tenants, map[string]any{
@@ -36,7 +36,7 @@ func addAppService(e *env) error {
 	})
 	e.probes = append(e.probes, map[string]any{
 		"name": "homeserver_versions_http", "type": "http", "schedule": "@every 30s",
-		"http": map[string]any{"url": e.dendrite.URL + "/_matrix/client/versions", "body_regex": `"versions"`},
+		"http": map[string]any{"url": e.hs.URL + "/_matrix/client/versions", "body_regex": `"versions"`},
 	})
 	return nil
 }

@@ -1,5 +1,6 @@
-// Command mxprobe-demo is `make demo`: it starts a local Dendrite (and the
-// other local stand-ins the capabilities add), creates demo tenants, writes a
+// Command mxprobe-demo is `make demo`: it starts a local Synapse (Dendrite
+// where Synapse cannot run: no root or no Synapse root file system), the
+// other local stand-ins the capabilities add, creates demo tenants, writes a
 // config that switches on every probe that can run locally, and runs
 // `mxprobe serve` against it until Ctrl-C, then cleans up.
 package main
@@ -23,9 +24,13 @@ import (
 
 // env is what the demo builds up before starting mxprobe.
 type env struct {
-	ctx      context.Context
-	dir      string
-	dendrite *testenv.Dendrite
+	ctx context.Context
+	dir string
+	// hs is the demo homeserver's client side (users, rooms): Synapse's,
+	// or Dendrite's where Synapse cannot run.
+	hs        *testenv.Homeserver
+	synapseHS *testenv.Synapse
+	dendrite  *testenv.Dendrite
 	// config is the mxprobe configuration, as YAML-ready maps.
 	config  map[string]any
 	tenants []map[string]any
@@ -81,19 +86,13 @@ func run(listen, bin string, keep bool) error {
 		}
 	}()
 
-	fmt.Println("starting a local Dendrite homeserver ...")
-	sctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-	e.dendrite, err = testenv.StartDendrite(sctx, testenv.DendriteOptions{Dir: filepath.Join(dir, "dendrite"), AppServices: demoAppServices()})
-	cancel()
-	if err != nil {
+	if err := e.startHomeserver(); err != nil {
 		return err
 	}
-	e.cleanup = append(e.cleanup, e.dendrite.Stop)
-	fmt.Println("Dendrite is up at", e.dendrite.URL)
 
 	e.config["global"] = map[string]any{
-		"homeserver_url": e.dendrite.URL,
-		"server_name":    e.dendrite.ServerName,
+		"homeserver_url": e.hs.URL,
+		"server_name":    e.hs.ServerName,
 		"data_dir":       filepath.Join(dir, "data"),
 		"external_url":   "http://" + listen,
 	}
@@ -156,13 +155,41 @@ func run(listen, bin string, keep bool) error {
 	return nil
 }
 
-// addPasswordTenant registers a tenant bot on the local Dendrite and adds the
+// startHomeserver starts Synapse, or Dendrite with one line saying why
+// Synapse cannot run here.
+func (e *env) startHomeserver() error {
+	sctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
+	defer cancel()
+	why := testenv.SynapseAvailable()
+	if why == "" {
+		fmt.Println("starting a local Synapse homeserver (Debian's matrix-synapse, .tools/synapse-root) ...")
+		s, err := testenv.StartSynapse(sctx, testenv.SynapseOptions{AppServices: demoAppServices()})
+		if err != nil {
+			return err
+		}
+		e.cleanup = append(e.cleanup, s.Stop)
+		e.synapseHS, e.hs = s, &s.Homeserver
+		fmt.Printf("Synapse %s is up at %s (metrics %s)\n", s.Version, s.URL, s.MetricsURL)
+		return nil
+	}
+	fmt.Printf("Synapse cannot run here (%s); falling back to Dendrite %s\n", why, testenv.DendriteVersion)
+	d, err := testenv.StartDendrite(sctx, testenv.DendriteOptions{Dir: filepath.Join(e.dir, "dendrite"), AppServices: demoAppServices()})
+	if err != nil {
+		return err
+	}
+	e.cleanup = append(e.cleanup, d.Stop)
+	e.dendrite, e.hs = d, &d.Homeserver
+	fmt.Println("Dendrite is up at", d.URL)
+	return nil
+}
+
+// addPasswordTenant registers a tenant bot on the local homeserver and adds the
 // tenant to the config. A non-empty wrongPassword is put in the config
 // instead of the real one (a tenant whose login is meant to fail).
 func (e *env) addPasswordTenant(id, name, wrongPassword string) error {
 	user := "openmeet-bot-" + id
 	password := "demo-" + id + "-password"
-	if _, err := e.dendrite.Register(e.ctx, user, password, false); err != nil {
+	if _, err := e.hs.Register(e.ctx, user, password, false); err != nil {
 		return fmt.Errorf("registering %s: %w", user, err)
 	}
 	if wrongPassword != "" {

@@ -16,11 +16,11 @@ import (
 // cannot log in.
 func addRoundtrip(e *env) error {
 	const ownerUser, ownerPassword = "mxprobe-room-owner", "demo-owner-password"
-	token, err := e.dendrite.Register(e.ctx, ownerUser, ownerPassword, false)
+	token, err := e.hs.Register(e.ctx, ownerUser, ownerPassword, false)
 	if err != nil {
 		return fmt.Errorf("registering the room owner: %w", err)
 	}
-	b, err := e.dendrite.Do(e.ctx, "POST", "/_matrix/client/v3/createRoom", token,
+	b, err := e.hs.Do(e.ctx, "POST", "/_matrix/client/v3/createRoom", token,
 		[]byte(`{"preset":"public_chat","name":"mxprobe demo room","topic":"room_message probe target"}`))
 	if err != nil {
 		return fmt.Errorf("creating the demo room: %w", err)
@@ -33,7 +33,9 @@ func addRoundtrip(e *env) error {
 	}
 	var ids []string
 	for _, t := range e.tenants {
-		t["room_id"] = created.RoomID
+		if _, own := t["room_id"]; !own { // a tenant on another homeserver brings its own room
+			t["room_id"] = created.RoomID
+		}
 		id, _ := t["id"].(string)
 		if id == "gamma" {
 			continue
@@ -43,7 +45,7 @@ func addRoundtrip(e *env) error {
 			continue
 		}
 		peer := "mxprobe-peer-" + id
-		peerToken, err := e.dendrite.Register(e.ctx, peer, "demo-peer-password-"+id, false)
+		peerToken, err := e.hs.Register(e.ctx, peer, "demo-peer-password-"+id, false)
 		if err != nil {
 			return fmt.Errorf("registering the round-trip peer of %s: %w", id, err)
 		}

@@ -8,8 +8,9 @@ import (
 	"github.com/mxprobe/mxprobe/internal/testenv/synapsereplay"
 )
 
-// The synapse_metrics probe in the demo: the local Dendrite's real /metrics
-// (basic auth; the live HTTP path and process signals), and a worker-shaped
+// The synapse_metrics probe in the demo: the local Synapse's real metrics
+// page (Dendrite's /metrics with basic auth where the demo falls back to
+// it), and a worker-shaped
 // Synapse replay (main, two generic workers, an event persister and a
 // federation sender, each its own metrics listener serving pages cut from
 // the Synapse reference pages) to show the deployment-wide and per-process
@@ -32,13 +33,7 @@ func addSynapse(e *env) error {
 		names = append(names, w.Spec.Name)
 	}
 	e.probes = append(e.probes,
-		map[string]any{"name": "dendrite_metrics", "type": "synapse_metrics", "schedule": "@every 15s",
-			"synapse": map[string]any{
-				"url": e.dendrite.URL + "/metrics",
-				"basic_auth": map[string]any{
-					"username": testenv.MetricsUser, "password": testenv.MetricsPassword,
-				},
-			}},
+		e.homeserverMetricsProbe(),
 		map[string]any{"name": "synapse_replay", "type": "synapse_metrics", "schedule": "@every 20s",
 			"synapse": map[string]any{"targets": targets}},
 	)
@@ -59,4 +54,19 @@ func demoSynapseWorkers(e *env) ([]*synapsereplay.WorkerServer, error) {
 	e.cleanup = append(e.cleanup, func() { synapsereplay.CloseWorkers(ws) })
 	e.synapse = ws
 	return ws, nil
+}
+
+// homeserverMetricsProbe scrapes the demo homeserver's own metrics page.
+func (e *env) homeserverMetricsProbe() map[string]any {
+	if s := e.synapseHS; s != nil {
+		return map[string]any{"name": "synapse", "type": "synapse_metrics", "schedule": "@every 15s",
+			"synapse": map[string]any{"url": s.MetricsURL}}
+	}
+	return map[string]any{"name": "dendrite_metrics", "type": "synapse_metrics", "schedule": "@every 15s",
+		"synapse": map[string]any{
+			"url": e.dendrite.URL + "/metrics",
+			"basic_auth": map[string]any{
+				"username": testenv.MetricsUser, "password": testenv.MetricsPassword,
+			},
+		}}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/common/promslog"
@@ -21,6 +22,11 @@ import (
 
 // DefaultListenAddress is mxprobe's default port.
 const DefaultListenAddress = ":9787"
+
+// defaultReloadTimeout is --config.reload-timeout's default: a
+// configuration takes well under a second to read and assemble; this bounds
+// a secret file on a hung mount and the like.
+const defaultReloadTimeout = 30 * time.Second
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -42,6 +48,8 @@ func osSystem() system { return system{isTerminal: isCharDevice, hostname: osHos
 type cli struct {
 	configFile string
 	logConfig  *promslog.Config
+	// reloadTimeout bounds reading and assembling a configuration.
+	reloadTimeout time.Duration
 
 	// serve
 	webFlags *web.FlagConfig
@@ -58,6 +66,9 @@ type cli struct {
 
 	// check-config
 	strict bool
+
+	// healthcheck
+	health healthcheckFlags
 
 	// serve: sharding (--shard.index, --shard.count) and the shard they
 	// resolve to (0 of 1, everything, unless serve says otherwise).
@@ -122,6 +133,8 @@ func runWith(args []string, stdout, stderr io.Writer, sys system) (code int) {
 	serveCmd := app.Command("serve", "Run the daemon: scheduled probes, /metrics, API, status page, alerts.").Default()
 	c.webFlags = kingpinflag.AddFlags(serveCmd, DefaultListenAddress)
 	addHardeningFlags(serveCmd, c)
+	serveCmd.Flag("config.reload-timeout", "Longest time to read and assemble a configuration (at start, SIGHUP, /-/reload); a slower one is not applied.").
+		Default(defaultReloadTimeout.String()).DurationVar(&c.reloadTimeout)
 	addShardFlags(serveCmd, c)
 
 	runCmd := app.Command("run", "Run one probe now, without the daemon, and print its result.")
@@ -135,6 +148,18 @@ func runWith(args []string, stdout, stderr io.Writer, sys system) (code int) {
 
 	checkCmd := app.Command("check-config", "Check the configuration (file and TENANTS_B64) and exit.")
 	checkCmd.Flag("strict", "Fail when the schedules would exceed the homeserver's rate limits (synapse_limits).").BoolVar(&c.strict)
+	healthCmd := app.Command("healthcheck", "Ask a running daemon's /-/healthy (with the TLS and basic auth of its web config); exit 0 when it answers 200, 1 otherwise. For container healthchecks.")
+	healthCmd.Flag("url", "URL to ask; default /-/healthy at --web.listen-address, over HTTPS when the web config has TLS.").StringVar(&c.health.url)
+	healthCmd.Flag("web.listen-address", "The daemon's listen address (as given to serve); a wildcard host means this host.").
+		Default(DefaultListenAddress).StringVar(&c.health.listen)
+	healthCmd.Flag("web.config.file", "The daemon's web config file (as given to serve): its TLS certificate is trusted, its basic auth answered.").
+		Default("").StringVar(&c.health.webConfig)
+	healthCmd.Flag("basic-auth.username", "User to send when the web config requires basic auth.").
+		Envar("MXPROBE_HEALTHCHECK_USERNAME").StringVar(&c.health.username)
+	healthCmd.Flag("basic-auth.password-file", "File holding that user's password.").
+		Envar("MXPROBE_HEALTHCHECK_PASSWORD_FILE").StringVar(&c.health.passwordFile)
+	healthCmd.Flag("timeout", "Give up after this long (the answer counts as unhealthy).").
+		Default(healthcheckDefaultTimeout.String()).DurationVar(&c.health.timeout)
 	versionCmd := app.Command("version", "Print the version.")
 
 	cmd, err := app.Parse(args)
@@ -155,6 +180,8 @@ func runWith(args []string, stdout, stderr io.Writer, sys system) (code int) {
 		return runOnce(c, logger, stdout, stderr)
 	case checkCmd.FullCommand():
 		return checkConfig(c, stdout, stderr)
+	case healthCmd.FullCommand():
+		return healthcheck(c.health, stdout, stderr)
 	case versionCmd.FullCommand():
 		fmt.Fprintln(stdout, version.Print("mxprobe"))
 		return 0

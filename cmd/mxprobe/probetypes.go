@@ -1,6 +1,10 @@
 package main
 
 import (
+	"fmt"
+	"net/url"
+	"slices"
+
 	"gopkg.in/yaml.v3"
 
 	"github.com/mxprobe/mxprobe/exporters/metrics"
@@ -51,9 +55,17 @@ func fromType(t probetype.Type) probeType {
 	}
 	if t.TargetField != "" {
 		pt.prepareRun = func(c *cli, _ *env, _ *config.Config, p *config.Probe) error {
-			if c.runTarget != "" {
-				p.SetSettingsNode(t.SettingsKey, withField(p.SettingsNode(t.SettingsKey), t.TargetField, c.runTarget))
+			if c.runTarget == "" {
+				return nil
 			}
+			n := p.SettingsNode(t.SettingsKey)
+			if len(t.Credentials) > 0 {
+				var err error
+				if n, err = dropCredentials(n, t.TargetField, c.runTarget, t.Credentials); err != nil {
+					return fmt.Errorf("probe %q: %s: %w", p.Name, t.SettingsKey, err)
+				}
+			}
+			p.SetSettingsNode(t.SettingsKey, withField(n, t.TargetField, c.runTarget))
 			return nil
 		}
 	}
@@ -82,6 +94,40 @@ func probeTypes() map[string]probeType {
 		httpcheck.TypeHTTP:        fromType(httpcheck.Type()),
 		config.TypeSynapseMetrics: {build: buildSynapse, prepareRun: prepareRunSynapse, metrics: synapseMetrics},
 	}
+}
+
+// dropCredentials returns the settings n without the credential fields when
+// target is not on the origin of the configured target field (a configured
+// bearer token or API key is meant for its own host only); n itself
+// otherwise. Merge keys are expanded in the copy.
+func dropCredentials(n *yaml.Node, field, target string, creds []string) (*yaml.Node, error) {
+	entries, err := probetype.Entries(n)
+	if err != nil || entries == nil {
+		return n, err
+	}
+	configured := ""
+	for _, e := range entries {
+		if e[0].Value == field {
+			configured = probetype.Resolve(e[1]).Value
+		}
+	}
+	if sameOrigin(configured, target) {
+		return n, nil
+	}
+	out := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: n.Line, Column: n.Column}
+	for _, e := range entries {
+		if !slices.Contains(creds, e[0].Value) {
+			out.Content = append(out.Content, e[0], e[1])
+		}
+	}
+	return out, nil
+}
+
+// sameOrigin: the URLs a and b have the same scheme, host and port.
+func sameOrigin(a, b string) bool {
+	ua, err1 := url.Parse(a)
+	ub, err2 := url.Parse(b)
+	return a != "" && err1 == nil && err2 == nil && ua.Host != "" && httpcheck.SameOrigin(ua, ub)
 }
 
 // withField returns a copy of the mapping node n (nil: an empty one) with

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -226,5 +228,67 @@ func TestTargetKeepsOtherSettings(t *testing.T) {
 	}
 	if base := doc.Content[0].Content[1]; len(base.Content) != 4 || base.Content[1].Value != "http://old" {
 		t.Errorf("the anchored mapping changed: %v", base.Content)
+	}
+}
+
+// TestTargetDropsCredentialsForAnotherOrigin: `mxprobe run http --target`
+// and `run synapse_metrics --target` send the configured headers and tokens
+// only when the target keeps the configured origin; a target on another
+// port gets none of them.
+func TestTargetDropsCredentialsForAnotherOrigin(t *testing.T) {
+	type hit struct{ server, key, auth string }
+	var (
+		mu   sync.Mutex
+		hits []hit
+	)
+	server := func(name string) *httptest.Server {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			hits = append(hits, hit{name, r.Header.Get("X-Api-Key"), r.Header.Get("Authorization")})
+			mu.Unlock()
+		}))
+		t.Cleanup(s.Close)
+		return s
+	}
+	configured, other := server("configured"), server("other")
+	cfg := writeFile(t, "mx.yml", fmt.Sprintf(`probes:
+  - name: health
+    type: http
+    http:
+      <<: {headers: {X-Api-Key: key-SECRET-5678}}
+      url: %[1]s/health
+      bearer_token: tok-SECRET-1234
+  - name: metrics
+    type: synapse_metrics
+    synapse: {url: %[1]s/_synapse/metrics, bearer_token: tok-SECRET-1234}
+`, configured.URL))
+	for _, c := range []struct {
+		probe, target string
+		creds         bool
+	}{
+		{"health", other.URL + "/health", false},
+		{"health", configured.URL + "/elsewhere", true},
+		{"metrics", other.URL + "/_synapse/metrics", false},
+		{"metrics", configured.URL + "/_synapse/metrics", true},
+	} {
+		mu.Lock()
+		hits = nil
+		mu.Unlock()
+		runCLI(t, "run", c.probe, "--config.file", cfg, "--target", c.target, "--window", "1ms")
+		mu.Lock()
+		seen := hits
+		mu.Unlock()
+		if len(seen) == 0 {
+			t.Fatalf("%s --target %s: no request", c.probe, c.target)
+		}
+		for _, h := range seen {
+			if want := map[bool]string{true: "configured", false: "other"}[c.creds]; h.server != want {
+				t.Errorf("%s --target %s: request to %s", c.probe, c.target, h.server)
+			}
+			got := h.auth != "" || h.key != ""
+			if got != c.creds || (c.creds && h.auth != "Bearer tok-SECRET-1234") || (c.creds && c.probe == "health" && h.key != "key-SECRET-5678") {
+				t.Errorf("%s --target %s: X-Api-Key %q, Authorization %q (credentials expected: %v)", c.probe, c.target, h.key, h.auth, c.creds)
+			}
+		}
 	}
 }

@@ -38,7 +38,7 @@ type restartHomeserver struct {
 // limitedDendrite is the Dendrite harness behind the Synapse-faithful
 // limiter (Synapse's default limits), at one stable URL.
 func limitedDendrite(t *testing.T) restartHomeserver {
-	d := testenv.SharedDendrite(t)
+	d := &testenv.SharedDendrite(t).Homeserver
 	relaxed := synlimit.Defaults()
 	relaxed.LoginAddress = synlimit.Settings{PerSecond: 100, Burst: 1000}
 	relaxed.LoginAccount = synlimit.Settings{PerSecond: 100, Burst: 1000}

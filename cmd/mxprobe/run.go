@@ -197,8 +197,13 @@ func displayTenant(t string) string {
 	if t == "" {
 		return "(deployment)"
 	}
-	return t
+	return term(t)
 }
+
+// term makes remote text safe for a terminal, one line: control
+// characters (ESC sequences, BEL, CR, newlines, tabs that would shift the
+// table) are written as visible escapes.
+func term(s string) string { return probes.EscapeControls(s, false) }
 
 func verdict(r probes.Result) string {
 	switch r.Outcome {
@@ -215,7 +220,7 @@ func verdict(r probes.Result) string {
 func summaryLine(r probes.Result) string {
 	s := fmt.Sprintf("%-20s %-12s %-8s %s", displayTenant(r.Tenant), r.Probe, fmtDur(r.Duration), verdict(r))
 	if !r.OK() || r.Outcome == probes.OutcomeWarning {
-		s += fmt.Sprintf(" at %s: %s", r.FailedStep, r.Error) // a skipped run says why
+		s += fmt.Sprintf(" at %s: %s", term(r.FailedStep), term(r.Error)) // a skipped run says why
 	}
 	return s
 }
@@ -224,7 +229,7 @@ func printTable(w io.Writer, results []probes.Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TENANT\tPROBE\tRESULT\tDURATION\tFAILED STEP")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", displayTenant(r.Tenant), r.Probe, verdict(r), fmtDur(r.Duration), r.FailedStep)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", displayTenant(r.Tenant), r.Probe, verdict(r), fmtDur(r.Duration), term(r.FailedStep))
 	}
 	_ = tw.Flush()
 }
@@ -232,11 +237,11 @@ func printTable(w io.Writer, results []probes.Result) {
 func printResult(w io.Writer, r probes.Result) {
 	fmt.Fprintf(w, "probe %s  tenant %s  %s  in %s", r.Probe, displayTenant(r.Tenant), verdict(r), fmtDur(r.Duration))
 	if r.Method != "" {
-		fmt.Fprintf(w, "  (login method %s)", r.Method)
+		fmt.Fprintf(w, "  (login method %s)", term(r.Method))
 	}
 	fmt.Fprintln(w)
 	if r.Error != "" {
-		fmt.Fprintf(w, "  failed at %s: %s\n", r.FailedStep, r.Error)
+		fmt.Fprintf(w, "  failed at %s: %s\n", term(r.FailedStep), term(r.Error))
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  STEP\tSTATUS\tHTTP\tTIME\tDETAIL")
@@ -253,7 +258,7 @@ func printResult(w io.Writer, r probes.Result) {
 		if s.Error != "" {
 			detail = strings.TrimSpace(s.Error + " " + detail)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", s.Name, st, code, fmtDur(s.Duration), detail)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", term(s.Name), st, code, fmtDur(s.Duration), term(detail))
 	}
 	_ = tw.Flush()
 	if len(r.Signals) > 0 {
@@ -264,7 +269,7 @@ func printResult(w io.Writer, r probes.Result) {
 		sort.Strings(names)
 		fmt.Fprintln(w, "  signals:")
 		for _, k := range names {
-			fmt.Fprintf(w, "    %s = %g\n", k, r.Signals[k])
+			fmt.Fprintf(w, "    %s = %g\n", term(k), r.Signals[k])
 		}
 	}
 }

@@ -37,7 +37,9 @@ type daemon struct {
 	skipped *skippedTenants
 	ready   atomic.Bool
 
-	reloadMu sync.Mutex // serialises reload, commit and shutdown
+	loadMu   sync.Mutex // serialises loads (reading and assembling a configuration)
+	reloadMu sync.Mutex // serialises commit and shutdown
+	closing  bool       // set by shutdown under reloadMu: no commit after it
 	cfg      atomic.Pointer[config.Config]
 	webSet   atomic.Pointer[web.Settings]
 	sched    *probes.Scheduler
@@ -95,12 +97,62 @@ func newDaemon(c *cli, logger *slog.Logger) (*daemon, error) {
 // config returns the configuration in force.
 func (d *daemon) config() *config.Config { return d.cfg.Load() }
 
-// reload reads the configuration, assembles it and commits it; a
-// configuration that cannot be read or assembled changes nothing and is
-// reported (log, mxprobe_config_last_reload_successful 0).
+// reload reads the configuration, assembles it and commits it, giving up
+// after --config.reload-timeout; a configuration that cannot be read or
+// assembled in time changes nothing and is reported (log,
+// mxprobe_config_last_reload_successful 0). The work runs in a goroutine of
+// its own: a load that never ends (a secret file on a hung mount) leaves the
+// caller, the main loop and shutdown free, and its result is dropped
+// whenever it comes.
 func (d *daemon) reload() error {
-	d.reloadMu.Lock()
-	defer d.reloadMu.Unlock()
+	timeout := d.cli.reloadTimeout
+	if timeout <= 0 {
+		timeout = defaultReloadTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go d.load(ctx, done)
+	select {
+	case err := <-done:
+		if err != errReloadDropped || ctx.Err() == nil {
+			return err
+		}
+	case <-ctx.Done():
+		// load decides to apply or drop under reloadMu and reports while
+		// holding it: with the lock, either its answer is there, or it has
+		// not decided yet and will drop (ctx is over).
+		d.reloadMu.Lock()
+		select {
+		case err := <-done:
+			d.reloadMu.Unlock()
+			if err != errReloadDropped {
+				return err
+			}
+		default:
+			d.reloadMu.Unlock()
+		}
+	}
+	err := fmt.Errorf("reading and assembling the configuration took longer than %s (--config.reload-timeout)", timeout)
+	d.metrics.SetReload(false)
+	d.logger.Error("configuration not loaded; the previous one stays in force", "file", d.cli.configFile, "err", err)
+	return err
+}
+
+// errReloadDropped: a load finished after its reload gave up, or during
+// shutdown; nothing was applied.
+const errReloadDropped = constError("the reload was given up; nothing applied")
+
+// load is reload's work; it sends its answer to done. loadMu serialises
+// loads; reloadMu is held only to decide and commit, so shutdown never
+// waits on a load.
+func (d *daemon) load(ctx context.Context, done chan<- error) {
+	d.loadMu.Lock()
+	defer d.loadMu.Unlock()
+	if ctx.Err() != nil {
+		done <- errReloadDropped
+		return
+	}
 	cfg, err := config.Load(d.cli.configFile, os.Getenv, d.env.kinds()...)
 	var rt *runtime
 	unchanged := err == nil && d.unchanged(cfg)
@@ -108,6 +160,19 @@ func (d *daemon) reload() error {
 		d.stores.openState(cfg, d.logger)
 		rt, err = assemble(cfg, d.env, d.stores)
 	}
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	if ctx.Err() != nil || d.closing {
+		d.logger.Debug("a configuration load finished after its reload gave up; dropped", "file", d.cli.configFile)
+		done <- errReloadDropped
+		return
+	}
+	done <- d.apply(cfg, rt, unchanged, err)
+}
+
+// apply reports a load's outcome and commits its runtime. The caller
+// holds reloadMu.
+func (d *daemon) apply(cfg *config.Config, rt *runtime, unchanged bool, err error) error {
 	d.metrics.SetReload(err == nil)
 	if err != nil {
 		d.logger.Error("configuration not loaded; the previous one stays in force", "file", d.cli.configFile, "err", err)
@@ -174,6 +239,9 @@ func serve(c *cli, logger *slog.Logger) int {
 		return 1
 	}
 	d.ready.Store(true)
+	if c.webFlags != nil && c.webFlags.WebListenAddresses != nil {
+		warnOpenAPI(logger, *c.webFlags.WebListenAddresses, d.webSettings().Token)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -185,11 +253,32 @@ func serve(c *cli, logger *slog.Logger) int {
 	go func() { webErr <- d.web.Serve(ctx, c.webFlags) }()
 
 	code := 0
+	// Reloads run beside the loop, one at a time; a SIGHUP during one is
+	// taken once it is over.
+	reloaded := make(chan struct{}, 1)
+	reloading, again := false, false
+	startReload := func() {
+		reloading = true
+		go func() {
+			_ = d.reload()
+			reloaded <- struct{}{}
+		}()
+	}
 loop:
 	for {
 		select {
 		case <-hup:
-			_ = d.reload()
+			if reloading {
+				again = true
+				continue
+			}
+			startReload()
+		case <-reloaded:
+			reloading = false
+			if again {
+				again = false
+				startReload()
+			}
 		case err := <-webErr:
 			if err != nil {
 				logger.Error("web server failed", "err", err)
@@ -216,6 +305,7 @@ loop:
 func (d *daemon) shutdown() {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
+	d.closing = true
 	if d.sched != nil {
 		d.sched.Stop()
 	}

@@ -35,18 +35,41 @@ func addShardFlags(cmd *kingpin.CmdClause, c *cli) {
 	})
 }
 
-// newShardInfo is mxprobe_shard_info.
+// newShardInfo is mxprobe_shard_info and mxprobe_shard_count. The count is
+// also a value (not only a label) so that a rule can compare the number of
+// shards that report with it: PromQL cannot turn a label into a number
+// (MxprobeShardsMissing in deploy/prometheus/mxprobe.rules.yml).
 func newShardInfo(s shard.Shard, logger *slog.Logger) prometheus.Collector {
-	g := prometheus.NewGauge(prometheus.GaugeOpts{
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "mxprobe_shard_info",
 		Help:        "This replica's shard: index and count of the tenant sharding (count 1 when not sharded).",
 		ConstLabels: prometheus.Labels{"shard_index": strconv.Itoa(s.Index), "shard_count": strconv.Itoa(s.Count)},
 	})
-	g.Set(1)
+	info.Set(1)
+	count := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "mxprobe_shard_count",
+		Help: "Replicas configured to share the tenants (--shard.count; 1 when not sharded).",
+	})
+	count.Set(float64(s.Count))
 	if s.Enabled() {
 		logger.Info("sharded: running this replica's share of the tenants", "shard_index", s.Index, "shard_count", s.Count)
 	}
-	return g
+	return collectors{info, count}
+}
+
+// collectors registers several collectors as one.
+type collectors []prometheus.Collector
+
+func (cs collectors) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range cs {
+		c.Describe(ch)
+	}
+}
+
+func (cs collectors) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range cs {
+		c.Collect(ch)
+	}
 }
 
 // osHostname is the source of the StatefulSet ordinal.

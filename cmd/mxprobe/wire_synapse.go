@@ -33,6 +33,11 @@ func prepareRunSynapse(c *cli, e *env, cfg *config.Config, p *config.Probe) erro
 		if p.Synapse == nil {
 			p.Synapse = &config.SynapseConfig{}
 		}
+		if !sameOrigin(p.Synapse.URL, c.runTarget) {
+			// The configured credentials are for the configured page's
+			// origin, not for whatever --target names.
+			p.Synapse.BasicAuth, p.Synapse.BearerToken, p.Synapse.BearerTokenFile = nil, "", ""
+		}
 		p.Synapse.URL = c.runTarget
 		p.Synapse.ApplyDefaults()
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/robfig/cron/v3"
 
 	"github.com/mxprobe/mxprobe/probes"
 )
@@ -155,7 +156,7 @@ func New() *Metrics {
 	}, []string{"probe", "type"})
 	m.interval = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "probe_interval_seconds",
-		Help: "Scheduled interval of each configured probe (alert rules compare the last measured run with it).",
+		Help: "Longest time between two scheduled starts of each probe (absent for probes that run on demand only).",
 	}, []string{"probe"})
 	reg.MustRegister(
 		m.duration, m.stepDuration, m.delivery, m.lateness, m.runs, m.steps, m.logins,
@@ -285,11 +286,13 @@ func (m *Metrics) SetReload(ok bool) {
 func (m *Metrics) SetConfigured(jobs []*probes.Job) {
 	m.configuredRun.Reset()
 	m.interval.Reset()
+	now := time.Now()
 	keep := map[key]bool{}
 	for _, j := range jobs {
 		m.configuredRun.WithLabelValues(j.Name, j.Type).Set(float64(len(j.Subjects)))
-		if iv := j.Interval(); iv > 0 && !j.Disabled {
-			m.interval.WithLabelValues(j.Name).Set(iv.Seconds())
+		// As the scheduler: disabled or unscheduled jobs run on demand only.
+		if !j.Disabled && j.Schedule != nil && len(j.Subjects) > 0 {
+			m.interval.WithLabelValues(j.Name).Set(ScheduleInterval(j.Schedule, now).Seconds())
 		}
 		for _, s := range j.Subjects {
 			keep[key{j.Name, s}] = true
@@ -314,6 +317,39 @@ func (m *Metrics) SetConfigured(jobs []*probes.Job) {
 		}
 	}
 	m.mu.Unlock()
+}
+
+// ScheduleInterval is the longest time between two consecutive starts of s
+// after from: the delay of an @every schedule, and for a cron schedule the
+// longest gap over the following eight days (a week covers the day-of-week
+// patterns; the day-of-month ones are long anyway), so that "0 9 * * 1-5"
+// gives the weekend's 72 hours and a staleness alert compared with it does
+// not fire every Monday. A schedule that fires once or never in that time
+// gives the gap between its next two starts.
+func ScheduleInterval(s cron.Schedule, from time.Time) time.Duration {
+	if every, ok := s.(cron.ConstantDelaySchedule); ok {
+		return every.Delay
+	}
+	// maxFirings bounds the work for second-resolution specs (a week of
+	// "* * * * * *" would be 604,800 steps); they repeat within minutes.
+	const horizon, maxFirings = 8 * 24 * time.Hour, 20_000
+	prev := s.Next(from)
+	if prev.IsZero() {
+		return 0
+	}
+	var longest time.Duration
+	for i := 0; i < maxFirings; i++ {
+		next := s.Next(prev)
+		if next.IsZero() {
+			break
+		}
+		longest = max(longest, next.Sub(prev))
+		if next.Sub(from) > horizon {
+			break
+		}
+		prev = next
+	}
+	return longest
 }
 
 // initCounters creates the counters a job can increment at 0, so that they

@@ -97,9 +97,19 @@ func secureRequest(r *http.Request, trusted []netip.Prefix) bool {
 // address out for twice as long as the previous, up to maxPenalty; while
 // locked out, every token it sends is refused with 429 unchecked. A correct
 // token clears the record; records are forgotten after forgetAfter.
+//
+// The table holds at most maxTracked addresses. When it is full of records
+// younger than forgetAfter, it fails closed: an address without a record is
+// refused unchecked, like a locked-out one, until the oldest record is
+// forgotten or a correct token frees a slot. Admitting newcomers untracked
+// would give an attacker with many addresses unthrottled guesses; evicting
+// records would let it reset its own.
 type throttle struct {
 	mu sync.Mutex
 	m  map[netip.Addr]*failState
+	// closedUntil: while the table is full, addresses without a record
+	// are refused until then (when the oldest record is forgotten).
+	closedUntil time.Time
 }
 
 type failState struct {
@@ -129,7 +139,13 @@ func (t *throttle) wait(a netip.Addr, now time.Time) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st := t.m[throttleKey(a)]
-	if st == nil || !now.Before(st.until) {
+	if st == nil {
+		if len(t.m) >= maxTracked && now.Before(t.closedUntil) {
+			return t.closedUntil.Sub(now)
+		}
+		return 0
+	}
+	if !now.Before(st.until) {
 		return 0
 	}
 	return st.until.Sub(now)
@@ -145,14 +161,18 @@ func (t *throttle) fail(a netip.Addr, now time.Time) {
 	st := t.m[k]
 	if st == nil {
 		if len(t.m) >= maxTracked {
+			var oldest time.Time
 			for k2, s2 := range t.m {
-				if now.Sub(s2.last) > forgetAfter || !now.Before(s2.until) {
+				if now.Sub(s2.last) > forgetAfter && !now.Before(s2.until) {
 					delete(t.m, k2)
+				} else if oldest.IsZero() || s2.last.Before(oldest) {
+					oldest = s2.last
 				}
 			}
 			if len(t.m) >= maxTracked {
-				// Everyone tracked is locked out right now: treat the
-				// newcomer as the next lock-out too, without a record.
+				// Full of live records: refuse newcomers until the oldest
+				// is forgotten (see the type's comment).
+				t.closedUntil = oldest.Add(forgetAfter + time.Nanosecond)
 				return
 			}
 		}

@@ -583,3 +583,59 @@ func TestClientThatDoesNotReadIsCut(t *testing.T) {
 		t.Fatal("a client that does not read still holds its handler after 30 s")
 	}
 }
+
+// TestThrottleFullTableFailsClosed: once the table holds maxTracked live
+// records (here every one locked out, which main's sweep could not free),
+// an address without a record is refused unchecked instead of guessing
+// unthrottled; a correct token freeing a slot, or the oldest record being
+// forgotten, opens it again.
+func TestThrottleFullTableFailsClosed(t *testing.T) {
+	var th throttle
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}) }
+	for i := range maxTracked {
+		for range freeFails + 1 {
+			th.fail(addr(i), t0.Add(time.Duration(i)*time.Millisecond))
+		}
+	}
+	now := t0.Add(20 * time.Second)
+	newcomer := netip.MustParseAddr("192.0.2.7")
+	guesses := 0
+	for range 50 {
+		if th.wait(newcomer, now) > 0 {
+			break
+		}
+		th.fail(newcomer, now)
+		guesses++
+	}
+	if guesses > 1 {
+		t.Fatalf("full table: a new address made %d wrong guesses unthrottled", guesses)
+	}
+	if w := th.wait(newcomer, now); w <= 0 || w > forgetAfter {
+		t.Fatalf("full table: new address waits %v", w)
+	}
+	// A correct token from a tracked address frees its slot.
+	th.ok(addr(5))
+	if w := th.wait(newcomer, now); w != 0 {
+		t.Fatalf("a slot is free, the new address still waits %v", w)
+	}
+	th.fail(newcomer, now)
+	if th.m[newcomer] == nil {
+		t.Fatal("the new address was not recorded in the free slot")
+	}
+	// Full again; once the oldest records are forgotten, newcomers are
+	// tracked again.
+	other := netip.MustParseAddr("192.0.2.8")
+	th.fail(other, now)
+	if th.wait(other, now) == 0 {
+		t.Fatal("full again: not closed")
+	}
+	later := t0.Add(forgetAfter + time.Minute)
+	if w := th.wait(other, later); w != 0 {
+		t.Fatalf("after the oldest record is forgotten: waits %v", w)
+	}
+	th.fail(other, later)
+	if th.m[other] == nil || len(th.m) > maxTracked {
+		t.Fatalf("after forgetting: recorded %v, %d records", th.m[other] != nil, len(th.m))
+	}
+}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/url"
 	"regexp"
 	"strings"
 
@@ -258,8 +259,27 @@ func validateAlertRules(c *Config) Errors {
 				add(w, "labels: %q is set by mxprobe", k)
 			}
 		}
+		if u, set := r.Annotations["runbook_url"]; set && u != "" {
+			if err := checkRunbookURL(u); err != "" {
+				add(w, "annotations.runbook_url: %s", err)
+			}
+		}
 	}
 	return errs
+}
+
+// checkRunbookURL accepts an absolute http(s) URL: notifiers turn it into a
+// link (Slack, Matrix HTML), where any other scheme is at best dead and at
+// worst javascript:.
+func checkRunbookURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Sprintf("%q is not a URL: %v", s, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Sprintf("%q is not an absolute http(s) URL (an empty value turns the default runbook link off)", s)
+	}
+	return ""
 }
 
 func checkSignal(s string) string {

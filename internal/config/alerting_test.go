@@ -28,6 +28,10 @@ alerting:
     - {name: thr, probe: login, threshold: {signal: "step:", aggregate: p999x}}
     - {name: anom, probe: login, anomaly: {signal: "", alpha: 1.5, deviations: -1, min_samples: 1}}
     - {name: stale, stale: {intervals: -1}}
+    - {name: rb1, probe: login, failures: 1, annotations: {runbook_url: "javascript:alert(1)"}}
+    - {name: rb2, probe: login, failures: 1, annotations: {runbook_url: "docs/runbook.md#login"}}
+    - {name: rb3, probe: login, failures: 1, annotations: {runbook_url: ""}}
+    - {name: rb4, probe: login, failures: 1, annotations: {runbook_url: "https://wiki.example/login"}}
   silences:
     - {ends_at: ""}
     - {matchers: {a: b}, ends_at: tomorrow, starts_at: today}
@@ -106,34 +110,36 @@ a.yml:16: alerting.rules[5] "anom": anomaly.deviations: must be positive
 a.yml:16: alerting.rules[5] "anom": anomaly.min_samples: must be at least 2
 a.yml:17: alerting.rules[6] "stale": probe: missing (the name of a configured probe)
 a.yml:17: alerting.rules[6] "stale": stale.intervals: must be positive
+a.yml:18: alerting.rules[7] "rb1": annotations.runbook_url: "javascript:alert(1)" is not an absolute http(s) URL (an empty value turns the default runbook link off)
+a.yml:19: alerting.rules[8] "rb2": annotations.runbook_url: "docs/runbook.md#login" is not an absolute http(s) URL (an empty value turns the default runbook link off)
 a.yml: alerting.silences[0]: matchers: at least one label is needed
 a.yml: alerting.silences[0]: ends_at: missing (RFC 3339, such as 2030-01-02T15:04:05Z)
 a.yml: alerting.silences[1]: ends_at: not an RFC 3339 time such as 2030-01-02T15:04:05Z
 a.yml: alerting.silences[1]: starts_at: not an RFC 3339 time such as 2030-01-02T15:04:05Z
-a.yml:22: alerting.maintenance_windows[0] "mw": schedule: invalid cron spec "61 * * * *": end of range (61) above maximum (59): 61
-a.yml:22: alerting.maintenance_windows[0] "mw": duration: must be positive
-a.yml:24: alerting.notifiers[0] "slack": only the block of the notifier's type may be set
-a.yml:24: alerting.notifiers[0] "slack": slack: token and webhook_url are mutually exclusive
-a.yml:24: alerting.notifiers[0] "slack": slack.token and token_file are mutually exclusive
-a.yml:25: alerting.notifiers[1] "s2": slack: set token (Web API, with channel) or webhook_url (or their _file variants)
-a.yml:26: alerting.notifiers[2] "s3": slack.channel: missing (needed with a token)
-a.yml:26: alerting.notifiers[2] "s3": slack.api_url: must be an http or https URL
-a.yml:27: alerting.notifiers[3] "s4": slack: missing
-a.yml:28: alerting.notifiers[4] "m1": matrix.homeserver_url: must be an http or https URL
-a.yml:28: alerting.notifiers[4] "m1": matrix.room_id: must be a room id (!...:server)
-a.yml:28: alerting.notifiers[4] "m1": matrix.user: missing (needed with a password)
-a.yml:28: alerting.notifiers[4] "m1": matrix.password and password_file are mutually exclusive
-a.yml:29: alerting.notifiers[5] "m2": matrix: missing
-a.yml:30: alerting.notifiers[6] "am": alertmanager.urls: not a URL
-a.yml:31: alerting.notifiers[7] "am2": alertmanager.urls: at least one Alertmanager URL is needed
-a.yml:32: alerting.notifiers[8] "wh": webhook.url: not a URL
-a.yml:32: alerting.notifiers[8] "wh": webhook.url and url_file are mutually exclusive
-a.yml:32: alerting.notifiers[8] "wh": webhook.hmac_secret and hmac_secret_file are mutually exclusive
-a.yml:33: alerting.notifiers[9] "wh2": webhook.url: missing (or url_file)
-a.yml:35: alerting.notifiers[11] "c": name: duplicate
-a.yml:35: alerting.notifiers[11] "c": type: unknown notifier type "pager" (known: alertmanager, console, matrix, slack, webhook)
-a.yml:37: alerting.routes[0]: notifiers: at least one notifier name is needed
-a.yml:38: alerting.routes[1]: notifiers: unknown notifier "ghost" (known: am, am2, c, m1, m2, s2, s3, s4, slack, wh, wh2)
+a.yml:26: alerting.maintenance_windows[0] "mw": schedule: invalid cron spec "61 * * * *": end of range (61) above maximum (59): 61
+a.yml:26: alerting.maintenance_windows[0] "mw": duration: must be positive
+a.yml:28: alerting.notifiers[0] "slack": only the block of the notifier's type may be set
+a.yml:28: alerting.notifiers[0] "slack": slack: token and webhook_url are mutually exclusive
+a.yml:28: alerting.notifiers[0] "slack": slack.token and token_file are mutually exclusive
+a.yml:29: alerting.notifiers[1] "s2": slack: set token (Web API, with channel) or webhook_url (or their _file variants)
+a.yml:30: alerting.notifiers[2] "s3": slack.channel: missing (needed with a token)
+a.yml:30: alerting.notifiers[2] "s3": slack.api_url: must be an http or https URL
+a.yml:31: alerting.notifiers[3] "s4": slack: missing
+a.yml:32: alerting.notifiers[4] "m1": matrix.homeserver_url: must be an http or https URL
+a.yml:32: alerting.notifiers[4] "m1": matrix.room_id: must be a room id (!...:server)
+a.yml:32: alerting.notifiers[4] "m1": matrix.user: missing (needed with a password)
+a.yml:32: alerting.notifiers[4] "m1": matrix.password and password_file are mutually exclusive
+a.yml:33: alerting.notifiers[5] "m2": matrix: missing
+a.yml:34: alerting.notifiers[6] "am": alertmanager.urls: not a URL
+a.yml:35: alerting.notifiers[7] "am2": alertmanager.urls: at least one Alertmanager URL is needed
+a.yml:36: alerting.notifiers[8] "wh": webhook.url: not a URL
+a.yml:36: alerting.notifiers[8] "wh": webhook.url and url_file are mutually exclusive
+a.yml:36: alerting.notifiers[8] "wh": webhook.hmac_secret and hmac_secret_file are mutually exclusive
+a.yml:37: alerting.notifiers[9] "wh2": webhook.url: missing (or url_file)
+a.yml:39: alerting.notifiers[11] "c": name: duplicate
+a.yml:39: alerting.notifiers[11] "c": type: unknown notifier type "pager" (known: alertmanager, console, matrix, slack, webhook)
+a.yml:41: alerting.routes[0]: notifiers: at least one notifier name is needed
+a.yml:42: alerting.routes[1]: notifiers: unknown notifier "ghost" (known: am, am2, c, m1, m2, s2, s3, s4, slack, wh, wh2)
 `
 
 // TestAlertingDefaults pins the defaults of rules and notifiers.

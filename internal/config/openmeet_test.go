@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -391,5 +392,43 @@ func TestOpenMeetExampleConfig(t *testing.T) {
 	}
 	if len(cfg.Skipped) != 2 {
 		t.Errorf("skipped: %+v", cfg.Skipped)
+	}
+}
+
+// TestTenantIDCharset: a tenant id outside letters, digits and ._- (a Slack
+// mention, markup, a newline, a space, an over-long one) is a config error
+// naming the entry for file tenants, and a reported skip for TENANTS_B64;
+// the platform's own ids pass.
+func TestTenantIDCharset(t *testing.T) {
+	bad := []string{"ops<!channel>", "a b", "x\ny", "é", "a/b", strings.Repeat("a", MaxTenantIDLength+1)}
+	for _, id := range bad {
+		doc := fmt.Sprintf("global: {homeserver_url: https://m.example.org}\ntenants:\n  - {id: %q, bot: {user: bot, password: pw}}\n", id)
+		_, err := Parse([]byte(doc), "mx.yml", envOf(nil))
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("mx.yml:3: tenant %q: id: %s", id, TenantIDRule)) {
+			t.Errorf("file tenant %q: %v", id, err)
+		}
+	}
+	var entries []map[string]any
+	for _, id := range append([]string{"1", "testing", "acme.eu_2-b"}, bad...) {
+		entries = append(entries, map[string]any{"id": id, "name": "N", "botUser": map[string]any{"slug": "s", "email": "e@x", "password": "p"}})
+	}
+	raw, err := json.Marshal(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenants, skipped, errs := ParseTenantsB64Skipped(base64.StdEncoding.EncodeToString(raw), "")
+	if len(errs) != 0 {
+		t.Fatal(errs)
+	}
+	if len(tenants) != 3 {
+		t.Fatalf("tenants %v", tenants)
+	}
+	if len(skipped) != len(bad) {
+		t.Fatalf("skipped %v", skipped)
+	}
+	for i, s := range skipped {
+		if s.Reason != SkipBadID || s.Index != 3+i || !strings.Contains(s.String(), fmt.Sprintf("TENANTS_B64[%d]", 3+i)) {
+			t.Errorf("skip %d: %+v %s", i, s, s)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"math"
+	"net/netip"
 	"sort"
 	"strings"
 
@@ -91,6 +92,29 @@ type SynapseDNS struct {
 	// MaxProcesses bounds how many addresses are scraped (default 32): the
 	// worker label stays bounded whatever the DNS answers.
 	MaxProcesses int `yaml:"max_processes" json:"max_processes"`
+	// AllowedCIDRs are the ranges the DNS answer's addresses must fall in
+	// (a cluster's pod range). Whatever the DNS says, the probe's
+	// credentials (basic_auth, bearer_token) go only over https, to
+	// loopback, or to an address in these ranges; with ranges set, an
+	// address outside them is an error even without credentials.
+	AllowedCIDRs []string `yaml:"allowed_cidrs" json:"allowed_cidrs,omitempty"`
+}
+
+// Allowed parses allowed_cidrs (an address is a /32 or /128 range).
+func (d *SynapseDNS) Allowed() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range d.AllowedCIDRs {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither an address nor a CIDR range", s)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
 }
 
 // SynapseWorkerKinds are the process roles a target may name: the main
@@ -367,6 +391,9 @@ func validateSynapseTargets(s *SynapseConfig, add func(string, ...any)) {
 		}
 		if d.Kind != "" && !knownWorkerKind(d.Kind) {
 			add("synapse.dns.kind: %q: one of %s", d.Kind, strings.Join(SynapseWorkerKinds, ", "))
+		}
+		if _, err := d.Allowed(); err != nil {
+			add("synapse.dns.allowed_cidrs: %v", err)
 		}
 		if d.MaxProcesses < 0 || d.MaxProcesses > SynapseMaxTargets {
 			add("synapse.dns.max_processes: %d: between 1 and %d", d.MaxProcesses, SynapseMaxTargets)

@@ -108,7 +108,7 @@ probes:
         - {name: w2, kind: genric_worker, url: "ftp://c/"}
         - {name: w2, kind: pusher}
         - {kind: pusher, url: "http://d/"}
-      dns: {name: "http://x", port: 0, scheme: gopher, kind: nope}
+      dns: {name: "http://x", port: 0, scheme: gopher, kind: nope, allowed_cidrs: [10.0.0.0/8, pod-range]}
 `
 	_, err = Parse([]byte(bad), "m.yml", env)
 	if err == nil {
@@ -128,6 +128,7 @@ probes:
 		`synapse.dns.port: 0`,
 		`synapse.dns.scheme: "gopher"`,
 		`synapse.dns.kind: "nope"`,
+		`synapse.dns.allowed_cidrs: "pod-range" is neither an address nor a CIDR range`,
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("errors lack %q:\n%s", want, msg)

@@ -49,10 +49,13 @@ const (
 	// matrixConfig) nor a matrixConfig.appservice token; the platform
 	// skips such tenants too (user-seed.service.ts).
 	SkipNoBot = "no_bot"
+	// SkipBadID: the id has characters other than the platform's (see
+	// ValidTenantID); it would reach labels, alerts and chat messages.
+	SkipBadID = "bad_id"
 )
 
 // SkipReasons lists every skip reason.
-func SkipReasons() []string { return []string{SkipEmptyID, SkipNoBot} }
+func SkipReasons() []string { return []string{SkipEmptyID, SkipNoBot, SkipBadID} }
 
 // SkippedTenant is a TENANTS_B64 entry mxprobe cannot probe. It is reported
 // once per configuration load, never fatal.
@@ -68,9 +71,37 @@ func (s SkippedTenant) String() string {
 	switch s.Reason {
 	case SkipEmptyID:
 		return fmt.Sprintf("TENANTS_B64[%d] (name %q): skipped: empty id (a tenant without an id, such as the platform's public tenant, has no bot to probe)", s.Index, s.Name)
+	case SkipBadID:
+		return fmt.Sprintf("TENANTS_B64[%d] (id %q): skipped: %s", s.Index, s.ID, TenantIDRule)
 	default:
 		return fmt.Sprintf("TENANTS_B64[%d] (id %q): skipped: no bot (neither botUser nor matrixConfig.botUser nor matrixConfig.appservice.token)", s.Index, s.ID)
 	}
+}
+
+// MaxTenantIDLength is the longest tenant id accepted (ids become label
+// values, see probes/synapse's label cap).
+const MaxTenantIDLength = 128
+
+// TenantIDRule says which tenant ids are accepted.
+const TenantIDRule = "a tenant id is 1 to 128 ASCII letters, digits, '.', '_' or '-'"
+
+// ValidTenantID: id uses only what the platform's tenant ids use (its
+// examples: "1", "testing", "acme"; ids are generated short alphanumeric
+// strings), so that an id is inert in a Prometheus label, a Slack or Matrix
+// message, a URL and a terminal.
+func ValidTenantID(id string) bool {
+	if id == "" || len(id) > MaxTenantIDLength {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // ParseTenantsB64 decodes TENANTS_B64: base64 of a JSON array of the
@@ -115,6 +146,10 @@ func ParseTenantsB64Skipped(value, botEmailDomain string) ([]Tenant, []SkippedTe
 			continue
 		}
 		id := strings.TrimSpace(*pt.ID)
+		if !ValidTenantID(id) {
+			skipped = append(skipped, SkippedTenant{Index: i, ID: id, Name: pt.Name, Reason: SkipBadID})
+			continue
+		}
 		where = fmt.Sprintf("TENANTS_B64[%d] (id %q)", i, id)
 		if j, dup := seen[id]; dup {
 			errs = append(errs, fmt.Sprintf("%s: id: duplicate of TENANTS_B64[%d]", where, j))

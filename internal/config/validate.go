@@ -57,6 +57,9 @@ func validate(c *Config) Errors {
 			add("%s: id: missing", w)
 			continue
 		}
+		if !ValidTenantID(t.ID) {
+			add("%s: id: %s", w, TenantIDRule)
+		}
 		if ids[t.ID] {
 			add("%s: id: duplicate", w)
 		}

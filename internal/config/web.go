@@ -143,31 +143,28 @@ func validateWeb(c *Config) Errors {
 	if w.APIToken != "" && w.APITokenFile != "" {
 		add("api_token", "api_token and api_token_file are mutually exclusive")
 	}
-	if w.APITokenFile != "" {
-		if b, err := os.ReadFile(w.APITokenFile); err != nil {
-			add("api_token_file", "cannot read the token file: %v", err)
-		} else if n := len(bytes.TrimSpace(b)); n == 0 {
-			add("api_token_file", "the token file %s is empty", w.APITokenFile)
-		} else if n < MinTokenLength {
-			add("api_token_file", "the token in %s is %d characters long, use at least %d (for example: openssl rand -hex 32)", w.APITokenFile, n, MinTokenLength)
+	checkToken := func(inline promcfg.Secret, file, field string) {
+		if inline != "" && file != "" {
+			add(field, "%s and %s_file are mutually exclusive", field, field)
+		}
+		if file != "" {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				add(field+"_file", "cannot read the token file: %v", err)
+				return
+			}
+			if why := WeakToken(string(bytes.TrimSpace(b))); why != "" {
+				add(field+"_file", "the token in %s %s (for example: openssl rand -hex 32 > %s)", file, why, file)
+			}
+		}
+		if inline != "" {
+			if why := WeakToken(string(inline)); why != "" {
+				add(field, "the token %s (for example: openssl rand -hex 32)", why)
+			}
 		}
 	}
-	if n := len(w.APIToken); n > 0 && n < MinTokenLength {
-		add("api_token", "%d characters long, use at least %d (for example: openssl rand -hex 32)", n, MinTokenLength)
-	}
-	if w.MetricsToken != "" && w.MetricsTokenFile != "" {
-		add("metrics_token", "metrics_token and metrics_token_file are mutually exclusive")
-	}
-	if w.MetricsTokenFile != "" {
-		if b, err := os.ReadFile(w.MetricsTokenFile); err != nil {
-			add("metrics_token_file", "cannot read the token file: %v", err)
-		} else if n := len(bytes.TrimSpace(b)); n < MinTokenLength {
-			add("metrics_token_file", "the token in %s is %d characters long, use at least %d", w.MetricsTokenFile, n, MinTokenLength)
-		}
-	}
-	if n := len(w.MetricsToken); n > 0 && n < MinTokenLength {
-		add("metrics_token", "%d characters long, use at least %d", n, MinTokenLength)
-	}
+	checkToken(w.APIToken, w.APITokenFile, "api_token")
+	checkToken(w.MetricsToken, w.MetricsTokenFile, "metrics_token")
 	if (w.MetricsToken != "" || w.MetricsTokenFile != "") && !w.ProtectReads {
 		add("metrics_token", "only used with protect_reads: true (without it /metrics is open)")
 	}

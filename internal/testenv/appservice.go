@@ -35,8 +35,14 @@ func (a AppService) registration(serverName string) ([]byte, error) {
 	if a.ExclusiveUsers != "" {
 		users = append(users, map[string]any{"exclusive": true, "regex": a.ExclusiveUsers})
 	}
+	// No URL is null: the homeserver then pushes no transactions
+	// (synapse/config/appservice.py load_appservices takes url None).
+	var url any
+	if a.URL != "" {
+		url = a.URL
+	}
 	doc := map[string]any{
-		"id": a.ID, "url": a.URL, "as_token": a.ASToken, "hs_token": a.HSToken,
+		"id": a.ID, "url": url, "as_token": a.ASToken, "hs_token": a.HSToken,
 		"sender_localpart": a.SenderLocalpart, "rate_limited": false,
 		"namespaces": map[string]any{
 			"users":   users,
@@ -68,7 +74,7 @@ func (d *Dendrite) writeAppServices() ([]string, error) {
 // RegisterAppServiceUser registers a user of an application service's
 // namespace (m.login.application_service, as the service itself does) and
 // returns its user id.
-func (d *Dendrite) RegisterAppServiceUser(ctx context.Context, asToken, localpart string) (string, error) {
+func (d *Homeserver) RegisterAppServiceUser(ctx context.Context, asToken, localpart string) (string, error) {
 	body, _ := json.Marshal(map[string]any{
 		"type": "m.login.application_service", "username": localpart, "inhibit_login": true,
 	})

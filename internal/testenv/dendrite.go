@@ -4,13 +4,9 @@
 package testenv
 
 import (
-	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha1"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -53,11 +49,9 @@ type DendriteOptions struct {
 
 // Dendrite is a running local homeserver.
 type Dendrite struct {
-	URL          string
-	ServerName   string
-	Dir          string
-	Port         int
-	SharedSecret string
+	Homeserver
+	Dir  string
+	Port int
 
 	bin  string
 	opts DendriteOptions
@@ -254,7 +248,7 @@ func (d *Dendrite) start(ctx context.Context) error {
 		logw = f
 	}
 	cmd.Stdout, cmd.Stderr = logw, logw
-	proc, err := startProc(cmd, dendriteWait)
+	proc, err := startProc(cmd, serviceWait)
 	if err != nil {
 		return fmt.Errorf("starting dendrite: %w", err)
 	}
@@ -311,151 +305,6 @@ func (d *Dendrite) Pause() { d.kill() }
 
 // Resume starts the homeserver again after Pause.
 func (d *Dendrite) Resume(ctx context.Context) error { return d.start(ctx) }
-
-// Register creates an account with shared-secret registration and returns
-// its access token.
-func (d *Dendrite) Register(ctx context.Context, user, password string, admin bool) (string, error) {
-	client := &http.Client{Timeout: 10 * time.Second}
-	endpoint := d.URL + "/_synapse/admin/v1/register"
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, endpoint, nil)
-	resp, err := client.Do(req)
-	if err != nil {
-		return "", err
-	}
-	var nonce struct {
-		Nonce string `json:"nonce"`
-	}
-	err = json.NewDecoder(resp.Body).Decode(&nonce)
-	resp.Body.Close()
-	if err != nil {
-		return "", fmt.Errorf("register nonce: %w", err)
-	}
-	mac := hmac.New(sha1.New, []byte(d.SharedSecret))
-	adminStr := "notadmin"
-	if admin {
-		adminStr = "admin"
-	}
-	mac.Write([]byte(nonce.Nonce + "\x00" + user + "\x00" + password + "\x00" + adminStr))
-	body, _ := json.Marshal(map[string]any{
-		"nonce": nonce.Nonce, "username": user, "password": password, "admin": admin,
-		"mac": hex.EncodeToString(mac.Sum(nil)),
-	})
-	req, _ = http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err = client.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	if resp.StatusCode != 200 {
-		return "", fmt.Errorf("register %s: HTTP %d: %s", user, resp.StatusCode, b)
-	}
-	var out struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := json.Unmarshal(b, &out); err != nil {
-		return "", err
-	}
-	return out.AccessToken, nil
-}
-
-// ChangePassword sets a new password for a user through the client API,
-// using the old one (user-interactive auth with m.login.password).
-func (d *Dendrite) ChangePassword(ctx context.Context, user, oldPassword, newPassword string) error {
-	token, err := d.Login(ctx, user, oldPassword)
-	if err != nil {
-		return err
-	}
-	body, _ := json.Marshal(map[string]any{
-		"new_password": newPassword, "logout_devices": false,
-		"auth": map[string]any{
-			"type":       "m.login.password",
-			"identifier": map[string]any{"type": "m.id.user", "user": user},
-			"password":   oldPassword,
-		},
-	})
-	_, err = d.do(ctx, http.MethodPost, "/_matrix/client/v3/account/password", token, body)
-	return err
-}
-
-// Login does a password login and returns the access token.
-func (d *Dendrite) Login(ctx context.Context, user, password string) (string, error) {
-	body, _ := json.Marshal(map[string]any{
-		"type":       "m.login.password",
-		"identifier": map[string]any{"type": "m.id.user", "user": user},
-		"password":   password,
-	})
-	b, err := d.do(ctx, http.MethodPost, "/_matrix/client/v3/login", "", body)
-	if err != nil {
-		return "", err
-	}
-	var out struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := json.Unmarshal(b, &out); err != nil {
-		return "", err
-	}
-	return out.AccessToken, nil
-}
-
-// Logout invalidates an access token.
-func (d *Dendrite) Logout(ctx context.Context, token string) error {
-	_, err := d.do(ctx, http.MethodPost, "/_matrix/client/v3/logout", token, []byte("{}"))
-	return err
-}
-
-// LogoutAll invalidates every token of the user the token belongs to.
-func (d *Dendrite) LogoutAll(ctx context.Context, token string) error {
-	_, err := d.do(ctx, http.MethodPost, "/_matrix/client/v3/logout/all", token, []byte("{}"))
-	return err
-}
-
-// JoinedRooms lists the rooms the token's user is in.
-func (d *Dendrite) JoinedRooms(ctx context.Context, token string) ([]string, error) {
-	b, err := d.do(ctx, http.MethodGet, "/_matrix/client/v3/joined_rooms", token, nil)
-	if err != nil {
-		return nil, err
-	}
-	var out struct {
-		JoinedRooms []string `json:"joined_rooms"`
-	}
-	err = json.Unmarshal(b, &out)
-	return out.JoinedRooms, err
-}
-
-// Do sends a client-API request with an optional token and returns the body
-// of a 2xx answer.
-func (d *Dendrite) Do(ctx context.Context, method, path, token string, body []byte) ([]byte, error) {
-	return d.do(ctx, method, path, token, body)
-}
-
-func (d *Dendrite) do(ctx context.Context, method, path, token string, body []byte) ([]byte, error) {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, d.URL+path, rd)
-	if err != nil {
-		return nil, err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if resp.StatusCode/100 != 2 {
-		return b, fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, b)
-	}
-	return b, nil
-}
 
 // FreePort asks the kernel for a free loopback port.
 func FreePort() (int, error) {

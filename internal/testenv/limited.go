@@ -9,7 +9,7 @@ import (
 // Limited starts a Synapse-faithful rate limiter (synlimit, Synapse's
 // defaults unless opts.Config says otherwise) in front of d and returns it;
 // probes talk to its URL. It is stopped at the end of the test.
-func Limited(t testing.TB, d *Dendrite, opts synlimit.Options) *synlimit.Proxy {
+func Limited(t testing.TB, d *Homeserver, opts synlimit.Options) *synlimit.Proxy {
 	t.Helper()
 	opts.Upstream = d.URL
 	if opts.ServerName == "" {
@@ -20,7 +20,7 @@ func Limited(t testing.TB, d *Dendrite, opts synlimit.Options) *synlimit.Proxy {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Close)
-	MarkIntegration(t, "Synapse rate limiter (synlimit) in front of Dendrite")
+	MarkIntegration(t, "Synapse rate limiter model (synlimit) in front of a homeserver")
 	return p
 }
 

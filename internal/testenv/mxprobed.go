@@ -206,6 +206,13 @@ func StartMxprobe(t testing.TB, d *Dendrite) *MxprobeDaemon {
 		// Opted out of Synapse's limits: this daemon probes the bare Dendrite
 		// every few seconds to exercise the exporters, not the schedules.
 		"synapse_limits": map[string]any{"disabled": true},
+		// mxprobe's own alerting, so that its families (mxprobe_alerts,
+		// mxprobe_notifications_total) are served: the broken tenant's
+		// failed login fires an alert, which the log notifier delivers.
+		"alerting": map[string]any{
+			"rules":     []map[string]any{{"name": "login_failing", "probe": "login", "failures": 1}},
+			"notifiers": []map[string]any{{"name": "log", "type": "console"}},
+		},
 	}
 	cfgPath := filepath.Join(dir, "mxprobe.yml")
 	write := func(types []string) {

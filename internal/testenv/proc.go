@@ -21,7 +21,7 @@ func StartProc(cmd *exec.Cmd) (*Proc, error) { return startProc(cmd, (*Proc).awa
 
 // startProc starts cmd and runs wait (which must call awaitExit) in the
 // background: a waiter of its own lets goleak tell the goroutine apart
-// (dendriteWait, LeakOptions).
+// (serviceWait, LeakOptions).
 func startProc(cmd *exec.Cmd, wait func(*Proc)) (*Proc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -36,9 +36,9 @@ func (p *Proc) awaitExit() {
 	close(p.done)
 }
 
-// dendriteWait waits for a homeserver's exit. The shared homeserver
+// serviceWait waits for a shared service's exit (a homeserver, its PostgreSQL). A shared homeserver
 // outlives the tests of a package, so LeakOptions ignores its waiter.
-func dendriteWait(p *Proc) { p.awaitExit() }
+func serviceWait(p *Proc) { p.awaitExit() }
 
 // Done is closed once the process has exited (and been waited for).
 func (p *Proc) Done() <-chan struct{} { return p.done }

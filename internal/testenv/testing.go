@@ -19,7 +19,62 @@ var (
 	sharedMu  sync.Mutex
 	shared    *Dendrite
 	sharedErr error
+
+	sharedSynMu  sync.Mutex
+	sharedSyn    *Synapse
+	sharedSynErr error
 )
+
+// TestLoginLimits are the rc_login settings of the package-shared Synapse:
+// a package's tests log in from one address far more often than a
+// deployment's clients do, and Synapse's default (5, then one per 333 s per
+// address) would make them wait on each other. Every other limiter keeps
+// Synapse's default; tests of the login limits start a Synapse of their own.
+func TestLoginLimits() map[string]any {
+	lim := map[string]any{"per_second": 100, "burst_count": 1000}
+	return map[string]any{"rc_login": map[string]any{"address": lim, "account": lim, "failed_attempts": lim}}
+}
+
+// SharedSynapse returns a Synapse shared by the tests of one package (SQLite,
+// TestLoginLimits, other limits Synapse's defaults), starting it on first
+// use. Main stops it.
+func SharedSynapse(t testing.TB) *Synapse {
+	t.Helper()
+	sharedSynMu.Lock()
+	defer sharedSynMu.Unlock()
+	if sharedSyn == nil && sharedSynErr == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+		sharedSyn, sharedSynErr = StartSynapse(ctx, SynapseOptions{RateLimits: TestLoginLimits()})
+		cancel()
+	}
+	if sharedSynErr != nil {
+		missingSynapse(t, sharedSynErr)
+	}
+	MarkIntegration(t, "real Synapse "+sharedSyn.Version)
+	return sharedSyn
+}
+
+// NewSynapse starts a Synapse of the test's own, stopped at cleanup.
+func NewSynapse(t testing.TB, opts SynapseOptions) *Synapse {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	s, err := StartSynapse(ctx, opts)
+	if err != nil {
+		missingSynapse(t, err)
+	}
+	t.Cleanup(s.Stop)
+	MarkIntegration(t, "real Synapse "+s.Version)
+	return s
+}
+
+func missingSynapse(t testing.TB, err error) {
+	t.Helper()
+	if os.Getenv(SkipEnv) == "1" {
+		t.Skipf("SKIPPED integration test (%s=1): %v", SkipEnv, err)
+	}
+	t.Fatalf("local Synapse unavailable: %v (set %s=1 to skip integration tests explicitly)", err, SkipEnv)
+}
 
 // SharedDendrite returns a homeserver shared by the tests of one package,
 // starting it on first use. Call StopShared from TestMain.
@@ -69,11 +124,17 @@ func StopShared() {
 		shared.Stop()
 		shared = nil
 	}
+	sharedSynMu.Lock()
+	defer sharedSynMu.Unlock()
+	if sharedSyn != nil {
+		sharedSyn.Stop()
+		sharedSyn = nil
+	}
 }
 
 // User registers a fresh account with a unique name and returns its
 // localpart and password.
-func (d *Dendrite) User(t testing.TB, prefix string) (user, password string) {
+func (d *Homeserver) User(t testing.TB, prefix string) (user, password string) {
 	t.Helper()
 	user = fmt.Sprintf("%s-%s", prefix, randomHex(4))
 	password = "pw-" + randomHex(8)
@@ -89,7 +150,7 @@ func (d *Dendrite) User(t testing.TB, prefix string) (user, password string) {
 // goroutines (the one waiting on the Dendrite process).
 func LeakOptions() []goleak.Option {
 	return []goleak.Option{
-		goleak.IgnoreAnyFunction("github.com/mxprobe/mxprobe/internal/testenv.dendriteWait"),
+		goleak.IgnoreAnyFunction("github.com/mxprobe/mxprobe/internal/testenv.serviceWait"),
 	}
 }
 

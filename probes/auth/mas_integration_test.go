@@ -17,25 +17,51 @@ import (
 	"github.com/mxprobe/mxprobe/probes/mxclient"
 )
 
-// masDeployment is the emulator in front of a real Dendrite, with tenants
-// whose bots log in with mas_oidc and a peer that uses MAS's compat
-// password login, described by a parsed mxprobe configuration.
+// masDeployment is the emulator with a homeserver behind it, tenants whose
+// bots log in with mas_oidc and a peer that uses MAS's compat password
+// login, described by a parsed mxprobe configuration. On Synapse (the
+// platform's deployment) Synapse delegates its authentication to the
+// emulator and judges every token itself; on Dendrite the emulator's front
+// maps MAS sessions to Dendrite sessions.
 type masDeployment struct {
 	emu *masemu.Emulator
+	syn *testenv.Synapse // nil on Dendrite
 	cfg *config.Config
 	mgr *auth.Manager
+	// peer is the peer's MAS localpart and password.
+	peer, peerPW string
 }
 
-func newMASDeployment(t *testing.T, opts masemu.Options, tenants ...string) *masDeployment {
+// masHomeserver chooses the homeserver behind the emulator.
+type masHomeserver struct {
+	dendrite bool
+	// rateLimits for Synapse (nil: Synapse's defaults).
+	rateLimits map[string]any
+}
+
+var onSynapse = masHomeserver{}
+
+func newMASDeployment(t *testing.T, hs masHomeserver, opts masemu.Options, tenants ...string) *masDeployment {
 	t.Helper()
-	d := testenv.SharedDendrite(t)
-	testenv.MarkIntegration(t, "MAS emulator in front of Dendrite")
-	opts.Dendrite = d
-	emu, err := masemu.Start(opts)
-	if err != nil {
-		t.Fatal(err)
+	dep := &masDeployment{}
+	serverName := "localhost"
+	if hs.dendrite {
+		d := testenv.SharedDendrite(t)
+		testenv.MarkIntegration(t, "MAS emulator in front of Dendrite")
+		opts.Dendrite = d
+		serverName = d.ServerName
+		emu, err := masemu.Start(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(emu.Close)
+		dep.emu = emu
+	} else {
+		dep.emu, dep.syn = masemu.StartWithSynapse(t, opts, testenv.SynapseOptions{RateLimits: hs.rateLimits})
+		testenv.MarkIntegration(t, "Synapse delegating its authentication to the MAS emulator")
+		serverName = dep.syn.ServerName
 	}
-	t.Cleanup(emu.Close)
+	emu := dep.emu
 	suffix := strings.ToLower(fmt.Sprintf("%x", time.Now().UnixNano()&0xffffff))
 	var tb strings.Builder
 	for _, id := range tenants {
@@ -46,6 +72,7 @@ func newMASDeployment(t *testing.T, opts masemu.Options, tenants ...string) *mas
 	}
 	peer := "mxprobe-peer-" + suffix
 	emu.SetMASPassword(peer, "peer-pw")
+	dep.peer, dep.peerPW = peer, "peer-pw"
 	yml := fmt.Sprintf(`global:
   homeserver_url: %s
   server_name: %s
@@ -60,7 +87,7 @@ tenants:
     timeout: 30s
     roundtrip:
       peer: {method: mas_compat_password, user: %s, password: peer-pw}
-`, emu.HomeserverURL, d.ServerName, emu.MASURL, emu.UpstreamURL, tb.String(), peer)
+`, emu.HomeserverURL, serverName, emu.MASURL, emu.UpstreamURL, tb.String(), peer)
 	cfg, err := config.Parse([]byte(yml), "mas-test.yml", func(string) string { return "" })
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yml)
@@ -69,14 +96,15 @@ tenants:
 	t.Cleanup(httpc.CloseIdleConnections)
 	mgr := auth.NewManager(httpc)
 	auth.RegisterMAS(mgr, cfg.MAS)
-	return &masDeployment{emu: emu, cfg: cfg, mgr: mgr}
+	dep.cfg, dep.mgr = cfg, mgr
+	return dep
 }
 
 // Done-when 1: two tenants log in through the emulator (the first login
 // meets the account creation form, the second does not), then run the room
 // round trip against Dendrite with those MAS tokens.
 func TestMASTwoTenantsLoginAndRoundtrip(t *testing.T) {
-	dep := newMASDeployment(t, masemu.Options{}, "alpha", "beta")
+	dep := newMASDeployment(t, onSynapse, masemu.Options{}, "alpha", "beta")
 	login := &auth.LoginProbe{Name: "login", Manager: dep.mgr, Tenants: dep.cfg.TenantMap(nil)}
 	p, _ := dep.cfg.Probe("roundtrip")
 	rt := &matrix.RoundtripProbe{Name: "roundtrip", Manager: dep.mgr, Tenants: dep.cfg.TenantMap(nil), Settings: p.Roundtrip}
@@ -120,16 +148,19 @@ func TestMASShortTTLScheduledNeverFails(t *testing.T) {
 	if testing.Short() {
 		t.Skip("SKIPPED: 15 runs at a 1 s schedule (-short)")
 	}
-	dep := newMASDeployment(t, masemu.Options{AccessTTL: 2 * time.Second}, "early", "late")
-	// A public room the bots join on their first run (room_message probe).
-	d := testenv.SharedDendrite(t)
-	owner, ownerPW := d.User(t, "room-owner")
+	// The subject is token renewal against Synapse's own token checks: the
+	// bots send a message every second, past rc_message's default burst, so
+	// that limiter is opened for this test.
+	relaxed := map[string]any{"rc_message": map[string]any{"per_second": 100, "burst_count": 1000}}
+	dep := newMASDeployment(t, masHomeserver{rateLimits: relaxed}, masemu.Options{AccessTTL: 2 * time.Second}, "early", "late")
+	// A public room the bots join on their first run (room_message probe),
+	// made by the peer (a MAS user: a delegating Synapse registers no one).
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	tok, err := d.Login(ctx, owner, ownerPW)
+	tok, err := dep.emu.CompatPasswordLogin(ctx, dep.peer, dep.peerPW)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := d.Do(ctx, "POST", "/_matrix/client/v3/createRoom", tok, []byte(`{"preset":"public_chat","name":"mxprobe ttl test"}`))
+	b, err := doJSON(ctx, dep.emu.HomeserverURL, "POST", "/_matrix/client/v3/createRoom", tok, `{"preset":"public_chat","name":"mxprobe ttl test"}`)
 	cancel()
 	if err != nil {
 		t.Fatal(err)

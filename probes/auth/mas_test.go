@@ -35,6 +35,13 @@ func newMASEnv(t testing.TB, opts masemu.Options, tweak func(*config.MAS)) *masE
 		t.Fatal(err)
 	}
 	t.Cleanup(emu.Close)
+	return masEnvFor(t, emu, tweak)
+}
+
+// masEnvFor is newMASEnv around an emulator already started (for example
+// with a delegating Synapse behind it).
+func masEnvFor(t testing.TB, emu *masemu.Emulator, tweak func(*config.MAS)) *masEnv {
+	t.Helper()
 	cfg := config.MAS{
 		PublicURL:   emu.MASURL,
 		RedirectURI: "http://localhost:9005/auth/matrix/callback",

@@ -338,7 +338,7 @@ func waitQueue(t *testing.T, b *auth.Budget, n int) {
 // forgot its spend would have met one at once. The limiter and the budgets
 // share one clock.
 func TestRestartedBudgetWaitsForTheWindow(t *testing.T) {
-	d := testenv.SharedDendrite(t)
+	d := &testenv.SharedDendrite(t).Homeserver
 	t0 := time.Now().Truncate(time.Millisecond) // the store keeps milliseconds
 	clk := &fakeClock{t: t0}
 	lim := testenv.Limited(t, d, synlimit.Options{Pause: -1, Now: clk.Now})

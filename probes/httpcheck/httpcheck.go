@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -147,6 +148,18 @@ func (p *Probe) do(ctx context.Context, rec *probes.Recorder) (status int, body 
 		if len(via) >= maxRedirects {
 			return fmt.Errorf("stopped after %d redirects", maxRedirects)
 		}
+		if !SameOrigin(via[0].URL, r.URL) {
+			// Go forwards custom headers to any host and Authorization to
+			// the same host name on another port or scheme
+			// (net/http's shouldCopyHeaderOnRedirect); the configured
+			// credentials are meant for the configured origin only.
+			for k := range c.Headers {
+				r.Header.Del(k)
+			}
+			for _, k := range []string{"Authorization", "Proxy-Authorization", "Cookie"} {
+				r.Header.Del(k)
+			}
+		}
 		return nil
 	}
 	resp, err := client.Do(req)
@@ -168,6 +181,25 @@ func (p *Probe) do(ctx context.Context, rec *probes.Recorder) (status int, body 
 		return resp.StatusCode, buf.Bytes()[:limit], true, nil
 	}
 	return resp.StatusCode, buf.Bytes(), false, nil
+}
+
+// SameOrigin reports whether a and b have the same scheme, host and port
+// (a missing port is the scheme's default).
+func SameOrigin(a, b *url.URL) bool {
+	return strings.EqualFold(a.Scheme, b.Scheme) && strings.EqualFold(a.Hostname(), b.Hostname()) && originPort(a) == originPort(b)
+}
+
+func originPort(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+		return "443"
+	case "http":
+		return "80"
+	}
+	return ""
 }
 
 // transportError classifies a failed request without echoing its URL

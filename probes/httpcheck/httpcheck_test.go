@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -287,6 +288,66 @@ func TestHTTPConfigErrors(t *testing.T) {
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("missing %q in:\n%v", want, all)
+		}
+	}
+}
+
+// TestHTTPProbeRedirectDropsCredentials: with follow_redirects, a redirect to
+// another port, or to the same port under another host name (localhost for
+// 127.0.0.1), gets neither the configured headers nor the bearer token; a
+// redirect within the origin keeps them.
+func TestHTTPProbeRedirectDropsCredentials(t *testing.T) {
+	type hit struct{ path, key, auth, tenant string }
+	var (
+		mu  sync.Mutex
+		log []hit
+	)
+	record := func(r *http.Request) {
+		mu.Lock()
+		log = append(log, hit{r.URL.Path, r.Header.Get("X-Api-Key"), r.Header.Get("Authorization"), r.Header.Get("X-Tenant-Id")})
+		mu.Unlock()
+	}
+	capture := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { record(r) }))
+	defer capture.Close()
+	var origin *httptest.Server
+	origin = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/to-port":
+			http.Redirect(w, r, capture.URL+"/other-port", http.StatusFound)
+		case "/to-localhost":
+			http.Redirect(w, r, strings.Replace(origin.URL, "127.0.0.1", "localhost", 1)+"/localhost", http.StatusFound)
+		case "/to-same":
+			http.Redirect(w, r, "/same-origin", http.StatusFound)
+		default:
+			record(r)
+		}
+	}))
+	defer origin.Close()
+	if !strings.Contains(origin.URL, "127.0.0.1") {
+		t.Fatalf("origin %s is not on 127.0.0.1", origin.URL)
+	}
+	for _, path := range []string{"/to-port", "/to-localhost", "/to-same"} {
+		c := section(t, origin.URL+path, `follow_redirects: true
+headers: {X-Api-Key: key-SECRET-5678, x-tenant-id: acme}
+bearer_token: tok-SECRET-1234`)
+		if r := run(t, c, 10*time.Second); r.Outcome != probes.OutcomeSuccess {
+			t.Fatalf("%s: %s %s", path, r.Outcome, r.Error)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := map[string]bool{"/other-port": false, "/localhost": false, "/same-origin": true}
+	if len(log) != len(want) {
+		t.Fatalf("requests seen: %+v", log)
+	}
+	for _, h := range log {
+		keep, ok := want[h.path]
+		if !ok {
+			t.Fatalf("unexpected request %+v", h)
+		}
+		got := h.key != "" || h.auth != "" || h.tenant != ""
+		if got != keep || (keep && (h.key != "key-SECRET-5678" || h.auth != "Bearer tok-SECRET-1234")) {
+			t.Errorf("%s: X-Api-Key %q, Authorization %q, x-tenant-id %q (credentials expected: %v)", h.path, h.key, h.auth, h.tenant, keep)
 		}
 	}
 }

@@ -30,6 +30,7 @@ func Type() probetype.Type {
 		Kind:        config.Kind{Name: TypeHTTP, Schedule: "@every 30s", Timeout: 10 * time.Second},
 		SettingsKey: "http",
 		TargetField: "url",
+		Credentials: []string{"headers", "bearer_token", "bearer_token_file"},
 		Settings: func(cfg *config.Config, p *config.Probe, n *yaml.Node) (any, error) {
 			return DecodeSettings(cfg, p, n)
 		},

@@ -37,7 +37,7 @@ func (c *simClock) Set(t time.Time) {
 // Synapse's rc_login does not apply); password logins under rc_login are
 // covered by the login budget's own test.
 func TestTwentyTenantsDefaultSchedulesWithinLimits(t *testing.T) {
-	d := testenv.SharedDendrite(t)
+	d := &testenv.SharedDendrite(t).Homeserver
 	clk := &simClock{t: time.Unix(1_800_000_000, 0)}
 	lim := testenv.Limited(t, d, synlimit.Options{Now: clk.Now, Pause: -1})
 	const tenants = 20

@@ -16,11 +16,11 @@ import (
 	"github.com/mxprobe/mxprobe/probes/mxclient"
 )
 
-// room_message against Dendrite: the bot is not in the public room, so the
+// room_message against Synapse: the bot is not in the public room, so the
 // first run joins first (and says so); the second just sends and receives.
 // A private room the bot cannot join fails as forbidden.
 func TestRoomMessageJoinsFirst(t *testing.T) {
-	d := testenv.SharedDendrite(t)
+	d := testenv.SharedSynapse(t)
 	owner, ownerPW := d.User(t, "owner")
 	botUser, botPW := d.User(t, "rm-bot")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

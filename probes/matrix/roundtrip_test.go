@@ -3,6 +3,7 @@ package matrix
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"slices"
 	"sort"
 	"strings"
@@ -23,10 +24,10 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// fixture is a tenant set-up on a homeserver (Dendrite, or a proxy in front
-// of it).
+// fixture is a tenant set-up on a homeserver (Synapse, Dendrite, or a
+// proxy in front of one).
 type fixture struct {
-	d       *testenv.Dendrite
+	d       *testenv.Homeserver
 	cfg     *config.Config
 	manager *auth.Manager
 	probe   *RoundtripProbe
@@ -37,7 +38,7 @@ type fixture struct {
 
 // newFixture registers one bot per tenant and a shared peer on d, with
 // hsURL as the homeserver URL the probe uses (d.URL or a proxy).
-func newFixture(t *testing.T, d *testenv.Dendrite, hsURL string, tenants ...string) *fixture {
+func newFixture(t *testing.T, d *testenv.Homeserver, hsURL string, tenants ...string) *fixture {
 	t.Helper()
 	f := &fixture{d: d, pw: map[string]string{}, us: map[string]string{}}
 	peerUser, peerPW := d.User(t, "peer")
@@ -94,7 +95,7 @@ func (f *fixture) token(t *testing.T, who string) string {
 	return tok
 }
 
-func joined(t *testing.T, d *testenv.Dendrite, token string) []string {
+func joined(t *testing.T, d *testenv.Homeserver, token string) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -123,11 +124,24 @@ func stepNames(r probes.Result) []string {
 
 // Done when 1: full round trip for two tenants; every step has a positive
 // duration and their sum is within 5% of the run's duration.
+//
+// On Synapse itself (its own default limits), and on Dendrite behind the
+// Synapse limiter model with its defaults (a second implementation).
 func TestRoundtripTwoTenants(t *testing.T) {
-	d := testenv.SharedDendrite(t)
-	lim := testenv.Limited(t, d, synlimit.Options{Pause: -1}) // Synapse's defaults
-	defer testenv.NoRefusals(t, lim)
-	f := newFixture(t, d, lim.URL, "acme", "globex")
+	t.Run("synapse", func(t *testing.T) {
+		s := testenv.SharedSynapse(t)
+		roundtripTwoTenants(t, newFixture(t, &s.Homeserver, s.URL, "acme", "globex"))
+	})
+	t.Run("dendrite", func(t *testing.T) {
+		d := &testenv.SharedDendrite(t).Homeserver
+		lim := testenv.Limited(t, d, synlimit.Options{Pause: -1}) // Synapse's defaults
+		defer testenv.NoRefusals(t, lim)
+		roundtripTwoTenants(t, newFixture(t, d, lim.URL, "acme", "globex"))
+	})
+}
+
+func roundtripTwoTenants(t *testing.T, f *fixture) {
+	d := f.d
 	for _, tenant := range []string{"acme", "globex"} {
 		// The first run logs in and sweeps; the second is a steady-state run.
 		for i := 0; i < 2; i++ {
@@ -173,7 +187,7 @@ func TestRoundtripTwoTenants(t *testing.T) {
 // Done when 2a: 200 round trips back to back leave the bot's and the peer's
 // joined rooms as they were.
 func TestRoundtripRepeatedLeavesNothing(t *testing.T) {
-	d := testenv.SharedDendrite(t)
+	d := &testenv.SharedDendrite(t).Homeserver
 	f := newFixture(t, d, d.URL, "loop")
 	botTok, peerTok := f.token(t, "loop"), f.token(t, "peer")
 	// Each account is in one room of its own that must stay.
@@ -205,7 +219,7 @@ func TestRoundtripRepeatedLeavesNothing(t *testing.T) {
 // no probe room behind (also for a run that "crashed" without cleanup).
 func TestCancelAfterInviteThenSweep(t *testing.T) {
 	defer goleak.VerifyNone(t, testenv.LeakOptions()...)
-	d := testenv.SharedDendrite(t)
+	d := &testenv.SharedSynapse(t).Homeserver
 	f := newFixture(t, d, d.URL, "cancel")
 	defer f.closeIdle()
 	botTok, peerTok := f.token(t, "cancel"), f.token(t, "peer")
@@ -272,11 +286,15 @@ func TestCancelAfterInviteThenSweep(t *testing.T) {
 	}
 }
 
-func invites(t *testing.T, d *testenv.Dendrite, token string) []string {
+func invites(t *testing.T, d *testenv.Homeserver, token string) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	b, err := d.Do(ctx, "GET", `/_matrix/client/v3/sync?timeout=0&filter={"room":{"timeline":{"limit":0}}}`, token, nil)
+	// Synapse answers an identical /sync (same user, device, since, filter)
+	// from a cache for 2 minutes (sync_response_cache_duration): a filter of
+	// its own makes each listing fresh.
+	filter := `{"room":{"timeline":{"limit":0}},"presence":{"not_types":["mxprobe.test.` + newNonce() + `"]}}`
+	b, err := d.Do(ctx, "GET", "/_matrix/client/v3/sync?timeout=0&filter="+url.QueryEscape(filter), token, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,10 +317,8 @@ func invites(t *testing.T, d *testenv.Dendrite, token string) []string {
 // Done when 3: the bot's token is logged out between runs; the next run
 // logs in again, succeeds, and the refresh is counted.
 func TestUnknownTokenRelogin(t *testing.T) {
-	d := testenv.SharedDendrite(t)
-	lim := testenv.Limited(t, d, synlimit.Options{Pause: -1}) // Synapse's defaults
-	defer testenv.NoRefusals(t, lim)
-	f := newFixture(t, d, lim.URL, "relog")
+	d := &testenv.SharedSynapse(t).Homeserver
+	f := newFixture(t, d, d.URL, "relog")
 	mustOK(t, f.run(t, "relog", 30*time.Second))
 	sess := f.manager.Cached("relog/bot")
 	if sess == nil {
@@ -339,7 +355,7 @@ func TestUnknownTokenRelogin(t *testing.T) {
 // with no goroutine left behind.
 func TestRateLimitedSend(t *testing.T) {
 	defer goleak.VerifyNone(t, testenv.LeakOptions()...)
-	d := testenv.SharedDendrite(t)
+	d := &testenv.SharedDendrite(t).Homeserver
 	proxy, err := faultproxy.New(d.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -387,7 +403,7 @@ func TestRateLimitedSend(t *testing.T) {
 // machine; the fine figure (about 51 ms on a quiet machine, see
 // docs/bench.md) is logged, and overhead targets live in the benchmarks.
 func TestSendDelayMeasured(t *testing.T) {
-	d := testenv.SharedDendrite(t)
+	d := &testenv.SharedDendrite(t).Homeserver
 	proxy, err := faultproxy.New(d.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -446,7 +462,7 @@ func TestProbeRoomNameParse(t *testing.T) {
 // path logs in again once, and so may the cleanup: the room is left and
 // forgotten, with no cleanup failure.
 func TestCleanupLogsInAgain(t *testing.T) {
-	d := testenv.SharedDendrite(t)
+	d := &testenv.SharedSynapse(t).Homeserver
 	f := newFixture(t, d, d.URL, "twice")
 	defer f.closeIdle()
 	mustOK(t, f.run(t, "twice", 30*time.Second))

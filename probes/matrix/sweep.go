@@ -86,7 +86,12 @@ func (p *RoundtripProbe) sweepStep(ctx context.Context, r *runner, tenant string
 		}
 		actorsOK := true
 		for _, a := range []*actor{peer, bot} {
-			n, err := p.sweepActor(sctx, r, a, cutoff, wanted)
+			// Only the peer is ever invited to probe rooms. The bot's
+			// invitations are not listed: the bot may be an application
+			// service's sender, to which Synapse refuses /sync (a 500:
+			// handlers/sync.py generate_sync_result, "We no longer
+			// support AS users using /sync directly").
+			n, err := p.sweepActor(sctx, r, a, cutoff, wanted, a == peer)
 			left += n
 			if err != nil {
 				actorsOK = false
@@ -111,7 +116,7 @@ func (p *RoundtripProbe) sweepStep(ctx context.Context, r *runner, tenant string
 // sweepActor leaves and forgets the stale probe rooms of one account: the
 // joined ones (recognised by the marker state event) and, for invitations
 // (which carry no state to read), those whose name has the probe prefix.
-func (p *RoundtripProbe) sweepActor(ctx context.Context, r *runner, a *actor, cutoff time.Time, wanted map[int64]bool) (int, error) {
+func (p *RoundtripProbe) sweepActor(ctx context.Context, r *runner, a *actor, cutoff time.Time, wanted map[int64]bool, listInvites bool) (int, error) {
 	var rooms []id.RoomID
 	err, _, _ := r.attempt(ctx, a, false, func(ctx context.Context, cli *mautrix.Client) error {
 		resp, err := cli.JoinedRooms(ctx)
@@ -142,13 +147,15 @@ func (p *RoundtripProbe) sweepActor(ctx context.Context, r *runner, a *actor, cu
 			return 0, fmt.Errorf("%sreading the probe marker: %w", a.prefix, err)
 		}
 	}
-	invites, err := p.staleInvites(ctx, r, a, cutoff, wanted)
-	if err != nil {
-		r.rec.Count(probes.CountCleanupFailure, 1)
-		return 0, err
-	}
-	for _, room := range invites {
-		stale[room] = true
+	if listInvites {
+		invites, err := p.staleInvites(ctx, r, a, cutoff, wanted)
+		if err != nil {
+			r.rec.Count(probes.CountCleanupFailure, 1)
+			return 0, err
+		}
+		for _, room := range invites {
+			stale[room] = true
+		}
 	}
 	n := 0
 	var errs []error
@@ -184,7 +191,9 @@ func (p *RoundtripProbe) staleInvites(ctx context.Context, r *runner, a *actor, 
 	var resp *mautrix.RespSync
 	err, _, _ := r.attempt(ctx, a, false, func(ctx context.Context, cli *mautrix.Client) error {
 		var err error
-		resp, err = cli.SyncRequest(ctx, 0, "", string(filter), false, event.PresenceOffline)
+		// Fresh: a cached answer (freshFilter) could be from the first
+		// run's sweep, before today's stale invitations existed.
+		resp, err = cli.SyncRequest(ctx, 0, "", freshFilter(string(filter)), false, event.PresenceOffline)
 		return err
 	})
 	if err != nil {

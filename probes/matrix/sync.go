@@ -42,12 +42,29 @@ func roomFilter(room id.RoomID, limit int) string {
 	return string(b)
 }
 
+// freshFilter makes an inline filter unique: Synapse answers an identical
+// /sync request (same user, device, since, timeout and filter) from a cache
+// for two minutes (sync_response_cache_duration; rest/client/sync.py
+// request_key), so room_message's position in its persistent room would be
+// up to two minutes old and its sync step would time Synapse's cache, not
+// its sync. Clients pass filters through unchanged; the nonce is an extra
+// excluded presence type.
+func freshFilter(filter string) string {
+	var f map[string]any
+	if json.Unmarshal([]byte(filter), &f) != nil {
+		return filter
+	}
+	f["presence"] = map[string]any{"not_types": []string{"*", "mxprobe.nonce." + newNonce()}}
+	b, _ := json.Marshal(f)
+	return string(b)
+}
+
 // position is the step that gets a's current /sync position in room
 // (next_batch), from which receive waits for the message.
 func (r *runner) position(ctx context.Context, a *actor, room id.RoomID) (string, error) {
 	var since string
 	err := r.step(ctx, "sync", a, func(ctx context.Context, cli *mautrix.Client) error {
-		resp, err := cli.SyncRequest(ctx, 0, "", roomFilter(room, 1), false, event.PresenceOffline)
+		resp, err := cli.SyncRequest(ctx, 0, "", freshFilter(roomFilter(room, 1)), false, event.PresenceOffline)
 		if err != nil {
 			return err
 		}

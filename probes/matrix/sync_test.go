@@ -2,6 +2,7 @@ package matrix
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -41,5 +42,29 @@ func TestReceivePausesWhenSyncIgnoresTimeout(t *testing.T) {
 	// polls; back to back it would be hundreds.
 	if n := calls.Load(); n < 5 || n > 40 {
 		t.Fatalf("%d /sync requests in 2 s", n)
+	}
+}
+
+// Two fresh filters of one room differ (Synapse's sync cache key includes
+// the filter) and keep what the room filter asks for.
+func TestFreshFilterIsUniqueAndKeepsTheRoom(t *testing.T) {
+	base := roomFilter("!r:example.org", 1)
+	a, b := freshFilter(base), freshFilter(base)
+	if a == b || a == base {
+		t.Fatalf("fresh filters are not unique: %s", a)
+	}
+	var f struct {
+		Presence struct {
+			NotTypes []string `json:"not_types"`
+		} `json:"presence"`
+		Room struct {
+			Rooms []string `json:"rooms"`
+		} `json:"room"`
+	}
+	if err := json.Unmarshal([]byte(a), &f); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Room.Rooms) != 1 || f.Room.Rooms[0] != "!r:example.org" || len(f.Presence.NotTypes) != 2 || f.Presence.NotTypes[0] != "*" {
+		t.Fatalf("fresh filter %s", a)
 	}
 }

@@ -237,10 +237,13 @@ func Classify(err error) error {
 
 // Short trims a message from a remote party to one line of at most 200 bytes.
 func Short(s string) string {
+	// Control characters other than the line breaks cut below are
+	// escaped: a server's ESC sequences and BEL reach no terminal.
 	s = strings.TrimSpace(s)
 	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
 		s = s[:i] + " …"
 	}
+	s = probes.EscapeControls(s, false)
 	if len(s) > 200 {
 		cut := 200
 		for cut > 0 && !utf8.RuneStart(s[cut]) {

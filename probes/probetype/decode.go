@@ -22,7 +22,8 @@ func DecodeStrict(n *yaml.Node, key string, v any, where func(line int) string) 
 		return fmt.Errorf("%s: %s: want a mapping", where(n.Line), key)
 	}
 	known := config.YAMLKeys(reflect.TypeOf(v).Elem())
-	if err := checkKeys(n, known, key, where, 0); err != nil {
+	b := &budget{where: where, key: key, line: n.Line}
+	if err := checkKeys(n, known, b, 0); err != nil {
 		return err
 	}
 	if err := n.Decode(v); err != nil {
@@ -57,31 +58,115 @@ func Resolve(n *yaml.Node) *yaml.Node {
 	return n
 }
 
+// MaxVisits bounds the mapping entries the settings decoder looks at, each
+// merged mapping counted every time a merge key brings it in. Settings are a
+// few dozen entries; `<<: [*m, *m, ...]` nested a dozen times would be
+// 10^12 (yaml.v3's own alias limit only applies once decoding starts, after
+// this walk).
+const MaxVisits = 10000
+
+// budget counts the visits of one settings section.
+type budget struct {
+	n     int
+	where func(line int) string
+	key   string
+	line  int // of the section
+}
+
+func (b *budget) visit() error {
+	b.n++
+	if b.n > MaxVisits {
+		return fmt.Errorf("%s: %s: aliases and merge keys expand to more than %d entries; write the settings out instead", b.where(b.line), b.key, MaxVisits)
+	}
+	return nil
+}
+
+func isMerge(k *yaml.Node) bool {
+	return k.Tag == "!!merge" || (k.Value == "<<" && k.Style == 0 && k.Tag != "!!str")
+}
+
+// merged lists the mappings a merge key's value names (`*a` or `[*a, *b]`).
+func merged(val *yaml.Node) []*yaml.Node {
+	list := []*yaml.Node{val}
+	if val.Kind == yaml.SequenceNode {
+		list = val.Content
+	}
+	var out []*yaml.Node
+	for _, m := range list {
+		if m = Resolve(m); m != nil && m.Kind == yaml.MappingNode {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // checkKeys refuses keys of the mapping n that are not known, including
 // those a merge key (`<<: *defaults`, `<<: [*a, *b]`) brings in.
-func checkKeys(n *yaml.Node, known map[string]bool, key string, where func(line int) string, depth int) error {
+func checkKeys(n *yaml.Node, known map[string]bool, b *budget, depth int) error {
 	if depth > 16 {
-		return fmt.Errorf("%s: %s: merge keys nested too deep", where(n.Line), key)
+		return fmt.Errorf("%s: %s: merge keys nested too deep", b.where(n.Line), b.key)
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], Resolve(n.Content[i+1])
-		if k.Tag == "!!merge" || (k.Value == "<<" && k.Style == 0 && k.Tag != "!!str") {
-			merged := []*yaml.Node{val}
-			if val.Kind == yaml.SequenceNode {
-				merged = val.Content
-			}
-			for _, m := range merged {
-				if m = Resolve(m); m.Kind == yaml.MappingNode {
-					if err := checkKeys(m, known, key, where, depth+1); err != nil {
-						return err
-					}
+		if err := b.visit(); err != nil {
+			return err
+		}
+		if isMerge(k) {
+			for _, m := range merged(val) {
+				if err := checkKeys(m, known, b, depth+1); err != nil {
+					return err
 				}
 			}
 			continue
 		}
 		if !known[k.Value] {
-			return fmt.Errorf("%s: %s.%s: unknown field", where(k.Line), key, k.Value)
+			return fmt.Errorf("%s: %s.%s: unknown field", b.where(k.Line), b.key, k.Value)
 		}
 	}
 	return nil
+}
+
+// Entries returns the key and value nodes of the mapping n as decoding sees
+// them: merge keys expanded (a key of n itself wins over a merged one, an
+// earlier merged mapping over a later one), each key once. It fails past
+// MaxVisits like DecodeStrict.
+func Entries(n *yaml.Node) ([][2]*yaml.Node, error) {
+	n = Resolve(n)
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil, nil
+	}
+	b := &budget{where: func(line int) string { return fmt.Sprintf("line %d", line) }, key: "settings", line: n.Line}
+	var out [][2]*yaml.Node
+	seen := map[string]bool{}
+	var walk func(m *yaml.Node, depth int) error
+	walk = func(m *yaml.Node, depth int) error {
+		if depth > 16 {
+			return fmt.Errorf("line %d: merge keys nested too deep", m.Line)
+		}
+		var merges []*yaml.Node
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			k := m.Content[i]
+			if err := b.visit(); err != nil {
+				return err
+			}
+			if isMerge(k) {
+				merges = append(merges, merged(Resolve(m.Content[i+1]))...)
+				continue
+			}
+			if !seen[k.Value] {
+				seen[k.Value] = true
+				out = append(out, [2]*yaml.Node{k, m.Content[i+1]})
+			}
+		}
+		for _, mm := range merges {
+			if err := walk(mm, depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := walk(n, 0); err != nil {
+		return nil, err
+	}
+	return out, nil
 }

@@ -65,3 +65,57 @@ func TestDecodeStrict(t *testing.T) {
 		}
 	}
 }
+
+// fanOut is a settings section whose merge keys expand fan^depth times:
+// each level merges the previous one fan times.
+func fanOut(fan, depth int) string {
+	var b strings.Builder
+	b.WriteString("l0: &m0 {url: http://x}\n")
+	for i := 1; i <= depth; i++ {
+		refs := strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*m%d, ", i-1), fan), ", ")
+		fmt.Fprintf(&b, "l%d: &m%d {<<: [%s]}\n", i, i, refs)
+	}
+	fmt.Fprintf(&b, "x: {<<: *m%d, count: 1}\n", depth)
+	return b.String()
+}
+
+// TestDecodeStrictVisitBudget: a merge-key fan-out (10 at depth 12, 10^12
+// entries once expanded, which main walked without end) is refused after
+// MaxVisits entries with an error naming the section; a moderate use of
+// merge keys decodes. Entries, used on settings by --target, has the same
+// budget.
+func TestDecodeStrictVisitBudget(t *testing.T) {
+	type settings struct {
+		URL   string `yaml:"url"`
+		Count int    `yaml:"count"`
+	}
+	where := func(line int) string { return fmt.Sprintf("c.yml:%d: probe %q", line, "p") }
+	section := func(src string) *yaml.Node {
+		var doc yaml.Node
+		if err := yaml.Unmarshal([]byte(src), &doc); err != nil {
+			t.Fatal(err)
+		}
+		m := doc.Content[0]
+		return m.Content[len(m.Content)-1]
+	}
+	src := fanOut(10, 12)
+	if len(src) > 1024 {
+		t.Fatalf("the hostile file is %d bytes", len(src))
+	}
+	n := section(src)
+	want := fmt.Sprintf(`c.yml:%d: probe "p": x: aliases and merge keys expand to more than %d entries`, n.Line, MaxVisits)
+	if err := DecodeStrict(n, "x", &settings{}, where); err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("fan-out: %v", err)
+	}
+	if _, err := Entries(n); err == nil {
+		t.Fatal("Entries walked the fan-out")
+	}
+	var s settings
+	if err := DecodeStrict(section(fanOut(3, 4)), "x", &s, where); err != nil || s.URL != "http://x" || s.Count != 1 {
+		t.Fatalf("3^4 merge: %+v %v", s, err)
+	}
+	e, err := Entries(section(fanOut(3, 4)))
+	if err != nil || len(e) != 2 {
+		t.Fatalf("entries: %v %v", e, err)
+	}
+}

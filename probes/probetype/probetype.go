@@ -27,6 +27,11 @@ type Type struct {
 	// TargetField (optional) is the settings field `mxprobe run TYPE
 	// --target X` sets (the type has one target, a URL for one).
 	TargetField string
+	// Credentials (optional) are the settings fields sent to the target
+	// (headers, tokens): `--target` drops them when it names another
+	// origin than the configured one, so they never reach a host they were
+	// not configured for.
+	Credentials []string
 	// Settings decodes the type's settings from their YAML node (nil when
 	// absent), applies the defaults and validates them; errors name the
 	// field and the line. Nil when the type has no settings.

@@ -2,6 +2,16 @@ package synapse
 
 import "math"
 
+// Bounds on the names a page may bring in per scrape, whatever it lists
+// (Synapse has about 200 caches and a handful of event processing loops):
+// caches beyond MaxCaches and loops beyond MaxLoops, in page order, are
+// left out. Servlets and sync tags are bounded already: only configured
+// servlets and known tags are kept.
+const (
+	MaxCaches = 1024
+	MaxLoops  = 64
+)
+
 // Process is one Synapse process (the main process or a worker) with its
 // previous and current scrape. A deployment is a set of them.
 type Process struct {
@@ -212,7 +222,7 @@ func (g *gauges) add(cur *Snapshot) int {
 	for _, s := range cur.order {
 		switch s.fam {
 		case famProcessingPos:
-			if v, ok := g.positions[s.name]; !ok || s.value > v {
+			if v, ok := g.positions[s.name]; (!ok && len(g.positions) < MaxLoops) || (ok && s.value > v) {
 				g.positions[s.name] = s.value
 			}
 		case famForwardExtrem:
@@ -366,6 +376,9 @@ func (a *deployAcc) add(prev, cur *Snapshot, dt float64) (pr procRates) {
 			// Gauges in Synapse, but cumulative since the start.
 			c := a.caches[s.name]
 			if c == nil {
+				if len(a.caches) >= MaxCaches {
+					continue // bounded whatever the page lists
+				}
 				c = &cacheAgg{}
 				a.caches[s.name] = c
 			}

@@ -7,6 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"github.com/mxprobe/mxprobe/probes"
 )
 
 // The parser is a line scanner over the text exposition format (0.0.4, the
@@ -478,6 +481,29 @@ func (p *parser) labels(b []byte) (int, error) {
 	}
 }
 
+// MaxLabelValue is the most bytes of a label value the scraper keeps (a
+// cache, servlet or loop name, a status code, a tag, the version): label
+// values become parts of signal names, which reach the history, /api,
+// /probe and /metrics. Synapse's own are under 64 bytes.
+const MaxLabelValue = 128
+
+// labelValue is a label value as kept: unescaped, control characters
+// escaped, cut to MaxLabelValue bytes on a rune boundary.
+func labelValue(b []byte) string {
+	if len(b) > 4*MaxLabelValue {
+		b = b[:4*MaxLabelValue] // the rest cannot survive the cut below
+	}
+	s := probes.EscapeControls(unescape(b), false)
+	if len(s) <= MaxLabelValue {
+		return s
+	}
+	cut := MaxLabelValue
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}
+
 func unescape(b []byte) string {
 	if bytes.IndexByte(b, '\\') < 0 {
 		return string(b)
@@ -532,7 +558,7 @@ func (p *parser) record(info nameInfo, labels []byte, v float64) error {
 		if p.prev != nil && p.prev.Version == string(version) {
 			p.snap.Version = p.prev.Version
 		} else {
-			p.snap.Version = unescape(version)
+			p.snap.Version = labelValue(version)
 		}
 	}
 	s := p.snap.series[string(p.key)]
@@ -554,16 +580,16 @@ func (p *parser) record(info nameInfo, labels []byte, v float64) error {
 		} else {
 			s.key = string(p.key)
 			if servlet != nil {
-				s.servlet = unescape(servlet)
+				s.servlet = labelValue(servlet)
 			}
 			if code != nil {
-				s.code = unescape(code)
+				s.code = labelValue(code)
 			}
 			if tag != nil {
-				s.tag = unescape(tag)
+				s.tag = labelValue(tag)
 			}
 			if lname != nil {
-				s.name = unescape(lname)
+				s.name = labelValue(lname)
 			}
 		}
 		p.snap.series[s.key] = s

@@ -14,6 +14,8 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,6 +27,7 @@ import (
 
 	"github.com/mxprobe/mxprobe/internal/config"
 	"github.com/mxprobe/mxprobe/probes"
+	"github.com/mxprobe/mxprobe/probes/mxclient"
 )
 
 // Steps of a run.
@@ -154,6 +157,9 @@ func (p *Probe) targets(ctx context.Context) ([]config.SynapseTarget, error) {
 	if kind == "" {
 		kind = "generic_worker"
 	}
+	if err := p.checkAddrs(d, scheme, addrs); err != nil {
+		return nil, err
+	}
 	for _, a := range addrs {
 		ts = append(ts, config.SynapseTarget{
 			// Signal parts are separated by ':', so an IPv6 address is
@@ -167,6 +173,35 @@ func (p *Probe) targets(ctx context.Context) ([]config.SynapseTarget, error) {
 		return nil, probes.Errorf(probes.ClassUnreachable, "synapse.dns.name %s: no addresses", d.Name)
 	}
 	return ts, nil
+}
+
+// checkAddrs refuses a DNS answer the probe must not scrape: with
+// synapse.dns.allowed_cidrs, any address outside them; without, when the
+// probe sends credentials over plain http, any address but loopback. A
+// hijacked or misconfigured DNS name then cannot collect the bearer token
+// or the basic auth password. The error names the address.
+func (p *Probe) checkAddrs(d *config.SynapseDNS, scheme string, addrs []string) error {
+	allowed, err := d.Allowed()
+	if err != nil {
+		return probes.Errorf(probes.ClassConfig, "synapse.dns.allowed_cidrs: %v", err)
+	}
+	creds := p.Config.BasicAuth != nil || p.Config.BearerToken != "" || p.Config.BearerTokenFile != ""
+	for _, a := range addrs {
+		ip, err := netip.ParseAddr(a)
+		if err != nil {
+			return probes.Errorf(probes.ClassBadResponse, "synapse.dns.name %s answered %q, not an IP address", d.Name, mxclient.Short(a))
+		}
+		ip = ip.Unmap()
+		switch {
+		case len(allowed) > 0:
+			if !slices.ContainsFunc(allowed, func(r netip.Prefix) bool { return r.Contains(ip) }) {
+				return probes.Errorf(probes.ClassConfig, "synapse.dns.name %s answered %s, outside synapse.dns.allowed_cidrs: not scraped", d.Name, ip)
+			}
+		case creds && scheme != "https" && !ip.IsLoopback():
+			return probes.Errorf(probes.ClassConfig, "synapse.dns.name %s answered %s: the probe's credentials go over plain http only to loopback or to synapse.dns.allowed_cidrs (set them, or synapse.dns.scheme: https); not scraped", d.Name, ip)
+		}
+	}
+	return nil
 }
 
 // scrapeResult is one process's scrape.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"math"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -262,4 +264,64 @@ func splitHostPort(t *testing.T, u string) (string, int) {
 		}
 	}
 	return host, port
+}
+
+// TestWorkerDNSAddressFilter: the probe's bearer token reaches a DNS-found
+// address only over https, on loopback, or inside synapse.dns.allowed_cidrs;
+// an answer outside is an error naming the address, and nothing is sent
+// to it.
+func TestWorkerDNSAddressFilter(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		auths []string
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		auths = append(auths, r.Header.Get("Authorization"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		_, _ = w.Write([]byte("# empty\n"))
+	}))
+	defer srv.Close()
+	_, port := splitHostPort(t, srv.URL)
+	for _, c := range []struct {
+		name    string
+		allowed []string
+		answer  string
+		refused string // the address named in the error; "" when scraped
+	}{
+		{"outside the allowed ranges", []string{"10.0.0.0/8"}, "127.0.0.1", "127.0.0.1"},
+		{"inside the allowed ranges", []string{"10.0.0.0/8", "127.0.0.0/8"}, "127.0.0.1", ""},
+		{"loopback without ranges", nil, "127.0.0.1", ""},
+		{"routable without ranges over http", nil, "192.0.2.10", "192.0.2.10"},
+		{"mapped address outside the ranges", []string{"10.0.0.0/8"}, "::ffff:127.0.0.1", "127.0.0.1"},
+	} {
+		mu.Lock()
+		auths = nil
+		mu.Unlock()
+		sc := &config.SynapseConfig{BearerToken: "tok-SECRET-1234",
+			DNS: &config.SynapseDNS{Name: "synapse-workers.matrix.svc", Port: port, AllowedCIDRs: c.allowed}}
+		sc.ApplyDefaults()
+		p := &Probe{Name: "synapse", Config: sc, HTTP: &http.Client{Transport: &http.Transport{}}, Store: NewStore(),
+			LookupHost: func(context.Context, string) ([]string, error) { return []string{c.answer}, nil }}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		r := p.Run(ctx, "")
+		cancel()
+		p.HTTP.CloseIdleConnections()
+		mu.Lock()
+		seen := append([]string(nil), auths...)
+		mu.Unlock()
+		if c.refused != "" {
+			if r.FailedStep != StepResolve || r.Class != probes.ClassConfig || !strings.Contains(r.Error, "answered "+c.refused) {
+				t.Errorf("%s: %s at %s: %s", c.name, r.Class, r.FailedStep, r.Error)
+			}
+			if len(seen) != 0 {
+				t.Errorf("%s: %d requests reached the server", c.name, len(seen))
+			}
+			continue
+		}
+		if r.FailedStep == StepResolve || len(seen) == 0 || seen[0] != "Bearer tok-SECRET-1234" {
+			t.Errorf("%s: %s at %s: %s; requests %q", c.name, r.Class, r.FailedStep, r.Error, seen)
+		}
+	}
 }

@@ -530,6 +530,12 @@ func (e *Emulator) registerFinish(w http.ResponseWriter, r *http.Request) {
 	reg.finished, s.consumed = true, true
 	e.stats.AccountsCreated++
 	e.mu.Unlock()
+	// ProvisionUserJob (views/register/steps/finish.rs): a job in MAS, run
+	// here before the browser moves on; a failure is retried by MAS's
+	// queue, here by the first device upsert (upsertDevice).
+	ctx, cancel := ctxTimeout(r)
+	_ = e.provisionUser(ctx, reg.localpart)
+	cancel()
 	e.startSession(w, reg.localpart)
 	redirect(w, http.StatusSeeOther, e.continueTo(s))
 }

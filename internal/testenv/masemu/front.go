@@ -98,6 +98,19 @@ func (e *Emulator) compatLogin(w http.ResponseWriter, r *http.Request) {
 	e.access[a.token] = a
 	e.stats.CompatLogins++
 	e.mu.Unlock()
+	// The device is created at the homeserver before the answer
+	// (compat/login.rs post); if that fails the session ends.
+	ctx, cancel := ctxTimeout(r)
+	err := e.upsertDevice(ctx, localpart, device, "")
+	cancel()
+	if err != nil {
+		e.mu.Lock()
+		cs.finished = true
+		e.mu.Unlock()
+		e.syncDevicesLater(localpart)
+		matrixError(w, http.StatusInternalServerError, "M_UNKNOWN", "Internal error", nil)
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"access_token": a.token, "device_id": device, "user_id": "@" + localpart + ":" + e.ServerName,
 		"home_server": e.ServerName,
@@ -166,6 +179,12 @@ func (e *Emulator) frontHandler() http.Handler {
 			matrixError(w, http.StatusNotFound, "M_UNRECOGNIZED", "Unrecognized request", nil)
 			return
 		}
+		if syn := e.attached(); syn != nil {
+			// A delegating Synapse answers this itself, with the
+			// metadata it loaded from MAS (rest/client/auth_metadata.py).
+			syn.ServeHTTP(w, r)
+			return
+		}
 		writeJSON(w, http.StatusOK, e.Metadata())
 	}
 	mux.HandleFunc("GET /_matrix/client/v1/auth_metadata", meta)
@@ -184,6 +203,9 @@ func (e *Emulator) frontHandler() http.Handler {
 	}
 	mux.HandleFunc("/_matrix/client/v3/login", compat(e.compatLogin))
 	mux.HandleFunc("GET /_matrix/client/v3/login/sso/redirect", compat(e.compatSSORedirect))
+	// The reverse proxy sends logout to MAS too (MAS's documentation:
+	// /_matrix/client/*/login, logout and refresh go to MAS).
+	mux.HandleFunc("POST /_matrix/client/v3/logout", compat(e.compatLogout))
 	var proxy *httputil.ReverseProxy
 	if d := e.opts.Dendrite; d != nil {
 		target, _ := url.Parse(d.URL)
@@ -192,42 +214,80 @@ func (e *Emulator) frontHandler() http.Handler {
 			pr.Out.Host = target.Host
 		}}
 	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		tok := bearer(r)
-		if tok == "" {
-			if proxy == nil {
-				matrixError(w, http.StatusNotFound, "M_UNRECOGNIZED", "Unrecognized request", nil)
-				return
+	e.dendProxy = proxy
+	mux.HandleFunc("/", e.frontDefault)
+	return mux
+}
+
+// attached is the reverse proxy to a delegating Synapse, or nil.
+func (e *Emulator) attached() *httputil.ReverseProxy {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.synapse == nil {
+		return nil
+	}
+	if e.synProxy == nil {
+		target, _ := url.Parse(e.synapse.URL)
+		e.synProxy = &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Host = target.Host
+		}, ModifyResponse: func(resp *http.Response) error {
+			// Synapse's refusals of a presented token (M_UNKNOWN_TOKEN)
+			// count as the front's own did in front of Dendrite.
+			if resp.StatusCode == http.StatusUnauthorized && bearer(resp.Request) != "" {
+				e.mu.Lock()
+				e.stats.UnknownTokenReply++
+				e.mu.Unlock()
 			}
-			proxy.ServeHTTP(w, r)
-			return
-		}
-		a, ok := e.lookupToken(tok)
-		if !ok {
-			matrixError(w, http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "Token is not active", map[string]any{"soft_logout": false})
-			return
-		}
+			return nil
+		}}
+	}
+	return e.synProxy
+}
+
+// frontDefault serves what the reverse proxy sends to the homeserver: to a
+// delegating Synapse as it is (Synapse introspects the token at MAS), to
+// Dendrite with the MAS session mapped to a Dendrite session of the same
+// user and device.
+func (e *Emulator) frontDefault(w http.ResponseWriter, r *http.Request) {
+	if syn := e.attached(); syn != nil {
+		syn.ServeHTTP(w, r)
+		return
+	}
+	proxy := e.dendProxy
+	tok := bearer(r)
+	if tok == "" {
 		if proxy == nil {
-			if r.URL.Path == "/_matrix/client/v3/account/whoami" {
-				writeJSON(w, http.StatusOK, map[string]any{"user_id": "@" + a.user + ":" + e.ServerName, "device_id": a.device, "is_guest": false})
-				return
-			}
-			matrixError(w, http.StatusNotFound, "M_UNRECOGNIZED", "Unrecognized request (no homeserver behind the emulator)", nil)
+			matrixError(w, http.StatusNotFound, "M_UNRECOGNIZED", "Unrecognized request", nil)
 			return
-		}
-		dt, err := e.dendriteToken(r, a.user, a.device)
-		if err != nil {
-			matrixError(w, http.StatusBadGateway, "M_UNKNOWN", "emulator could not open a homeserver session: "+err.Error(), nil)
-			return
-		}
-		r.Header.Set("Authorization", "Bearer "+dt)
-		if q := r.URL.Query(); q.Has("access_token") {
-			q.Del("access_token")
-			r.URL.RawQuery = q.Encode()
 		}
 		proxy.ServeHTTP(w, r)
-	})
-	return mux
+		return
+	}
+	a, ok := e.lookupToken(tok)
+	if !ok {
+		matrixError(w, http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "Token is not active", map[string]any{"soft_logout": false})
+		return
+	}
+	if proxy == nil {
+		if r.URL.Path == "/_matrix/client/v3/account/whoami" {
+			writeJSON(w, http.StatusOK, map[string]any{"user_id": "@" + a.user + ":" + e.ServerName, "device_id": a.device, "is_guest": false})
+			return
+		}
+		matrixError(w, http.StatusNotFound, "M_UNRECOGNIZED", "Unrecognized request (no homeserver behind the emulator)", nil)
+		return
+	}
+	dt, err := e.dendriteToken(r, a.user, a.device)
+	if err != nil {
+		matrixError(w, http.StatusBadGateway, "M_UNKNOWN", "emulator could not open a homeserver session: "+err.Error(), nil)
+		return
+	}
+	r.Header.Set("Authorization", "Bearer "+dt)
+	if q := r.URL.Query(); q.Has("access_token") {
+		q.Del("access_token")
+		r.URL.RawQuery = q.Encode()
+	}
+	proxy.ServeHTTP(w, r)
 }
 
 func bearer(r *http.Request) string {

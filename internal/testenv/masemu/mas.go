@@ -32,6 +32,8 @@ func (e *Emulator) masHandler() http.Handler {
 	mux.HandleFunc("POST /consent/{grant}", e.consentSubmit)
 	mux.HandleFunc("POST /oauth2/token", e.token)
 	mux.HandleFunc("POST /oauth2/revoke", e.revoke)
+	mux.HandleFunc("POST /oauth2/introspect", e.introspect)
+	mux.HandleFunc("POST /_matrix/client/v3/logout", e.compatLogout)
 	mux.HandleFunc("GET /complete-compat-sso/{id}", e.compatPage)
 	mux.HandleFunc("POST /complete-compat-sso/{id}", e.compatSubmit)
 	mux.HandleFunc("/_matrix/client/v3/login", e.compatLogin)

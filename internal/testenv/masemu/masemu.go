@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"strings"
 	"sync"
@@ -157,6 +158,13 @@ type Stats struct {
 	ProviderTokenRateLimited int
 	// PlatformLogouts counts platform sessions ended by logout.
 	PlatformLogouts int
+	// Introspections counts POST /oauth2/introspect answers (from a
+	// delegating Synapse), IntrospectionsActive those that said active.
+	Introspections, IntrospectionsActive int
+	// SynapseProvisions, SynapseDeviceUpserts and SynapseDeviceSyncs count
+	// MAS's successful calls to a delegating Synapse's /_synapse/mas/*;
+	// SynapseSyncErrors the device syncs that failed.
+	SynapseProvisions, SynapseDeviceUpserts, SynapseDeviceSyncs, SynapseSyncErrors int
 }
 
 // Emulator is a running MAS, upstream provider and Matrix front.
@@ -195,6 +203,16 @@ type Emulator struct {
 	compatSess    []*compatSession
 	compat        map[string]*compatLogin
 	loginTokens   map[string]*loginToken
+
+	// A Synapse delegating its authentication to the emulator (synapse.go).
+	synapseSecret string
+	syn           *synapseConn
+	synapse       *testenv.Synapse
+	synProxy      *httputil.ReverseProxy
+	dendProxy     *httputil.ReverseProxy
+	provisioned   map[string]bool
+	jobs          sync.WaitGroup
+	closed        bool
 
 	om         provider // the upstream platform
 	masPass    map[string]string
@@ -342,6 +360,7 @@ func Start(opts Options) (*Emulator, error) {
 		refresh: map[string]*refreshToken{}, compat: map[string]*compatLogin{}, loginTokens: map[string]*loginToken{},
 		om:      newProvider(opts.ProviderTokenLimit),
 		masPass: map[string]string{}, dendPass: map[string]string{}, dendTokens: map[string]string{},
+		synapseSecret: random("mss_"), provisioned: map[string]bool{},
 	}
 	e.ServerName = opts.ServerName
 	if e.ServerName == "" {
@@ -386,6 +405,10 @@ func serve(host string, h http.Handler) (*httptest.Server, error) {
 
 // Close stops every server.
 func (e *Emulator) Close() {
+	e.mu.Lock()
+	e.closed = true
+	e.mu.Unlock()
+	e.jobs.Wait() // background device syncs
 	e.mas.Close()
 	e.up.Close()
 	e.hs.Close()

@@ -2,6 +2,8 @@ package masemu
 
 import (
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"time"
 )
 
@@ -10,15 +12,57 @@ import (
 // (crates/handlers/src/oauth2/token.rs 456-471).
 const codeReplayWindow = 20 * time.Second
 
-// token is POST /oauth2/token (crates/handlers/src/oauth2/token.rs).
+// token is POST /oauth2/token (crates/handlers/src/oauth2/token.rs). With
+// a Synapse attached, the device of a new session is created there before
+// the tokens are handed out (authorization_code_grant: "so that when we
+// respond, the access token works completely"); if that fails the answer is
+// a server error and the session is ended.
 func (e *Emulator) token(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
 		oauthError(w, http.StatusBadRequest, "invalid_request", "unreadable form")
 		return
 	}
-	f := r.PostForm
+	rec := httptest.NewRecorder()
+	e.mu.Lock()
+	started, ended := e.tokenLocked(rec, r.PostForm)
+	e.mu.Unlock()
+	if ended != "" {
+		e.syncDevicesLater(ended)
+	}
+	if started != nil {
+		ctx, cancel := ctxTimeout(r)
+		err := e.upsertDevice(ctx, started.user, started.device, e.clientName(started.clientID))
+		cancel()
+		if err != nil {
+			e.mu.Lock()
+			started.finished = true
+			e.mu.Unlock()
+			oauthError(w, http.StatusInternalServerError, "server_error", "failed to provision the device")
+			return
+		}
+	}
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(rec.Body.Bytes())
+}
+
+// clientName is a client's registered name (the device's display name).
+func (e *Emulator) clientName(id string) string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if c := e.clients[id]; c != nil {
+		return c.name
+	}
+	return ""
+}
+
+// tokenLocked answers a token request into w with mu held; it returns the
+// session an authorization code started (whose device needs provisioning)
+// and the user of a session a replayed code ended (whose devices need a
+// sync).
+func (e *Emulator) tokenLocked(w http.ResponseWriter, f url.Values) (started *oauthSession, ended string) {
 	c := e.clients[f.Get("client_id")]
 	if c == nil {
 		oauthError(w, http.StatusUnauthorized, "invalid_client", "unknown client")
@@ -33,8 +77,9 @@ func (e *Emulator) token(w http.ResponseWriter, r *http.Request) {
 			return
 		case ac.used:
 			e.stats.CodeReuse++
-			if ac.session != nil && e.now().Sub(ac.exchanged) > codeReplayWindow {
+			if ac.session != nil && e.now().Sub(ac.exchanged) > codeReplayWindow && !ac.session.finished {
 				ac.session.finished = true // "Ending potentially compromised session"
+				ended = ac.session.user
 			}
 			oauthError(w, http.StatusBadRequest, "invalid_grant", "the code was already used")
 			return
@@ -74,6 +119,9 @@ func (e *Emulator) token(w http.ResponseWriter, r *http.Request) {
 		ac.used, ac.exchanged, ac.session = true, e.now(), s
 		a, rt := e.issue(s)
 		e.tokenResponse(w, a, rt, s.scope)
+		if s.device != "" {
+			started = s
+		}
 	case "refresh_token":
 		old := e.refresh[f.Get("refresh_token")]
 		switch {
@@ -113,6 +161,7 @@ func (e *Emulator) token(w http.ResponseWriter, r *http.Request) {
 	default:
 		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "")
 	}
+	return started, ended
 }
 
 // issue makes an access/refresh pair of a session (mu held).
@@ -144,6 +193,14 @@ func (e *Emulator) revoke(w http.ResponseWriter, r *http.Request) {
 		oauthError(w, http.StatusBadRequest, "invalid_request", "")
 		return
 	}
+	// The user's SyncDevicesJob runs once the session has ended
+	// (revoke.rs), after mu is released.
+	var ended string
+	defer func() {
+		if ended != "" {
+			e.syncDevicesLater(ended)
+		}
+	}()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	c := e.clients[r.PostForm.Get("client_id")]
@@ -169,6 +226,7 @@ func (e *Emulator) revoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.finished = true
+	ended = s.user
 	e.stats.Revocations++
 	w.WriteHeader(http.StatusOK)
 }

@@ -1,0 +1,107 @@
+package masemu
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// introspectAs posts a token to /oauth2/introspect with the given bearer
+// (and the device-id header when explicit) and returns status and reply.
+func introspectAs(t *testing.T, e *Emulator, bearer, token, hint string, explicit bool) (int, map[string]any) {
+	t.Helper()
+	form := url.Values{"token": {token}}
+	if hint != "" {
+		form.Set("token_type_hint", hint)
+	}
+	req, _ := http.NewRequest(http.MethodPost, e.MASURL+"/oauth2/introspect", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	if explicit {
+		req.Header.Set("X-MAS-Supports-Device-Id", "1")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+// oauth2/introspection.rs post: the homeserver's bearer must be the shared
+// secret and clients without credentials are refused; compat tokens carry
+// the API scopes in both forms and the device as a scope, or as device_id
+// when the homeserver says it reads one; an ended session, an expired
+// token, another type than the hint, or an unknown token is inactive.
+func TestIntrospectionRules(t *testing.T) {
+	e, c := start(t, Options{AccessTTL: time.Minute})
+	e.SetMASPassword("alice", "pw")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tok, err := e.CompatPasswordLogin(ctx, "alice", "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := e.SynapseMAS().Secret
+
+	if code, out := introspectAs(t, e, "", tok, "", false); code != http.StatusUnauthorized || out["error"] != "invalid_client" {
+		t.Errorf("no credentials: %d %v", code, out)
+	}
+	if code, out := introspectAs(t, e, "not-the-secret", tok, "", false); code != http.StatusUnauthorized || out["error"] != "access_denied" {
+		t.Errorf("wrong bearer: %d %v", code, out)
+	}
+
+	code, out := introspectAs(t, e, secret, tok, "access_token", false)
+	scope, _ := out["scope"].(string)
+	if code != 200 || out["active"] != true || out["username"] != "alice" || out["client_id"] != "legacy" ||
+		!strings.Contains(scope, "urn:matrix:client:api:*") || !strings.Contains(scope, "urn:matrix:org.matrix.msc2967.client:api:*") ||
+		!strings.Contains(scope, "urn:matrix:client:device:") || out["device_id"] != nil {
+		t.Errorf("compat token: %d %v", code, out)
+	}
+	_, out = introspectAs(t, e, secret, tok, "", true)
+	scope, _ = out["scope"].(string)
+	if dev, _ := out["device_id"].(string); dev == "" || strings.Contains(scope, ":device:") {
+		t.Errorf("explicit device id: %v", out)
+	}
+	if _, out := introspectAs(t, e, secret, tok, "refresh_token", false); out["active"] != false {
+		t.Errorf("access token under a refresh hint: %v", out)
+	}
+	if _, out := introspectAs(t, e, secret, "mat_unknown", "", false); out["active"] != false || len(out) != 1 {
+		t.Errorf("unknown token: %v", out)
+	}
+	// Compatibility tokens have no expiry (introspection.rs gives none,
+	// and Synapse treats a missing expires_in as never expiring).
+	c.add(2 * time.Minute)
+	if _, out := introspectAs(t, e, secret, tok, "", false); out["active"] != true || out["expires_in"] != nil {
+		t.Errorf("compat token after two minutes: %v", out)
+	}
+	// Logout at the front (MAS's compat logout) ends the session.
+	req, _ := http.NewRequest(http.MethodPost, e.HomeserverURL+"/_matrix/client/v3/logout", strings.NewReader("{}"))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if _, out := introspectAs(t, e, secret, tok, "", false); resp.StatusCode != 200 || out["active"] != false {
+		t.Errorf("after logout (HTTP %d): %v", resp.StatusCode, out)
+	}
+}
+
+// normalize_scope: the stable and unstable forms of the API and device
+// scopes are both given.
+func TestNormalizeScope(t *testing.T) {
+	got := normalizeScope("openid urn:matrix:client:api:* urn:matrix:org.matrix.msc2967.client:device:ABC")
+	want := "openid urn:matrix:client:api:* urn:matrix:client:device:ABC urn:matrix:org.matrix.msc2967.client:api:* urn:matrix:org.matrix.msc2967.client:device:ABC"
+	if got != want {
+		t.Fatalf("normalizeScope = %q\nwant %q", got, want)
+	}
+}
