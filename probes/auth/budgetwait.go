@@ -90,12 +90,16 @@ func (b *Budget) Wait(ctx context.Context, key string, first bool) (waited time.
 		b.broadcast()
 		b.mu.Unlock()
 	}()
+	parked := false // waited for a slot (not merely for the lock)
 	for {
 		now := b.now()
 		pos := b.position(key)
 		wait := b.slotsLocked(pos+1, now)
 		if wait <= 0 {
 			if took, _ := b.takeLocked(); took {
+				if !parked {
+					return 0, true, 0
+				}
 				return now.Sub(start), true, 0
 			}
 			wait = b.slotsLocked(pos+1, now)
@@ -103,6 +107,7 @@ func (b *Budget) Wait(ctx context.Context, key string, first bool) (waited time.
 		if limit.IsZero() || now.Add(wait).After(limit) || ctx.Err() != nil {
 			return now.Sub(start), false, wait
 		}
+		parked = true
 		wake := b.wake
 		timer, stop := b.after(wait)
 		b.mu.Unlock()
