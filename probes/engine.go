@@ -41,7 +41,27 @@ type Job struct {
 	Subjects []string
 	// Disabled jobs run on demand only.
 	Disabled bool
-	Prober   Prober
+	// FirstRoundSpread is the shortest spread of the job's first round
+	// after a start (accounts several subjects share must stay within
+	// their rate limits' bursts); the scheduler's warm-up is never shorter,
+	// and never longer than the job's full spread.
+	FirstRoundSpread time.Duration
+	Prober           Prober
+}
+
+// Interval is the job's scheduled interval (0 when it has no schedule):
+// the delay of an @every schedule, else the time between its next two
+// firings.
+func (j *Job) Interval() time.Duration {
+	switch s := j.Schedule.(type) {
+	case nil:
+		return 0
+	case cron.ConstantDelaySchedule:
+		return s.Delay
+	default:
+		next := s.Next(time.Now())
+		return s.Next(next).Sub(next)
+	}
 }
 
 // Sink receives every Result: exporters, alerts and history.

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -119,7 +120,45 @@ const (
 // Signal names shared between probes and sinks.
 const (
 	SignalDeliverySeconds = "message_delivery_seconds"
+	// SignalNextLoginSeconds: a run skipped by the login budget says how
+	// long until the budget's next slot (for the status page).
+	SignalNextLoginSeconds = "login_budget_next_seconds"
 )
+
+// MeasuredNothing reports whether the run measured nothing of what its
+// probe watches: it was skipped, or the homeserver refused it with 429
+// before its first measured step (at a login, or a session's proof, which
+// only prepare the run). Such a run says nothing about the deployment:
+// exporters leave success, latencies and the last success as they were.
+func (r *Result) MeasuredNothing() bool {
+	if r.Outcome == OutcomeSkipped {
+		return true
+	}
+	if r.Class != ClassRateLimited {
+		return false
+	}
+	for _, s := range r.Steps {
+		if !s.OK {
+			return s.Class == ClassRateLimited
+		}
+		if !PreparationStep(s.Name) {
+			return false
+		}
+	}
+	return false
+}
+
+// PreparationStep reports whether a step only prepares a run (logging an
+// account in, proving a kept session, waiting for the login budget),
+// named with or without a role prefix ("peer_login").
+func PreparationStep(name string) bool {
+	for _, p := range []string{"login", "session_resume", "login_budget_wait"} {
+		if name == p || strings.HasSuffix(name, "_"+p) {
+			return true
+		}
+	}
+	return false
+}
 
 // OK reports whether the run is not a failure (success or warning).
 func (r *Result) OK() bool { return r.Outcome == OutcomeSuccess || r.Outcome == OutcomeWarning }

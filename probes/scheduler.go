@@ -45,8 +45,15 @@ type schedEntry struct {
 	job      *Job
 }
 
+// MaxWarmup bounds the spread of the first round after Start: every job's
+// first runs come within min(interval × jitter, MaxWarmup), tenants spread
+// across it, so a restarted daemon is not blind for most of an interval.
+// Later rounds keep the full spread.
+const MaxWarmup = time.Minute
+
 // Start schedules the jobs and dispatches a first round right away, spread
-// the same way, so results arrive without waiting a whole interval.
+// over a short warm-up (MaxWarmup), so results arrive without waiting
+// a whole interval.
 func (s *Scheduler) Start(jobs []*Job) {
 	s.mu.Lock()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -54,7 +61,7 @@ func (s *Scheduler) Start(jobs []*Job) {
 	s.cron = c
 	s.entries = map[string]*schedEntry{}
 	s.mu.Unlock()
-	s.Update(jobs)
+	s.update(jobs, true)
 	c.Start()
 }
 
@@ -65,7 +72,11 @@ func (s *Scheduler) Start(jobs []*Job) {
 // run now; new jobs and jobs whose schedule changed start over as in Start;
 // jobs gone (or disabled) stop. So reloading the configuration, however
 // often, never delays or skips a run.
-func (s *Scheduler) Update(jobs []*Job) {
+func (s *Scheduler) Update(jobs []*Job) { s.update(jobs, false) }
+
+// update is Update; start says the first rounds follow a start (spread
+// over the warm-up) rather than a reload (spread over the interval).
+func (s *Scheduler) update(jobs []*Job, start bool) {
 	s.mu.Lock()
 	c := s.cron
 	if c == nil {
@@ -104,7 +115,7 @@ func (s *Scheduler) Update(jobs []*Job) {
 			c.Remove(e.id)
 		}
 		e := &schedEntry{schedule: j.Schedule, job: j}
-		e.id = c.Schedule(j.Schedule, cron.FuncJob(func() { s.dispatch(e, nil, s.now()) }))
+		e.id = c.Schedule(j.Schedule, cron.FuncJob(func() { s.dispatch(e, nil, s.now(), false) }))
 		s.entries[j.Name] = e
 		first = append(first, firstRound{e, nil})
 	}
@@ -116,7 +127,7 @@ func (s *Scheduler) Update(jobs []*Job) {
 	}
 	s.mu.Unlock()
 	for _, f := range first {
-		s.dispatch(f.entry, f.subjects, s.now())
+		s.dispatch(f.entry, f.subjects, s.now(), start)
 	}
 }
 
@@ -165,8 +176,9 @@ type plannedRun struct {
 }
 
 // dispatch plans one round of e's job from fired: for subjects, or all of
-// the job's subjects when nil.
-func (s *Scheduler) dispatch(e *schedEntry, subjects []string, fired time.Time) {
+// the job's subjects when nil; warmup spreads them over the warm-up instead
+// of the interval.
+func (s *Scheduler) dispatch(e *schedEntry, subjects []string, fired time.Time, warmup bool) {
 	s.mu.Lock()
 	ctx := s.ctx
 	if ctx == nil {
@@ -186,7 +198,7 @@ func (s *Scheduler) dispatch(e *schedEntry, subjects []string, fired time.Time) 
 	}
 	plan := make([]plannedRun, len(subjects))
 	for i, t := range subjects {
-		plan[i] = plannedRun{tenant: t, at: fired.Add(Offset(job.Name, t, interval, s.jitter))}
+		plan[i] = plannedRun{tenant: t, at: fired.Add(s.offset(job, t, interval, warmup))}
 	}
 	sort.Slice(plan, func(a, b int) bool { return plan[a].at.Before(plan[b].at) })
 
@@ -211,4 +223,26 @@ func (s *Scheduler) dispatch(e *schedEntry, subjects []string, fired time.Time) 
 			}
 		}
 	}()
+}
+
+// offset is a run's start offset in its round: the stable spread over the
+// interval, or over the warm-up after a start.
+func (s *Scheduler) offset(job *Job, tenant string, interval time.Duration, warmup bool) time.Duration {
+	if !warmup {
+		return Offset(job.Name, tenant, interval, s.jitter)
+	}
+	warm := WarmupWindow(interval, s.jitter)
+	if full := time.Duration(float64(interval) * s.jitter); job.FirstRoundSpread > warm {
+		warm = min(job.FirstRoundSpread, full)
+	}
+	return Offset(job.Name, tenant, warm, 1)
+}
+
+// WarmupWindow is the spread of a job's first round after a start:
+// min(interval × jitter, MaxWarmup).
+func WarmupWindow(interval time.Duration, jitter float64) time.Duration {
+	if jitter <= 0 || interval <= 0 {
+		return 0
+	}
+	return min(time.Duration(float64(interval)*jitter), MaxWarmup)
 }

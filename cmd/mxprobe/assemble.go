@@ -40,6 +40,28 @@ type stores struct {
 	alerts atomic.Pointer[alerts.Manager]
 	// crash is the CrashEnv test hook (nil unless the variable is set).
 	crash func(string)
+	// state keeps sessions and login budgets across restarts in data_dir
+	// (daemon only; nil without a data_dir, and for `mxprobe run`, which
+	// must not take the daemon's sessions). The first configuration opens
+	// it, as it fixes the instance id.
+	state *auth.FileStore
+}
+
+// budgetStore is where new login budgets keep their spend (nil: nowhere).
+func (st *stores) budgetStore() auth.BudgetStore {
+	if st.state == nil {
+		return nil
+	}
+	return st.state
+}
+
+// openState opens the daemon's state store in cfg's data_dir, once: a
+// restarted daemon finds its sessions and its login budgets' spend there.
+func (st *stores) openState(cfg *config.Config, logger *slog.Logger) {
+	if st.state != nil || cfg.Global.DataDir == "" {
+		return
+	}
+	st.state = &auth.FileStore{Dir: cfg.Global.DataDir, Logger: logger.With("component", "login-state")}
 }
 
 // probeTypes is the process's probe type registry.
@@ -124,8 +146,8 @@ func assembleProbes(cfg *config.Config, e *env, st *stores) (*runtime, error) {
 	for name, m := range auth.MASMethods(cfg.MAS, st.mas) {
 		rt.methods[name] = m
 	}
-	rt.budget = loginBudget(cfg, st.auth)
-	rt.masBudget = masLoginBudget(cfg, st.auth)
+	rt.budget = loginBudget(cfg, st.auth, st.budgetStore())
+	rt.masBudget = masLoginBudget(cfg, st.auth, st.budgetStore())
 	types := e.probeTypes()
 	b := &builder{cfg: cfg, env: e, st: st}
 	// Every probe's problems are reported at once, one per line, as the
@@ -169,6 +191,7 @@ func assembleProbes(cfg *config.Config, e *env, st *stores) (*runtime, error) {
 		rt.jobs = append(rt.jobs, &probes.Job{
 			Name: p.Name, Type: p.Type, Schedule: p.Schedule.Schedule, Timeout: p.Timeout.D(),
 			Subjects: subjects, Disabled: p.Disabled, Prober: pr,
+			FirstRoundSpread: config.FirstRoundSpread(cfg, p),
 		})
 	}
 	if len(errs) > 0 {
@@ -180,9 +203,14 @@ func assembleProbes(cfg *config.Config, e *env, st *stores) (*runtime, error) {
 // commitLogin installs the login side of rt on the manager: the method set
 // at once; sessions, caches and (when unchanged) the budget's window stay.
 // A manager without a device instance gets the daemon's (data_dir).
-func commitLogin(m *auth.Manager, rt *runtime) {
+func commitLogin(m *auth.Manager, rt *runtime, state *auth.FileStore) {
 	if m.Instance == "" {
 		m.Instance = daemonInstance(rt.cfg)
+		if state != nil {
+			// Sessions of this instance's devices, kept by the last run.
+			m.Store = state
+			m.Restore()
+		}
 	}
 	m.SetMethods(rt.methods)
 	if rt.budget != m.BudgetFor(config.MethodPassword) {

@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/probes/auth"
 	"github.com/mxprobe/mxprobe/probes/mxclient"
 	"github.com/mxprobe/mxprobe/probes/shard"
 )
@@ -36,6 +37,22 @@ func checkConfig(c *cli, stdout, stderr io.Writer) int {
 	}
 	for _, s := range cfg.Skipped {
 		fmt.Fprintln(stdout, s.String())
+	}
+	// The Matrix user each MAS bot must end up as: a provider that names
+	// users its own way (OpenMeet: <slug>_<tenant>) is the usual cause of
+	// identity_mismatch, so the expectation is shown before the first login.
+	for i := range cfg.Tenants {
+		t := &cfg.Tenants[i]
+		if !config.IsMASMethod(t.Bot.Method) {
+			continue
+		}
+		acct := auth.Account{ServerName: t.ServerName, Config: t.Bot}
+		if want := acct.ExpectedUserID(); want != "" {
+			fmt.Fprintf(stdout, "%s: tenant %s: bot logs in as %s (%s)\n", src, t.ID, want, t.Bot.Method)
+		}
+	}
+	for _, f := range config.CheckFirstLogins(cfg) {
+		fmt.Fprintf(stdout, "%s: %s\n", src, f)
 	}
 	findings := config.CheckBudget(cfg)
 	for _, f := range findings {

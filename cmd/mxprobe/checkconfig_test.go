@@ -58,3 +58,24 @@ func TestCheckConfigRateLimits(t *testing.T) {
 		}
 	}
 }
+
+// Issue 22, done-when 7: check-config on 20 password tenants sharing one
+// peer (default schedules and limits) says how long the first logins of
+// all 21 accounts take under rc_login.address (5 per 27m47s: the 21st
+// after four windows), and how to shorten it.
+func TestCheckConfigTimeToFirstProbe(t *testing.T) {
+	t.Setenv("TENANTS_B64", "")
+	cfg := writeFile(t, "twenty.yml", twentyTenants(""))
+	code, out, errOut := runCLI(t, "check-config", "--config.file", cfg)
+	if code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out, errOut)
+	}
+	for _, want := range []string{
+		"first probe of every tenant: 21 accounts need a full login under rc_login.address (5 per 27m47s)",
+		"the last one about 1h51m after a start", "global.data_dir", "raise rc_login.address", "application service",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}

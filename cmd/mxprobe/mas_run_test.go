@@ -50,6 +50,9 @@ func TestRunLoginRevokesItsMASSession(t *testing.T) {
 	t.Cleanup(emu.Close)
 	const user, email, pw = "openmeet-bot-masdemo", "bot-masdemo@openmeet.net", "platform-pw"
 	emu.AddUpstreamUser("masdemo", email, pw, user)
+	// Under the openmeet adapter the user is the slug; the Matrix user is
+	// <slug>_<tenant>.
+	local := masemu.UpstreamLocalpart(user, "masdemo")
 	cfg := writeFile(t, "mas.yml", masConfig(emu, user, email, pw, "@every 1m"))
 	bin := testenv.BuildMxprobe(t)
 	for i := 0; i < 10; i++ {
@@ -71,14 +74,14 @@ func TestRunLoginRevokesItsMASSession(t *testing.T) {
 				}
 			}
 		}
-		if n := len(emu.ActiveSessions(user)); n > 2 {
+		if n := len(emu.ActiveSessions(local)); n > 2 {
 			t.Fatalf("after run %d: %d active sessions", i+1, n)
 		}
 	}
-	if n := len(emu.ActiveSessions(user)); n != 0 {
+	if n := len(emu.ActiveSessions(local)); n != 0 {
 		t.Errorf("%d active sessions after 10 runs, want 0 (each run revokes its own)", n)
 	}
-	if got := emu.UserDisplayName(user); got != "Demo tenant" {
+	if got := emu.UserDisplayName(local); got != "Demo tenant" {
 		t.Errorf("display name %q, want the tenant's name", got)
 	}
 }
@@ -93,6 +96,9 @@ func TestDaemonRevokesMASSessionsOnShutdown(t *testing.T) {
 	t.Cleanup(emu.Close)
 	const user, email, pw = "openmeet-bot-masdemo", "bot-masdemo@openmeet.net", "platform-pw"
 	emu.AddUpstreamUser("masdemo", email, pw, user)
+	// Under the openmeet adapter the user is the slug; the Matrix user is
+	// <slug>_<tenant>.
+	local := masemu.UpstreamLocalpart(user, "masdemo")
 	d, err := newDaemon(&cli{configFile: writeFile(t, "mas.yml", masConfig(emu, user, email, pw, "@every 1s"))}, discard())
 	if err != nil {
 		t.Fatal(err)
@@ -107,11 +113,42 @@ func TestDaemonRevokesMASSessionsOnShutdown(t *testing.T) {
 			t.Fatalf("login failed at %s (%s): %s", r.FailedStep, r.Class, r.Error)
 		}
 	}
-	if n := len(emu.ActiveSessions(user)); n > 2 {
+	if n := len(emu.ActiveSessions(local)); n > 2 {
 		t.Errorf("%d active sessions while the daemon runs", n)
 	}
 	d.shutdown()
-	if n := len(emu.ActiveSessions(user)); n != 0 {
+	if n := len(emu.ActiveSessions(local)); n != 0 {
 		t.Errorf("%d active sessions after shutdown, want 0", n)
+	}
+}
+
+// Issue 22, done-when 6: a file tenant that names its bot's user under the
+// openmeet adapter names the platform slug; the provider makes the Matrix
+// user <slug>_<tenant>, and so does mxprobe's expectation (no
+// identity_mismatch). check-config prints the expected user.
+func TestOpenMeetFileTenantUserIsTheSlug(t *testing.T) {
+	emu, err := masemu.Start(masemu.OpenMeetOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emu.Close)
+	const slug, email, pw = "openmeet-bot-acme", "bot-acme@openmeet.net", "platform-pw"
+	emu.AddUpstreamUser("acme", email, pw, slug)
+	cfg := strings.Replace(masConfig(emu, slug, email, pw, "@every 1m"), "id: masdemo", "id: acme", 1)
+	path := writeFile(t, "mas.yml", cfg)
+	code, out, errOut := runCLI(t, "run", "login", "--tenant", "acme", "--output", "json", "--config.file", path)
+	if code != 0 {
+		t.Fatalf("run login: exit %d\n%s\n%s", code, out, errOut)
+	}
+	want := "@openmeet-bot-acme_acme:" + emu.ServerName
+	if n := len(emu.ActiveSessions("openmeet-bot-acme_acme")); n != 0 {
+		t.Errorf("%d sessions left by the CLI run", n)
+	}
+	if emu.UserDisplayName("openmeet-bot-acme_acme") == "" {
+		t.Errorf("the bot %s was not registered as the provider names it", want)
+	}
+	code, out, errOut = runCLI(t, "check-config", "--config.file", path)
+	if code != 0 || !strings.Contains(out, "tenant acme: bot logs in as "+want) {
+		t.Errorf("check-config: exit %d, output lacks the expected user %s:\n%s%s", code, want, out, errOut)
 	}
 }

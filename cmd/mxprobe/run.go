@@ -62,7 +62,7 @@ func runOnce(c *cli, logger *slog.Logger, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mxprobe: %v\n", err)
 		return 2
 	}
-	commitLogin(mgr, rt)
+	commitLogin(mgr, rt, nil)
 	jobs := rt.jobs
 	var job *probes.Job
 	for _, j := range jobs {

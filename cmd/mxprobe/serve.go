@@ -165,6 +165,7 @@ func (d *daemon) load(ctx context.Context, done chan<- error) {
 	var rt *runtime
 	unchanged := err == nil && d.unchanged(cfg)
 	if err == nil && !unchanged {
+		d.stores.openState(cfg, d.logger)
 		rt, err = assemble(cfg, d.env, d.stores)
 	}
 	d.reloadMu.Lock()
@@ -202,7 +203,7 @@ func (d *daemon) apply(cfg *config.Config, rt *runtime, unchanged bool, err erro
 // reloadMu.
 func (d *daemon) commit(rt *runtime) {
 	cfg := rt.cfg
-	commitLogin(d.stores.auth, rt)
+	commitLogin(d.stores.auth, rt, d.stores.state)
 	d.commitAlerts(rt)
 	d.skipped.commit(cfg, d)
 	ws := rt.web
@@ -321,7 +322,12 @@ func (d *daemon) shutdown() {
 		grace = cfg.Global.ShutdownGrace.D()
 	}
 	d.engine.Shutdown(grace)
-	revokeHeld(d.stores.auth, d.logger, slog.LevelInfo)
+	// Sessions kept in data_dir stay valid for the next start (ending
+	// them would cost every account a full login after a restart);
+	// without a data_dir the daemon ends what it holds.
+	if d.stores.state == nil {
+		revokeHeld(d.stores.auth, d.logger, slog.LevelInfo)
+	}
 	for i := len(d.stops) - 1; i >= 0; i-- {
 		d.stops[i]()
 	}

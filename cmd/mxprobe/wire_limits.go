@@ -17,7 +17,10 @@ import (
 
 // loginBudget is the password logins' budget for cfg: nil without one, the
 // budget in force on m when unchanged (its window's history is kept).
-func loginBudget(cfg *config.Config, m *auth.Manager) *auth.Budget {
+// A new budget starts from the spend kept in store (data_dir), so neither a
+// restart nor a changed budget spends what the homeserver's bucket has not
+// refilled.
+func loginBudget(cfg *config.Config, m *auth.Manager, store auth.BudgetStore) *auth.Budget {
 	l := cfg.SynapseLimits
 	if l.Disabled || l.LoginBudget.Logins <= 0 {
 		return nil
@@ -25,7 +28,10 @@ func loginBudget(cfg *config.Config, m *auth.Manager) *auth.Budget {
 	if b := m.BudgetFor(config.MethodPassword); b != nil && b.Max == l.LoginBudget.Logins && b.Window == l.LoginBudget.Window.D() {
 		return b
 	}
-	return &auth.Budget{Name: "rc_login.address", Max: l.LoginBudget.Logins, Window: l.LoginBudget.Window.D()}
+	b := &auth.Budget{Name: "rc_login.address", Max: l.LoginBudget.Logins, Window: l.LoginBudget.Window.D(),
+		Store: store, Key: "password"}
+	b.Restore()
+	return b
 }
 
 // budgetSkipLog is a sink: runs skipped by the login budget are not kept in

@@ -17,7 +17,7 @@ func masBudgetMethods() []string {
 
 // masLoginBudget is the MAS logins' budget for cfg: nil without one, the
 // budget in force on m when unchanged (its window's history is kept).
-func masLoginBudget(cfg *config.Config, m *auth.Manager) *auth.Budget {
+func masLoginBudget(cfg *config.Config, m *auth.Manager, store auth.BudgetStore) *auth.Budget {
 	b := cfg.MAS.LoginBudget
 	if b.Logins <= 0 || b.Window <= 0 {
 		return nil
@@ -25,6 +25,8 @@ func masLoginBudget(cfg *config.Config, m *auth.Manager) *auth.Budget {
 	if cur := m.BudgetFor(config.MethodMASOIDC); cur != nil && cur.Max == b.Logins && cur.Window == b.Window.D() && cur.MinGap == b.MinGap() {
 		return cur
 	}
-	return &auth.Budget{Name: "the upstream provider's token endpoint limit (mas.login_budget)",
-		Max: b.Logins, Window: b.Window.D(), MinGap: b.MinGap()}
+	nb := &auth.Budget{Name: "the upstream provider's token endpoint limit (mas.login_budget)",
+		Max: b.Logins, Window: b.Window.D(), MinGap: b.MinGap(), Store: store, Key: "mas"}
+	nb.Restore()
+	return nb
 }

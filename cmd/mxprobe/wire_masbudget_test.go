@@ -29,7 +29,7 @@ func TestMASLoginBudgetWired(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		commitLogin(m, rt)
+		commitLogin(m, rt, nil)
 		return nil
 	}
 	if err := reload(parse("")); err != nil {

@@ -5,6 +5,7 @@ package history
 import (
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/mxprobe/mxprobe/probes"
 )
@@ -14,6 +15,9 @@ type Store struct {
 	mu   sync.RWMutex
 	size int
 	runs map[Key]*ring
+	// nextLogin: when the login budget's next slot comes for a probe and
+	// tenant whose last run it skipped (until a run measures again).
+	nextLogin map[Key]time.Time
 }
 
 // Key names a series of runs.
@@ -36,14 +40,26 @@ func New(size int) *Store {
 	return &Store{size: size, runs: map[Key]*ring{}}
 }
 
-// Observe implements probes.Sink; skipped runs are not kept.
+// Observe implements probes.Sink; skipped runs are not kept, but one the
+// login budget skipped leaves when its next login may come.
 func (s *Store) Observe(r probes.Result) {
+	k := Key{r.Probe, r.Tenant}
 	if r.Outcome == probes.OutcomeSkipped {
+		if v, ok := r.Signals[probes.SignalNextLoginSeconds]; ok && r.Class == probes.ClassLoginBudget {
+			s.mu.Lock()
+			if s.nextLogin == nil {
+				s.nextLogin = map[Key]time.Time{}
+			}
+			s.nextLogin[k] = r.Started.Add(r.Duration).Add(time.Duration(v * float64(time.Second)))
+			s.mu.Unlock()
+		}
 		return
 	}
-	k := Key{r.Probe, r.Tenant}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !r.MeasuredNothing() {
+		delete(s.nextLogin, k)
+	}
 	rg := s.runs[k]
 	if rg == nil {
 		rg = &ring{buf: make([]probes.Result, s.size)}
@@ -70,6 +86,9 @@ type Entry struct {
 	LastFailure *probes.Result
 	// Recent runs, oldest first.
 	Recent []probes.Result
+	// NextLogin is when the login budget's next slot comes, when the last
+	// run was skipped for it (zero otherwise).
+	NextLogin time.Time
 }
 
 // Latest returns the newest Result per probe and tenant, sorted by probe then tenant.
@@ -95,7 +114,13 @@ func (s *Store) Entries() []Entry {
 	defer s.mu.RUnlock()
 	out := make([]Entry, 0, len(s.runs))
 	for k, rg := range s.runs {
-		out = append(out, Entry{Key: k, Latest: rg.latest(), LastSuccess: rg.lastSuccess, LastFailure: rg.lastFailure, Recent: rg.ordered()})
+		out = append(out, Entry{Key: k, Latest: rg.latest(), LastSuccess: rg.lastSuccess, LastFailure: rg.lastFailure, Recent: rg.ordered(),
+			NextLogin: s.nextLogin[k]})
+	}
+	for k, at := range s.nextLogin {
+		if s.runs[k] == nil { // waiting for its first login: no run yet
+			out = append(out, Entry{Key: k, NextLogin: at})
+		}
 	}
 	sort.Slice(out, func(a, b int) bool {
 		if out[a].Tenant != out[b].Tenant {
@@ -110,11 +135,16 @@ func (s *Store) Entries() []Entry {
 func (s *Store) Get(probe, tenant string) (Entry, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	rg, ok := s.runs[Key{probe, tenant}]
+	k := Key{probe, tenant}
+	rg, ok := s.runs[k]
 	if !ok {
+		if at, waiting := s.nextLogin[k]; waiting {
+			return Entry{Key: k, NextLogin: at}, true
+		}
 		return Entry{}, false
 	}
-	return Entry{Key: Key{probe, tenant}, Latest: rg.latest(), LastSuccess: rg.lastSuccess, LastFailure: rg.lastFailure, Recent: rg.ordered()}, true
+	return Entry{Key: k, Latest: rg.latest(), LastSuccess: rg.lastSuccess, LastFailure: rg.lastFailure, Recent: rg.ordered(),
+		NextLogin: s.nextLogin[k]}, true
 }
 
 // SetSize changes how many runs are kept per probe and tenant, keeping the
@@ -149,6 +179,11 @@ func (s *Store) Prune(keep func(Key) bool) {
 	for k := range s.runs {
 		if !keep(k) {
 			delete(s.runs, k)
+		}
+	}
+	for k := range s.nextLogin {
+		if !keep(k) {
+			delete(s.nextLogin, k)
 		}
 	}
 }

@@ -120,7 +120,7 @@ mxprobe_probe_last_success_timestamp_seconds{probe="login",tenant="t1"} 1.700000
 mxprobe_probe_last_success_timestamp_seconds{probe="login",tenant="t2"} 1.700000001e+09
 mxprobe_probe_last_success_timestamp_seconds{probe="roundtrip",tenant="t2"} 1.700000001e+09
 mxprobe_probe_last_success_timestamp_seconds{probe="versions",tenant=""} 1.700000001e+09
-# HELP mxprobe_probe_success Whether the last run succeeded (1) or failed (0); a warning (rate limited) counts as success.
+# HELP mxprobe_probe_success Whether the last run that measured anything succeeded (1) or failed (0); a warning (rate limited) counts as success.
 # TYPE mxprobe_probe_success gauge
 mxprobe_probe_success{probe="login",tenant="t1"} 1
 mxprobe_probe_success{probe="login",tenant="t10"} 0

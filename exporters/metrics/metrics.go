@@ -183,6 +183,12 @@ func (m *Metrics) Observe(r probes.Result) {
 	if r.Outcome == probes.OutcomeSkipped {
 		return
 	}
+	if r.MeasuredNothing() {
+		// Refused before measuring anything (a 429 at a login): its 429s
+		// count, and success, latencies and last success stay as they were.
+		m.countRateLimited(r)
+		return
+	}
 	if v, ok := r.Signals[probes.LatenessKey]; ok {
 		m.lateness.Observe(v)
 	}
@@ -198,12 +204,9 @@ func (m *Metrics) Observe(r probes.Result) {
 		}
 		m.steps.WithLabelValues(r.Probe, s.Name, res).Inc()
 	}
+	m.countRateLimited(r)
 	for name, n := range r.Counts {
 		switch {
-		case name == probes.CountRateLimited:
-			m.rateLimited.WithLabelValues(r.Probe, r.Tenant, "").Add(float64(n))
-		case strings.HasPrefix(name, probes.CountRateLimited+":"):
-			m.rateLimited.WithLabelValues(r.Probe, r.Tenant, strings.TrimPrefix(name, probes.CountRateLimited+":")).Add(float64(n))
 		case name == probes.CountTokenRefresh:
 			m.tokenRefresh.WithLabelValues(r.Probe, r.Tenant).Add(float64(n))
 		case name == probes.CountCleanupFailure:
@@ -253,6 +256,18 @@ func (m *Metrics) Observe(r probes.Result) {
 	m.extraMu.Unlock()
 	for _, h := range hooks {
 		h.Observe(r)
+	}
+}
+
+// countRateLimited adds the run's 429s, by step, to mxprobe_rate_limited_total.
+func (m *Metrics) countRateLimited(r probes.Result) {
+	for name, n := range r.Counts {
+		switch {
+		case name == probes.CountRateLimited:
+			m.rateLimited.WithLabelValues(r.Probe, r.Tenant, "").Add(float64(n))
+		case strings.HasPrefix(name, probes.CountRateLimited+":"):
+			m.rateLimited.WithLabelValues(r.Probe, r.Tenant, strings.TrimPrefix(name, probes.CountRateLimited+":")).Add(float64(n))
+		}
 	}
 }
 
@@ -407,13 +422,13 @@ func lastFamilies() [famCount]gaugeFamily {
 		famLastDuration: newGaugeFamily("probe_last_duration_seconds",
 			"Duration of the last run.", "probe", "tenant"),
 		famLastRun: newGaugeFamily("probe_last_run_timestamp_seconds",
-			"Start time of the last run.", "probe", "tenant"),
+			"Start time of the last run that measured anything (a skipped run, or one refused with 429 before its first measured step, does not count).", "probe", "tenant"),
 		famLastStep: newGaugeFamily("probe_last_step_duration_seconds",
 			"Duration of each step of the last run (steps that did not run are absent).", "probe", "tenant", "step"),
 		famLastSuccess: newGaugeFamily("probe_last_success_timestamp_seconds",
 			"End time of the last successful run.", "probe", "tenant"),
 		famSuccess: newGaugeFamily("probe_success",
-			"Whether the last run succeeded (1) or failed (0); a warning (rate limited) counts as success.", "probe", "tenant"),
+			"Whether the last run that measured anything succeeded (1) or failed (0); a warning (rate limited) counts as success.", "probe", "tenant"),
 	}
 }
 

@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
+	"sort"
 	"strings"
+	"time"
 
+	"github.com/mxprobe/mxprobe/exporters/history"
 	"github.com/mxprobe/mxprobe/probes"
 )
 
@@ -149,22 +153,74 @@ func (s *Server) apiProbes(w http.ResponseWriter, r *http.Request) {
 }
 
 // apiResults is GET /api/v1/results[?probe=P][&tenant=T]: the latest Result
-// per probe and tenant.
+// per probe and tenant; one the login budget holds back also says when its
+// next login comes (next_login, next_login_in_seconds), and a tenant
+// waiting for its first login is listed without a Result.
 func (s *Server) apiResults(w http.ResponseWriter, r *http.Request) {
-	out := []probes.Result{}
+	out := []resultView{}
 	if s.features.Results != nil {
 		q := r.URL.Query()
-		for _, res := range s.features.Results.Latest() {
-			if p := q.Get("probe"); p != "" && p != res.Probe {
+		now := time.Now()
+		for _, e := range s.features.Results.Entries() {
+			if p := q.Get("probe"); p != "" && p != e.Probe {
 				continue
 			}
-			if q.Has("tenant") && q.Get("tenant") != res.Tenant {
+			if q.Has("tenant") && q.Get("tenant") != e.Tenant {
 				continue
 			}
-			out = append(out, res)
+			v := resultView{Key: e.Key}
+			if len(e.Recent) > 0 {
+				res := e.Latest
+				v.Result = &res
+			}
+			if e.NextLogin.After(now) {
+				v.NextLogin = e.NextLogin.UTC().Format(time.RFC3339)
+				v.NextLoginIn = e.NextLogin.Sub(now).Seconds()
+			}
+			if v.Result == nil && v.NextLogin == "" {
+				continue
+			}
+			out = append(out, v)
 		}
+		sort.Slice(out, func(a, b int) bool {
+			if out[a].Probe != out[b].Probe {
+				return out[a].Probe < out[b].Probe
+			}
+			return out[a].Tenant < out[b].Tenant
+		})
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// resultView is a Result as the API lists it, with the login budget's wait.
+type resultView struct {
+	history.Key
+	Result      *probes.Result
+	NextLogin   string
+	NextLoginIn float64
+}
+
+// MarshalJSON writes the Result's own fields (or only probe and tenant
+// when there is none yet) and the wait, when there is one.
+func (v resultView) MarshalJSON() ([]byte, error) {
+	m := map[string]any{}
+	if v.Result != nil {
+		b, err := json.Marshal(*v.Result)
+		if err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal(b, &m); err != nil {
+			return nil, err
+		}
+	} else {
+		m["probe"], m["tenant"] = v.Probe, v.Tenant
+	}
+	if v.NextLogin != "" {
+		m["next_login"] = v.NextLogin
+		m["next_login_in_seconds"] = math.Round(v.NextLoginIn)
+		m["waiting"] = fmt.Sprintf("next login in %s (login budget)", (time.Duration(math.Round(v.NextLoginIn)) * time.Second).String())
+	}
+	return json.Marshal(m)
 }
 
 func (s *Server) apiAlerts(w http.ResponseWriter, r *http.Request) {

@@ -209,6 +209,16 @@ func (s *Server) fillRows(p *page, st Settings) {
 			for _, t := range j.Subjects {
 				e, ok := entries[history.Key{Probe: j.Name, Tenant: t}]
 				rw := makeRow(j, t, e, ok, st, now)
+				// A tenant the login budget holds back says when its login
+				// comes, besides what its last run (if any) saw.
+				if ok && e.NextLogin.After(now) {
+					w := "next login in " + e.NextLogin.Sub(now).Round(time.Second).String() + " (login budget)"
+					if rw.State == "pending" {
+						rw.StateText = w
+					} else {
+						rw.StateText += "; " + w
+					}
+				}
 				for _, a := range alerts {
 					if a.Probe == j.Name && a.Tenant == t {
 						rw.Alerts = append(rw.Alerts, alertView(a, now))
@@ -245,7 +255,7 @@ func makeRow(j *probes.Job, tenant string, e history.Entry, ok bool, st Settings
 	default:
 		rw.TenantName = tenant
 	}
-	if !ok {
+	if !ok || len(e.Recent) == 0 {
 		return rw
 	}
 	l := e.Latest

@@ -8,6 +8,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/mxprobe/mxprobe/probes"
 )
 
 func TestStatusPageEscapesAndShowsRows(t *testing.T) {
@@ -130,4 +133,46 @@ func postPage(t *testing.T, c *http.Client, u string, form url.Values) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// Issue 22, item 5: a tenant the login budget holds back shows when its
+// login comes ("next login in …"), with no run yet and after a run.
+func TestStatusPageShowsNextLogin(t *testing.T) {
+	f := newFixture(t, Settings{})
+	skipped := func(tenant string, next float64) probes.Result {
+		return probes.Result{Probe: "login", Tenant: tenant, Outcome: probes.OutcomeSkipped, Class: probes.ClassLoginBudget,
+			Started: time.Now(), Signals: map[string]float64{probes.SignalNextLoginSeconds: next}}
+	}
+	f.hist.Observe(skipped("acme", 250))
+	if resp, body := f.do("POST", "/api/v1/probes/login/run?tenant=broken", "", nil); resp.StatusCode != 200 {
+		t.Fatalf("run: %d %s", resp.StatusCode, body)
+	}
+	f.hist.Observe(skipped("broken", 3600))
+	_, body := f.do("GET", "/", "", nil)
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`st-pending">next login in 4m(09|10)s \(login budget\)<`),
+		regexp.MustCompile(`FAIL auth_failed; next login in (59m5\ds|1h0m0s) \(login budget\)<`),
+	} {
+		if !want.MatchString(body) {
+			t.Errorf("page lacks %s", want)
+		}
+	}
+	// A run that measured again clears it.
+	f.hist.Observe(probes.Result{Probe: "login", Tenant: "acme", Outcome: probes.OutcomeSuccess, Started: time.Now()})
+	if _, body := f.do("GET", "/", "", nil); strings.Contains(body, "next login in 4m") {
+		t.Error("the wait is still shown after a measured run")
+	}
+}
+
+// The API lists the wait too: with the last Result, or alone before the
+// first run.
+func TestAPIResultsShowNextLogin(t *testing.T) {
+	f := newFixture(t, Settings{})
+	f.hist.Observe(probes.Result{Probe: "login", Tenant: "acme", Outcome: probes.OutcomeSkipped, Class: probes.ClassLoginBudget,
+		Started: time.Now(), Signals: map[string]float64{probes.SignalNextLoginSeconds: 250}})
+	_, body := f.do("GET", "/api/v1/results?probe=login&tenant=acme", "", nil)
+	if !regexp.MustCompile(`"waiting":\s*"next login in 4m(09|10)s \(login budget\)"`).MatchString(body) ||
+		!regexp.MustCompile(`"next_login_in_seconds":\s*2(49|50)`).MatchString(body) || strings.Contains(body, `"outcome"`) {
+		t.Fatalf("API: %s", body)
+	}
 }

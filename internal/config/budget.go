@@ -306,3 +306,29 @@ func budgetFix(limiter, account, hs string, runs int, rate, allowed float64, sen
 	return fmt.Sprintf("make the round trips %.1f× rarer (room_message measures delivery every minute without creating rooms); or exempt the account: %s, listed in synapse_limits.exempt",
 		factor, cmd(account))
 }
+
+// FirstRoundSpread is the shortest time over which the first round of a
+// round-trip probe must be spread so that the accounts several tenants
+// share (a common peer) stay within their limiters' bursts: a peer shared
+// by n tenants receives n invites, makes n joins and sends 2n events in
+// that round. 0 when every shared account's bursts hold the round at once.
+// The scheduler's short warm-up after a start is never shorter.
+func FirstRoundSpread(c *Config, p *Probe) time.Duration {
+	l := &c.SynapseLimits
+	if l.Disabled || p.Type != TypeRoundtrip {
+		return 0
+	}
+	need := 0.0
+	for _, ts := range peerLoad(c, p) {
+		n := float64(len(ts))
+		per := func(actions float64, r *RateLimit) {
+			if r != nil && r.PerSecond > 0 && actions > float64(r.BurstCount) {
+				need = max(need, (actions-float64(r.BurstCount))/r.PerSecond)
+			}
+		}
+		per(n, l.RcInvites.PerUser)
+		per(n, l.RcJoins.Local)
+		per(n*rtPeerMessages, l.RcMessage)
+	}
+	return time.Duration(math.Ceil(need)) * time.Second
+}

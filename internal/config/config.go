@@ -136,10 +136,6 @@ type Tenant struct {
 	RoomID string `yaml:"room_id" json:"room_id"`
 
 	line int
-	// slugUser: Bot.User is the platform's slug of the bot (from
-	// TENANTS_B64, or the default openmeet-bot-<id>), not a Matrix localpart
-	// the file states (identity.go).
-	slugUser bool
 }
 
 // UnmarshalYAML records the line of the tenant for later validation errors.
@@ -274,7 +270,6 @@ func Parse(data []byte, name string, env func(string) string, kinds ...Kind) (*C
 				continue
 			}
 			cfg.TenantSources[t.ID] = "TENANTS_B64"
-			t.slugUser = t.Bot.Method != MethodAppService
 			// The platform disables MAS's password login: its bots log in
 			// through MAS's OIDC flow when MAS is there.
 			if t.Bot.Method == "" && !explicitMethod && cfg.MAS.PublicURL != "" {
@@ -374,7 +369,6 @@ func applyDefaults(cfg *Config) {
 		cfg.applyAppServiceAccount(&t.Bot)
 		if t.Bot.User == "" && t.ID != "" && t.Bot.Method != MethodAppService {
 			t.Bot.User = OpenMeetBotUserPrefix + t.ID
-			t.slugUser = true
 		}
 		if t.Bot.Email == "" && t.ID != "" {
 			t.Bot.Email = "bot-" + t.ID + "@" + g.BotEmailDomain

@@ -12,11 +12,13 @@ func OpenMeetLocalpart(slug, tenantID string) string {
 }
 
 // applyMatrixUsers sets the expected Matrix user of bots that log in
-// through MAS with the openmeet adapter when their user is the platform's
-// slug (a TENANTS_B64 bot, or a file tenant that names no user and so has
-// the default slug openmeet-bot-<id>). A file tenant that names its user
-// states the Matrix localpart itself; matrix_user overrides both (a
-// registered handle, or another provider's rule).
+// through MAS with the openmeet adapter: under that adapter a bot's user is
+// the platform's slug, whichever way it was given (TENANTS_B64, a file
+// tenant's bot.user, or the default openmeet-bot-<id>), because that is how
+// OpenMeet operators know their bots, and the provider names the Matrix user
+// after slug and tenant. A full user id (@localpart:server) is taken as
+// stated; matrix_user overrides all (a registered handle, or another
+// provider's rule).
 func applyMatrixUsers(c *Config) {
 	if c.MAS.Upstream.Adapter != UpstreamOpenMeet {
 		return
@@ -24,7 +26,7 @@ func applyMatrixUsers(c *Config) {
 	for i := range c.Tenants {
 		t := &c.Tenants[i]
 		a := &t.Bot
-		if !t.slugUser || a.MatrixUser != "" || a.User == "" {
+		if a.MatrixUser != "" || a.User == "" || strings.HasPrefix(a.User, "@") {
 			continue
 		}
 		if a.Method != MethodMASOIDC && a.Method != MethodMASCompatSSO {

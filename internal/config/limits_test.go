@@ -90,3 +90,32 @@ synapse_limits:
 		t.Fatalf("exempt accounts still reported: %v", f)
 	}
 }
+
+// The first round of a round trip after a start must be spread so that a
+// shared peer's bursts hold: 20 tenants sharing one peer need (20 - 5) /
+// 0.003 s for rc_invites.per_user; tenants with their own peers need none.
+func TestFirstRoundSpread(t *testing.T) {
+	for _, tc := range []struct {
+		tenants  int
+		ownPeers bool
+		extra    string
+		want     time.Duration
+	}{
+		{20, true, "", 0},
+		{5, false, "", 0},
+		{6, false, "", 334 * time.Second},
+		{20, false, "", 5000 * time.Second},
+		{20, false, "synapse_limits: {disabled: true}\n", 0},
+	} {
+		y := tenantsYAML(tc.tenants, tc.ownPeers) + tc.extra +
+			"probes:\n  - {name: roundtrip, type: roundtrip, roundtrip: {peer: {user: shared, password: z}}}\n"
+		cfg, err := Parse([]byte(y), "c.yml", func(string) string { return "" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, _ := cfg.Probe("roundtrip")
+		if got := FirstRoundSpread(cfg, p); got != tc.want {
+			t.Errorf("%d tenants, own peers %v, %q: first round over %s, want %s", tc.tenants, tc.ownPeers, tc.extra, got, tc.want)
+		}
+	}
+}

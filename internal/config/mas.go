@@ -308,3 +308,9 @@ func HostWithin(host, parent string) bool {
 	host, parent = strings.ToLower(host), strings.ToLower(parent)
 	return host == parent || strings.HasSuffix(host, "."+parent)
 }
+
+// IsMASMethod reports whether a login method's full logins go through MAS
+// (and its upstream provider).
+func IsMASMethod(method string) bool {
+	return method == MethodMASOIDC || method == MethodMASCompatSSO
+}

@@ -207,14 +207,14 @@ tenants:
 	if err != nil {
 		t.Fatal(err)
 	}
-	for id, want := range map[string]string{"Acme": "openmeet-bot-acme_acme", "handle": "acmebot", "full": "@acmebot:other.example", "pw": "", "stated": ""} {
+	for id, want := range map[string]string{"Acme": "openmeet-bot-acme_acme", "handle": "acmebot", "full": "@acmebot:other.example", "pw": "", "stated": "openmeet-bot-stated_stated"} {
 		tn, _ := cfg.Tenant(id)
 		if tn.Bot.MatrixUser != want {
 			t.Errorf("%s: matrix_user %q, want %q", id, tn.Bot.MatrixUser, want)
 		}
 	}
 	// A file tenant without a user has the default slug, openmeet-bot-<id>;
-	// one that names its user states the Matrix localpart.
+	// one that names its user names the slug too (issue 22, done-when 6).
 	if tn, _ := cfg.Tenant("Acme"); tn.Bot.User != "openmeet-bot-Acme" || tn.Bot.Email != "bot@example.net" {
 		t.Errorf("email not lower-cased: %q", tn.Bot.Email)
 	}

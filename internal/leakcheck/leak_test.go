@@ -317,6 +317,42 @@ web:
 	cli("run login --all --output json", "run", "login", "--all", "--output", "json", "--config.file", cfgPath, "--timeout", "10s")
 	cli("run synapse --output json", "run", "synapse", "--output", "json", "--config.file", cfgPath, "--timeout", "10s")
 
+	// The sessions kept in data_dir hold no configured secret, and the
+	// tokens they hold, if any login passed (issued by the homeserver or
+	// MAS), show nowhere else.
+	issued := map[string]string{}
+	if b, err := os.ReadFile(filepath.Join(dir, "data", "sessions.json")); err == nil {
+		var sf struct {
+			Sessions map[string]struct {
+				AccessToken  string `json:"access_token"`
+				RefreshToken string `json:"refresh_token"`
+			} `json:"sessions"`
+		}
+		if err := json.Unmarshal(b, &sf); err != nil {
+			t.Fatalf("sessions file: %v", err)
+		}
+		for k, v := range sf.Sessions {
+			for kind, tok := range map[string]string{"access": v.AccessToken, "refresh": v.RefreshToken} {
+				if len(tok) >= 8 {
+					issued[kind+" token of "+k] = tok
+				}
+			}
+		}
+		for _, o := range outputs {
+			for what, tok := range issued {
+				if strings.Contains(o.body, tok) {
+					t.Errorf("%s leaks the %s", o.name, what)
+				}
+			}
+		}
+		add("sessions file", 200, string(b))
+	} else {
+		t.Errorf("no sessions file in data_dir: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "data", "login-budgets.json")); err == nil {
+		add("login budgets file", 200, string(b))
+	}
+
 	hits := 0
 	for _, o := range outputs {
 		for what, s := range secrets {

@@ -32,6 +32,11 @@ type Session struct {
 	Extra map[string]string
 	// LoggedIn is when the fresh login that made the session happened.
 	LoggedIn time.Time
+
+	// restored: the session was read from the SessionStore and has not
+	// served a request since; it is proven (whoami or a refresh) before
+	// first use.
+	restored bool
 }
 
 // Account is an account to log in as, with its secrets resolved.
@@ -132,8 +137,19 @@ type Manager struct {
 	Instance string
 	// Now is the clock of login times (time.Now when nil).
 	Now func() time.Time
+	// Store keeps the sessions across restarts (nil: memory only); set it
+	// before Restore and the first login. A process that must not take
+	// another's sessions (`mxprobe run`) has none.
+	Store SessionStore
+
+	// persistMu serialises writes to Store; saved is the generation last
+	// written (a slower writer of an older snapshot does not overwrite a
+	// newer one).
+	persistMu sync.Mutex
+	saved     uint64
 
 	mu       sync.Mutex
+	gen      uint64 // bumped on every change of sessions
 	methods  map[string]Method
 	sessions map[string]*Session
 	locks    map[string]*sync.Mutex
@@ -238,14 +254,21 @@ func (m *Manager) Sessions() map[string]*Session {
 // Forget drops the cached session of an account.
 func (m *Manager) Forget(key string) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	_, had := m.sessions[key]
 	delete(m.sessions, key)
+	m.gen++
+	m.mu.Unlock()
+	if had {
+		m.persist()
+	}
 }
 
 func (m *Manager) store(key string, s *Session) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.sessions[key] = s
+	m.gen++
+	m.mu.Unlock()
+	m.persist()
 }
 
 // Login performs a fresh login with the account's method and caches it.
@@ -267,8 +290,11 @@ func (m *Manager) login(ctx context.Context, acct Account, rec *probes.Recorder,
 	rec.SetMethod(acct.Config.Method)
 	rec.Scrub(acct.Password, acct.Token)
 	acct.Instance = m.Instance
-	if err := m.spend(acct.Config.Method, acct.Key); err != nil {
+	if err := m.spend(ctx, acct.Config.Method, acct.Key, m.Cached(acct.Key) == nil, rec); err != nil {
 		rec.AddStep("login", 0, err)
+		if be, ok := err.(*BudgetError); ok {
+			rec.Signal(probes.SignalNextLoginSeconds, be.Next.Seconds())
+		}
 		return nil, err
 	}
 	sess, err := meth.Login(ctx, m, acct, rec)
@@ -374,13 +400,16 @@ func (m *Manager) Session(ctx context.Context, acct Account, rec *probes.Recorde
 	l := m.keyLock(acct.Key)
 	l.Lock()
 	defer l.Unlock()
-	sess := m.Cached(acct.Key)
+	sess := m.restoredFor(acct, m.Cached(acct.Key))
 	if sess == nil {
 		return m.login(ctx, acct, rec, nil)
 	}
 	rec.Scrub(acct.Password, acct.Token, sess.AccessToken, sess.RefreshToken)
 	if !sess.Expiry.IsZero() && time.Until(sess.Expiry) < m.RefreshBefore {
 		return m.renew(ctx, acct, sess, rec)
+	}
+	if sess.restored {
+		return m.resume(ctx, acct, sess, rec)
 	}
 	return sess, nil
 }
@@ -484,6 +513,9 @@ func (PasswordMethod) Login(ctx context.Context, m *Manager, acct Account, rec *
 		sess, err = PasswordLogin(ctx, m, acct)
 		return err
 	})
+	if probes.Classify(err) == probes.ClassRateLimited {
+		rec.Count(CountRateLimitedLogin, 1)
+	}
 	return sess, err
 }
 
@@ -528,6 +560,10 @@ func PasswordLogin(ctx context.Context, m *Manager, acct Account) (*Session, err
 	}
 	return s, nil
 }
+
+// CountRateLimitedLogin counts a login the homeserver refused with 429
+// (mxprobe_rate_limited_total{step="login"}; a peer's is "peer_login").
+const CountRateLimitedLogin = probes.CountRateLimited + ":login"
 
 // TokenMethod uses a fixed access token; it cannot log in again, so an
 // expired token fails as auth_failed.

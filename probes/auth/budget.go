@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -33,9 +34,23 @@ type Budget struct {
 	MinGap time.Duration
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// After is the timer of waits for a slot (time.After's semantics;
+	// nil: a real timer). Tests drive it with their clock.
+	After func(time.Duration) <-chan time.Time
+	// Store keeps the spend across restarts under Key (nil: memory only),
+	// so a restarted process never spends what the homeserver's or the
+	// provider's bucket has not yet refilled. Call Restore once set.
+	Store BudgetStore
+	Key   string
 
 	mu    sync.Mutex
 	taken []time.Time
+	// queue: accounts waiting for a slot (Wait), served accounts without
+	// a session first, then the longest waiting; wake is closed (and
+	// replaced) whenever the queue or the spend changes.
+	queue map[string]queued
+	wake  chan struct{}
+	seq   uint64
 	// waiting: accounts with no session whose full login the budget
 	// refused, by when (they go before re-logins of working sessions).
 	waiting map[string]time.Time
@@ -91,22 +106,24 @@ func (b *Budget) now() time.Time {
 	return time.Now()
 }
 
-// Take spends one login if the window has room; otherwise it reports how
-// long until it will.
+// Take spends one login if the window has room and no account waits for a
+// slot; otherwise it reports how long until it will.
 func (b *Budget) Take() (bool, time.Duration) {
 	if b == nil || b.Max <= 0 {
 		return true, 0
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	now := b.now()
-	keep := b.taken[:0]
-	for _, t := range b.taken {
-		if now.Sub(t) < b.Window {
-			keep = append(keep, t)
-		}
+	if len(b.queue) > 0 {
+		return false, b.slotsLocked(len(b.queue)+1, b.now())
 	}
-	b.taken = keep
+	return b.takeLocked()
+}
+
+// takeLocked is Take without the queue (mu held).
+func (b *Budget) takeLocked() (bool, time.Duration) {
+	now := b.now()
+	b.prune(now)
 	if len(b.taken) >= b.Max {
 		return false, b.taken[0].Add(b.Window).Sub(now)
 	}
@@ -114,7 +131,95 @@ func (b *Budget) Take() (bool, time.Duration) {
 		return false, wait
 	}
 	b.taken = append(b.taken, now)
+	b.save()
+	b.broadcast()
 	return true, 0
+}
+
+// prune drops logins out of the window (mu held).
+func (b *Budget) prune(now time.Time) {
+	keep := b.taken[:0]
+	for _, t := range b.taken {
+		if now.Sub(t) < b.Window {
+			keep = append(keep, t)
+		}
+	}
+	b.taken = keep
+}
+
+// slotsLocked is how long until the n-th next login would be allowed, if
+// every earlier one took its slot as soon as it came (mu held).
+func (b *Budget) slotsLocked(n int, now time.Time) time.Duration {
+	b.prune(now)
+	sim := append([]time.Time(nil), b.taken...)
+	at := now
+	for i := 0; i < n; i++ {
+		for {
+			in := 0
+			for _, t := range sim {
+				if at.Sub(t) < b.Window {
+					in++
+				}
+			}
+			next := at
+			if in >= b.Max {
+				// The oldest login still in the window leaves it.
+				for _, t := range sim {
+					if at.Sub(t) < b.Window {
+						next = t.Add(b.Window)
+						break
+					}
+				}
+			}
+			if b.MinGap > 0 && len(sim) > 0 {
+				if g := sim[len(sim)-1].Add(b.MinGap); g.After(next) {
+					next = g
+				}
+			}
+			if !next.After(at) {
+				break
+			}
+			at = next
+		}
+		sim = append(sim, at)
+	}
+	return at.Sub(now)
+}
+
+// Restore reads the spend kept in Store (once, before the first login):
+// logins still in the window count as if this process had made them.
+func (b *Budget) Restore() {
+	if b == nil || b.Store == nil {
+		return
+	}
+	spent := b.Store.LoadSpend(b.Key)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.now()
+	for _, t := range spent {
+		// A time in the future (a clock stepped back) counts as now.
+		if t.After(now) {
+			t = now
+		}
+		b.taken = append(b.taken, t)
+	}
+	sort.Slice(b.taken, func(i, j int) bool { return b.taken[i].Before(b.taken[j]) })
+	b.prune(now)
+}
+
+// save writes the spend to Store (mu held; best effort: a failed write
+// costs a more careful restart, nothing now).
+func (b *Budget) save() {
+	if b.Store != nil {
+		_ = b.Store.SaveSpend(b.Key, b.taken)
+	}
+}
+
+func (b *Budget) broadcast() {
+	if b.wake != nil {
+		close(b.wake)
+	}
+	b.wake = make(chan struct{})
 }
 
 // gapWait is how long until MinGap has passed since the last login (mu held).
@@ -132,6 +237,9 @@ func (b *Budget) Available() bool {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if len(b.queue) > 0 {
+		return false
+	}
 	now := b.now()
 	n := 0
 	for _, t := range b.taken {
@@ -166,40 +274,62 @@ func (m *Manager) BudgetFor(method string) *Budget {
 	return m.budgets[method]
 }
 
-// spend takes one login of key's method from its budget. An account whose
-// last login was refused (a wrong password) may try again only after its
-// share of the budget (window / logins), so one broken tenant cannot spend
-// every other tenant's logins.
-func (m *Manager) spend(method, key string) error {
+// spend takes one login of key's method from its budget, waiting for the
+// budget's next slot when it comes before the run's deadline (a timed step,
+// login_budget_wait); first says the account has no session (it goes
+// before re-logins). An account whose last login was refused (a wrong
+// password) may try again only after its share of the budget (window /
+// logins), so one broken tenant cannot spend every other tenant's logins.
+func (m *Manager) spend(ctx context.Context, method, key string, first bool, rec *probes.Recorder) error {
 	b := m.BudgetFor(method)
-	if b != nil && b.Max > 0 {
-		share := b.Window / time.Duration(b.Max)
-		m.mu.Lock()
-		last, failed := m.refused[key]
-		m.mu.Unlock()
-		if failed {
-			if wait := last.Add(share).Sub(b.now()); wait > 0 {
-				return probes.Errorf(probes.ClassLoginBudget,
-					"the last login of this account was refused; it may try again in %s (its share of the login budget, one per %s); the run is skipped",
-					wait.Round(time.Second), share.Round(time.Second))
-			}
-			if b.OthersWaiting(key) {
-				return probes.Errorf(probes.ClassLoginBudget,
-					"the last login of this account was refused; it gives way to accounts waiting for a first login; the run is skipped")
-			}
+	if b == nil || b.Max <= 0 {
+		return nil
+	}
+	share := b.Window / time.Duration(b.Max)
+	m.mu.Lock()
+	last, failed := m.refused[key]
+	m.mu.Unlock()
+	if failed {
+		if wait := last.Add(share).Sub(b.now()); wait > 0 {
+			return probes.Errorf(probes.ClassLoginBudget,
+				"the last login of this account was refused; it may try again in %s (its share of the login budget, one per %s); the run is skipped",
+				wait.Round(time.Second), share.Round(time.Second))
+		}
+		if b.OthersWaiting(key) {
+			return probes.Errorf(probes.ClassLoginBudget,
+				"the last login of this account was refused; it gives way to accounts waiting for a first login; the run is skipped")
 		}
 	}
-	ok, wait := b.Take()
+	waited, ok, next := b.Wait(ctx, key, first)
 	if ok {
+		if waited > 0 {
+			rec.AddStep(StepLoginBudgetWait, waited, nil)
+			rec.Note(fmt.Sprintf("waited %s for the login budget's next slot (%d logins per %s, kept under %s)",
+				waited.Round(time.Millisecond), b.Max, b.Window, b.Name))
+		}
 		return nil
 	}
 	spread := ""
 	if b.MinGap > 0 {
 		spread = fmt.Sprintf(", at least %s apart", b.MinGap)
 	}
-	return probes.Errorf(probes.ClassLoginBudget,
-		"login budget spent (%d logins per %s%s, kept under %s): next full login possible in %s; the run is skipped",
-		b.Max, b.Window, spread, b.Name, wait.Round(time.Second))
+	return &BudgetError{Next: next, Err: fmt.Errorf(
+		"login budget spent (%d logins per %s%s, kept under %s): next full login possible in %s, after the run's deadline; the run is skipped",
+		b.Max, b.Window, spread, b.Name, next.Round(time.Second))}
+}
+
+// BudgetError is a full login the budget could not afford before the run's
+// deadline (class login_budget); Next is how long until its slot.
+type BudgetError struct {
+	Next time.Duration
+	Err  error
+}
+
+func (e *BudgetError) Error() string { return e.Err.Error() }
+
+// Unwrap gives the class (probes.Classify).
+func (e *BudgetError) Unwrap() error {
+	return &probes.Error{Class: probes.ClassLoginBudget, Err: e.Err}
 }
 
 // wasRefused reports whether key's last login was refused: such an account

@@ -28,6 +28,26 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
+// After is a Budget's timer on this clock: the wait passes at once (the
+// clock moves on by d), so runs driven one after another see the time a
+// concurrent run would have waited.
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.Add(d)
+	ch := make(chan time.Time, 1)
+	ch <- c.Now()
+	return ch
+}
+
+// AdvanceTo moves the clock to t unless it is already later (a run that
+// waited for the budget ends after the next one was planned).
+func (c *fakeClock) AdvanceTo(t time.Time) {
+	c.mu.Lock()
+	if t.After(c.t) {
+		c.t = t
+	}
+	c.mu.Unlock()
+}
+
 func TestBudgetSlidingWindow(t *testing.T) {
 	c := &fakeClock{t: time.Unix(1_700_000_000, 0)}
 	b := &auth.Budget{Name: "rc_login.address", Max: 5, Window: 1665 * time.Second, Now: c.Now}

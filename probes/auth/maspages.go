@@ -210,10 +210,15 @@ func (h *hopper) page(ctx context.Context, step string, pageURL *url.URL, body [
 		var notes []string
 		if f.has("username") {
 			if vals.Get("username") == "" {
-				if h.acct.Config.User == "" {
+				// The localpart the bot is expected as (matrix_user, or the
+				// provider's rule under the openmeet adapter), so the account
+				// MAS creates is the one whoami then accepts.
+				local := h.acct.ExpectedUserID()
+				if local == "" {
 					return nil, step, "", probes.Errorf(probes.ClassConfig, "MAS asks for a username and the bot has no user (localpart) configured")
 				}
-				vals.Set("username", h.acct.Config.User)
+				local, _, _ = strings.Cut(strings.TrimPrefix(local, "@"), ":")
+				vals.Set("username", local)
 				notes = append(notes, "username filled")
 			} else {
 				notes = append(notes, "username suggested by MAS")

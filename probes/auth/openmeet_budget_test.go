@@ -117,7 +117,7 @@ tenants:
 	mgr.Now = clk.Now
 	auth.RegisterMAS(mgr, cfg.MAS)
 	b := cfg.MAS.LoginBudget
-	mgr.SetBudget(&auth.Budget{Name: "mas.login_budget", Max: b.Logins, Window: b.Window.D(), MinGap: b.MinGap(), Now: clk.Now},
+	mgr.SetBudget(&auth.Budget{Name: "mas.login_budget", Max: b.Logins, Window: b.Window.D(), MinGap: b.MinGap(), Now: clk.Now, After: clk.After},
 		config.MethodMASOIDC, config.MethodMASCompatSSO)
 	probe := &auth.LoginProbe{Name: "login", Manager: mgr, Tenants: cfg.TenantMap(nil), FullLoginInterval: p.FullLoginInterval()}
 
@@ -133,11 +133,11 @@ tenants:
 	// The scheduler spreads a probe's tenants over its interval.
 	for k := time.Duration(0); k*interval < horizon; k++ {
 		for i, tn := range cfg.Tenants {
-			at := k*interval + time.Duration(i)*interval/tenants
-			clk.Add(start.Add(at).Sub(clk.Now()))
+			clk.AdvanceTo(start.Add(k*interval + time.Duration(i)*interval/tenants))
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			res := probe.Run(ctx, tn.ID)
 			cancel()
+			at := clk.Now().Sub(start) // after any wait for the budget
 			runs[tn.ID] = append(runs[tn.ID], run{at, res})
 			if n := res.Counts["login:mas_oidc:success"] + res.Counts["login:mas_oidc:failure"]; n > 0 {
 				fullLogins = append(fullLogins, at)
@@ -404,4 +404,104 @@ func TestUpstreamRefusedAccountGivesWayToFirstLogins(t *testing.T) {
 	if meth.logins != 1 {
 		t.Fatalf("logins of new: %d", meth.logins)
 	}
+}
+
+// Issue 22, done-when 4: 12 mas_oidc tenants against the emulated OpenMeet
+// provider, default schedules (login every 5 min, first round spread over
+// the scheduler's warm-up), the default MAS budget (4 per 60 s, 15 s
+// apart), on one clock shared by the emulator and the budget. A run that
+// needs a login waits for the budget's slot within its 30 s: at least 6
+// logins succeed in the first 150 s, none is refused by the provider, and
+// the budget is never exceeded. Runs are driven one after another at
+// their planned times (a run that waited ends after the next was planned,
+// which then starts at once).
+func TestOpenMeetTwelveTenantsFirstLogins(t *testing.T) {
+	const tenants = 12
+	clk := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	opts := masemu.OpenMeetOptions()
+	opts.Now = clk.Now
+	emu, err := masemu.Start(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emu.Close)
+	var tb strings.Builder
+	for i := 0; i < tenants; i++ {
+		id := fmt.Sprintf("t%02d", i)
+		emu.AddUpstreamUser(id, "bot-"+id+"@openmeet.net", "pw-"+id, "openmeet-bot-"+id)
+		fmt.Fprintf(&tb, "  - id: %s\n    bot: {method: mas_oidc, email: bot-%s@openmeet.net, password: pw-%s}\n", id, id, id)
+	}
+	yml := fmt.Sprintf(`global: {homeserver_url: %s, server_name: %s}
+mas:
+  public_url: %s
+  redirect_uri: http://localhost:9005/auth/matrix/callback
+  upstream: {adapter: openmeet, api_url: %s}
+tenants:
+%sprobes:
+  - {name: login, type: login}
+`, emu.HomeserverURL, emu.ServerName, emu.MASURL, emu.UpstreamURL, tb.String())
+	cfg, err := config.Parse([]byte(yml), "openmeet-12.yml", func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	p, _ := cfg.Probe("login")
+	if p.Schedule.Spec != "@every 5m" || p.Timeout.D() != 30*time.Second {
+		t.Fatalf("default login schedule %q timeout %s", p.Schedule.Spec, p.Timeout.D())
+	}
+	httpc := mxclient.NewHTTPClient()
+	t.Cleanup(httpc.CloseIdleConnections)
+	mgr := auth.NewManager(httpc)
+	mgr.Now = clk.Now
+	auth.RegisterMAS(mgr, cfg.MAS)
+	b := cfg.MAS.LoginBudget
+	mgr.SetBudget(&auth.Budget{Name: "mas.login_budget", Max: b.Logins, Window: b.Window.D(), MinGap: b.MinGap(), Now: clk.Now, After: clk.After},
+		config.MethodMASOIDC, config.MethodMASCompatSSO)
+	probe := &auth.LoginProbe{Name: "login", Manager: mgr, Tenants: cfg.TenantMap(nil), FullLoginInterval: p.FullLoginInterval()}
+
+	// The scheduler's first round after a start: the warm-up spread.
+	type planned struct {
+		tenant string
+		at     time.Duration
+	}
+	warm := probes.WarmupWindow(5*time.Minute, cfg.Global.JitterFraction())
+	var plan []planned
+	for _, tn := range cfg.Tenants {
+		plan = append(plan, planned{tn.ID, probes.Offset("login", tn.ID, warm, 1)})
+	}
+	sort.Slice(plan, func(i, j int) bool { return plan[i].at < plan[j].at })
+	start := clk.Now()
+	var logins []time.Duration
+	for _, pl := range plan {
+		clk.AdvanceTo(start.Add(pl.at))
+		ctx, cancel := context.WithTimeout(context.Background(), p.Timeout.D())
+		res := probe.Run(ctx, pl.tenant)
+		cancel()
+		end := clk.Now().Sub(start)
+		switch {
+		case res.OK() && res.Counts["login:mas_oidc:success"] == 1:
+			logins = append(logins, end)
+		case res.Outcome == probes.OutcomeSkipped && res.Class == probes.ClassLoginBudget:
+		default:
+			t.Fatalf("%s at %s: %s %s at %s: %s", pl.tenant, pl.at, res.Outcome, res.Class, res.FailedStep, res.Error)
+		}
+	}
+	in150 := 0
+	for i, at := range logins {
+		if at <= 150*time.Second {
+			in150++
+		}
+		if i > 0 && at-logins[i-1] < 15*time.Second {
+			t.Errorf("logins at %s and %s: closer than 15 s", logins[i-1], at)
+		}
+		if i >= 4 && at-logins[i-4] < time.Minute {
+			t.Errorf("5 logins within a minute, from %s to %s", logins[i-4], at)
+		}
+	}
+	if in150 < 6 {
+		t.Errorf("%d successful logins in the first 150 s (at %v), want at least 6", in150, logins)
+	}
+	if st := emu.Stats(); st.ProviderTokenRateLimited != 0 {
+		t.Errorf("the provider answered 429: %+v", st)
+	}
+	t.Logf("first round spread over %s: %d logins in the first 150 s, at %v", warm, in150, logins)
 }

@@ -29,8 +29,11 @@ type LoginProbe struct {
 	FullLoginInterval time.Duration
 }
 
-// DeclaredCounts implements probes.DeclaredCounts: session renewals.
-func (p *LoginProbe) DeclaredCounts() []string { return []string{probes.CountTokenRefresh} }
+// DeclaredCounts implements probes.DeclaredCounts: session renewals and
+// logins refused with 429.
+func (p *LoginProbe) DeclaredCounts() []string {
+	return []string{probes.CountTokenRefresh, CountRateLimitedLogin}
+}
 
 // Run implements probes.Prober.
 func (p *LoginProbe) Run(ctx context.Context, tenant string) probes.Result {

@@ -17,9 +17,7 @@ func (m *Manager) now() time.Time {
 
 // isMASMethod reports whether a login method's full logins go through MAS
 // and the upstream provider.
-func isMASMethod(method string) bool {
-	return method == config.MethodMASOIDC || method == config.MethodMASCompatSSO
-}
+func isMASMethod(method string) bool { return config.IsMASMethod(method) }
 
 // Refresh renews the cached session of acct now with its refresh token: for
 // MAS a refresh_token grant at MAS, which never reaches the upstream
@@ -29,7 +27,7 @@ func (m *Manager) Refresh(ctx context.Context, acct Account, rec *probes.Recorde
 	l := m.keyLock(acct.Key)
 	l.Lock()
 	defer l.Unlock()
-	sess := m.Cached(acct.Key)
+	sess := m.restoredFor(acct, m.Cached(acct.Key))
 	if sess == nil {
 		return m.login(ctx, acct, rec, nil)
 	}

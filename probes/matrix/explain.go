@@ -11,8 +11,8 @@ import (
 // requests count the 429s they meet (login steps do not: a refused login is
 // its own failure).
 var (
-	roundtripSteps   = []string{"sweep", "create_room", "invite", "join", "send", "receive", "power_levels", "display_name", "leave", "forget"}
-	roomMessageSteps = []string{"sync", "join", "send", "receive", "power_levels"}
+	roundtripSteps   = []string{"login", "peer_login", "sweep", "create_room", "invite", "join", "send", "receive", "power_levels", "display_name", "leave", "forget"}
+	roomMessageSteps = []string{"login", "sync", "join", "send", "receive", "power_levels"}
 )
 
 // DeclaredCounts implements probes.DeclaredCounts: session renewals, 429s

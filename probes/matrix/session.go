@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"maunium.net/go/mautrix"
@@ -119,7 +120,14 @@ func (r *runner) merge(sub probes.Result, prefix string, steps bool) {
 			}
 		}
 	}
+	if v, ok := sub.Signals[probes.SignalNextLoginSeconds]; ok {
+		r.rec.Signal(probes.SignalNextLoginSeconds, v)
+	}
 	for k, n := range sub.Counts {
+		// A sub-record's 429s are counted under the step as merged.
+		if step, ok := strings.CutPrefix(k, probes.CountRateLimited+":"); ok && steps {
+			k = RateLimitedCount(prefix + step)
+		}
 		r.rec.Count(k, n)
 	}
 	if sub.Method != "" && prefix == "" {
