@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -74,6 +75,44 @@ func limitedDendrite(t *testing.T) restartHomeserver {
 	}
 }
 
+// realSynapse is a Synapse of the test's own with Synapse's default limits;
+// Warm restarts it with rc_login opened and back (its buckets and metrics
+// start afresh each time, so the counts are those since the last Warm).
+func realSynapse(t *testing.T) restartHomeserver {
+	syn := testenv.NewSynapse(t, testenv.SynapseOptions{})
+	url := syn.URL
+	count := func(name string, match ...string) int {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		n, err := syn.Count(ctx, name, match...)
+		if err != nil {
+			t.Errorf("Synapse's metrics: %v", err)
+		}
+		return int(n)
+	}
+	return restartHomeserver{
+		URL: syn.URL, ServerName: syn.ServerName,
+		Register: func(t *testing.T, prefix string) (string, string) { return syn.User(t, prefix) },
+		// Synapse's own count of /login answers, whatever their code.
+		Logins:   func() int { return count("synapse_http_server_response_time_seconds_count", `servlet="LoginRestServlet"`) },
+		Refusals: func() int { return count("synapse_http_server_responses_total", `code="429"`) },
+		Warm: func(on bool) {
+			var limits map[string]any
+			if on {
+				limits = testenv.TestLoginLimits()
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if err := syn.SetRateLimits(ctx, limits); err != nil {
+				t.Fatal(err)
+			}
+			if syn.URL != url {
+				t.Fatalf("Synapse came back on another port (%s, was %s)", syn.URL, url)
+			}
+		},
+	}
+}
+
 // restartConfig: five tenants with a peer each, password logins, the
 // default schedules (login every minute, round trip every 10 minutes) and
 // limits, data_dir set; jitter 0.05 keeps the warm-up short (3 s for the
@@ -136,8 +175,15 @@ func startUntilProbed(t *testing.T, cfg string, tenants int, within time.Duratio
 // twice within 5 minutes makes no new /login request, meets no 429, and
 // every tenant's login and round trip pass within 2 minutes of each
 // restart. The sessions file holds no secret in the log, and is 0600.
+//
+// Against Synapse itself (its own login count and 429s), and against the
+// limiter model in front of Dendrite.
 func TestRestartKeepsSessions(t *testing.T) {
-	hs := limitedDendrite(t)
+	t.Run("synapse", func(t *testing.T) { restartKeepsSessions(t, realSynapse(t)) })
+	t.Run("dendrite", func(t *testing.T) { restartKeepsSessions(t, limitedDendrite(t)) })
+}
+
+func restartKeepsSessions(t *testing.T, hs restartHomeserver) {
 	var accounts [][4]string
 	for i := 0; i < 5; i++ {
 		bot, botPW := hs.Register(t, fmt.Sprintf("rs-bot%d", i))

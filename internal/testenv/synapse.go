@@ -572,3 +572,15 @@ lines:
 	}
 	return total, nil
 }
+
+// SetRateLimits restarts Synapse with other rc_* settings (nil: Synapse's
+// defaults). Synapse keeps its limiters' buckets and its metrics in
+// memory: both start afresh.
+func (s *Synapse) SetRateLimits(ctx context.Context, limits map[string]any) error {
+	s.opts.RateLimits = limits
+	s.Pause()
+	if err := s.writeConfig(); err != nil {
+		return err
+	}
+	return s.Resume(ctx)
+}
