@@ -94,7 +94,9 @@ func realSynapse(t *testing.T) restartHomeserver {
 		URL: syn.URL, ServerName: syn.ServerName,
 		Register: func(t *testing.T, prefix string) (string, string) { return syn.User(t, prefix) },
 		// Synapse's own count of /login answers, whatever their code.
-		Logins:   func() int { return count("synapse_http_server_response_time_seconds_count", `servlet="LoginRestServlet"`) },
+		Logins: func() int {
+			return count("synapse_http_server_response_time_seconds_count", `servlet="LoginRestServlet"`)
+		},
 		Refusals: func() int { return count("synapse_http_server_responses_total", `code="429"`) },
 		Warm: func(on bool) {
 			var limits map[string]any
