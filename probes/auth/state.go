@@ -140,8 +140,18 @@ func errReason(err error) string {
 	return err.Error()
 }
 
-// write replaces a state file atomically with mode 0600.
+// write replaces a state file atomically with mode 0600. A failure is
+// logged (the file, and the system's error, never the contents): it costs
+// full logins after the next restart, not now.
 func (f *FileStore) write(name string, v any) error {
+	err := f.writeFile(name, v)
+	if err != nil {
+		f.logf(slog.LevelWarn, name, "state not saved; the next start may log in again", "err", err)
+	}
+	return err
+}
+
+func (f *FileStore) writeFile(name string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err

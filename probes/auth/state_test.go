@@ -405,3 +405,21 @@ func TestRestartedBudgetWaitsForTheWindow(t *testing.T) {
 		t.Fatal("a budget without memory met no 429: the test cannot tell")
 	}
 }
+
+// A data_dir that cannot be written is said once per failed save, naming
+// the file and never a token.
+func TestFileStoreUnwritableIsLogged(t *testing.T) {
+	blocker := filepath.Join(t.TempDir(), "not-a-dir")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	fs := &auth.FileStore{Dir: filepath.Join(blocker, "data"), Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	if err := fs.SaveSessions(storedSessions("https://hs.example")); err == nil {
+		t.Fatal("saved into a path below a file")
+	}
+	if !strings.Contains(logs.String(), "state not saved") || !strings.Contains(logs.String(), auth.SessionsFile) ||
+		strings.Contains(logs.String(), storedToken) {
+		t.Fatalf("log: %q", logs.String())
+	}
+}
