@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -269,18 +268,13 @@ func TestBudgetWaitForSlot(t *testing.T) {
 // The order of waiters: first logins before re-logins, then by arrival.
 func TestBudgetWaitOrder(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1_800_000_000, 0)}
-	// The waiters' timers fire together when the test releases them.
-	var mu sync.Mutex
-	timers := make(chan time.Time)
-	release := func() {
-		mu.Lock()
-		old := timers
-		timers = make(chan time.Time)
-		mu.Unlock()
-		close(old)
-	}
+	// The waiters look at the budget's (fake) clock again every few
+	// milliseconds of real time, whatever wait they asked for: who gets a
+	// slot is decided by the queue's order, not by who wakes first, and a
+	// waiter that read the clock just before the test moved it still sees
+	// the move (a timer released once could miss it and wait forever).
 	b := &auth.Budget{Name: "test", Max: 1, Window: time.Minute, Now: clk.Now,
-		After: func(time.Duration) <-chan time.Time { mu.Lock(); defer mu.Unlock(); return timers }}
+		After: func(time.Duration) <-chan time.Time { return time.After(5 * time.Millisecond) }}
 	if ok, _ := b.Take(); !ok {
 		t.Fatal("first take")
 	}
@@ -309,8 +303,7 @@ func TestBudgetWaitOrder(t *testing.T) {
 	}
 	var order []string
 	for i := 0; i < 3; i++ {
-		clk.Add(time.Minute)
-		release() // the head takes the slot; the others wait again
+		clk.Add(time.Minute) // one slot more: the head takes it, the others wait on
 		order = append(order, <-got)
 	}
 	if strings.Join(order, ",") != "first-a,first-b,relogin" {
