@@ -36,8 +36,9 @@ func (p *Proc) awaitExit() {
 	close(p.done)
 }
 
-// serviceWait waits for a shared service's exit (a homeserver, its PostgreSQL). A shared homeserver
-// outlives the tests of a package, so LeakOptions ignores its waiter.
+// serviceWait waits for a service's exit (a homeserver, a PostgreSQL). A
+// package's shared homeserver outlives its tests, so LeakOptions ignores
+// this waiter.
 func serviceWait(p *Proc) { p.awaitExit() }
 
 // Done is closed once the process has exited (and been waited for).
