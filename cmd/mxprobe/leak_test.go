@@ -30,7 +30,9 @@ var (
 func mxprobeBin(t *testing.T) string {
 	t.Helper()
 	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "mxprobe-bin-")
+		// In the run's state folder, which testenv.Main removes at the
+		// end (a folder of /tmp would outlive every run).
+		dir, err := os.MkdirTemp(os.Getenv("XDG_STATE_HOME"), "mxprobe-bin-")
 		if err != nil {
 			t.Fatal(err)
 		}
