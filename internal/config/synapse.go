@@ -101,21 +101,7 @@ type SynapseDNS struct {
 }
 
 // Allowed parses allowed_cidrs (an address is a /32 or /128 range).
-func (d *SynapseDNS) Allowed() ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, s := range d.AllowedCIDRs {
-		if p, err := netip.ParsePrefix(s); err == nil {
-			out = append(out, p.Masked())
-			continue
-		}
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return nil, fmt.Errorf("%q is neither an address nor a CIDR range", s)
-		}
-		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
-	}
-	return out, nil
-}
+func (d *SynapseDNS) Allowed() ([]netip.Prefix, error) { return parsePrefixes(d.AllowedCIDRs) }
 
 // SynapseWorkerKinds are the process roles a target may name: the main
 // process and the worker types of Synapse's docs/workers.md (a

@@ -90,9 +90,13 @@ func (w *WebConfig) Floor() Duration {
 }
 
 // Proxies parses web.trusted_proxies (an address is a /32 or /128 range).
-func (w *WebConfig) Proxies() ([]netip.Prefix, error) {
+func (w *WebConfig) Proxies() ([]netip.Prefix, error) { return parsePrefixes(w.TrustedProxies) }
+
+// parsePrefixes reads a list of CIDR ranges and addresses (an address is a
+// /32 or /128 range; IPv4-mapped IPv6 addresses as IPv4).
+func parsePrefixes(list []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
-	for _, s := range w.TrustedProxies {
+	for _, s := range list {
 		if p, err := netip.ParsePrefix(s); err == nil {
 			out = append(out, p.Masked())
 			continue
