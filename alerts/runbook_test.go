@@ -1,54 +1,23 @@
 package alerts
 
 import (
-	"bufio"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-	"unicode"
 
 	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/internal/testenv"
 	"github.com/mxprobe/mxprobe/probes"
 )
 
-// runbookAnchors returns the anchors GitHub gives the headings of
-// docs/runbook.md (lower case, punctuation other than '-' and '_' dropped,
-// spaces turned into '-'), code blocks skipped: a "# comment" in a shell
-// example is no heading. deploy/alerts_test.go checks the Prometheus rules'
-// runbook_url the same way.
+// runbookAnchors returns the anchors of docs/runbook.md's headings; the
+// Prometheus rules' runbook_url are checked the same way
+// (deploy/alerts_test.go).
 func runbookAnchors(t *testing.T) map[string]bool {
 	t.Helper()
-	f, err := os.Open(filepath.Join("..", "docs", "runbook.md"))
+	anchors, err := testenv.MarkdownAnchors(filepath.Join("..", "docs", "runbook.md"))
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	anchors := map[string]bool{}
-	inCode := false
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(strings.TrimSpace(line), "```") {
-			inCode = !inCode
-			continue
-		}
-		if inCode || !strings.HasPrefix(line, "#") {
-			continue
-		}
-		var b strings.Builder
-		for _, r := range strings.ToLower(strings.TrimSpace(strings.TrimLeft(line, "#"))) {
-			switch {
-			case unicode.IsLetter(r) || unicode.IsDigit(r) || r == '-' || r == '_':
-				b.WriteRune(r)
-			case r == ' ':
-				b.WriteByte('-')
-			}
-		}
-		anchors[b.String()] = true
-	}
-	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
 	if !anchors["mxprobedown"] || !anchors["troubleshooting"] {

@@ -1,14 +1,14 @@
 package deploy
 
 import (
-	"bufio"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
-	"unicode"
+
+	"github.com/mxprobe/mxprobe/internal/testenv"
 )
 
 // runbookURL is where every alert's runbook_url points: a section of
@@ -45,45 +45,11 @@ func alertRules(t *testing.T) []alertRule {
 	return out
 }
 
-// githubAnchor is the anchor GitHub gives a Markdown heading: lower case,
-// punctuation other than '-' and '_' dropped, spaces turned into '-'.
-func githubAnchor(heading string) string {
-	var b strings.Builder
-	for _, r := range strings.ToLower(strings.TrimSpace(heading)) {
-		switch {
-		case unicode.IsLetter(r) || unicode.IsDigit(r) || r == '-' || r == '_':
-			b.WriteRune(r)
-		case r == ' ':
-			b.WriteByte('-')
-		}
-	}
-	return b.String()
-}
-
-// runbookAnchors returns the anchors of docs/runbook.md's headings (code
-// blocks skipped: a "# comment" in a shell example is no heading).
+// runbookAnchors returns the anchors of docs/runbook.md's headings.
 func runbookAnchors(t *testing.T) map[string]bool {
 	t.Helper()
-	f, err := os.Open(filepath.Join("..", "docs", "runbook.md"))
+	anchors, err := testenv.MarkdownAnchors(filepath.Join("..", "docs", "runbook.md"))
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	anchors := map[string]bool{}
-	inCode := false
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(strings.TrimSpace(line), "```") {
-			inCode = !inCode
-			continue
-		}
-		if inCode || !strings.HasPrefix(line, "#") {
-			continue
-		}
-		anchors[githubAnchor(strings.TrimLeft(line, "#"))] = true
-	}
-	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
 	return anchors
@@ -95,7 +61,7 @@ func TestGithubAnchor(t *testing.T) {
 		" Bot authentication (M_FORBIDDEN)": "bot-authentication-m_forbidden",
 		" What to check first":              "what-to-check-first",
 	} {
-		if got := githubAnchor(h); got != want {
+		if got := testenv.GitHubAnchor(h); got != want {
 			t.Errorf("%q: %q, want %q", h, got, want)
 		}
 	}
