@@ -95,19 +95,23 @@ func (d *Homeserver) RegisterAppServiceUser(ctx context.Context, asToken, localp
 // an operator does: edit the registration file and restart the homeserver.
 // The old token stops working.
 func (d *Dendrite) RotateAppServiceToken(ctx context.Context, id, newToken string) error {
-	found := false
-	for i := range d.opts.AppServices {
-		if d.opts.AppServices[i].ID == id {
-			d.opts.AppServices[i].ASToken = newToken
-			found = true
-		}
-	}
-	if !found {
-		return fmt.Errorf("no application service %q", id)
+	if err := setASToken(d.opts.AppServices, id, newToken); err != nil {
+		return err
 	}
 	d.Pause()
 	if _, err := d.writeAppServices(); err != nil {
 		return err
 	}
 	return d.Resume(ctx)
+}
+
+// setASToken gives the application service id a new as_token in list.
+func setASToken(list []AppService, id, token string) error {
+	for i := range list {
+		if list[i].ID == id {
+			list[i].ASToken = token
+			return nil
+		}
+	}
+	return fmt.Errorf("no application service %q", id)
 }

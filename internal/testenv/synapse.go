@@ -524,15 +524,8 @@ func ProcessesIn(dir string) []int {
 // way an operator does: edit the registration file and restart Synapse.
 // The old token stops working.
 func (s *Synapse) RotateAppServiceToken(ctx context.Context, id, newToken string) error {
-	found := false
-	for i := range s.opts.AppServices {
-		if s.opts.AppServices[i].ID == id {
-			s.opts.AppServices[i].ASToken = newToken
-			found = true
-		}
-	}
-	if !found {
-		return fmt.Errorf("no application service %q", id)
+	if err := setASToken(s.opts.AppServices, id, newToken); err != nil {
+		return err
 	}
 	s.Pause()
 	if err := s.writeConfig(); err != nil {
