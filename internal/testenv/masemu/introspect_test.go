@@ -55,6 +55,18 @@ func TestIntrospectionRules(t *testing.T) {
 	if code, out := introspectAs(t, e, "", tok, "", false); code != http.StatusUnauthorized || out["error"] != "invalid_client" {
 		t.Errorf("no credentials: %d %v", code, out)
 	}
+	// A registered (public) client may not introspect.
+	form := url.Values{"token": {tok}, "client_id": {clientID(t, e)}}
+	resp, err := http.PostForm(e.MASURL+"/oauth2/introspect", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var denied map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&denied)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || denied["error"] != "access_denied" {
+		t.Errorf("public client: %d %v", resp.StatusCode, denied)
+	}
 	if code, out := introspectAs(t, e, "not-the-secret", tok, "", false); code != http.StatusUnauthorized || out["error"] != "access_denied" {
 		t.Errorf("wrong bearer: %d %v", code, out)
 	}
@@ -86,7 +98,7 @@ func TestIntrospectionRules(t *testing.T) {
 	// Logout at the front (MAS's compat logout) ends the session.
 	req, _ := http.NewRequest(http.MethodPost, e.HomeserverURL+"/_matrix/client/v3/logout", strings.NewReader("{}"))
 	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

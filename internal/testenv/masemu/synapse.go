@@ -255,15 +255,26 @@ func (e *Emulator) introspect(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	default:
-		// Client credentials: the emulator registers public clients only,
-		// and those are not allowed to introspect (NotAllowed).
-		oauthError(w, http.StatusUnauthorized, "invalid_client", "")
+		// Client credentials: an unknown client is invalid_client
+		// (ClientNotFound); the emulator registers public clients only,
+		// and those may not introspect (NotAllowed: access_denied).
+		_ = r.ParseForm()
+		e.mu.Lock()
+		known := e.clients[r.PostForm.Get("client_id")] != nil
+		e.mu.Unlock()
+		if known {
+			oauthError(w, http.StatusUnauthorized, "access_denied", "")
+		} else {
+			oauthError(w, http.StatusUnauthorized, "invalid_client", "")
+		}
 		return
 	}
 	if err := r.ParseForm(); err != nil || r.PostForm.Get("token") == "" {
 		oauthError(w, http.StatusBadRequest, "invalid_request", "")
 		return
 	}
+	// The token's type is read from its prefix (TokenType::check; MAS's
+	// tokens also carry a checksum, which the emulator's do not).
 	tok, hint := r.PostForm.Get("token"), r.PostForm.Get("token_type_hint")
 	inactive := map[string]any{"active": false}
 	kind := ""

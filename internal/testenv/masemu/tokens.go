@@ -24,11 +24,8 @@ func (e *Emulator) token(w http.ResponseWriter, r *http.Request) {
 	}
 	rec := httptest.NewRecorder()
 	e.mu.Lock()
-	started, ended := e.tokenLocked(rec, r.PostForm)
+	started := e.tokenLocked(rec, r.PostForm)
 	e.mu.Unlock()
-	if ended != "" {
-		e.syncDevicesLater(ended)
-	}
 	if started != nil {
 		ctx, cancel := ctxTimeout(r)
 		err := e.upsertDevice(ctx, started.user, started.device, e.clientName(started.clientID))
@@ -59,10 +56,8 @@ func (e *Emulator) clientName(id string) string {
 }
 
 // tokenLocked answers a token request into w with mu held; it returns the
-// session an authorization code started (whose device needs provisioning)
-// and the user of a session a replayed code ended (whose devices need a
-// sync).
-func (e *Emulator) tokenLocked(w http.ResponseWriter, f url.Values) (started *oauthSession, ended string) {
+// session an authorization code started (whose device needs provisioning).
+func (e *Emulator) tokenLocked(w http.ResponseWriter, f url.Values) (started *oauthSession) {
 	c := e.clients[f.Get("client_id")]
 	if c == nil {
 		oauthError(w, http.StatusUnauthorized, "invalid_client", "unknown client")
@@ -77,9 +72,13 @@ func (e *Emulator) tokenLocked(w http.ResponseWriter, f url.Values) (started *oa
 			return
 		case ac.used:
 			e.stats.CodeReuse++
-			if ac.session != nil && e.now().Sub(ac.exchanged) > codeReplayWindow && !ac.session.finished {
-				ac.session.finished = true // "Ending potentially compromised session"
-				ended = ac.session.user
+			if ac.session != nil && e.now().Sub(ac.exchanged) > codeReplayWindow {
+				// "Ending potentially compromised session", with no
+				// device sync (authorization_code_grant schedules no
+				// SyncDevicesJob here): the device stays at the homeserver
+				// until the user's next sync; its tokens are inactive at
+				// the next introspection.
+				ac.session.finished = true
 			}
 			oauthError(w, http.StatusBadRequest, "invalid_grant", "the code was already used")
 			return
@@ -161,7 +160,7 @@ func (e *Emulator) tokenLocked(w http.ResponseWriter, f url.Values) (started *oa
 	default:
 		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "")
 	}
-	return started, ended
+	return started
 }
 
 // issue makes an access/refresh pair of a session (mu held).
