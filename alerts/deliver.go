@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 )
 
 // worker delivers the notifications of one notifier, one at a time, so a

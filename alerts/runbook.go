@@ -3,7 +3,7 @@ package alerts
 import (
 	"maps"
 
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 )
 
 // RunbookBase is where the runbook_url of mxprobe's own rules points: the

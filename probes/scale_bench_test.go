@@ -10,7 +10,7 @@ import (
 	promcfg "github.com/prometheus/common/config"
 	"github.com/robfig/cron/v3"
 
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/internal/testenv"
 	"github.com/mxprobe/mxprobe/internal/testenv/fakehs"
 	"github.com/mxprobe/mxprobe/probes"

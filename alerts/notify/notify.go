@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/mxprobe/mxprobe/alerts"
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 )
 
 // Options are shared by the notifiers.

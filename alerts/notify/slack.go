@@ -8,7 +8,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/mxprobe/mxprobe/alerts"
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 )
 
 // Slack posts to Slack. With a bot token it uses the Web API: the firing

@@ -14,7 +14,7 @@ import (
 
 	"github.com/mxprobe/mxprobe/alerts"
 	"github.com/mxprobe/mxprobe/alerts/notify"
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/internal/testenv"
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/auth"

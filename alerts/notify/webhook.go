@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/mxprobe/mxprobe/alerts"
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 )
 
 // Webhook posts a JSON document per notification, signed with HMAC-SHA256

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/mxprobe/mxprobe/alerts"
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/exporters/history"
 	"github.com/mxprobe/mxprobe/exporters/web"
-	"github.com/mxprobe/mxprobe/internal/config"
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/auth"
 	"github.com/mxprobe/mxprobe/probes/shard"

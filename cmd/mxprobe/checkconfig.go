@@ -8,7 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/probes/auth"
 	"github.com/mxprobe/mxprobe/probes/mxclient"
 	"github.com/mxprobe/mxprobe/probes/shard"

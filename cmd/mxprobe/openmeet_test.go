@@ -18,7 +18,7 @@ import (
 
 func shippedArray(t *testing.T, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile("../../internal/config/testdata/openmeet/" + name)
+	b, err := os.ReadFile("../../config/testdata/openmeet/" + name)
 	if err != nil {
 		t.Fatal(err)
 	}

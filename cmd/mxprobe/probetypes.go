@@ -7,8 +7,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/exporters/metrics"
-	"github.com/mxprobe/mxprobe/internal/config"
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/auth"
 	"github.com/mxprobe/mxprobe/probes/httpcheck"

@@ -14,8 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"gopkg.in/yaml.v3"
 
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/exporters/metrics"
-	"github.com/mxprobe/mxprobe/internal/config"
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/probetype"
 	"github.com/mxprobe/mxprobe/probes/shard"

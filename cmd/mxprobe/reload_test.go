@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/mxprobe/mxprobe/alerts"
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/internal/testenv/masemu"
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/auth"

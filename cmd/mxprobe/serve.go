@@ -13,10 +13,10 @@ import (
 
 	"github.com/prometheus/common/version"
 
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/exporters/history"
 	"github.com/mxprobe/mxprobe/exporters/metrics"
 	"github.com/mxprobe/mxprobe/exporters/web"
-	"github.com/mxprobe/mxprobe/internal/config"
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/mxclient"
 	"github.com/mxprobe/mxprobe/probes/shard"

@@ -11,8 +11,8 @@ import (
 
 	"github.com/mxprobe/mxprobe/alerts"
 	"github.com/mxprobe/mxprobe/alerts/notify"
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/exporters/web"
-	"github.com/mxprobe/mxprobe/internal/config"
 	"github.com/mxprobe/mxprobe/probes"
 )
 

@@ -7,8 +7,8 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/exporters/web"
-	"github.com/mxprobe/mxprobe/internal/config"
 )
 
 // webHardening are the serve flags that bound what the HTTP side accepts.

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/probes/auth"
 )
 

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 )
 
 // The daemon gives full MAS logins of all tenants one budget (4 per 60 s,

@@ -6,8 +6,8 @@ import (
 
 	"github.com/prometheus/common/model"
 
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/exporters/metrics"
-	"github.com/mxprobe/mxprobe/internal/config"
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/synapse"
 )

@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/exporters/web"
-	"github.com/mxprobe/mxprobe/internal/config"
 	"github.com/mxprobe/mxprobe/probes"
 )
 

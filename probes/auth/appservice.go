@@ -4,7 +4,7 @@ import (
 	"context"
 	"strings"
 
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/probes"
 )
 

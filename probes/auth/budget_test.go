@@ -8,7 +8,7 @@ import (
 
 	promcfg "github.com/prometheus/common/config"
 
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/internal/testenv"
 	"github.com/mxprobe/mxprobe/internal/testenv/synlimit"
 	"github.com/mxprobe/mxprobe/probes"

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/internal/testenv/fuzzmut"
 )
 

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/internal/testenv/masemu"
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/auth"

@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/probes"
 )
 

@@ -10,7 +10,7 @@ import (
 	promcfg "github.com/prometheus/common/config"
 	"gopkg.in/yaml.v3"
 
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/probetype"
 )

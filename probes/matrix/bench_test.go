@@ -14,7 +14,7 @@ import (
 	promcfg "github.com/prometheus/common/config"
 	mxid "maunium.net/go/mautrix/id"
 
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/internal/testenv/fakehs"
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/auth"

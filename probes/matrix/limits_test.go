@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/internal/testenv"
 	"github.com/mxprobe/mxprobe/internal/testenv/synlimit"
 	"github.com/mxprobe/mxprobe/probes"

@@ -13,7 +13,7 @@ import (
 	promcfg "github.com/prometheus/common/config"
 	"go.uber.org/goleak"
 
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/internal/testenv"
 	"github.com/mxprobe/mxprobe/internal/testenv/faultproxy"
 	"github.com/mxprobe/mxprobe/internal/testenv/synlimit"

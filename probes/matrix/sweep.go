@@ -12,7 +12,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/probes"
 )
 

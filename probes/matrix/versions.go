@@ -11,7 +11,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/mxclient"
 )

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxprobe/mxprobe/internal/config"
+	"github.com/mxprobe/mxprobe/config"
 	sr "github.com/mxprobe/mxprobe/internal/testenv/synapsereplay"
 )
 
