@@ -161,11 +161,26 @@ func checkSynapseBudget(c *Config) []BudgetFinding {
 		if iv <= 0 {
 			continue
 		}
-		if k := p.kind; k != nil && k.BotMessages > 0 {
+		if k := p.kind; k != nil && k.Costs != nil {
+			why := fmt.Sprintf("%s of %%s every %s", p.Name, Duration(time.Duration(iv*1e9)))
 			for _, t := range c.TenantsFor(p) {
-				if !exempt(t, t.Bot.User) {
-					add("rc_message", id(t, t.Bot.User), t.HomeserverURL, k.BotMessages/iv,
-						fmt.Sprintf("%s of %s every %s", p.Name, t.ID, Duration(time.Duration(iv*1e9))))
+				for _, cost := range k.Costs(c, p, t) {
+					if cost.N <= 0 {
+						continue
+					}
+					rate := cost.N / max(iv, cost.Every.Seconds())
+					if cost.Limiter == "rc_login.address" {
+						logins += rate
+						loginTenants++
+						continue
+					}
+					exemptAs := cost.ExemptAs
+					if exemptAs == "" {
+						exemptAs = cost.Account
+					}
+					if !exempt(t, exemptAs) {
+						add(cost.Limiter, id(t, cost.Account), t.HomeserverURL, rate, fmt.Sprintf(why, t.ID))
+					}
 				}
 			}
 		}
@@ -315,7 +330,13 @@ func budgetFix(limiter, account, hs string, runs int, rate, allowed float64, sen
 // The scheduler's short warm-up after a start is never shorter.
 func FirstRoundSpread(c *Config, p *Probe) time.Duration {
 	l := &c.SynapseLimits
-	if l.Disabled || p.Type != TypeRoundtrip {
+	if l.Disabled {
+		return 0
+	}
+	if p.kind != nil && p.kind.Costs != nil {
+		return firstRoundSpreadOf(c, p)
+	}
+	if p.Type != TypeRoundtrip {
 		return 0
 	}
 	need := 0.0
@@ -329,6 +350,95 @@ func FirstRoundSpread(c *Config, p *Probe) time.Duration {
 		per(n, l.RcInvites.PerUser)
 		per(n, l.RcJoins.Local)
 		per(n*rtPeerMessages, l.RcMessage)
+	}
+	return time.Duration(math.Ceil(need)) * time.Second
+}
+
+// accountLoads adds up, per limiter and account, the actions one round of
+// probe p spends (every tenant once), from its kind's Costs; rc_login.address
+// and periodic costs are left out (they do not scale with the schedule).
+func accountLoads(c *Config, p *Probe) map[[2]string]float64 {
+	out := map[[2]string]float64{}
+	k := p.kind
+	if k == nil || k.Costs == nil {
+		return out
+	}
+	l := &c.SynapseLimits
+	for _, t := range c.TenantsFor(p) {
+		for _, cost := range k.Costs(c, p, t) {
+			if cost.Limiter == "rc_login.address" || cost.Every > 0 || cost.N <= 0 {
+				continue
+			}
+			exemptAs := cost.ExemptAs
+			if exemptAs == "" {
+				exemptAs = cost.Account
+			}
+			if l.IsExempt(exemptAs, t.ServerName) {
+				continue
+			}
+			out[[2]string{cost.Limiter, strings.TrimRight(t.HomeserverURL, "/") + " " + cost.Account}] += cost.N
+		}
+	}
+	return out
+}
+
+// limiter returns the configured limit of a limiter name (nil: unknown or
+// unset).
+func (l *SynapseLimits) limiter(name string) *RateLimit {
+	switch name {
+	case "rc_message":
+		return l.RcMessage
+	case "rc_room_creation":
+		return l.RcRoomCreation
+	case "rc_invites.per_issuer":
+		return l.RcInvites.PerIssuer
+	case "rc_invites.per_user":
+		return l.RcInvites.PerUser
+	case "rc_joins.local":
+		return l.RcJoins.Local
+	case "rc_login.address":
+		return l.RcLogin.Address
+	}
+	return nil
+}
+
+// deriveSchedules gives every probe of a DeriveSchedule kind that names no
+// schedule the shortest whole-minute interval at which the busiest account
+// of one round stays within budgetMargin of each limiter's long-term rate,
+// never below the kind's default schedule.
+func deriveSchedules(c *Config) {
+	for i := range c.Probes {
+		p := &c.Probes[i]
+		k := p.kind
+		if k == nil || !k.DeriveSchedule || p.Schedule.Schedule != nil {
+			continue
+		}
+		floor, err := ParseSchedule(k.Schedule)
+		if err != nil {
+			continue
+		}
+		d := floor.Interval(time.Now())
+		if !c.SynapseLimits.Disabled {
+			need := 0.0 // seconds between rounds
+			for la, n := range accountLoads(c, p) {
+				if r := c.SynapseLimits.limiter(la[0]); r != nil && r.PerSecond > 0 {
+					need = max(need, n/(r.PerSecond*budgetMargin))
+				}
+			}
+			d = max(d, time.Duration(math.Ceil(need/60))*time.Minute)
+		}
+		p.Schedule, _ = ParseSchedule("@every " + strings.TrimSuffix(d.String(), "0s"))
+	}
+}
+
+// firstRoundSpreadOf is FirstRoundSpread for a kind with Costs: the time
+// the accounts one round loads beyond their limiters' bursts need.
+func firstRoundSpreadOf(c *Config, p *Probe) time.Duration {
+	need := 0.0
+	for la, n := range accountLoads(c, p) {
+		if r := c.SynapseLimits.limiter(la[0]); r != nil && r.PerSecond > 0 && n > float64(r.BurstCount) {
+			need = max(need, (n-float64(r.BurstCount))/r.PerSecond)
+		}
 	}
 	return time.Duration(math.Ceil(need)) * time.Second
 }

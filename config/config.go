@@ -168,6 +168,8 @@ type Probe struct {
 	// of the common structure above, raw: the settings of probe types that
 	// own their schema (see SettingsNode).
 	settings map[string]*yaml.Node
+	// decoded is what the kind's Decode made of the settings (Settings).
+	decoded any
 
 	line int
 	// kind is the registered kind of the probe's type, if any.
@@ -281,6 +283,8 @@ func Parse(data []byte, name string, env func(string) string, kinds ...Kind) (*C
 	errs = append(errs, addAppServiceTenant(cfg)...)
 	errs = append(errs, applyOverrides(cfg)...)
 	applyDefaults(cfg)
+	errs = append(errs, decodeSettings(cfg)...)
+	deriveSchedules(cfg)
 	errs = append(errs, validate(cfg)...)
 	if len(errs) > 0 {
 		return nil, errs
@@ -383,7 +387,7 @@ func applyDefaults(cfg *Config) {
 		}
 	}
 	if len(cfg.Probes) == 0 {
-		cfg.Probes = []Probe{{Name: TypeVersions, Type: TypeVersions}, {Name: TypeLogin, Type: TypeLogin}}
+		cfg.Probes = cfg.defaultProbes()
 	}
 	for i := range cfg.Probes {
 		p := &cfg.Probes[i]
@@ -398,7 +402,7 @@ func applyDefaults(cfg *Config) {
 			p.kind = &k
 		}
 		applyMASLoginSchedule(cfg, p)
-		if p.Schedule.Schedule == nil && p.Type != TypeRoundtrip { // derived from the limits later
+		if p.Schedule.Schedule == nil && p.Type != TypeRoundtrip && !d.DeriveSchedule { // derived from the limits later
 			p.Schedule, _ = ParseSchedule(d.Schedule)
 		}
 		if p.Timeout == 0 {
@@ -428,6 +432,19 @@ var probeDefaults = map[string]probeDefault{
 	TypeLogin:          {"@every 1m", 30e9, true},
 	TypeRoundtrip:      {"@every 10m", 60e9, true}, // the floor: see DefaultRoundtripInterval
 	TypeSynapseMetrics: {"@every 30s", 10e9, false},
+}
+
+// defaultProbes are the probes of a configuration that lists none: one of
+// each kind marked Default (the built-in versions and login until they
+// are registered kinds).
+func (c *Config) defaultProbes() []Probe {
+	var out []Probe
+	for _, name := range c.ProbeTypes() {
+		if k, _ := c.kindOf(name); k.Default || (c.kinds[name].Name == "" && (name == TypeVersions || name == TypeLogin)) {
+			out = append(out, Probe{Name: name, Type: name})
+		}
+	}
+	return out
 }
 
 // ProbeTypes lists the built-in probe types (Config.ProbeTypes adds the
@@ -531,12 +548,16 @@ func (c *Config) EnsureProbe(name string) (*Probe, error) {
 	if k, ok := c.kinds[name]; ok {
 		p.kind = &k
 	}
-	p.Schedule, _ = ParseSchedule(d.Schedule)
+	if !d.DeriveSchedule {
+		p.Schedule, _ = ParseSchedule(d.Schedule)
+	}
 	c.Probes = append(c.Probes, p)
 	applyLimitsDefaults(c)
 	applyLoginDefaults(c)
 	applyRoundtripDefaults(c)
 	applySynapseDefaults(c)
+	// Its settings are decoded by Decode, once the command line has had
+	// its say (`mxprobe run http --target URL` supplies the url).
 	if errs := append(validateRoundtrip(c), validateSynapse(c)...); len(errs) > 0 {
 		return nil, errs
 	}

@@ -370,7 +370,7 @@ func TestOpenMeetExampleConfig(t *testing.T) {
 	cfg, err := Load("testdata/openmeet/mxprobe.yml", productionEnv(map[string]string{
 		"MAS_PUBLIC_BASE": "https://mas.example.net", "BACKEND_DOMAIN": "https://api.example.net",
 		"MATRIX_APPSERVICE_ID": "openmeet-appservice", "MATRIX_APPSERVICE_TOKEN": "as-TESTSECRET",
-	}), Kind{Name: "http", Schedule: "@every 30s", Timeout: 10 * time.Second}) // probes/httpcheck decodes and checks its settings
+	}), Kind{Name: "http", Schedule: "@every 30s", Timeout: 10 * time.Second, SettingsKey: "http"}) // probes/httpcheck decodes and checks its settings
 	if err != nil {
 		t.Fatal(err)
 	}

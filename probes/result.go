@@ -47,6 +47,14 @@ const (
 	ClassLoginBudget Class = "login_budget"
 )
 
+// SharedClasses are the classes any probe that talks HTTP may report
+// (returned afresh: a probe type appends its own to declare its classes).
+func SharedClasses() []Class {
+	return []Class{ClassUnreachable, ClassTimeout, ClassHTTP5xx, ClassAuthFailed, ClassRateLimited,
+		ClassBadResponse, ClassIdentityMismatch, ClassForbidden, ClassNotFound, ClassThreshold,
+		ClassConfig, ClassCancelled, ClassInternal, ClassLoginBudget}
+}
+
 // Warning reports whether a failure of this class is a warning rather than an
 // outage: the homeserver asked us to slow down, which is not the deployment
 // being broken.

@@ -16,6 +16,7 @@ import (
 	"github.com/mxprobe/mxprobe/exporters/web"
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/auth"
+	"github.com/mxprobe/mxprobe/probes/probetype"
 	"github.com/mxprobe/mxprobe/probes/shard"
 	"github.com/mxprobe/mxprobe/probes/synapse"
 )
@@ -38,6 +39,8 @@ type stores struct {
 	// alerts holds alert states and silences (daemon); the first committed
 	// configuration creates it, since its state file comes from there.
 	alerts atomic.Pointer[alerts.Manager]
+	// deps are the services above that probe types may need, by type.
+	deps *probetype.Deps
 	// crash is the CrashEnv test hook (nil unless the variable is set).
 	crash func(string)
 	// state keeps sessions and login budgets across restarts in data_dir
@@ -73,13 +76,17 @@ func (e *env) probeTypes() map[string]probeType {
 }
 
 func newStores(httpc *http.Client, getenv func(string) string) *stores {
-	return &stores{
+	st := &stores{
 		http:    httpc,
 		auth:    auth.NewManager(httpc),
 		mas:     auth.NewMASCache(),
 		synapse: synapse.NewStore(),
 		crash:   crashHook(getenv(CrashEnv)),
+		deps:    &probetype.Deps{},
 	}
+	probetype.Provide(st.deps, st.auth)
+	probetype.Provide(st.deps, st.synapse)
+	return st
 }
 
 // env is what the command line fixes for every configuration of a process.
@@ -163,7 +170,7 @@ func assembleProbes(cfg *config.Config, e *env, st *stores) (*runtime, error) {
 		}
 		bad := false
 		for _, k := range p.SettingsKeys() {
-			if k != pt.settingsKey {
+			if pt.kind == nil && k != pt.settingsKey { // kinds' keys: checked by the configuration
 				fail(cfg.UnknownSettings(p, k))
 				bad = true
 			}

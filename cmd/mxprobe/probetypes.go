@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"time"
+
+	"github.com/prometheus/common/model"
 
 	"gopkg.in/yaml.v3"
 
@@ -37,40 +40,57 @@ type probeType struct {
 }
 
 // fromType adapts a probe type of the probetype shape (its package owns its
-// settings, defaults, validation and constructor).
+// settings, defaults, validation, costs and constructor; the configuration
+// has decoded the settings already).
 func fromType(t probetype.Type) probeType {
 	pt := probeType{
 		settingsKey: t.SettingsKey,
 		kind:        &t.Kind,
 		build: func(b *builder, p *config.Probe) (probes.Prober, error) {
-			var settings any
-			if t.Settings != nil {
-				var err error
-				if settings, err = t.Settings(b.cfg, p, p.SettingsNode(t.SettingsKey)); err != nil {
-					return nil, err
-				}
-			}
-			return t.New(probetype.Inputs{Name: p.Name, Settings: settings, Tenants: b.cfg.TenantMap(p), Auth: b.st.auth, HTTP: b.st.http})
+			return t.New(probetype.Inputs{Name: p.Name, Probe: p, Tenants: b.cfg.TenantMap(p), HTTP: b.st.http, Deps: b.st.deps})
 		},
 	}
-	if t.TargetField != "" {
-		pt.prepareRun = func(c *cli, _ *env, _ *config.Config, p *config.Probe) error {
-			if c.runTarget == "" {
-				return nil
-			}
-			n := p.SettingsNode(t.SettingsKey)
-			if len(t.Credentials) > 0 {
-				var err error
-				if n, err = dropCredentials(n, t.TargetField, c.runTarget, t.Credentials); err != nil {
-					return fmt.Errorf("probe %q: %s: %w", p.Name, t.SettingsKey, err)
+	if t.TargetField != "" || t.PrepareRun != nil {
+		pt.prepareRun = func(c *cli, _ *env, cfg *config.Config, p *config.Probe) error {
+			if t.TargetField != "" && c.runTarget != "" {
+				n := p.SettingsNode(t.SettingsKey)
+				if len(t.Credentials) > 0 {
+					var err error
+					if n, err = dropCredentials(n, t.TargetField, c.runTarget, t.Credentials); err != nil {
+						return fmt.Errorf("probe %q: %s: %w", p.Name, t.SettingsKey, err)
+					}
+				}
+				if err := cfg.SetSettings(p, withField(n, t.TargetField, c.runTarget)); err != nil {
+					return err
 				}
 			}
-			p.SetSettingsNode(t.SettingsKey, withField(n, t.TargetField, c.runTarget))
-			return nil
+			if t.PrepareRun == nil {
+				return nil
+			}
+			if p.Settings() == nil {
+				if err := cfg.Decode(p); err != nil {
+					return err
+				}
+			}
+			var o probetype.RunOptions
+			if c.runWindow != "" {
+				md, err := model.ParseDuration(c.runWindow)
+				if err != nil || md <= 0 {
+					return fmt.Errorf("--window %q: use a duration such as 15s", c.runWindow)
+				}
+				o.Window = time.Duration(md)
+			}
+			return t.PrepareRun(cfg, p, o)
 		}
 	}
 	if t.Metrics != nil {
-		pt.metrics = func(m *metrics.Metrics) error { return t.Metrics(m.Registry) }
+		pt.metrics = func(m *metrics.Metrics) error {
+			o, err := t.Metrics(m.Registry)
+			if err == nil && o != nil {
+				m.AddObserver(t.Name, o)
+			}
+			return err
+		}
 	}
 	return pt
 }

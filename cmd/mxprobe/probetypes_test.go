@@ -91,13 +91,16 @@ func TestNewProbeTypeIsOneValue(t *testing.T) {
 	type echoSettings struct {
 		Greeting string `yaml:"greeting"`
 	}
-	echo := probetype.Type{
-		Kind:        config.Kind{Name: "echo", PerTenant: true, Schedule: "@every 7m", Timeout: 3 * time.Second, BotMessages: 200},
+	greeted := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mxprobe_echo_greetings_total", Help: "Test."}, []string{"tenant"})
+	echo := probetype.Define(probetype.Def[echoSettings]{
+		Name: "echo", PerTenant: true, Schedule: "@every 7m", Timeout: 3 * time.Second,
 		SettingsKey: "echo",
-		Settings: func(cfg *config.Config, p *config.Probe, n *yaml.Node) (any, error) {
+		Steps:       []string{"echo"},
+		Classes:     []probes.Class{probes.ClassConfig},
+		Decode: func(cfg *config.Config, p *config.Probe, n *yaml.Node) (*echoSettings, error) {
 			s := &echoSettings{}
 			if n != nil {
-				if err := n.Decode(s); err != nil {
+				if err := probetype.DecodeStrict(n, "echo", s, func(line int) string { return fmt.Sprintf("%s:%d: probe %q", cfg.File, line, p.Name) }); err != nil {
 					return nil, err
 				}
 			}
@@ -106,8 +109,7 @@ func TestNewProbeTypeIsOneValue(t *testing.T) {
 			}
 			return s, nil
 		},
-		New: func(in probetype.Inputs) (probes.Prober, error) {
-			s := in.Settings.(*echoSettings)
+		New: func(in probetype.Inputs, s *echoSettings) (probes.Prober, error) {
 			return probes.ProberFunc(func(_ context.Context, tenant string) probes.Result {
 				rec := probes.NewRecorder(in.Name, "echo", tenant)
 				if _, ok := in.Tenants[tenant]; !ok {
@@ -119,10 +121,21 @@ func TestNewProbeTypeIsOneValue(t *testing.T) {
 				return rec.Finish()
 			}), nil
 		},
-		Metrics: func(reg prometheus.Registerer) error {
-			return reg.Register(prometheus.NewGauge(prometheus.GaugeOpts{Name: "mxprobe_echo_greetings", Help: "Test."}))
+		// 200 events per run from the bot, and a room for each.
+		Costs: func(_ *config.Config, _ *config.Probe, _ *echoSettings, t *config.Tenant) []config.Cost {
+			return []config.Cost{{Limiter: "rc_message", Account: t.Bot.User, N: 200}, {Limiter: "rc_room_creation", Account: t.Bot.User, N: 1}}
 		},
-	}
+		Metrics: func(reg prometheus.Registerer) (probetype.Observer, error) {
+			if err := reg.Register(greeted); err != nil {
+				return nil, err
+			}
+			return func(r probes.Result) {
+				if r.Outcome == probes.OutcomeSuccess {
+					greeted.WithLabelValues(r.Tenant).Inc()
+				}
+			}, nil
+		},
+	})
 	types := probeTypes()
 	types["echo"] = fromType(echo) // the registry line
 	e := &env{logger: discard(), shard: shard.Shard{Index: 0, Count: 1}, types: types}
@@ -157,24 +170,29 @@ probes:
 	}
 	var found bool
 	for _, f := range config.CheckBudget(cfg) {
-		found = found || (f.Limiter == "rc_message" && strings.Contains(f.Fix, "send as this account (hello)"))
+		found = found || (f.Limiter == "rc_message" && strings.Contains(f.Fix, "hello") && f.Expected > 1700 && f.Expected < 1720)
 	}
 	if !found {
-		t.Errorf("rate-limit check does not count the type's messages: %v", config.CheckBudget(cfg))
+		t.Errorf("rate-limit check does not count the type's messages (200 per 7 min, 1714/h): %v", config.CheckBudget(cfg))
 	}
 	m := metrics.New()
 	if err := types["echo"].metrics(m); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := testutil.GatherAndCount(m.Registry, "mxprobe_echo_greetings"); err != nil || n != 1 {
+	r := j.Prober.Run(context.Background(), "a")
+	if err := probetype.CheckResult(echo, r); err != nil {
+		t.Error(err)
+	}
+	m.Observe(r)
+	if v := testutil.ToFloat64(greeted.WithLabelValues("a")); v != 1 {
+		t.Errorf("per-result metrics: %v greetings of a after one run", v)
+	}
+	if n, err := testutil.GatherAndCount(m.Registry, "mxprobe_echo_greetings_total"); err != nil || n != 1 {
 		t.Errorf("type metrics: %d series, %v", n, err)
 	}
 	bad := strings.Replace(yml, "{greeting: hi}", "{}", 1)
-	cfg, err = config.Parse([]byte(bad), "c.yml", noEnv, e.kinds()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := assembleProbes(cfg, e, st); err == nil || !strings.Contains(err.Error(), `c.yml:6: probe "hello": echo.greeting: missing`) {
+	_, err = config.Parse([]byte(bad), "c.yml", noEnv, e.kinds()...)
+	if err == nil || !strings.Contains(err.Error(), `c.yml:6: probe "hello": echo.greeting: missing`) {
 		t.Errorf("settings error: %v", err)
 	}
 }

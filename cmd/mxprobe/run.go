@@ -42,6 +42,12 @@ func runOnce(c *cli, logger *slog.Logger, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
+	if p.Settings() == nil {
+		if err := cfg.Decode(p); err != nil {
+			fmt.Fprintf(stderr, "mxprobe: %v\n", err)
+			return 2
+		}
+	}
 	if c.runTimeout != "" {
 		d, err := model.ParseDuration(c.runTimeout)
 		if err != nil {

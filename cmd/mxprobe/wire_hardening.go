@@ -1,7 +1,6 @@
 package main
 
 import (
-	"reflect"
 	"strconv"
 	"time"
 
@@ -38,5 +37,5 @@ func (d *daemon) unchanged(cfg *config.Config) bool {
 	if old == nil || cfg.Web.APITokenFile != "" || cfg.Web.MetricsTokenFile != "" {
 		return false
 	}
-	return reflect.DeepEqual(old, cfg)
+	return old.Equal(cfg)
 }

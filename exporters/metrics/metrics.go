@@ -57,6 +57,8 @@ type Metrics struct {
 
 	extraMu sync.Mutex
 	extra   []ResultHook
+	// observers see the Results of one probe type each (AddObserver).
+	observers map[string][]func(probes.Result)
 
 	// families are the per-tenant gauge families (Gather).
 	families [famCount]gaugeFamily
@@ -177,6 +179,17 @@ func (m *Metrics) AddHook(h ResultHook) {
 	m.Registry.MustRegister(h)
 }
 
+// AddObserver makes o see every Result of probe type typ (a type's own
+// per-result metrics, registered by the type on m.Registry).
+func (m *Metrics) AddObserver(typ string, o func(probes.Result)) {
+	m.extraMu.Lock()
+	defer m.extraMu.Unlock()
+	if m.observers == nil {
+		m.observers = map[string][]func(probes.Result){}
+	}
+	m.observers[typ] = append(m.observers[typ], o)
+}
+
 // Observe implements probes.Sink.
 func (m *Metrics) Observe(r probes.Result) {
 	m.runs.WithLabelValues(r.Probe, r.Tenant, string(r.Outcome)).Inc()
@@ -253,9 +266,13 @@ func (m *Metrics) Observe(r probes.Result) {
 
 	m.extraMu.Lock()
 	hooks := m.extra
+	obs := m.observers[r.Type]
 	m.extraMu.Unlock()
 	for _, h := range hooks {
 		h.Observe(r)
+	}
+	for _, o := range obs {
+		o(r)
 	}
 }
 

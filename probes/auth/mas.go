@@ -40,6 +40,13 @@ const (
 	ClassTokenRevoke probes.Class = "token_revoke"
 )
 
+// LoginClasses are the classes a run that logs in may report beyond the
+// shared ones (probes.SharedClasses): MAS's pages and tokens.
+func LoginClasses() []probes.Class {
+	return []probes.Class{ClassDiscovery, ClassRegistration, ClassUpstreamLogin, ClassAuthorize, ClassAccountLink,
+		ClassConsent, ClassTokenExchange, ClassTokenRefresh, ClassPolicy, ClassTokenRevoke}
+}
+
 // Step names of the MAS logins (bounded: they are metric label values).
 const (
 	StepDiscovery         = "discovery"

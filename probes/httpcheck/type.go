@@ -26,18 +26,18 @@ const DefaultMaxBodyBytes = 1 << 20
 // 30 s by default; its settings live under the probe's `http:` key, and
 // `mxprobe run http --target URL` sets their url.
 func Type() probetype.Type {
-	return probetype.Type{
-		Kind:        config.Kind{Name: TypeHTTP, Schedule: "@every 30s", Timeout: 10 * time.Second},
+	return probetype.Define(probetype.Def[Settings]{
+		Name: TypeHTTP, Schedule: "@every 30s", Timeout: 10 * time.Second,
 		SettingsKey: "http",
 		TargetField: "url",
 		Credentials: []string{"headers", "bearer_token", "bearer_token_file"},
-		Settings: func(cfg *config.Config, p *config.Probe, n *yaml.Node) (any, error) {
-			return DecodeSettings(cfg, p, n)
+		Steps:       []string{StepRequest, StepStatus, StepBody},
+		Classes:     probes.SharedClasses(),
+		Decode:      DecodeSettings,
+		New: func(in probetype.Inputs, s *Settings) (probes.Prober, error) {
+			return &Probe{Name: in.Name, Config: s, HTTP: in.HTTP}, nil
 		},
-		New: func(in probetype.Inputs) (probes.Prober, error) {
-			return &Probe{Name: in.Name, Config: in.Settings.(*Settings), HTTP: in.HTTP}, nil
-		},
-	}
+	})
 }
 
 // Settings configure one http probe: one request, its status and

@@ -9,29 +9,47 @@ import (
 
 	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/probes"
+	"github.com/mxprobe/mxprobe/probes/auth"
 	"github.com/mxprobe/mxprobe/probes/probetype"
 )
 
 // TypeRoomMessage is the room_message probe type's name.
 const TypeRoomMessage = "room_message"
 
+// Steps of room_message runs (the login's own steps come before, named by
+// the login method).
+const (
+	StepLogin       = "login"
+	StepSync        = "sync"
+	StepJoin        = "join"
+	StepSend        = "send"
+	StepReceive     = "receive"
+	StepPowerLevels = "power_levels"
+)
+
 // RoomMessageType is the room_message probe type: its settings live under
 // the probe's `room_message:` key, with their defaults and validation here.
 // It runs every minute by default and sends one event per run (the bot
 // joins the persistent room once).
 func RoomMessageType() probetype.Type {
-	return probetype.Type{
-		Kind: config.Kind{Name: TypeRoomMessage, PerTenant: true,
-			Schedule: "@every 1m", Timeout: 30 * time.Second, BotMessages: 1},
+	return probetype.Define(probetype.Def[RoomMessageSettings]{
+		Name: TypeRoomMessage, PerTenant: true, Schedule: "@every 1m", Timeout: 30 * time.Second,
 		SettingsKey: "room_message",
-		Settings: func(cfg *config.Config, p *config.Probe, n *yaml.Node) (any, error) {
-			return DecodeRoomMessageSettings(cfg, p, n)
+		Steps:       []string{StepLogin, StepSync, StepJoin, StepSend, StepReceive, StepPowerLevels},
+		Classes:     append(append(probes.SharedClasses(), auth.LoginClasses()...), ClassPowerLevel),
+		Decode:      DecodeRoomMessageSettings,
+		New: func(in probetype.Inputs, s *RoomMessageSettings) (probes.Prober, error) {
+			m, err := probetype.Need[*auth.Manager](in)
+			if err != nil {
+				return nil, err
+			}
+			return &RoomMessageProbe{Name: in.Name, Manager: m, Tenants: in.Tenants, Settings: s}, nil
 		},
-		New: func(in probetype.Inputs) (probes.Prober, error) {
-			s, _ := in.Settings.(*RoomMessageSettings)
-			return &RoomMessageProbe{Name: in.Name, Manager: in.Auth, Tenants: in.Tenants, Settings: s}, nil
+		// One event per run: the bot joins the persistent room once.
+		Costs: func(_ *config.Config, _ *config.Probe, _ *RoomMessageSettings, t *config.Tenant) []config.Cost {
+			return []config.Cost{{Limiter: "rc_message", Account: t.Bot.User, N: 1}}
 		},
-	}
+	})
 }
 
 // RoomMessageSettings configures the persistent-room message probe.
