@@ -33,10 +33,9 @@ const (
 
 // Probe types.
 const (
-	TypeVersions       = "versions"
-	TypeLogin          = "login"
-	TypeRoundtrip      = "roundtrip"
-	TypeSynapseMetrics = "synapse_metrics"
+	TypeVersions  = "versions"
+	TypeLogin     = "login"
+	TypeRoundtrip = "roundtrip"
 )
 
 // Config is the whole configuration.
@@ -161,7 +160,6 @@ type Probe struct {
 	Disabled bool `yaml:"disabled" json:"disabled"`
 
 	Roundtrip *RoundtripConfig  `yaml:"roundtrip" json:"roundtrip,omitempty"`
-	Synapse   *SynapseConfig    `yaml:"synapse" json:"synapse,omitempty"`
 	Login     *LoginProbeConfig `yaml:"login" json:"login,omitempty"`
 
 	// settings are the keys of the probe's YAML mapping that are not part
@@ -414,7 +412,6 @@ func applyDefaults(cfg *Config) {
 	applyLimitsDefaults(cfg)
 	applyLoginDefaults(cfg)
 	applyRoundtripDefaults(cfg)
-	applySynapseDefaults(cfg)
 	applyAlertingDefaults(cfg)
 	applyWebDefaults(cfg)
 }
@@ -428,10 +425,9 @@ type probeDefault struct {
 // probeDefaults are the built-in probe types (types that own their
 // settings are registered as a Kind instead).
 var probeDefaults = map[string]probeDefault{
-	TypeVersions:       {"@every 30s", 10e9, false},
-	TypeLogin:          {"@every 1m", 30e9, true},
-	TypeRoundtrip:      {"@every 10m", 60e9, true}, // the floor: see DefaultRoundtripInterval
-	TypeSynapseMetrics: {"@every 30s", 10e9, false},
+	TypeVersions:  {"@every 30s", 10e9, false},
+	TypeLogin:     {"@every 1m", 30e9, true},
+	TypeRoundtrip: {"@every 10m", 60e9, true}, // the floor: see DefaultRoundtripInterval
 }
 
 // defaultProbes are the probes of a configuration that lists none: one of
@@ -555,10 +551,9 @@ func (c *Config) EnsureProbe(name string) (*Probe, error) {
 	applyLimitsDefaults(c)
 	applyLoginDefaults(c)
 	applyRoundtripDefaults(c)
-	applySynapseDefaults(c)
 	// Its settings are decoded by Decode, once the command line has had
 	// its say (`mxprobe run http --target URL` supplies the url).
-	if errs := append(validateRoundtrip(c), validateSynapse(c)...); len(errs) > 0 {
+	if errs := validateRoundtrip(c); len(errs) > 0 {
 		return nil, errs
 	}
 	return &c.Probes[len(c.Probes)-1], nil

@@ -55,9 +55,8 @@ type Metrics struct {
 	// pairs interns the label pairs of the per-tenant gauges (under mu).
 	pairs map[[2]string]*dto.LabelPair
 
-	extraMu sync.Mutex
-	extra   []ResultHook
 	// observers see the Results of one probe type each (AddObserver).
+	obsMu     sync.Mutex
 	observers map[string][]func(probes.Result)
 
 	// families are the per-tenant gauge families (Gather).
@@ -82,13 +81,6 @@ type last struct {
 	// stepMetrics per step name.
 	metrics     [famCount]*dto.Metric
 	stepMetrics map[string]*dto.Metric
-}
-
-// ResultHook lets a probe family export typed gauges of its own (the Synapse
-// probe's derived signals) from the same sink.
-type ResultHook interface {
-	Observe(probes.Result)
-	prometheus.Collector
 }
 
 // New builds the sink and registers every collector, including the Go and
@@ -171,19 +163,11 @@ func New() *Metrics {
 	return m
 }
 
-// AddHook registers a typed exporter fed with every Result.
-func (m *Metrics) AddHook(h ResultHook) {
-	m.extraMu.Lock()
-	m.extra = append(m.extra, h)
-	m.extraMu.Unlock()
-	m.Registry.MustRegister(h)
-}
-
 // AddObserver makes o see every Result of probe type typ (a type's own
 // per-result metrics, registered by the type on m.Registry).
 func (m *Metrics) AddObserver(typ string, o func(probes.Result)) {
-	m.extraMu.Lock()
-	defer m.extraMu.Unlock()
+	m.obsMu.Lock()
+	defer m.obsMu.Unlock()
 	if m.observers == nil {
 		m.observers = map[string][]func(probes.Result){}
 	}
@@ -264,13 +248,9 @@ func (m *Metrics) Observe(r probes.Result) {
 	l.build(k, m.pair)
 	m.mu.Unlock()
 
-	m.extraMu.Lock()
-	hooks := m.extra
+	m.obsMu.Lock()
 	obs := m.observers[r.Type]
-	m.extraMu.Unlock()
-	for _, h := range hooks {
-		h.Observe(r)
-	}
+	m.obsMu.Unlock()
 	for _, o := range obs {
 		o(r)
 	}
