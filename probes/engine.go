@@ -76,10 +76,14 @@ type SinkFunc func(Result)
 func (f SinkFunc) Observe(r Result) { f(r) }
 
 // ErrUnknownProbe and ErrUnknownTenant are returned for runs of things that
-// are not configured.
+// are not configured. ErrUnknownSilence is what the alert engine returns
+// (wrapped or not) for a silence id it does not know, and what the web API
+// answers 404 for: it lives here because package probes is the one both
+// alerts and exporters/web may import (internal/archtest).
 var (
-	ErrUnknownProbe  = errors.New("unknown probe")
-	ErrUnknownTenant = errors.New("unknown tenant")
+	ErrUnknownProbe   = errors.New("unknown probe")
+	ErrUnknownTenant  = errors.New("unknown tenant")
+	ErrUnknownSilence = errors.New("unknown silence")
 )
 
 // Engine runs jobs under a global concurrency limit, never two runs of the
