@@ -26,7 +26,7 @@ func checkConfig(c *cli, stdout, stderr io.Writer) int {
 		return 1
 	}
 	// Assembling touches nothing (no login, data_dir untouched).
-	st := newStores(mxclient.NewHTTPClient(), func(string) string { return "" })
+	st := newStores(mxclient.NewHTTPClientAs(userAgent()), func(string) string { return "" })
 	if _, err := assembleProbes(cfg, e, st); err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
 		return 1
