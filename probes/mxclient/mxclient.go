@@ -62,9 +62,12 @@ func NewHTTPClient() *http.Client {
 }
 
 // NewHTTPClientAs is NewHTTPClient whose requests identify as userAgent
-// (the daemon passes "mxprobe/<version>"): a request without a User-Agent or
-// with the default UserAgent gets userAgent instead; one the configuration
-// gave its own (an http probe's headers) keeps it.
+// (the daemon passes "mxprobe/<version>"): a request that carries the
+// default UserAgent (every Matrix request of New's clients, the versions and
+// http probes' own) carries userAgent instead. Others keep theirs: one the
+// configuration chose (an http probe's headers), and Go's default on the
+// requests that never set one (MAS and OpenMeet pages, metrics scrapes), as
+// before the User-Agent was a value of the client.
 func NewHTTPClientAs(userAgent string) *http.Client {
 	c := NewHTTPClient()
 	if userAgent != "" && userAgent != UserAgent {
@@ -73,8 +76,8 @@ func NewHTTPClientAs(userAgent string) *http.Client {
 	return c
 }
 
-// userAgentTransport sets the client's User-Agent on the requests that carry
-// none or the default one.
+// userAgentTransport puts the client's User-Agent on the requests that
+// carry the default one.
 type userAgentTransport struct {
 	base      http.RoundTripper
 	userAgent string
@@ -83,7 +86,7 @@ type userAgentTransport struct {
 // RoundTrip implements http.RoundTripper; the caller's request is cloned,
 // not modified, as RoundTrip's contract requires.
 func (t *userAgentTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if ua := req.Header.Get("User-Agent"); ua == "" || ua == UserAgent {
+	if req.Header.Get("User-Agent") == UserAgent {
 		req = req.Clone(req.Context())
 		req.Header.Set("User-Agent", t.userAgent)
 	}

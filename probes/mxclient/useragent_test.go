@@ -11,9 +11,9 @@ import (
 )
 
 // TestUserAgent: a client from NewHTTPClientAs identifies as the User-Agent
-// it was given on mautrix requests and on bare ones (with no User-Agent or
-// the default), while a User-Agent its caller chose stays; NewHTTPClient
-// sends the default.
+// it was given on mautrix requests and on bare ones that carry the default,
+// while a User-Agent its caller chose, or Go's default on a request that
+// set none, stays; NewHTTPClient sends the default.
 func TestUserAgent(t *testing.T) {
 	got := make(chan string, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -63,9 +63,9 @@ func TestUserAgent(t *testing.T) {
 		"the default":     bare(as, mxclient.UserAgent),
 		"the caller's UA": bare(as, "custom/9"),
 	} {
-		want := full
-		if name == "the caller's UA" {
-			want = "custom/9"
+		want := map[string]string{"no User-Agent": "Go-http-client/1.1", "the caller's UA": "custom/9"}[name]
+		if want == "" {
+			want = full
 		}
 		if ua != want {
 			t.Errorf("%s: User-Agent %q, want %q", name, ua, want)
