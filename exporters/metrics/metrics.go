@@ -73,7 +73,7 @@ type last struct {
 	lastSuccess float64
 	failedStep  string
 	failedClass string
-	steps       []probes.Step
+	steps       []RunSeries // RunStepDuration series of the run
 	delivery    float64
 	hasDelivery bool
 	// metrics are the series of the gauges above, built once per run (in
@@ -223,6 +223,7 @@ func (m *Metrics) Observe(r probes.Result) {
 		m.delivery.WithLabelValues(r.Probe).Observe(d)
 	}
 
+	series := ResultSeries(r)
 	k := key{r.Probe, r.Tenant}
 	m.mu.Lock()
 	l := m.state[k]
@@ -230,21 +231,7 @@ func (m *Metrics) Observe(r probes.Result) {
 		l = &last{}
 		m.state[k] = l
 	}
-	l.duration = r.Duration.Seconds()
-	l.started = float64(r.Started.UnixNano()) / 1e9
-	l.steps = r.Steps
-	l.delivery, l.hasDelivery = d, hasDelivery
-	if r.OK() {
-		l.success = 1
-		l.lastSuccess = float64(r.Started.Add(r.Duration).UnixNano()) / 1e9
-		l.failedStep, l.failedClass = "", ""
-	} else {
-		l.success = 0
-		l.failedStep, l.failedClass = r.FailedStep, string(r.Class)
-		if l.failedStep == "" {
-			l.failedStep = "run"
-		}
-	}
+	l.set(series)
 	l.build(k, m.pair)
 	m.mu.Unlock()
 
@@ -458,6 +445,41 @@ func gaugeMetric(v float64, labels ...*dto.LabelPair) *dto.Metric {
 	return &dto.Metric{Label: labels, Gauge: &dto.Gauge{Value: &v}}
 }
 
+// set makes l the latest run's, from its series (ResultSeries, the
+// translation /probe uses too), under /metrics's rules: the failed step is
+// "run" when the run named none, the last success stays until a run
+// succeeds, and the delivery time is the run's message_delivery_seconds
+// signal.
+func (l *last) set(series []RunSeries) {
+	l.steps = nil
+	l.failedStep, l.failedClass = "", ""
+	l.hasDelivery = false
+	for _, s := range series {
+		switch s.Kind {
+		case RunSuccess:
+			l.success = s.Value
+		case RunDuration:
+			l.duration = s.Value
+		case RunStarted:
+			l.started = s.Value
+		case RunFailure:
+			l.failedClass, l.failedStep = s.Label("class"), s.Label("step")
+			if l.failedStep == "" {
+				l.failedStep = "run"
+			}
+		case RunStepDuration:
+			l.steps = append(l.steps, s)
+		case RunSignal:
+			if s.Name == probes.SignalDeliverySeconds && len(s.Labels) == 0 {
+				l.delivery, l.hasDelivery = s.Value, true
+			}
+		}
+	}
+	if l.success == 1 {
+		l.lastSuccess = l.started + l.duration
+	}
+}
+
 // build makes the series of l once per run, so a scrape only hands out
 // ready metrics. Series handed out are never changed afterwards (a scrape
 // may still be encoding them): the next run builds new ones.
@@ -478,11 +500,9 @@ func (l *last) build(k key, pair func(name, value string) *dto.LabelPair) {
 	}
 	l.metrics = ms
 	l.stepMetrics = make(map[string]*dto.Metric, len(l.steps))
-	for _, s := range l.steps {
-		if _, seen := l.stepMetrics[s.Name]; seen {
-			continue // a step repeated in one run (several homeservers): first one
-		}
-		l.stepMetrics[s.Name] = gaugeMetric(s.Duration.Seconds(), probe, pair("step", s.Name), tenant)
+	for _, s := range l.steps { // one per step name (ResultSeries)
+		name := s.Label("step")
+		l.stepMetrics[name] = gaugeMetric(s.Value, probe, pair("step", name), tenant)
 	}
 }
 
