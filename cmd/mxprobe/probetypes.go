@@ -16,6 +16,7 @@ import (
 	"github.com/mxprobe/mxprobe/probes/auth"
 	"github.com/mxprobe/mxprobe/probes/httpcheck"
 	"github.com/mxprobe/mxprobe/probes/matrix"
+	"github.com/mxprobe/mxprobe/probes/media"
 	"github.com/mxprobe/mxprobe/probes/probetype"
 )
 
@@ -112,6 +113,7 @@ func probeTypes() map[string]probeType {
 		config.TypeRoundtrip:      {build: buildRoundtrip},
 		matrix.TypeRoomMessage:    fromType(matrix.RoomMessageType()),
 		httpcheck.TypeHTTP:        fromType(httpcheck.Type()),
+		media.TypeMedia:           fromType(media.Type()),
 		config.TypeSynapseMetrics: {build: buildSynapse, prepareRun: prepareRunSynapse, metrics: synapseMetrics},
 	}
 }
