@@ -40,6 +40,10 @@ type Probe struct {
 	// the first run).
 	uploads map[string]*upload
 	loaded  bool
+	// busy holds a token per tenant while a run decides on and makes its
+	// upload, so two runs of one tenant (a scheduled one and one asked for
+	// through the API) never upload twice.
+	busy map[string]chan struct{}
 }
 
 // New returns the media probe name for tenants.
@@ -63,6 +67,27 @@ func (p *Probe) statePath() string {
 		return ""
 	}
 	return filepath.Join(p.Settings.dataDir, stateFileName(p.Name))
+}
+
+// lockTenant waits for the tenant's token (or the end of ctx) and returns
+// its release.
+func (p *Probe) lockTenant(ctx context.Context, tenant string) (func(), error) {
+	p.mu.Lock()
+	if p.busy == nil {
+		p.busy = map[string]chan struct{}{}
+	}
+	ch, ok := p.busy[tenant]
+	if !ok {
+		ch = make(chan struct{}, 1)
+		p.busy[tenant] = ch
+	}
+	p.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+		return func() { <-ch }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // last returns the tenant's upload that may be reused now by user on hs.
@@ -128,17 +153,9 @@ func (p *Probe) Run(ctx context.Context, tenant string) probes.Result {
 		return rec.Finish()
 	}
 	r := &run{p: p, rec: rec, bot: bot}
-	u := p.last(tenant, acct.HomeserverURL, bot.UserID())
-	reused := u != nil
-	if !reused {
-		if u, err = r.upload(ctx); err != nil {
-			return rec.Finish()
-		}
-		u.HomeserverURL, u.UserID = acct.HomeserverURL, bot.UserID()
-		rec.Count(CountUpload, 1)
-		if err := p.remember(tenant, u); err != nil {
-			rec.Note("the upload could not be saved in data_dir: the next start uploads again")
-		}
+	u, reused, err := r.current(ctx, tenant, acct.HomeserverURL)
+	if err != nil {
+		return rec.Finish()
 	}
 	rec.Signal(SignalUploadAge, max(0, p.now().Sub(u.Uploaded).Seconds()))
 	mxc, err := id.ParseContentURI(u.MXC)
@@ -165,6 +182,29 @@ func (p *Probe) Run(ctx context.Context, tenant string) probes.Result {
 		_ = r.thumbnail(ctx, mxc, p.Settings.ThumbnailSize)
 	}
 	return rec.Finish()
+}
+
+// current returns the tenant's upload to download: the last one while it
+// is younger than the upload interval (reused), else a fresh one.
+func (r *run) current(ctx context.Context, tenant, hs string) (u *upload, reused bool, err error) {
+	release, err := r.p.lockTenant(ctx, tenant)
+	if err != nil {
+		r.rec.AddStep(StepUpload, 0, probes.WithClass(probes.Classify(err), err))
+		return nil, false, err
+	}
+	defer release()
+	if u := r.p.last(tenant, hs, r.bot.UserID()); u != nil {
+		return u, true, nil
+	}
+	if u, err = r.upload(ctx); err != nil {
+		return nil, false, err
+	}
+	u.HomeserverURL, u.UserID = hs, r.bot.UserID()
+	r.rec.Count(CountUpload, 1)
+	if err := r.p.remember(tenant, u); err != nil {
+		r.rec.Note("the upload could not be saved in data_dir: the next start uploads again")
+	}
+	return u, false, nil
 }
 
 // run carries what the steps of one run share.

@@ -43,6 +43,10 @@ type proxy struct {
 	badThumb    atomic.Bool
 	goneMedia   atomic.Bool
 	legacyCalls atomic.Int64
+	// refuseToken and limitUpload answer that many requests with 401
+	// M_UNKNOWN_TOKEN (downloads) and 429 M_LIMIT_EXCEEDED (uploads).
+	refuseToken atomic.Int64
+	limitUpload atomic.Int64
 }
 
 func newProxy(t *testing.T, target string) *proxy {
@@ -87,7 +91,19 @@ func newProxy(t *testing.T, target string) *proxy {
 	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		path := r.URL.Path
 		if r.Method == http.MethodPost && path == "/_matrix/media/v3/upload" {
+			if p.limitUpload.Add(-1) >= 0 {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusTooManyRequests)
+				_, _ = io.WriteString(w, `{"errcode":"M_LIMIT_EXCEEDED","error":"Too Many Requests","retry_after_ms":200}`)
+				return
+			}
 			p.uploads.Add(1)
+		}
+		if strings.Contains(path, "/media/download/") && p.refuseToken.Add(-1) >= 0 {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = io.WriteString(w, `{"errcode":"M_UNKNOWN_TOKEN","error":"Invalid access token passed.","soft_logout":true}`)
+			return
 		}
 		if strings.HasPrefix(path, "/_matrix/client/v1/media/") {
 			p.v1Requests.Add(1)
@@ -343,5 +359,45 @@ func TestMediaUploadSurvivesRestart(t *testing.T) {
 	mustOK(t, runOnce(t, f.probe(&Settings{dataDir: dir})))
 	if n := f.proxy.uploads.Load(); n != 2 {
 		t.Fatalf("after a corrupted state file: %d uploads, want 2", n)
+	}
+}
+
+// The session helpers of probes/matrix do their part: a 429 at the upload
+// is waited out and counted under the upload step, an M_UNKNOWN_TOKEN at
+// the download logs the bot in again (a login step of its own) and the
+// download is retried; and two runs of one tenant at once upload once.
+func TestMediaSessionHelpers(t *testing.T) {
+	f := newFixture(t, &testenv.SharedDendrite(t).Homeserver)
+	p := f.probe(&Settings{})
+	f.proxy.limitUpload.Store(1)
+	f.proxy.refuseToken.Store(1)
+	r := runOnce(t, p)
+	mustOK(t, r)
+	if got := stepNames(r); !slices.Equal(got, []string{"login", "upload", "login", "download", "thumbnail"}) {
+		t.Fatalf("steps %v, want a second login before the download", got)
+	}
+	if r.Counts["rate_limited:upload"] != 1 || r.Counts[probes.CountTokenRefresh] != 1 {
+		t.Fatalf("counts %v: want one 429 at upload and one token refresh", r.Counts)
+	}
+
+	f2 := newFixture(t, &testenv.SharedDendrite(t).Homeserver)
+	p2 := f2.probe(&Settings{})
+	var wg sync.WaitGroup
+	results := make([]probes.Result, 3)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			results[i] = p2.Run(ctx, "acme")
+		}()
+	}
+	wg.Wait()
+	for _, r := range results {
+		mustOK(t, r)
+	}
+	if n := f2.proxy.uploads.Load(); n != 1 {
+		t.Fatalf("%d uploads by 3 concurrent runs, want 1", n)
 	}
 }
