@@ -170,6 +170,8 @@ func liveFamilies(t *testing.T) map[string]dto.MetricType {
 			want = append(want, "mxprobe_synapse_up", "mxprobe_synapse_http_5xx_ratio", "mxprobe_synapse_db_txn_per_second")
 		case "roundtrip":
 			want = append(want, "mxprobe_message_delivery_seconds_bucket", "mxprobe_message_delivery_last_seconds")
+		case "media":
+			want = append(want, "mxprobe_media_uploads_total", "mxprobe_media_authenticated")
 		}
 	}
 	m.WaitForSeries(t, want, 2*time.Minute)

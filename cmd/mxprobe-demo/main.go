@@ -104,6 +104,8 @@ func run(listen, bin string, keep bool) error {
 	e.probes = append(e.probes,
 		map[string]any{"name": "versions", "type": "versions", "schedule": "@every 15s"},
 		map[string]any{"name": "login", "type": "login", "schedule": "@every 20s"},
+		// The media repository: one upload per tenant and day (docs/media.md).
+		map[string]any{"name": "media", "type": "media", "schedule": "@every 1m", "tenants": []string{"alpha", "beta"}},
 	)
 	for _, h := range capabilities() {
 		if err := h(e); err != nil {

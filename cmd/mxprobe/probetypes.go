@@ -16,6 +16,7 @@ import (
 	"github.com/mxprobe/mxprobe/probes/auth"
 	"github.com/mxprobe/mxprobe/probes/httpcheck"
 	"github.com/mxprobe/mxprobe/probes/matrix"
+	"github.com/mxprobe/mxprobe/probes/media"
 	"github.com/mxprobe/mxprobe/probes/probetype"
 	"github.com/mxprobe/mxprobe/probes/synapse"
 )
@@ -113,6 +114,7 @@ func probeTypes() map[string]probeType {
 		config.TypeRoundtrip:       {build: buildRoundtrip},
 		matrix.TypeRoomMessage:     fromType(matrix.RoomMessageType()),
 		httpcheck.TypeHTTP:         fromType(httpcheck.Type()),
+		media.TypeMedia:            fromType(media.Type()),
 		synapse.TypeSynapseMetrics: fromType(synapse.Type()),
 	}
 }

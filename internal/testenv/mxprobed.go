@@ -158,7 +158,7 @@ func StartMxprobeGlobal(t testing.TB, d *Dendrite, args ...string) *MxprobeDaemo
 
 // optionalProbeTypes are added to the daemon's config when the build has
 // them; versions and login are always there.
-var optionalProbeTypes = []string{"roundtrip", "synapse_metrics"}
+var optionalProbeTypes = []string{"roundtrip", "synapse_metrics", "media"}
 
 // StartMxprobe builds mxprobe, writes a config with healthy tenants (bot and
 // peer accounts on d), one tenant whose password is wrong, and a
@@ -196,6 +196,7 @@ func StartMxprobe(t testing.TB, d *Dendrite) *MxprobeDaemon {
 			"roundtrip": map[string]any{"peer": map[string]any{"method": "password", "user": peer, "password": peerPW}}},
 		"synapse_metrics": {"name": "synapse", "type": "synapse_metrics", "schedule": "@every 2s", "timeout": "10s",
 			"synapse": synapseTargets(probed)},
+		"media": {"name": "media", "type": "media", "schedule": "@every 3s", "timeout": "15s"},
 	}
 	cfg := map[string]any{
 		"global": map[string]any{
