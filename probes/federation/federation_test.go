@@ -446,7 +446,7 @@ func TestMetricsObserver(t *testing.T) {
 	now := time.Now()
 	o(probes.Result{Probe: "fed", Type: TypeFederation, Started: now, Signals: map[string]float64{
 		SignalUp + ":a.test": 1, SignalUp + ":b.test": 0,
-		SignalKeyValidUntil + ":a.test": float64(now.Add(time.Hour).Unix()),
+		SignalKeyValidUntil + ":a.test":     float64(now.Add(time.Hour).Unix()),
 		SignalStepPrefix + "connect:a.test": 0.01, SignalStepPrefix + "connect:b.test": 0.02,
 	}})
 	if got := gatherText(t, reg); !strings.Contains(got, `mxprobe_federation_up{probe="fed",server_name="b.test"} 0`) ||
