@@ -14,6 +14,7 @@ import (
 	"github.com/mxprobe/mxprobe/exporters/metrics"
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/auth"
+	"github.com/mxprobe/mxprobe/probes/federation"
 	"github.com/mxprobe/mxprobe/probes/httpcheck"
 	"github.com/mxprobe/mxprobe/probes/matrix"
 	"github.com/mxprobe/mxprobe/probes/probetype"
@@ -112,6 +113,7 @@ func probeTypes() map[string]probeType {
 		config.TypeRoundtrip:      {build: buildRoundtrip},
 		matrix.TypeRoomMessage:    fromType(matrix.RoomMessageType()),
 		httpcheck.TypeHTTP:        fromType(httpcheck.Type()),
+		federation.TypeFederation: fromType(federation.Type()),
 		config.TypeSynapseMetrics: {build: buildSynapse, prepareRun: prepareRunSynapse, metrics: synapseMetrics},
 	}
 }
