@@ -18,6 +18,7 @@ import (
 	"github.com/mxprobe/mxprobe/probes/httpcheck"
 	"github.com/mxprobe/mxprobe/probes/matrix"
 	"github.com/mxprobe/mxprobe/probes/probetype"
+	"github.com/mxprobe/mxprobe/probes/tlscheck"
 )
 
 // probeType is one probe type as the daemon knows it: how its prober is
@@ -114,6 +115,7 @@ func probeTypes() map[string]probeType {
 		matrix.TypeRoomMessage:    fromType(matrix.RoomMessageType()),
 		httpcheck.TypeHTTP:        fromType(httpcheck.Type()),
 		federation.TypeFederation: fromType(federation.Type()),
+		tlscheck.TypeTLS:          fromType(tlscheck.Type()),
 		config.TypeSynapseMetrics: {build: buildSynapse, prepareRun: prepareRunSynapse, metrics: synapseMetrics},
 	}
 }

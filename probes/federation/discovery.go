@@ -416,3 +416,11 @@ func shortNetErr(err error) string {
 	}
 	return err.Error()
 }
+
+// Resolve runs discovery for serverName without recording its steps (for
+// probes that only need where federation traffic goes, such as tls).
+func (d *Discoverer) Resolve(ctx context.Context, serverName string) (Target, error) {
+	var st steps
+	t, _, err := d.Discover(ctx, serverName, &st)
+	return t, err
+}
