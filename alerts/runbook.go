@@ -36,6 +36,10 @@ func runbookAnchor(probeType, condition string) string {
 		return "an-endpoint-not-answering"
 	case config.TypeSynapseMetrics:
 		return "synapse-signals"
+	case "federation":
+		return "federation-failing"
+	case "tls":
+		return "tls-certificates"
 	}
 	return runbookFallback
 }
