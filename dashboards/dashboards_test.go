@@ -202,7 +202,7 @@ func liveFamilies(t *testing.T) map[string]dto.MetricType {
 		signals map[string]float64
 	}{
 		{federation.Type(), map[string]float64{federation.SignalUp + ":example.org": 1,
-			federation.SignalKeyValidUntil + ":example.org": float64(time.Now().Add(time.Hour).Unix()),
+			federation.SignalKeyValidUntil + ":example.org":                       float64(time.Now().Add(time.Hour).Unix()),
 			federation.SignalStepPrefix + federation.StepConnect + ":example.org": 0.01}},
 		{tlscheck.Type(), map[string]float64{tlscheck.SignalNotAfter + ":matrix.example.org:443": float64(time.Now().Add(time.Hour).Unix())}},
 	} {
