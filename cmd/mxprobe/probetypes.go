@@ -115,6 +115,7 @@ func probeTypes() map[string]probeType {
 		matrix.TypeRoomMessage:    fromType(matrix.RoomMessageType()),
 		httpcheck.TypeHTTP:        fromType(httpcheck.Type()),
 		federation.TypeFederation: fromType(federation.Type()),
+		federation.TypeDelivery:   fromType(federation.DeliveryType()),
 		tlscheck.TypeTLS:          fromType(tlscheck.Type()),
 		config.TypeSynapseMetrics: {build: buildSynapse, prepareRun: prepareRunSynapse, metrics: synapseMetrics},
 	}

@@ -6,8 +6,14 @@ import (
 	"testing"
 	"time"
 
+	promcfg "github.com/prometheus/common/config"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/internal/testenv"
 	"github.com/mxprobe/mxprobe/probes"
+	"github.com/mxprobe/mxprobe/probes/auth"
+	"github.com/mxprobe/mxprobe/probes/probetype"
 )
 
 // startFederatingDendrites starts two Dendrites federating over TLS on
@@ -70,4 +76,96 @@ func TestAgainstFederatingDendrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(runChecked(t, p))
+}
+
+// TestDeliveryAcrossDendrites: the tenant's bot on one Dendrite and a peer
+// on the other make a round trip over federation: the peer joins the
+// bot's room over federation and its /sync carries the bot's message
+// (delivery latency as message_delivery_seconds); both leave and forget
+// the room. With the remote homeserver stopped the run fails at the peer's
+// login, and succeeds again once it is back.
+func TestDeliveryAcrossDendrites(t *testing.T) {
+	_, local, remote := startFederatingDendrites(t)
+	botUser, botPW := local.User(t, "fedbot")
+	peerUser, peerPW := remote.User(t, "fedpeer")
+	tenants := map[string]*config.Tenant{"acme": {ID: "acme", HomeserverURL: local.URL, ServerName: local.ServerName,
+		Bot: config.Account{Method: config.MethodPassword, User: botUser, Password: promcfg.Secret(botPW)}}}
+	p := &DeliveryProbe{Name: "fed_rt", Manager: auth.NewManager(nil), Tenants: tenants, Settings: &DeliverySettings{
+		Peer:        RemotePeer{HomeserverURL: remote.URL, ServerName: remote.ServerName, User: peerUser, Password: promcfg.Secret(peerPW)},
+		SyncTimeout: config.Duration(5 * time.Second),
+	}}
+	run := func() probes.Result {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		r := p.Run(ctx, "acme")
+		if err := probetype.CheckResult(DeliveryType(), r); err != nil {
+			t.Error(err)
+		}
+		return r
+	}
+	check := func(r probes.Result, loggedIn bool) {
+		t.Helper()
+		if r.Outcome != probes.OutcomeSuccess {
+			t.Fatalf("round trip: %s", describe(r))
+		}
+		want := []string{StepPeerLogin, StepCreateRoom, StepPeerJoin, StepPeerSync, StepSend, StepReceive, StepCleanup}
+		if loggedIn {
+			// The bot's login (a cached session records no step).
+			want = append([]string{StepLogin}, want...)
+		}
+		if got := stepNames(r); !slices.Equal(got, want) {
+			t.Errorf("steps %v, want %v", got, want)
+		}
+		if d, ok := r.Signals[probes.SignalDeliverySeconds]; !ok || d <= 0 || d > 30 {
+			t.Errorf("delivery %v (%v)", d, ok)
+		}
+		for _, s := range r.Steps {
+			if !s.OK {
+				t.Errorf("step %s: %s", s.Name, s.Error)
+			}
+		}
+	}
+	check(run(), true)
+	// Nothing left behind: the bot is in no room (it left and forgot).
+	if rooms := joinedRooms(t, p, tenants["acme"]); len(rooms) != 0 {
+		t.Errorf("the bot is still in %v", rooms)
+	}
+	check(run(), false) // cached sessions this time
+
+	remote.Pause()
+	p.Manager = auth.NewManager(nil) // no cached peer session: the login meets the stopped server
+	r := run()
+	if r.Outcome != probes.OutcomeFailure || r.Class != probes.ClassUnreachable || r.FailedStep != StepPeerLogin {
+		t.Fatalf("remote stopped: %s", describe(r))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := remote.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check(run(), false)
+}
+
+func joinedRooms(t *testing.T, p *DeliveryProbe, tn *config.Tenant) []id.RoomID {
+	t.Helper()
+	acct, err := auth.NewAccount(tn, "bot", tn.Bot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rec := probes.NewRecorder("", "", "")
+	sess, err := p.Manager.Session(ctx, acct, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := p.Manager.Client(sess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cli.JoinedRooms(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.JoinedRooms
 }

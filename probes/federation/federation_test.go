@@ -464,3 +464,24 @@ func TestMetricsObserver(t *testing.T) {
 		t.Errorf("after b.test went:\n%s", got)
 	}
 }
+
+func TestDeliverySettings(t *testing.T) {
+	head := "global: {homeserver_url: http://127.0.0.1:1, server_name: example.org}\ntenants:\n  - {id: a, bot: {user: b, password: pw}}\nprobes:\n"
+	for _, c := range []struct{ yml, want string }{
+		{"  - {name: d, type: federation_roundtrip}\n", `c.yml:5: probe "d": federation_roundtrip.peer: missing`},
+		{"  - {name: d, type: federation_roundtrip, federation_roundtrip: {peer: {homeserver_url: https://hs.test, server_name: hs.test, user: \"@p:hs.test\", password: x}}}\n", `federation_roundtrip.peer.user: the peer's localpart`},
+		{"  - {name: d, type: federation_roundtrip, federation_roundtrip: {peer: {homeserver_url: https://hs.test, server_name: hs.test, user: p}}}\n", `federation_roundtrip.peer: one of password and password_file`},
+	} {
+		_, err := parse(t, head+c.yml)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.yml, err, c.want)
+		}
+	}
+	cfg, err := parse(t, head+"  - {name: d, type: federation_roundtrip, federation_roundtrip: {peer: {homeserver_url: https://hs.test, server_name: hs.test, user: p, password: x}}}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := probetype.SettingsOf[DeliverySettings](&cfg.Probes[0]); err != nil || s.SyncTimeout == 0 || !cfg.Probes[0].PerTenant() {
+		t.Errorf("settings %+v, %v", s, err)
+	}
+}

@@ -12,7 +12,7 @@ import (
 
 func parse(t *testing.T, yml string) (*config.Config, error) {
 	t.Helper()
-	return config.Parse([]byte(yml), "c.yml", func(string) string { return "" }, Type().Kind)
+	return config.Parse([]byte(yml), "c.yml", func(string) string { return "" }, Type().Kind, DeliveryType().Kind)
 }
 
 func newRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
