@@ -28,13 +28,23 @@ type DNSServer struct {
 // NewDNSServer starts a DNS server, stopped at the test's cleanup.
 func NewDNSServer(t testing.TB) *DNSServer {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
+	// UDP and TCP on one port: the UDP port the kernel picks may be taken
+	// for TCP by another process, so a few ports are tried.
+	var (
+		pc  net.PacketConn
+		l   net.Listener
+		err error
+	)
+	for attempt := 0; attempt < 20; attempt++ {
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		if l, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			break
+		}
 		pc.Close()
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	s := &DNSServer{Addr: pc.LocalAddr().String(), records: map[string][]dns.RR{}, fail: map[string]int{}}

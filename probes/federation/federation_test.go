@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -70,6 +72,7 @@ func startFedServer(t *testing.T, leaf testenv.Leaf, serverName string, key *mxf
 		}
 	})
 	f.srv = httptest.NewUnstartedServer(mux)
+	f.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are the point of some tests
 	f.srv.TLS = &tls.Config{Certificates: []tls.Certificate{leaf.TLS}}
 	f.srv.StartTLS()
 	t.Cleanup(f.srv.Close)
@@ -394,6 +397,7 @@ func TestNotary(t *testing.T) {
 		_ = json.NewEncoder(w).Encode(mxfed.QueryKeysResponse{ServerKeys: []*mxfed.ServerKeyResponse{skr}})
 	})
 	ns := httptest.NewUnstartedServer(nmux)
+	ns.Config.ErrorLog = log.New(io.Discard, "", 0)
 	ns.TLS = &tls.Config{Certificates: []tls.Certificate{leaf.TLS}}
 	ns.StartTLS()
 	t.Cleanup(ns.Close)

@@ -6,6 +6,8 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -28,6 +30,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 func serveTLS(t *testing.T, leaf testenv.Leaf) string {
 	t.Helper()
 	s := httptest.NewUnstartedServer(http.NotFoundHandler())
+	s.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are the point
 	s.TLS = &tls.Config{Certificates: []tls.Certificate{leaf.TLS}}
 	s.StartTLS()
 	t.Cleanup(s.Close)
@@ -74,7 +77,10 @@ func describe(r probes.Result) string {
 // certificate was seen (an expired or misnamed one included).
 func TestEndpoints(t *testing.T) {
 	ca := testenv.NewTestCA(t)
-	in := func(d time.Duration) time.Time { return time.Now().Add(d).Truncate(time.Second) }
+	// Each expiry is computed once, for the certificate and for the
+	// expected signal alike.
+	now := time.Now().Truncate(time.Second)
+	in := func(d time.Duration) time.Time { return now.Add(d) }
 	closed := func() string {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
