@@ -36,7 +36,7 @@ func runbookAnchor(probeType, condition string) string {
 		return "an-endpoint-not-answering"
 	case config.TypeSynapseMetrics:
 		return "synapse-signals"
-	case "federation":
+	case "federation", "federation_roundtrip":
 		return "federation-failing"
 	case "tls":
 		return "tls-certificates"

@@ -29,10 +29,10 @@ func runbookAnchors(t *testing.T) map[string]bool {
 // TestDefaultRunbooksExist: whatever probe type and condition a rule has,
 // the runbook_url mxprobe gives it is a section of docs/runbook.md. The
 // types are the built-in ones, the registered ones the daemon ships
-// (http, room_message, federation, tls) and one it does not know.
+// (http, room_message, federation, federation_roundtrip, tls) and one it does not know.
 func TestDefaultRunbooksExist(t *testing.T) {
 	anchors := runbookAnchors(t)
-	types := append(config.ProbeTypes(), "http", "room_message", "federation", "tls", "no_such_type", "")
+	types := append(config.ProbeTypes(), "http", "room_message", "federation", "federation_roundtrip", "tls", "no_such_type", "")
 	conds := map[string]config.AlertRule{
 		"failures":      {Failures: 1},
 		"success_ratio": {SuccessRatio: &config.SuccessRatioCond{Below: 0.9}},

@@ -217,3 +217,21 @@ func gather(t *testing.T, reg *prometheus.Registry) string {
 	}
 	return b.String()
 }
+
+// TestFederatingDendrite: a real Dendrite's federation listener, found by
+// server name, with a certificate 10 days from expiry: the run warns
+// (expiring) and the signal is that certificate's expiry.
+func TestFederatingDendrite(t *testing.T) {
+	ca := testenv.NewTestCA(t)
+	notAfter := time.Now().Add(10 * 24 * time.Hour).Truncate(time.Second)
+	leaf := ca.Issue(t, notAfter, "127.0.0.1")
+	d := testenv.NewDendrite(t, testenv.DendriteOptions{Federation: &testenv.DendriteFederation{CertFile: leaf.CertFile, KeyFile: leaf.KeyFile}})
+	p := probeFor(t, fmt.Sprintf("probes:\n  - {name: t, type: tls, tls: {discover: false, server_names: [\"%s\"], ca_file: %s}}\n", d.ServerName, ca.CAFile))
+	r := run(t, p)
+	if r.Outcome != probes.OutcomeWarning || r.Class != ClassExpiring || r.FailedStep != StepExpiry {
+		t.Fatalf("%s", describe(r))
+	}
+	if v := r.Signals[SignalNotAfter+":"+FederationPrefix+d.ServerName]; int64(v) != notAfter.Unix() {
+		t.Errorf("expiry %v, want %v", v, notAfter.Unix())
+	}
+}
