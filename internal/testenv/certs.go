@@ -29,9 +29,22 @@ type TestCA struct {
 // NewTestCA makes a CA whose PEM certificate is written to a temp file.
 func NewTestCA(t testing.TB) *TestCA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := NewCA(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
+	}
+	return ca
+}
+
+// NewCA makes a CA whose PEM certificate (CAFile) and leaves are written
+// to dir (the demo's; tests use NewTestCA).
+func NewCA(dir string) (*TestCA, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
@@ -44,15 +57,17 @@ func NewTestCA(t testing.TB) *TestCA {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	cert, _ := x509.ParseCertificate(der)
-	dir := t.TempDir()
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
 	ca := &TestCA{Cert: cert, key: key, dir: dir, CAFile: filepath.Join(dir, "ca.pem")}
 	if err := os.WriteFile(ca.CAFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return ca
+	return ca, nil
 }
 
 // Leaf is a certificate the CA signed, with its key.
@@ -66,11 +81,23 @@ type Leaf struct {
 // until notAfter (a time in the past gives an expired one).
 func (ca *TestCA) Issue(t testing.TB, notAfter time.Time, names ...string) Leaf {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	l, err := ca.IssueLeaf(notAfter, names...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	return l
+}
+
+// IssueLeaf is Issue with an error (for the demo).
+func (ca *TestCA) IssueLeaf(notAfter time.Time, names ...string) (Leaf, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return Leaf{}, err
+	}
+	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+	if err != nil {
+		return Leaf{}, err
+	}
 	notBefore := time.Now().Add(-time.Hour)
 	if nb := notAfter.Add(-time.Hour); nb.Before(notBefore) {
 		notBefore = nb
@@ -92,29 +119,29 @@ func (ca *TestCA) Issue(t testing.TB, notAfter time.Time, names ...string) Leaf 
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {
-		t.Fatal(err)
+		return Leaf{}, err
 	}
 	kb, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
-		t.Fatal(err)
+		return Leaf{}, err
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		t.Fatal(err)
+		return Leaf{}, err
 	}
 	f, err := os.CreateTemp(ca.dir, "leaf-*.pem")
 	if err != nil {
-		t.Fatal(err)
+		return Leaf{}, err
 	}
 	f.Close()
 	l := Leaf{TLS: pair, CertFile: f.Name(), KeyFile: f.Name() + ".key"}
 	if err := os.WriteFile(l.CertFile, certPEM, 0o600); err != nil {
-		t.Fatal(err)
+		return Leaf{}, err
 	}
 	if err := os.WriteFile(l.KeyFile, keyPEM, 0o600); err != nil {
-		t.Fatal(err)
+		return Leaf{}, err
 	}
-	return l
+	return l, nil
 }
