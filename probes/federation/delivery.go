@@ -171,7 +171,13 @@ func (p *DeliveryProbe) Run(ctx context.Context, tenant string) probes.Result {
 	if room := p.roundTrip(ctx, rec, botAcct, bot, peer); room != "" {
 		p.cleanup(rec, bot, peer, room)
 	}
-	return rec.Finish()
+	res := rec.Finish()
+	// The remote homeserver dropped the peer's token (a restart that lost
+	// its sessions): the next run logs the peer in afresh.
+	if res.Class == probes.ClassAuthFailed && (strings.HasPrefix(res.FailedStep, "peer_") || res.FailedStep == StepReceive) {
+		p.Manager.Forget(peerAcct.Key)
+	}
+	return res
 }
 
 // roundTrip runs the steps from the room's creation to the peer's receipt
@@ -264,6 +270,7 @@ func (p *DeliveryProbe) peerAccount(tenant string) (auth.Account, error) {
 func (p *DeliveryProbe) session(ctx context.Context, rec *probes.Recorder, acct auth.Account, step string) (*mautrix.Client, error) {
 	var sess *auth.Session
 	var err error
+	rec.Scrub(acct.Password, acct.Token)
 	if step == "" {
 		sess, err = p.Manager.Session(ctx, acct, rec)
 	} else {
@@ -281,7 +288,7 @@ func (p *DeliveryProbe) session(ctx context.Context, rec *probes.Recorder, acct 
 	if err != nil {
 		return nil, err
 	}
-	rec.Scrub(acct.Password, sess.AccessToken)
+	rec.Scrub(sess.AccessToken)
 	cli, err := p.Manager.Client(sess)
 	if err != nil {
 		rec.AddStep(StepLogin, 0, probes.WithClass(probes.ClassInternal, err))
