@@ -195,9 +195,9 @@ func (d *Discoverer) Discover(ctx context.Context, serverName string, st *steps)
 			if life > 0 {
 				d.cache.put(host, wellKnownEntry{server: server, expires: now.Add(life)})
 			}
-			return fmt.Sprintf("%s delegates to %s (cacheable %s)", host, server, life), nil
+			return fmt.Sprintf("delegates to %s (cacheable %s)", server, life), nil
 		case errors.Is(err, errNoWellKnown):
-			return host + ": no delegation (" + err.Error() + ")", nil
+			return "no delegation (" + err.Error() + ")", nil
 		}
 		if e, ok := d.cache.get(host, now); ok {
 			delegated = e.server
