@@ -36,6 +36,10 @@ func runbookAnchor(probeType, condition string) string {
 		return "an-endpoint-not-answering"
 	case "synapse_metrics":
 		return "synapse-signals"
+	case "federation", "federation_roundtrip":
+		return "federation-failing"
+	case "tls":
+		return "tls-certificates"
 	}
 	return runbookFallback
 }

@@ -29,10 +29,11 @@ func runbookAnchors(t *testing.T) map[string]bool {
 // TestDefaultRunbooksExist: whatever probe type and condition a rule has,
 // the runbook_url mxprobe gives it is a section of docs/runbook.md. The
 // types are the built-in ones, the registered ones the daemon ships
-// (http, room_message, synapse_metrics) and one it does not know.
+// (http, room_message, synapse_metrics, media, federation,
+// federation_roundtrip, tls) and one it does not know.
 func TestDefaultRunbooksExist(t *testing.T) {
 	anchors := runbookAnchors(t)
-	types := append(config.ProbeTypes(), "http", "room_message", "synapse_metrics", "no_such_type", "")
+	types := append(config.ProbeTypes(), "http", "room_message", "synapse_metrics", "media", "federation", "federation_roundtrip", "tls", "no_such_type", "")
 	conds := map[string]config.AlertRule{
 		"failures":      {Failures: 1},
 		"success_ratio": {SuccessRatio: &config.SuccessRatioCond{Below: 0.9}},
@@ -64,8 +65,8 @@ func TestDefaultRunbooksExist(t *testing.T) {
 			t.Errorf("probe type %s has no runbook section of its own", typ)
 		}
 	}
-	if len(seen) != 6 {
-		t.Errorf("sections reached: %v, want the general one and five per type or condition", seen)
+	if len(seen) != 8 {
+		t.Errorf("sections reached: %v, want the general one and seven per type or condition", seen)
 	}
 }
 

@@ -15,6 +15,9 @@ import (
 	"github.com/mxprobe/mxprobe/exporters/metrics"
 	"github.com/mxprobe/mxprobe/internal/testenv"
 	"github.com/mxprobe/mxprobe/probes"
+	"github.com/mxprobe/mxprobe/probes/federation"
+	"github.com/mxprobe/mxprobe/probes/probetype"
+	"github.com/mxprobe/mxprobe/probes/tlscheck"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -91,7 +94,7 @@ func TestShippedDashboardsParse(t *testing.T) {
 	for _, p := range probs {
 		t.Error(p)
 	}
-	for _, name := range []string{"mxprobe-overview.json", "mxprobe-synapse.json", "provisioning.yml"} {
+	for _, name := range []string{"mxprobe-overview.json", "mxprobe-synapse.json", "mxprobe-federation.json", "provisioning.yml"} {
 		if _, err := Files.ReadFile(name); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
@@ -194,6 +197,24 @@ func liveFamilies(t *testing.T) map[string]dto.MetricType {
 		Counts: map[string]int{probes.CountRateLimited: 1, probes.CountTokenRefresh: 1, probes.CountCleanupFailure: 1,
 			"login:password:success": 1, probes.CountRevocationPrefix + "success": 1},
 	})
+	// The federation and tls types' own families, from one Result each
+	// (the local Dendrite does not federate).
+	for _, c := range []struct {
+		typ     probetype.Type
+		signals map[string]float64
+	}{
+		{federation.Type(), map[string]float64{federation.SignalUp + ":example.org": 1,
+			federation.SignalKeyValidUntil + ":example.org":                       float64(time.Now().Add(time.Hour).Unix()),
+			federation.SignalStepPrefix + federation.StepConnect + ":example.org": 0.01}},
+		{tlscheck.Type(), map[string]float64{tlscheck.SignalNotAfter + ":matrix.example.org:443": float64(time.Now().Add(time.Hour).Unix())}},
+	} {
+		o, err := c.typ.Metrics(ex.Registry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ex.AddObserver(c.typ.Name, o)
+		ex.Observe(probes.Result{Probe: c.typ.Name, Type: c.typ.Name, Outcome: probes.OutcomeSuccess, Started: time.Now(), Signals: c.signals})
+	}
 	exported, err := ex.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)

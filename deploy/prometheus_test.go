@@ -294,6 +294,12 @@ func TestRealPrometheus(t *testing.T) {
 			if !hasRoundtrip && strings.Contains(expr, "message_delivery") {
 				continue
 			}
+			// The federation dashboard's series come from federation and
+			// tls probes, which need a federating homeserver this daemon
+			// does not have: TestFederationDashboardData checks them.
+			if q.Dashboard == "mxprobe-federation.json" {
+				continue
+			}
 			missing = append(missing, q.Dashboard+": "+q.Where)
 		}
 		if len(missing) > 0 {

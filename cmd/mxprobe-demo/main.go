@@ -47,7 +47,7 @@ type env struct {
 // capabilities add what the demo shows, in this order: each adds tenants,
 // probes, configuration and the stand-ins they need to the env.
 func capabilities() []func(e *env) error {
-	return []func(e *env) error{addAlerting, addAppService, addRateLimits, addMAS, addPrometheus, addRoundtrip, addSynapse, addWeb}
+	return []func(e *env) error{addAlerting, addAppService, addRateLimits, addMAS, addPrometheus, addRoundtrip, addSynapse, addWeb, addFederation}
 }
 
 // beforeServe run once the config is written, before mxprobe serves (bin

@@ -14,11 +14,13 @@ import (
 	"github.com/mxprobe/mxprobe/exporters/metrics"
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/auth"
+	"github.com/mxprobe/mxprobe/probes/federation"
 	"github.com/mxprobe/mxprobe/probes/httpcheck"
 	"github.com/mxprobe/mxprobe/probes/matrix"
 	"github.com/mxprobe/mxprobe/probes/media"
 	"github.com/mxprobe/mxprobe/probes/probetype"
 	"github.com/mxprobe/mxprobe/probes/synapse"
+	"github.com/mxprobe/mxprobe/probes/tlscheck"
 )
 
 // probeType is one probe type as the daemon knows it: how its prober is
@@ -115,6 +117,9 @@ func probeTypes() map[string]probeType {
 		matrix.TypeRoomMessage:     fromType(matrix.RoomMessageType()),
 		httpcheck.TypeHTTP:         fromType(httpcheck.Type()),
 		media.TypeMedia:            fromType(media.Type()),
+		federation.TypeFederation:  fromType(federation.Type()),
+		federation.TypeDelivery:    fromType(federation.DeliveryType()),
+		tlscheck.TypeTLS:           fromType(tlscheck.Type()),
 		synapse.TypeSynapseMetrics: fromType(synapse.Type()),
 	}
 }

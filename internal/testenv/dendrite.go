@@ -45,6 +45,19 @@ type DendriteOptions struct {
 	Log io.Writer
 	// AppServices are registered with the homeserver (appservice.go).
 	AppServices []AppService
+	// Federation (optional) turns federation on, served over TLS on
+	// loopback; the server name defaults to 127.0.0.1:<HTTPS port>.
+	Federation *DendriteFederation
+}
+
+// DendriteFederation is how a harness Dendrite federates: its certificate
+// and the loopback port of its federation listener. Dendrites of one test
+// accept each other's certificates without checking them
+// (federation_api.disable_tls_validation), as dendrite.md describes.
+type DendriteFederation struct {
+	CertFile, KeyFile string
+	// HTTPSPort is the federation listener's port; a free one if 0.
+	HTTPSPort int
 }
 
 // Dendrite is a running local homeserver.
@@ -123,6 +136,18 @@ func StartDendrite(ctx context.Context, opts DendriteOptions) (*Dendrite, error)
 			return nil, err
 		}
 		d.tempDir = true
+	}
+	if f := opts.Federation; f != nil {
+		fc := *f
+		if fc.HTTPSPort == 0 {
+			if fc.HTTPSPort, err = FreePort(); err != nil {
+				return nil, err
+			}
+		}
+		opts.Federation = &fc
+		if opts.ServerName == "" {
+			opts.ServerName = fmt.Sprintf("127.0.0.1:%d", fc.HTTPSPort)
+		}
 	}
 	if opts.ServerName == "" {
 		opts.ServerName = "localhost"
@@ -221,6 +246,10 @@ func (d *Dendrite) writeConfig(ctx context.Context, genKeys, genConfig string) e
 		set([]string{"client_api", "rate_limiting", "cooloff_ms"}, cool)
 	}
 	set([]string{"federation_api", "key_perspectives"}, []any{})
+	if d.opts.Federation != nil {
+		set([]string{"global", "disable_federation"}, false)
+		set([]string{"federation_api", "disable_tls_validation"}, true)
+	}
 	set([]string{"user_api", "bcrypt_cost"}, 4)
 	set([]string{"logging"}, []any{map[string]any{"type": "std", "level": "warn"}})
 	if len(d.opts.AppServices) > 0 {
@@ -242,6 +271,10 @@ func (d *Dendrite) start(ctx context.Context) error {
 	defer d.mu.Unlock()
 	cmd := exec.Command(d.bin, "--config", filepath.Join(d.Dir, "dendrite.yaml"),
 		"--http-bind-address", fmt.Sprintf("127.0.0.1:%d", d.Port))
+	if f := d.opts.Federation; f != nil {
+		cmd.Args = append(cmd.Args, "--https-bind-address", fmt.Sprintf("127.0.0.1:%d", f.HTTPSPort),
+			"--tls-cert", f.CertFile, "--tls-key", f.KeyFile)
+	}
 	cmd.Dir = d.Dir
 	logw := d.opts.Log
 	if logw == nil {
@@ -302,6 +335,15 @@ func (d *Dendrite) kill() {
 	if proc != nil {
 		proc.Stop(os.Interrupt, 5*time.Second)
 	}
+}
+
+// FederationAddr is the host:port of the federation listener ("" without
+// federation).
+func (d *Dendrite) FederationAddr() string {
+	if d.opts.Federation == nil {
+		return ""
+	}
+	return fmt.Sprintf("127.0.0.1:%d", d.opts.Federation.HTTPSPort)
 }
 
 // Pause stops the process but keeps its data, so Resume brings the same

@@ -412,3 +412,22 @@ func readGzip(t testing.TB, path string) []byte {
 	}
 	return b
 }
+
+// StartMxprobeConfig runs `mxprobe serve` with the configuration cfg (as
+// YAML-ready maps) until the test ends; it returns once /-/ready answers.
+// Probes is left empty: the caller knows what it configured.
+func StartMxprobeConfig(t testing.TB, cfg map[string]any, args ...string) *MxprobeDaemon {
+	t.Helper()
+	bin := BuildMxprobe(t)
+	cfgPath := filepath.Join(t.TempDir(), "mxprobe.yml")
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := &MxprobeDaemon{log: &SyncBuffer{}}
+	m.start(t, bin, cfgPath, args...)
+	return m
+}
