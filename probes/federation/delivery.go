@@ -261,7 +261,7 @@ func (p *DeliveryProbe) peerAccount(tenant string) (auth.Account, error) {
 	if err != nil {
 		return a, probes.Errorf(probes.ClassConfig, "federation peer password: %v", err)
 	}
-	a.Password = pw
+	a.Password = promcfg.Secret(pw)
 	return a, nil
 }
 

@@ -137,7 +137,7 @@ func cacheLifetime(h http.Header, now time.Time) time.Duration {
 
 // errNoWellKnown: the hostname serves no delegation (nothing listens, or
 // 404): discovery goes on with SRV records, as the specification says.
-var errNoWellKnown = errors.New("no .well-known/matrix/server")
+const errNoWellKnown = probes.ConstError("no .well-known/matrix/server")
 
 // Discoverer finds federation targets, timing each step.
 type Discoverer struct {
