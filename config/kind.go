@@ -43,6 +43,15 @@ type Kind struct {
 	// probe) sends against each limiter: the rate-limit check (CheckBudget),
 	// the derived schedule and the first round's spread add them up.
 	Costs func(c *Config, p *Probe, t *Tenant) []Cost
+	// DefaultSchedule (optional) is the default schedule of probe p when it
+	// names none, in place of Schedule ("" keeps Schedule): a login probe
+	// whose tenants log in through MAS runs every 5 minutes. It runs
+	// before the settings are decoded.
+	DefaultSchedule func(c *Config, p *Probe) string
+	// Accounts (optional) are the accounts a run of p for tenant t logs in
+	// as besides t's bot (the round trip's peer): the first-login estimate
+	// (CheckFirstLogins) counts them.
+	Accounts func(c *Config, p *Probe, t *Tenant) []*Account
 }
 
 // Cost is what one run spends against one rate limiter of the homeserver.
@@ -63,6 +72,10 @@ type Cost struct {
 	// Every (optional): the cost is spent at most once per this period
 	// rather than at every run (a full login among whoami checks).
 	Every time.Duration
+	// OwnAccount (optional) is the setting that gives each tenant an
+	// account of its own (tenants[].peer) when several tenants' runs spend
+	// the cost as one shared account: the rate-limit check's fix names it.
+	OwnAccount string
 }
 
 // kindOf returns the registered kind of a probe type, or a built-in
