@@ -34,7 +34,7 @@ func runbookAnchor(probeType, condition string) string {
 		return "room-messages-failing-or-slow"
 	case "versions", "http":
 		return "an-endpoint-not-answering"
-	case config.TypeSynapseMetrics:
+	case "synapse_metrics":
 		return "synapse-signals"
 	}
 	return runbookFallback

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
+
+	"github.com/mxprobe/mxprobe/probes"
 )
 
 // Silences (from the configuration and the API) and maintenance windows.
@@ -72,10 +74,8 @@ func (m *Manager) AddSilence(s Silence) (Silence, error) {
 	return s, nil
 }
 
-// ErrUnknownSilence is returned for a silence id that does not exist.
-var ErrUnknownSilence = errors.New("unknown silence")
-
-// DeleteSilence expires an API silence.
+// DeleteSilence expires an API silence. An id it does not know is an error
+// wrapping probes.ErrUnknownSilence (the API answers 404 for it).
 func (m *Manager) DeleteSilence(id string) error {
 	m.mu.Lock()
 	found := false
@@ -92,7 +92,7 @@ func (m *Manager) DeleteSilence(id string) error {
 	}
 	m.mu.Unlock()
 	if !found {
-		return ErrUnknownSilence
+		return fmt.Errorf("%w %q", probes.ErrUnknownSilence, id)
 	}
 	m.saveAsync()
 	m.wake()

@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"reflect"
-	"sort"
 	"strings"
 	"time"
 
@@ -30,11 +29,6 @@ const (
 	defaultConcurrency       = 32
 	defaultJitter            = 0.9
 	defaultShutdownGraceSecs = 10
-)
-
-// Probe types (the others are named by their own packages).
-const (
-	TypeSynapseMetrics = "synapse_metrics"
 )
 
 // Config is the whole configuration.
@@ -159,7 +153,6 @@ type Probe struct {
 	// Disabled keeps the probe for on-demand runs but out of the schedule.
 	Disabled bool `yaml:"disabled" json:"disabled"`
 
-	Synapse *SynapseConfig `yaml:"synapse" json:"synapse,omitempty"`
 
 	// settings are the keys of the probe's YAML mapping that are not part
 	// of the common structure above, raw: the settings of probe types that
@@ -206,9 +199,6 @@ func (p *Probe) UnmarshalYAML(n *yaml.Node) error {
 func (p *Probe) PerTenant() bool {
 	if p.kind != nil {
 		return p.kind.PerTenant
-	}
-	if d, ok := probeDefaults[p.Type]; ok {
-		return d.perTenant
 	}
 	return true
 }
@@ -408,21 +398,8 @@ func applyDefaults(cfg *Config) {
 	applyMASDefaults(cfg)
 	applyMatrixUsers(cfg)
 	applyLimitsDefaults(cfg)
-	applySynapseDefaults(cfg)
 	applyAlertingDefaults(cfg)
 	applyWebDefaults(cfg)
-}
-
-type probeDefault struct {
-	schedule  string
-	timeout   float64 // ns
-	perTenant bool
-}
-
-// probeDefaults are the built-in probe types (types that own their
-// settings are registered as a Kind instead).
-var probeDefaults = map[string]probeDefault{
-	TypeSynapseMetrics: {"@every 30s", 10e9, false},
 }
 
 // unknownKind gives a probe of an unknown type a schedule and a timeout,
@@ -455,19 +432,6 @@ func (c *Config) defaultProbes() []Probe {
 			out = append(out, Probe{Name: name, Type: name})
 		}
 	}
-	return out
-}
-
-// ProbeTypes lists the built-in probe types (Config.ProbeTypes adds the
-// registered kinds).
-func ProbeTypes() []string {
-	var out []string
-	for k := range probeDefaults {
-		if k != "" {
-			out = append(out, k)
-		}
-	}
-	sort.Strings(out)
 	return out
 }
 
@@ -581,11 +545,7 @@ func (c *Config) EnsureProbe(name string) (*Probe, error) {
 	p.Schedule = c.defaultSchedule(d, &p)
 	c.Probes = append(c.Probes, p)
 	applyLimitsDefaults(c)
-	applySynapseDefaults(c)
 	// Its settings are decoded by Decode, once the command line has had
 	// its say (`mxprobe run http --target URL` supplies the url).
-	if errs := validateSynapse(c); len(errs) > 0 {
-		return nil, errs
-	}
 	return &c.Probes[len(c.Probes)-1], nil
 }

@@ -78,26 +78,18 @@ type Cost struct {
 	OwnAccount string
 }
 
-// kindOf returns the registered kind of a probe type, or a built-in
-// type's defaults (types not yet in the probetype shape).
+// kindOf returns the registered kind of a probe type.
 func (c *Config) kindOf(typ string) (Kind, bool) {
-	if k, ok := c.kinds[typ]; ok && typ != "" {
-		return k, true
-	}
-	d, ok := probeDefaults[typ]
-	if !ok || typ == "" {
-		return Kind{}, false
-	}
-	return Kind{Name: typ, PerTenant: d.perTenant, Schedule: d.schedule, Timeout: time.Duration(d.timeout)}, true
+	k, ok := c.kinds[typ]
+	return k, ok && typ != ""
 }
 
-// ProbeTypes lists the probe types this configuration accepts, sorted.
+// ProbeTypes lists the probe types this configuration accepts (the
+// registered kinds), sorted.
 func (c *Config) ProbeTypes() []string {
-	out := ProbeTypes()
+	out := make([]string, 0, len(c.kinds))
 	for k := range c.kinds {
-		if _, builtin := probeDefaults[k]; !builtin {
-			out = append(out, k)
-		}
+		out = append(out, k)
 	}
 	sort.Strings(out)
 	return out

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"reflect"
 	"sort"
 	"strings"
@@ -95,3 +96,7 @@ func yamlKeys(t reflect.Type) map[string]bool {
 // CheckURL checks an http(s) URL a setting names (scheme, host, no
 // credentials), for probe types that validate their own settings.
 func CheckURL(s string) error { return checkURL(s) }
+
+// ParsePrefixes reads a list of CIDR ranges and addresses (an address is a
+// /32 or /128 range), for probe types that validate their own settings.
+func ParsePrefixes(list []string) ([]netip.Prefix, error) { return parsePrefixes(list) }

@@ -49,12 +49,10 @@ const sharedPeerRoundtrip = "probes:\n  - {name: roundtrip, type: roundtrip, rou
 // package; config.Probe holds the fields every probe has.
 func TestProbeHasCommonFieldsOnly(t *testing.T) {
 	common := []string{"Name", "Type", "Schedule", "Timeout", "Tenants", "Disabled"}
-	// synapse_metrics has not moved to its package yet.
-	pending := []string{"Synapse"}
 	typ := reflect.TypeFor[config.Probe]()
 	for i := 0; i < typ.NumField(); i++ {
 		f := typ.Field(i)
-		if f.IsExported() && !slices.Contains(common, f.Name) && !slices.Contains(pending, f.Name) {
+		if f.IsExported() && !slices.Contains(common, f.Name) {
 			t.Errorf("config.Probe.%s: a per-type field (settings belong to the type's package)", f.Name)
 		}
 	}

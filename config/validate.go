@@ -98,7 +98,6 @@ func validate(c *Config) Errors {
 	errs = append(errs, validateMAS(c)...)
 	errs = append(errs, validateAppService(c)...)
 	errs = append(errs, validateLimits(c)...)
-	errs = append(errs, validateSynapse(c)...)
 	errs = append(errs, validateAlerting(c)...)
 	errs = append(errs, validateWeb(c)...)
 	return errs

@@ -76,11 +76,22 @@ type SinkFunc func(Result)
 func (f SinkFunc) Observe(r Result) { f(r) }
 
 // ErrUnknownProbe and ErrUnknownTenant are returned for runs of things that
-// are not configured.
-var (
-	ErrUnknownProbe  = errors.New("unknown probe")
-	ErrUnknownTenant = errors.New("unknown tenant")
+// are not configured. ErrUnknownSilence is what the alert engine returns
+// (wrapped or not) for a silence id it does not know, and what the web API
+// answers 404 for: it lives here because package probes is the one both
+// alerts and exporters/web may import (internal/archtest).
+// They are constants, so no package can reassign them.
+const (
+	ErrUnknownProbe   = ConstError("unknown probe")
+	ErrUnknownTenant  = ConstError("unknown tenant")
+	ErrUnknownSilence = ConstError("unknown silence")
 )
+
+// ConstError is an error that can be a constant: a sentinel compared with
+// errors.Is, which no package can reassign.
+type ConstError string
+
+func (e ConstError) Error() string { return string(e) }
 
 // Engine runs jobs under a global concurrency limit, never two runs of the
 // same probe and tenant at once, and hands every Result to the sinks. It is

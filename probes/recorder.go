@@ -1,6 +1,8 @@
 package probes
 
 import (
+	"fmt"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -167,8 +169,16 @@ func (r *Recorder) Warn(step string, class Class, msg string) {
 // start of one where a text was cut (cutSecretPrefix), so a server
 // that echoes credentials in its error messages cannot get them into a
 // Result.
-func (r *Recorder) Scrub(secrets ...string) {
-	for _, s := range secrets {
+//
+// A secret is a string or of a string type (promcfg.Secret, which is how
+// accounts hold theirs); anything else is a programming error and panics.
+func (r *Recorder) Scrub(secrets ...any) {
+	for _, v := range secrets {
+		rv := reflect.ValueOf(v)
+		if rv.Kind() != reflect.String {
+			panic(fmt.Sprintf("probes: Scrub of a %T: secrets are strings", v))
+		}
+		s := rv.String()
 		if len(s) >= 4 && !slices.Contains(r.secrets, s) {
 			r.secrets = append(r.secrets, s)
 		}

@@ -52,7 +52,7 @@ func BenchmarkScale1000Tenants(b *testing.B) {
 		SweepMaxAge: config.Duration(time.Hour), SweepInterval: config.Duration(time.Hour),
 	}}
 	login := &auth.LoginProbe{Name: "login", Manager: mgr, Tenants: cfg.TenantMap(nil)}
-	syp := &synapse.Probe{Name: "synapse", HTTP: httpc, Config: &config.SynapseConfig{URL: syn.URL + "/_synapse/metrics"}}
+	syp := &synapse.Probe{Name: "synapse", HTTP: httpc, Config: &synapse.Settings{URL: syn.URL + "/_synapse/metrics"}}
 
 	b.ResetTimer()
 	for range b.N {

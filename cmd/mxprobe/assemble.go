@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/mxprobe/mxprobe/alerts"
 	"github.com/mxprobe/mxprobe/config"
@@ -96,9 +95,6 @@ type env struct {
 	types map[string]probeType
 	// shard is this replica's share of the tenants (0 of 1: all of them).
 	shard shard.Shard
-	// synapseWindow is set by `mxprobe run`: scrape twice, this far apart
-	// (0: the daemon's baseline across runs).
-	synapseWindow time.Duration
 }
 
 // runtime is one assembled configuration, ready to commit.

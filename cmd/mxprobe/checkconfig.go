@@ -26,7 +26,7 @@ func checkConfig(c *cli, stdout, stderr io.Writer) int {
 		return 1
 	}
 	// Assembling touches nothing (no login, data_dir untouched).
-	st := newStores(mxclient.NewHTTPClient(), func(string) string { return "" })
+	st := newStores(mxclient.NewHTTPClientAs(userAgent()), func(string) string { return "" })
 	if _, err := assembleProbes(cfg, e, st); err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
 		return 1
@@ -46,7 +46,8 @@ func checkConfig(c *cli, stdout, stderr io.Writer) int {
 		if !config.IsMASMethod(t.Bot.Method) {
 			continue
 		}
-		acct := auth.Account{ServerName: t.ServerName, Config: t.Bot}
+		// Only what names the user: no secret is copied (or read) here.
+		acct := auth.Account{ServerName: t.ServerName, Config: config.Account{User: t.Bot.User, MatrixUser: t.Bot.MatrixUser, Method: t.Bot.Method}}
 		if want := acct.ExpectedUserID(); want != "" {
 			fmt.Fprintf(stdout, "%s: tenant %s: bot logs in as %s (%s)\n", src, t.ID, want, t.Bot.Method)
 		}

@@ -78,53 +78,44 @@ type cli struct {
 	sys system
 }
 
-// helpShown stops parsing once kingpin printed a usage text (--help, -h,
-// help [command]): nothing else runs and the exit code is 0.
-type helpShown struct{ code int }
+// untilTerminated passes kingpin's output to w until kingpin terminated
+// (see runWith): what it writes after its exit point is dropped.
+type untilTerminated struct {
+	w    io.Writer
+	done *bool
+}
+
+func (u untilTerminated) Write(p []byte) (int, error) {
+	if *u.done {
+		return len(p), nil
+	}
+	return u.w.Write(p)
+}
 
 func run(args []string, stdout, stderr io.Writer) int {
 	return runWith(args, stdout, stderr, osSystem())
 }
 
-func runWith(args []string, stdout, stderr io.Writer, sys system) (code int) {
+func runWith(args []string, stdout, stderr io.Writer, sys system) int {
 	app := kingpin.New("mxprobe", "Watches a Matrix deployment (Synapse + MAS) from the outside and says when it breaks.")
-	app.UsageWriter(stdout)
-	app.ErrorWriter(stderr)
-	// Kingpin calls Terminate after printing help; without an exit it would
-	// go on validating flags and running the command.
-	app.Terminate(func(code int) { panic(helpShown{code}) })
-	defer func() {
-		if r := recover(); r != nil {
-			h, ok := r.(helpShown)
-			if !ok {
-				panic(r)
-			}
-			code = h.code
+	// Kingpin's own hooks: usage texts go to stdout, its messages to stderr,
+	// and where it would exit (after printing help for --help, -h or `help
+	// [command]`, or after an error of `help nosuch`) it records the status
+	// instead. Parse then goes on to the end, but what kingpin writes after
+	// that point is dropped (it would have exited) and no command runs: the
+	// recorded status is the answer. Nothing kingpin runs before printing
+	// help (pre-actions) validates flags, so help never fails on flags whose
+	// defaults it left unset; commands check their flags after parsing
+	// (serve's shard, below).
+	terminated, exitCode := false, 0
+	app.UsageWriter(untilTerminated{stdout, &terminated})
+	app.ErrorWriter(untilTerminated{stderr, &terminated})
+	app.Terminate(func(code int) {
+		if !terminated {
+			terminated, exitCode = true, code
 		}
-	}()
-	app.HelpFlag.Short('h')
-	// --help must win over the commands' pre-actions (which validate flags
-	// whose defaults kingpin does not set when help is asked for).
-	app.PreAction(func(pc *kingpin.ParseContext) error {
-		for _, el := range pc.Elements {
-			if f, ok := el.Clause.(*kingpin.FlagClause); ok && f == app.HelpFlag {
-				named := false // a command named on the command line
-				for _, a := range args {
-					if app.GetCommand(a) != nil {
-						named = true
-						break
-					}
-				}
-				if hc, err := app.ParseContext(args); err == nil && named {
-					_ = app.UsageForContext(hc)
-				} else {
-					app.Usage(nil) // the commands, not the default one's flags
-				}
-				panic(helpShown{0})
-			}
-		}
-		return nil
 	})
+	app.HelpFlag.Short('h')
 	c := &cli{logConfig: &promslog.Config{}, sys: sys}
 	app.Flag("config.file", "Configuration file (YAML). Tenants may also come from TENANTS_B64.").
 		Default("").Envar("MXPROBE_CONFIG").StringVar(&c.configFile)
@@ -163,18 +154,22 @@ func runWith(args []string, stdout, stderr io.Writer, sys system) (code int) {
 	versionCmd := app.Command("version", "Print the version.")
 
 	cmd, err := app.Parse(args)
+	if terminated {
+		return exitCode // help was printed; what Parse says after it does not matter
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "mxprobe: %v\n", err)
 		return 2
-	}
-	if cmd == "" {
-		return 0 // --help
 	}
 	c.logConfig.Writer = stderr
 	logger := promslog.New(c.logConfig)
 
 	switch cmd {
 	case serveCmd.FullCommand():
+		if c.shard, err = resolveShard(c.shardIndex, c.shardCount, c.sys.hostname); err != nil {
+			fmt.Fprintf(stderr, "mxprobe: %v\n", err)
+			return 2
+		}
 		return serve(c, logger)
 	case runCmd.FullCommand():
 		return runOnce(c, logger, stdout, stderr)

@@ -298,6 +298,8 @@ func TestHelpPrintsUsageAndRunsNothing(t *testing.T) {
 		{[]string{"help", "run"}, "usage: mxprobe run"},
 		{[]string{"--config.file", bad, "check-config", "--help"}, "usage: mxprobe check-config"},
 		{[]string{"--config.file", bad, "run", "login", "--all", "-h"}, "usage: mxprobe run"},
+		// serve's flags are checked after parsing, never before help.
+		{[]string{"serve", "--shard.count=0", "--help"}, "usage: mxprobe serve"},
 	}
 	for _, tc := range cases {
 		var out, errOut bytes.Buffer
@@ -309,9 +311,17 @@ func TestHelpPrintsUsageAndRunsNothing(t *testing.T) {
 			t.Errorf("%v ran the command: %s", tc.args, out.String())
 		}
 	}
+	// Help on a command that does not exist is kingpin's error and exit 1,
+	// and nothing after it (kingpin would have exited there).
+	var out, errOut bytes.Buffer
+	if code := run([]string{"help", "nosuch"}, &out, &errOut); code != 1 || out.Len() != 0 ||
+		strings.TrimSpace(errOut.String()) != `mxprobe: error: expected command but got "nosuch"` {
+		t.Errorf("help nosuch: exit %d, stdout %q, stderr %q", code, firstLine(out.String()), errOut.String())
+	}
 	// Without help, the same bad file is an error: the cases above really
 	// skipped the command.
-	var out, errOut bytes.Buffer
+	out.Reset()
+	errOut.Reset()
 	if code := run([]string{"--config.file", bad, "check-config"}, &out, &errOut); code == 0 {
 		t.Fatalf("check-config of a broken file exited 0: %s", out.String())
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/mxprobe/mxprobe/probes/httpcheck"
 	"github.com/mxprobe/mxprobe/probes/matrix"
 	"github.com/mxprobe/mxprobe/probes/probetype"
+	"github.com/mxprobe/mxprobe/probes/synapse"
 )
 
 // probeType is one probe type as the daemon knows it: how its prober is
@@ -108,12 +109,12 @@ type builder struct {
 // plus one line here (see README, "Layout").
 func probeTypes() map[string]probeType {
 	return map[string]probeType{
-		matrix.TypeVersions:       fromType(matrix.VersionsType()),
-		auth.TypeLogin:            fromType(auth.LoginType()),
-		matrix.TypeRoundtrip:      fromType(matrix.RoundtripType()),
-		matrix.TypeRoomMessage:    fromType(matrix.RoomMessageType()),
-		httpcheck.TypeHTTP:        fromType(httpcheck.Type()),
-		config.TypeSynapseMetrics: {build: buildSynapse, prepareRun: prepareRunSynapse, metrics: synapseMetrics},
+		matrix.TypeVersions:        fromType(matrix.VersionsType()),
+		auth.TypeLogin:             fromType(auth.LoginType()),
+		matrix.TypeRoundtrip:       fromType(matrix.RoundtripType()),
+		matrix.TypeRoomMessage:     fromType(matrix.RoomMessageType()),
+		httpcheck.TypeHTTP:         fromType(httpcheck.Type()),
+		synapse.TypeSynapseMetrics: fromType(synapse.Type()),
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +20,7 @@ import (
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/probetype"
 	"github.com/mxprobe/mxprobe/probes/shard"
+	"github.com/mxprobe/mxprobe/probes/synapse"
 )
 
 // TestProbeTypeSettingsErrors: a probe type of the probetype shape
@@ -250,9 +252,9 @@ func TestTargetKeepsOtherSettings(t *testing.T) {
 }
 
 // TestTargetDropsCredentialsForAnotherOrigin: `mxprobe run http --target`
-// and `run synapse_metrics --target` send the configured headers and tokens
-// only when the target keeps the configured origin; a target on another
-// port gets none of them.
+// and `run synapse_metrics --target` send the configured headers, tokens and
+// basic auth only when the target keeps the configured origin; a target on
+// another port gets none of them.
 func TestTargetDropsCredentialsForAnotherOrigin(t *testing.T) {
 	type hit struct{ server, key, auth string }
 	var (
@@ -279,7 +281,11 @@ func TestTargetDropsCredentialsForAnotherOrigin(t *testing.T) {
   - name: metrics
     type: synapse_metrics
     synapse: {url: %[1]s/_synapse/metrics, bearer_token: tok-SECRET-1234}
+  - name: metrics-basic
+    type: synapse_metrics
+    synapse: {url: %[1]s/_synapse/metrics, basic_auth: {username: prom, password: pw-SECRET-9012}}
 `, configured.URL))
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("prom:pw-SECRET-9012"))
 	for _, c := range []struct {
 		probe, target string
 		creds         bool
@@ -288,7 +294,13 @@ func TestTargetDropsCredentialsForAnotherOrigin(t *testing.T) {
 		{"health", configured.URL + "/elsewhere", true},
 		{"metrics", other.URL + "/_synapse/metrics", false},
 		{"metrics", configured.URL + "/_synapse/metrics", true},
+		{"metrics-basic", other.URL + "/_synapse/metrics", false},
+		{"metrics-basic", configured.URL + "/_synapse/metrics", true},
 	} {
+		wantAuth := "Bearer tok-SECRET-1234"
+		if c.probe == "metrics-basic" {
+			wantAuth = basic
+		}
 		mu.Lock()
 		hits = nil
 		mu.Unlock()
@@ -304,9 +316,30 @@ func TestTargetDropsCredentialsForAnotherOrigin(t *testing.T) {
 				t.Errorf("%s --target %s: request to %s", c.probe, c.target, h.server)
 			}
 			got := h.auth != "" || h.key != ""
-			if got != c.creds || (c.creds && h.auth != "Bearer tok-SECRET-1234") || (c.creds && c.probe == "health" && h.key != "key-SECRET-5678") {
+			if got != c.creds || (c.creds && h.auth != wantAuth) || (c.creds && c.probe == "health" && h.key != "key-SECRET-5678") {
 				t.Errorf("%s --target %s: X-Api-Key %q, Authorization %q (credentials expected: %v)", c.probe, c.target, h.key, h.auth, c.creds)
 			}
 		}
+	}
+}
+
+// TestSynapseGaugesInTheDaemonSink: the registry's synapse_metrics entry
+// registers the mxprobe_synapse_* gauges on the daemon's sink, which feeds
+// them the type's Results (and only those).
+func TestSynapseGaugesInTheDaemonSink(t *testing.T) {
+	m := metrics.New()
+	if err := probeTypes()[synapse.TypeSynapseMetrics].metrics(m); err != nil {
+		t.Fatal(err)
+	}
+	ok := []probes.Step{{Name: synapse.StepScrape, OK: true}, {Name: synapse.StepParse, OK: true}}
+	m.Observe(probes.Result{Probe: "other", Type: "http", Outcome: probes.OutcomeSuccess, Steps: ok,
+		Signals: map[string]float64{"http_5xx_ratio": 1}})
+	if n, err := testutil.GatherAndCount(m.Registry, "mxprobe_synapse_up", "mxprobe_synapse_http_5xx_ratio"); err != nil || n != 0 {
+		t.Errorf("a Result of another type: %d series, %v", n, err)
+	}
+	m.Observe(probes.Result{Probe: "synapse", Type: synapse.TypeSynapseMetrics, Outcome: probes.OutcomeSuccess, Steps: ok,
+		Signals: map[string]float64{"http_5xx_ratio": 0.02}})
+	if n, err := testutil.GatherAndCount(m.Registry, "mxprobe_synapse_up", "mxprobe_synapse_http_5xx_ratio"); err != nil || n != 2 {
+		t.Errorf("a synapse_metrics Result: %d series, %v", n, err)
 	}
 }

@@ -56,8 +56,7 @@ func runOnce(c *cli, logger *slog.Logger, stdout, stderr io.Writer) int {
 		}
 		p.Timeout = config.Duration(d)
 	}
-	mxclient.UserAgent = userAgent()
-	st := newStores(mxclient.NewHTTPClient(), os.Getenv)
+	st := newStores(mxclient.NewHTTPClientAs(userAgent()), os.Getenv)
 	mgr := st.auth
 	// A CLI run logs in on devices of its own and removes them at the end,
 	// so it never cancels the daemon's sessions nor leaves devices behind.

@@ -52,13 +52,12 @@ type daemon struct {
 }
 
 func newDaemon(c *cli, logger *slog.Logger) (*daemon, error) {
-	mxclient.UserAgent = userAgent()
 	sh := c.shard
 	if sh.Count < 1 {
 		sh = shard.Shard{Index: 0, Count: 1}
 	}
 	d := &daemon{cli: c, logger: logger, env: &env{logger: logger, shard: sh}, loadSlot: make(chan struct{}, 1)}
-	d.stores = newStores(mxclient.NewHTTPClient(), os.Getenv)
+	d.stores = newStores(mxclient.NewHTTPClientAs(userAgent()), os.Getenv)
 	d.history = history.New(60)
 	d.stores.history = d.history
 	d.metrics = metrics.New()

@@ -17,22 +17,14 @@ import (
 // share of the tenants, chosen by rendezvous hashing. Global probes (versions,
 // synapse_metrics) run on every replica.
 
-// addShardFlags adds the sharding flags to serve; its pre-action resolves
-// them into c.shard.
+// addShardFlags adds the sharding flags to serve; runWith resolves them into
+// c.shard (resolveShard) once the command line is parsed and serve chosen.
 func addShardFlags(cmd *kingpin.CmdClause, c *cli) {
 	c.shard = shard.Shard{Index: 0, Count: 1}
 	cmd.Flag("shard.count", "Number of replicas sharing the tenants (rendezvous hashing on the tenant id). Alerts of a sharded deployment should go through Alertmanager.").
 		Default("1").Envar("MXPROBE_SHARD_COUNT").IntVar(&c.shardCount)
 	cmd.Flag("shard.index", "This replica's shard, 0 to shard.count-1; when absent and shard.count > 1, the StatefulSet ordinal at the end of $HOSTNAME (mxprobe-2 is shard 2).").
 		Default("-1").Envar("MXPROBE_SHARD_INDEX").IntVar(&c.shardIndex)
-	cmd.PreAction(func(*kingpin.ParseContext) error {
-		s, err := resolveShard(c.shardIndex, c.shardCount, c.sys.hostname)
-		if err != nil {
-			return err
-		}
-		c.shard = s
-		return nil
-	})
 }
 
 // newShardInfo is mxprobe_shard_info and mxprobe_shard_count. The count is

@@ -55,9 +55,8 @@ type Metrics struct {
 	// pairs interns the label pairs of the per-tenant gauges (under mu).
 	pairs map[[2]string]*dto.LabelPair
 
-	extraMu sync.Mutex
-	extra   []ResultHook
 	// observers see the Results of one probe type each (AddObserver).
+	obsMu     sync.Mutex
 	observers map[string][]func(probes.Result)
 
 	// families are the per-tenant gauge families (Gather).
@@ -74,7 +73,7 @@ type last struct {
 	lastSuccess float64
 	failedStep  string
 	failedClass string
-	steps       []probes.Step
+	steps       []RunSeries // RunStepDuration series of the run
 	delivery    float64
 	hasDelivery bool
 	// metrics are the series of the gauges above, built once per run (in
@@ -82,13 +81,6 @@ type last struct {
 	// stepMetrics per step name.
 	metrics     [famCount]*dto.Metric
 	stepMetrics map[string]*dto.Metric
-}
-
-// ResultHook lets a probe family export typed gauges of its own (the Synapse
-// probe's derived signals) from the same sink.
-type ResultHook interface {
-	Observe(probes.Result)
-	prometheus.Collector
 }
 
 // New builds the sink and registers every collector, including the Go and
@@ -171,19 +163,11 @@ func New() *Metrics {
 	return m
 }
 
-// AddHook registers a typed exporter fed with every Result.
-func (m *Metrics) AddHook(h ResultHook) {
-	m.extraMu.Lock()
-	m.extra = append(m.extra, h)
-	m.extraMu.Unlock()
-	m.Registry.MustRegister(h)
-}
-
 // AddObserver makes o see every Result of probe type typ (a type's own
 // per-result metrics, registered by the type on m.Registry).
 func (m *Metrics) AddObserver(typ string, o func(probes.Result)) {
-	m.extraMu.Lock()
-	defer m.extraMu.Unlock()
+	m.obsMu.Lock()
+	defer m.obsMu.Unlock()
 	if m.observers == nil {
 		m.observers = map[string][]func(probes.Result){}
 	}
@@ -239,6 +223,7 @@ func (m *Metrics) Observe(r probes.Result) {
 		m.delivery.WithLabelValues(r.Probe).Observe(d)
 	}
 
+	series := ResultSeries(r)
 	k := key{r.Probe, r.Tenant}
 	m.mu.Lock()
 	l := m.state[k]
@@ -246,31 +231,13 @@ func (m *Metrics) Observe(r probes.Result) {
 		l = &last{}
 		m.state[k] = l
 	}
-	l.duration = r.Duration.Seconds()
-	l.started = float64(r.Started.UnixNano()) / 1e9
-	l.steps = r.Steps
-	l.delivery, l.hasDelivery = d, hasDelivery
-	if r.OK() {
-		l.success = 1
-		l.lastSuccess = float64(r.Started.Add(r.Duration).UnixNano()) / 1e9
-		l.failedStep, l.failedClass = "", ""
-	} else {
-		l.success = 0
-		l.failedStep, l.failedClass = r.FailedStep, string(r.Class)
-		if l.failedStep == "" {
-			l.failedStep = "run"
-		}
-	}
+	l.set(series)
 	l.build(k, m.pair)
 	m.mu.Unlock()
 
-	m.extraMu.Lock()
-	hooks := m.extra
+	m.obsMu.Lock()
 	obs := m.observers[r.Type]
-	m.extraMu.Unlock()
-	for _, h := range hooks {
-		h.Observe(r)
-	}
+	m.obsMu.Unlock()
 	for _, o := range obs {
 		o(r)
 	}
@@ -478,6 +445,41 @@ func gaugeMetric(v float64, labels ...*dto.LabelPair) *dto.Metric {
 	return &dto.Metric{Label: labels, Gauge: &dto.Gauge{Value: &v}}
 }
 
+// set makes l the latest run's, from its series (ResultSeries, the
+// translation /probe uses too), under /metrics's rules: the failed step is
+// "run" when the run named none, the last success stays until a run
+// succeeds, and the delivery time is the run's message_delivery_seconds
+// signal.
+func (l *last) set(series []RunSeries) {
+	l.steps = nil
+	l.failedStep, l.failedClass = "", ""
+	l.hasDelivery = false
+	for _, s := range series {
+		switch s.Kind {
+		case RunSuccess:
+			l.success = s.Value
+		case RunDuration:
+			l.duration = s.Value
+		case RunStarted:
+			l.started = s.Value
+		case RunFailure:
+			l.failedClass, l.failedStep = s.Label("class"), s.Label("step")
+			if l.failedStep == "" {
+				l.failedStep = "run"
+			}
+		case RunStepDuration:
+			l.steps = append(l.steps, s)
+		case RunSignal:
+			if s.Name == probes.SignalDeliverySeconds && len(s.Labels) == 0 {
+				l.delivery, l.hasDelivery = s.Value, true
+			}
+		}
+	}
+	if l.success == 1 {
+		l.lastSuccess = l.started + l.duration
+	}
+}
+
 // build makes the series of l once per run, so a scrape only hands out
 // ready metrics. Series handed out are never changed afterwards (a scrape
 // may still be encoding them): the next run builds new ones.
@@ -498,11 +500,9 @@ func (l *last) build(k key, pair func(name, value string) *dto.LabelPair) {
 	}
 	l.metrics = ms
 	l.stepMetrics = make(map[string]*dto.Metric, len(l.steps))
-	for _, s := range l.steps {
-		if _, seen := l.stepMetrics[s.Name]; seen {
-			continue // a step repeated in one run (several homeservers): first one
-		}
-		l.stepMetrics[s.Name] = gaugeMetric(s.Duration.Seconds(), probe, pair("step", s.Name), tenant)
+	for _, s := range l.steps { // one per step name (ResultSeries)
+		name := s.Label("step")
+		l.stepMetrics[name] = gaugeMetric(s.Value, probe, pair("step", name), tenant)
 	}
 }
 

@@ -13,7 +13,8 @@ type Alerts interface {
 	Silences() []Silence
 	// AddSilence validates and stores a silence; the returned one carries its ID.
 	AddSilence(Silence) (Silence, error)
-	// DeleteSilence expires a silence; an unknown id is an error.
+	// DeleteSilence expires a silence; an unknown id is an error wrapping
+	// probes.ErrUnknownSilence (answered 404), any other error is 400.
 	DeleteSilence(id string) error
 }
 

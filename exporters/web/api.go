@@ -15,10 +15,6 @@ import (
 	"github.com/mxprobe/mxprobe/probes"
 )
 
-// ErrUnknownSilence is what an Alerts implementation returns (wrapped) from
-// DeleteSilence for an id it does not know; the API answers 404.
-var ErrUnknownSilence = errors.New("unknown silence")
-
 const maxBody = 64 << 10
 
 func (s *Server) registerAPI() {
@@ -301,7 +297,7 @@ func (s *Server) apiDeleteSilence(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := a.DeleteSilence(id); err != nil {
 		code := http.StatusBadRequest
-		if errors.Is(err, ErrUnknownSilence) {
+		if errors.Is(err, probes.ErrUnknownSilence) {
 			code = http.StatusNotFound
 		}
 		jsonError(w, code, "silence %q not deleted: %v", id, err)

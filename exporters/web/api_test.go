@@ -268,7 +268,7 @@ func (a *fakeAlerts) DeleteSilence(id string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if _, ok := a.silences[id]; !ok {
-		return fmt.Errorf("%w %q", ErrUnknownSilence, id)
+		return fmt.Errorf("%w %q", probes.ErrUnknownSilence, id)
 	}
 	delete(a.silences, id)
 	return nil

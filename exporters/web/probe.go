@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mxprobe/mxprobe/exporters/metrics"
 	"github.com/mxprobe/mxprobe/probes"
 )
 
@@ -78,7 +78,7 @@ func (s *Server) probeHandler(w http.ResponseWriter, r *http.Request) {
 			Class: probes.ClassTimeout, Duration: time.Since(start)}
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(resultCollector{res})
+	reg.MustRegister(metrics.ResultCollector(res)) // the translation /metrics uses too
 	promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog: log.New(levelWriter{s.opts.Logger}, "", 0),
 	}).ServeHTTP(w, r)
@@ -99,119 +99,4 @@ func probeLookupMessage(err error, module, tenant string, run Runner) string {
 		return fmt.Sprintf("unknown tenant %q for module %q: %v", tenant, module, err)
 	}
 	return err.Error()
-}
-
-// resultCollector exposes one Result.
-type resultCollector struct{ res probes.Result }
-
-func (resultCollector) Describe(chan<- *prometheus.Desc) {} // unchecked: a per-request registry
-
-var (
-	descSuccess  = prometheus.NewDesc("probe_success", "Whether the probe run succeeded (a warning, such as being rate limited, counts as success).", nil, nil)
-	descDuration = prometheus.NewDesc("probe_duration_seconds", "How long the probe run took.", nil, nil)
-	descStep     = prometheus.NewDesc("probe_step_duration_seconds", "Duration of each step of the run.", []string{"step"}, nil)
-	descStepOK   = prometheus.NewDesc("probe_step_success", "Whether each step of the run succeeded.", []string{"step"}, nil)
-	descWarning  = prometheus.NewDesc("probe_warning", "Whether the run ended with a warning (rate limited).", nil, nil)
-	descFailure  = prometheus.NewDesc("probe_failure_info", "The failure class and failed step of a failed run.", []string{"class", "step"}, nil)
-)
-
-func (c resultCollector) Collect(ch chan<- prometheus.Metric) {
-	r := c.res
-	ch <- prometheus.MustNewConstMetric(descSuccess, prometheus.GaugeValue, b2f(r.OK()))
-	ch <- prometheus.MustNewConstMetric(descDuration, prometheus.GaugeValue, r.Duration.Seconds())
-	ch <- prometheus.MustNewConstMetric(descWarning, prometheus.GaugeValue, b2f(r.Outcome == probes.OutcomeWarning))
-	if !r.OK() {
-		ch <- prometheus.MustNewConstMetric(descFailure, prometheus.GaugeValue, 1, string(r.Class), r.FailedStep)
-	}
-	seen := map[string]bool{}
-	for _, st := range r.Steps {
-		if seen[st.Name] { // a repeated step name (retry) keeps its first record
-			continue
-		}
-		seen[st.Name] = true
-		ch <- prometheus.MustNewConstMetric(descStep, prometheus.GaugeValue, st.Duration.Seconds(), st.Name)
-		ch <- prometheus.MustNewConstMetric(descStepOK, prometheus.GaugeValue, b2f(st.OK), st.Name)
-	}
-	collectSignals(ch, r.Signals)
-}
-
-// collectSignals exposes each signal as a gauge probe_<signal>; a signal
-// about one part ("name:part") carries the part as a label, and every
-// member of a family with parts has the label ("" for the whole).
-func collectSignals(ch chan<- prometheus.Metric, signals map[string]float64) {
-	type part struct {
-		part string
-		v    float64
-	}
-	fams := map[string][]part{}
-	hasPart := map[string]bool{}
-	seen := map[[2]string]bool{}
-	keys := make([]string, 0, len(signals))
-	for k := range signals {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		name, p, ok := strings.Cut(k, ":")
-		name = "probe_" + sanitizeMetricName(name)
-		if seen[[2]string{name, p}] { // "x" and "x:" (or names equal once sanitized)
-			continue
-		}
-		seen[[2]string{name, p}] = true
-		fams[name] = append(fams[name], part{p, signals[k]})
-		if ok {
-			hasPart[name] = true
-		}
-	}
-	names := make([]string, 0, len(fams))
-	for n := range fams {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		if reservedProbeMetrics[n] {
-			continue // never shadow the run's own metrics
-		}
-		var labels []string
-		if hasPart[n] {
-			labels = []string{"part"}
-		}
-		desc := prometheus.NewDesc(n, "Signal "+strings.TrimPrefix(n, "probe_")+" of the run.", labels, nil)
-		for _, p := range fams[n] {
-			var lv []string
-			if hasPart[n] {
-				lv = []string{p.part}
-			}
-			if m, err := prometheus.NewConstMetric(desc, prometheus.GaugeValue, p.v, lv...); err == nil {
-				ch <- m
-			}
-		}
-	}
-}
-
-var reservedProbeMetrics = map[string]bool{
-	"probe_success": true, "probe_duration_seconds": true, "probe_warning": true,
-	"probe_step_duration_seconds": true, "probe_step_success": true, "probe_failure_info": true,
-}
-
-func sanitizeMetricName(s string) string {
-	var b strings.Builder
-	for i, r := range s {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r == '_':
-			b.WriteRune(r)
-		case r >= '0' && r <= '9' && i > 0:
-			b.WriteRune(r)
-		default:
-			b.WriteByte('_')
-		}
-	}
-	return b.String()
-}
-
-func b2f(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
 }

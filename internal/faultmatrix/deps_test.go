@@ -137,7 +137,7 @@ func synapseDep() *dependency {
 			fsrv, hsrv := testenv.SynapseReplay(t), testenv.SynapseReplay(t)
 			mk := func(url string, hc *http.Client) probes.Prober {
 				return &synapse.Probe{Name: "synapse", HTTP: hc,
-					Config: &config.SynapseConfig{URL: url + "/_synapse/metrics", MaxBodyBytes: 4 << 20}}
+					Config: &synapse.Settings{URL: url + "/_synapse/metrics", MaxBodyBytes: 4 << 20}}
 			}
 			return fsrv.URL, func(f, h *http.Client) (probes.Prober, probes.Prober) {
 				return mk(fsrv.URL, f), mk(hsrv.URL, h)

@@ -168,7 +168,12 @@ func StartDendrite(ctx context.Context, opts DendriteOptions) (*Dendrite, error)
 }
 
 // errPortTaken says the homeserver's port answered from another process.
-var errPortTaken = errors.New("the port answers from another process")
+const errPortTaken = constError("the port answers from another process")
+
+// constError is an error that can be a constant (no package state).
+type constError string
+
+func (e constError) Error() string { return string(e) }
 
 func (d *Dendrite) writeConfig(ctx context.Context, genKeys, genConfig string) error {
 	keyPath := filepath.Join(d.Dir, "matrix_key.pem")

@@ -30,7 +30,7 @@ func (AppServiceMethod) Login(ctx context.Context, m *Manager, acct Account, rec
 			return probes.Errorf(probes.ClassConfig, "the application service needs a full user id to act as (set server_name, or a user @localpart:server)")
 		}
 		s := &Session{
-			UserID: user, AccessToken: acct.Token, HomeserverURL: acct.HomeserverURL,
+			UserID: user, AccessToken: string(acct.Token), HomeserverURL: acct.HomeserverURL,
 			Method: config.MethodAppService,
 		}
 		cli, err := m.Client(s)

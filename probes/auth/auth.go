@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	promcfg "github.com/prometheus/common/config"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
@@ -50,29 +51,43 @@ type Account struct {
 	TenantName    string
 	HomeserverURL string
 	ServerName    string
-	Config        config.Account
-	Password      string
-	Token         string
+	// Config is the account's configuration without its secrets: NewAccount
+	// moves them into Password and Token, so each secret is held once.
+	Config config.Account
+	// Password and Token are the account's secrets, resolved from the
+	// inline value or the *_file (read when the account is built, so a
+	// rotated file counts from the next run). promcfg.Secret marshals as
+	// "<secret>" in JSON and YAML; Account's String (%v, %+v, slog) and
+	// GoString (%#v) name the account, never its secrets.
+	Password promcfg.Secret
+	Token    promcfg.Secret
 	// Instance is the process's instance id (set by the Manager), part of
 	// the device id.
 	Instance string
 }
 
-// NewAccount resolves an account's secrets (inline or from *_file).
+// NewAccount builds the account of a tenant's role, resolving its secrets
+// (inline or from *_file) into Password and Token and leaving them out of
+// Config.
 func NewAccount(tenant *config.Tenant, role string, acct config.Account) (Account, error) {
-	a := Account{
+	pw, err := config.Secret(acct.Password, acct.PasswordFile)
+	if err != nil {
+		return Account{}, probes.Errorf(probes.ClassConfig, "%s password: %v", role, err)
+	}
+	tok, err := config.Secret(acct.AccessToken, acct.AccessTokenFile)
+	if err != nil {
+		return Account{}, probes.Errorf(probes.ClassConfig, "%s access token: %v", role, err)
+	}
+	acct.Password, acct.PasswordFile, acct.AccessToken, acct.AccessTokenFile = "", "", "", ""
+	return Account{
 		Key: tenant.ID + "/" + role, Tenant: tenant.ID, Role: role, TenantName: tenant.Name,
 		HomeserverURL: tenant.HomeserverURL, ServerName: tenant.ServerName, Config: acct,
-	}
-	var err error
-	if a.Password, err = config.Secret(acct.Password, acct.PasswordFile); err != nil {
-		return a, probes.Errorf(probes.ClassConfig, "%s password: %v", role, err)
-	}
-	if a.Token, err = config.Secret(acct.AccessToken, acct.AccessTokenFile); err != nil {
-		return a, probes.Errorf(probes.ClassConfig, "%s access token: %v", role, err)
-	}
-	return a, nil
+		Password: promcfg.Secret(pw), Token: promcfg.Secret(tok),
+	}, nil
 }
+
+// GoString is String, so that %#v of an Account keeps its secrets out too.
+func (a Account) GoString() string { return a.String() }
 
 // ExpectedUserID is the Matrix user the account must end up as: the
 // configured matrix_user (with MAS, the provider's preferred_username), else
@@ -535,7 +550,7 @@ func PasswordLogin(ctx context.Context, m *Manager, acct Account) (*Session, err
 		resp, err = cli.Login(ctx, &mautrix.ReqLogin{
 			Type:                     mautrix.AuthTypePassword,
 			Identifier:               mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: acct.Config.User},
-			Password:                 acct.Password,
+			Password:                 string(acct.Password),
 			DeviceID:                 id.DeviceID(acct.DeviceID()),
 			InitialDeviceDisplayName: "mxprobe",
 		})
@@ -576,8 +591,8 @@ func (TokenMethod) Login(ctx context.Context, m *Manager, acct Account, rec *pro
 		if acct.Token == "" {
 			return probes.Errorf(probes.ClassConfig, "no access token configured")
 		}
-		if st := m.Cached(acct.Key); st == nil || st.AccessToken != acct.Token {
-			sess = &Session{AccessToken: acct.Token, HomeserverURL: acct.HomeserverURL}
+		if st := m.Cached(acct.Key); st == nil || st.AccessToken != string(acct.Token) {
+			sess = &Session{AccessToken: string(acct.Token), HomeserverURL: acct.HomeserverURL}
 			return nil
 		}
 		// The same fixed token was already rejected: nothing new to try.

@@ -397,7 +397,7 @@ func (m *MASMethod) Refresh(ctx context.Context, mgr *Manager, acct Account, ses
 
 // Revoke implements Revoker: it ends the session at MAS's
 // revocation_endpoint (RFC 7009; MAS ends the whole OAuth 2.0 session,
-// crates/handlers/src/oauth2/revoke.rs 241-246). The refresh token is sent,
+// crates/handlers/src/oauth2/revoke.rs, post()). The refresh token is sent,
 // as it outlives the access token. MAS answers 200 for a token it no
 // longer knows.
 func (m *MASMethod) Revoke(ctx context.Context, mgr *Manager, sess *Session) error {

@@ -335,7 +335,7 @@ func (o *OpenMeetAdapter) BeforeAuthorize(ctx context.Context, hc *http.Client, 
 		if tenant == "" {
 			tenant = acct.Tenant
 		}
-		body, _ := json.Marshal(map[string]string{"email": acct.Config.Email, "password": acct.Password})
+		body, _ := json.Marshal(map[string]string{"email": acct.Config.Email, "password": string(acct.Password)})
 		u := strings.TrimRight(o.APIURL, "/") + "/api/v1/auth/email/login"
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 		if err != nil || req.URL.Host == "" {
@@ -432,6 +432,6 @@ func (a *FormAdapter) FillForm(f *HTMLForm, acct Account) (url.Values, error) {
 		}
 	}
 	vals.Set(user, login)
-	vals.Set(pw, acct.Password)
+	vals.Set(pw, string(acct.Password))
 	return vals, nil
 }

@@ -147,7 +147,7 @@ func checkRedirect(from, to *url.URL) error {
 // (else bad_response). Forms without the password pass.
 func (h *hopper) checkPasswordForm(pageURL *url.URL, f *HTMLForm, vals url.Values) error {
 	_, pwInput := f.hasType("password")
-	if !pwInput && !carries(vals, h.acct.Password) {
+	if !pwInput && !carries(vals, string(h.acct.Password)) {
 		return nil
 	}
 	page := origin(pageURL)

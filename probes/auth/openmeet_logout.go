@@ -66,7 +66,7 @@ func (p *platformTokens) take(hc *http.Client) (platformLogin, bool) {
 
 // readPlatformToken reads the bearer token of the email login's answer
 // ({refreshToken, token, tokenExpires, user, sessionId}; openmeet-api
-// src/auth/auth.controller.ts 75-99).
+// src/auth/auth.controller.ts, AuthController.login).
 func readPlatformToken(resp *http.Response) string {
 	var out struct {
 		Token string `json:"token"`
@@ -75,12 +75,12 @@ func readPlatformToken(resp *http.Response) string {
 	return out.Token
 }
 
-// EndSession implements upstreamSessionEnder: POST /api/v1/auth/logout
-// with the login answer's bearer token and x-tenant-id ends the platform
-// session (openmeet-api src/auth/auth.controller.ts 185-192), so repeated
-// logins leave no sessions behind at the platform. It is a soft step: a
-// failed logout never fails the login. The flow's cookies are dropped with
-// its client.
+// EndSession implements upstreamSessionEnder: POST /api/v1/auth/logout with
+// the login answer's bearer token and x-tenant-id ends the platform session
+// (openmeet-api src/auth/auth.controller.ts, AuthController.logout), so
+// repeated logins leave no sessions behind at the platform. It is a soft
+// step: a failed logout never fails the login. The flow's cookies are dropped
+// with its client.
 func (o *OpenMeetAdapter) EndSession(ctx context.Context, hc *http.Client, acct Account, rec *probes.Recorder) {
 	l, ok := o.logins.take(hc)
 	if !ok || l.token == "" {

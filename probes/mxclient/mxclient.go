@@ -19,8 +19,11 @@ import (
 	"github.com/mxprobe/mxprobe/probes"
 )
 
-// UserAgent is sent with every request.
-var UserAgent = "mxprobe"
+// UserAgent is the product token a request carries by default (the clients
+// of New, and probes that set the header themselves). A client from
+// NewHTTPClientAs replaces it with the full User-Agent it was given, so the
+// daemon's version travels with every request without any package state.
+const UserAgent = "mxprobe"
 
 // ResponseSizeLimit bounds every Matrix response body.
 const ResponseSizeLimit = 8 << 20
@@ -48,6 +51,7 @@ func New(homeserverURL string, httpc *http.Client) (*mautrix.Client, error) {
 // and no redirects followed: a 3xx ends the request as bad_response naming
 // the location (see RefuseRedirects), so a password, access token or basic
 // auth credential never travels to a host the configuration did not name.
+// Its requests carry the User-Agent their caller set (UserAgent by default).
 func NewHTTPClient() *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = 256
@@ -55,6 +59,46 @@ func NewHTTPClient() *http.Client {
 	tr.IdleConnTimeout = 90 * time.Second
 	tr.ResponseHeaderTimeout = 0
 	return &http.Client{Transport: tr, CheckRedirect: RefuseRedirects}
+}
+
+// NewHTTPClientAs is NewHTTPClient whose requests identify as userAgent
+// (the daemon passes "mxprobe/<version>"): a request that carries the
+// default UserAgent (every Matrix request of New's clients, the versions and
+// http probes' own) carries userAgent instead. Others keep theirs: one the
+// configuration chose (an http probe's headers), and Go's default on the
+// requests that never set one (MAS and OpenMeet pages, metrics scrapes), as
+// before the User-Agent was a value of the client.
+func NewHTTPClientAs(userAgent string) *http.Client {
+	c := NewHTTPClient()
+	if userAgent != "" && userAgent != UserAgent {
+		c.Transport = &userAgentTransport{base: c.Transport, userAgent: userAgent}
+	}
+	return c
+}
+
+// userAgentTransport puts the client's User-Agent on the requests that
+// carry the default one.
+type userAgentTransport struct {
+	base      http.RoundTripper
+	userAgent string
+}
+
+// RoundTrip implements http.RoundTripper; the caller's request is cloned,
+// not modified, as RoundTrip's contract requires.
+func (t *userAgentTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Header.Get("User-Agent") == UserAgent {
+		req = req.Clone(req.Context())
+		req.Header.Set("User-Agent", t.userAgent)
+	}
+	return t.base.RoundTrip(req)
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the
+// pooled connections.
+func (t *userAgentTransport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // RedirectError is a redirect the probe client refused to follow.

@@ -199,8 +199,8 @@ func TestNoCredentialAcrossRedirects(t *testing.T) {
 		t.Run(fmt.Sprintf("synapse basic auth tls=%v", tlsOn), func(t *testing.T) {
 			th := newThief(t, false)
 			hs := hostile(t, tlsOn, th.URL, http.StatusFound, "/_synapse/metrics")
-			sc := &config.SynapseConfig{URL: hs.URL + "/_synapse/metrics",
-				BasicAuth: &config.SynapseBasicAuth{Username: "prom", Password: basicPassword}}
+			sc := &synapse.Settings{URL: hs.URL + "/_synapse/metrics",
+				BasicAuth: &synapse.BasicAuth{Username: "prom", Password: basicPassword}}
 			sc.ApplyDefaults()
 			p := &synapse.Probe{Name: "synapse", Config: sc, HTTP: probeClient()}
 			res := p.Run(ctx(t), "")

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/probes"
 )
 
@@ -98,7 +97,7 @@ func TestHostileLabelScrapedRepeatedly(t *testing.T) {
 		_, _ = w.Write(pages[n.Add(1)%2])
 	}))
 	defer srv.Close()
-	sc := &config.SynapseConfig{URL: srv.URL + "/_synapse/metrics"}
+	sc := &Settings{URL: srv.URL + "/_synapse/metrics"}
 	sc.ApplyDefaults()
 	clock := time.Unix(1767268800, 0)
 	p := &Probe{Name: "synapse", Config: sc, HTTP: &http.Client{Transport: &http.Transport{}}, Store: NewStore(),

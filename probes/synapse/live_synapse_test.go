@@ -21,6 +21,7 @@ import (
 	"github.com/mxprobe/mxprobe/probes/auth"
 	"github.com/mxprobe/mxprobe/probes/matrix"
 	"github.com/mxprobe/mxprobe/probes/mxclient"
+	"github.com/mxprobe/mxprobe/probes/probetype"
 )
 
 // livePage is Synapse's metrics page as the test reads it itself, with
@@ -150,7 +151,7 @@ func liveSynapse(t *testing.T, pg bool) {
 	}
 	roundTrips() // logins and sweeps: the measured window has steady round trips only
 
-	sc := &config.SynapseConfig{URL: syn.MetricsURL}
+	sc := &Settings{URL: syn.MetricsURL}
 	sc.ApplyDefaults()
 	mhttp := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	defer mhttp.CloseIdleConnections()
@@ -170,6 +171,9 @@ func liveSynapse(t *testing.T, pg bool) {
 	b2 := readPage(t, syn)
 	if res.Outcome != probes.OutcomeSuccess {
 		t.Fatalf("second scrape: %s %s at %s: %s", res.Outcome, res.Class, res.FailedStep, res.Error)
+	}
+	if err := probetype.CheckResult(Type(), res); err != nil {
+		t.Error(err)
 	}
 	sig := res.Signals
 	window := sig[SigWindow]

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/internal/testenv"
 	"github.com/mxprobe/mxprobe/probes"
 )
@@ -21,8 +20,8 @@ func TestLiveDendriteMetrics(t *testing.T) {
 	d := testenv.SharedDendrite(t)
 	httpc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	defer httpc.CloseIdleConnections()
-	sc := &config.SynapseConfig{URL: d.URL + "/metrics",
-		BasicAuth: &config.SynapseBasicAuth{Username: testenv.MetricsUser, Password: testenv.MetricsPassword}}
+	sc := &Settings{URL: d.URL + "/metrics",
+		BasicAuth: &BasicAuth{Username: testenv.MetricsUser, Password: testenv.MetricsPassword}}
 	sc.ApplyDefaults()
 	p := &Probe{Name: "dendrite", Config: sc, HTTP: httpc, Store: NewStore(), Window: 500 * time.Millisecond}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -87,7 +87,7 @@ func (s *Store) Len() int {
 // run's deadline, and derives deployment-wide signals.
 type Probe struct {
 	Name   string
-	Config *config.SynapseConfig
+	Config *Settings
 	HTTP   *http.Client
 	// Store keeps previous scrapes; a private one if nil.
 	Store *Store
@@ -125,7 +125,7 @@ func (p *Probe) options() Options {
 
 // targets lists the processes to scrape: the configured ones, then the
 // addresses behind synapse.dns (sorted, at most max_processes).
-func (p *Probe) targets(ctx context.Context) ([]config.SynapseTarget, error) {
+func (p *Probe) targets(ctx context.Context) ([]Target, error) {
 	ts := p.Config.Processes()
 	d := p.Config.DNS
 	if d == nil {
@@ -142,7 +142,7 @@ func (p *Probe) targets(ctx context.Context) ([]config.SynapseTarget, error) {
 	sort.Strings(addrs)
 	limit := d.MaxProcesses
 	if limit <= 0 {
-		limit = config.DefaultSynapseMaxProcesses
+		limit = DefaultMaxProcesses
 	}
 	if len(addrs) > limit {
 		addrs = addrs[:limit]
@@ -161,7 +161,7 @@ func (p *Probe) targets(ctx context.Context) ([]config.SynapseTarget, error) {
 		return nil, err
 	}
 	for _, a := range addrs {
-		ts = append(ts, config.SynapseTarget{
+		ts = append(ts, Target{
 			// Signal parts are separated by ':', so an IPv6 address is
 			// written with '_'.
 			Name: strings.ReplaceAll(a, ":", "_"),
@@ -180,7 +180,7 @@ func (p *Probe) targets(ctx context.Context) ([]config.SynapseTarget, error) {
 // probe sends credentials over plain http, any address but loopback. A
 // hijacked or misconfigured DNS name then cannot collect the bearer token
 // or the basic auth password. The error names the address.
-func (p *Probe) checkAddrs(d *config.SynapseDNS, scheme string, addrs []string) error {
+func (p *Probe) checkAddrs(d *DNS, scheme string, addrs []string) error {
 	allowed, err := d.Allowed()
 	if err != nil {
 		return probes.Errorf(probes.ClassConfig, "synapse.dns.allowed_cidrs: %v", err)
@@ -216,7 +216,7 @@ type scrapeResult struct {
 // scrapeAll fetches and parses every target concurrently, each page as soon
 // as it arrives (prev[i], if any, is the previous snapshot of target i); it
 // returns when all are done (each fetch is bound by ctx).
-func (p *Probe) scrapeAll(ctx context.Context, ts []config.SynapseTarget, prev []*Snapshot) []scrapeResult {
+func (p *Probe) scrapeAll(ctx context.Context, ts []Target, prev []*Snapshot) []scrapeResult {
 	out := make([]scrapeResult, len(ts))
 	var wg sync.WaitGroup
 	for i := range ts {
@@ -254,11 +254,11 @@ func (p *Probe) scrapeAll(ctx context.Context, ts []config.SynapseTarget, prev [
 
 // firstErr summarises failed scrapes: the error of the first, naming the
 // process when the deployment has several.
-func firstErr(ts []config.SynapseTarget, rs []scrapeResult) (error, []string) {
+func firstErr(ts []Target, rs []scrapeResult) (error, []string) {
 	return firstErrOf(ts, rs, len(ts) > 1)
 }
 
-func firstErrOf(ts []config.SynapseTarget, rs []scrapeResult, named bool) (error, []string) {
+func firstErrOf(ts []Target, rs []scrapeResult, named bool) (error, []string) {
 	var first error
 	var down []string
 	for i, r := range rs {
@@ -279,11 +279,11 @@ func firstErrOf(ts []config.SynapseTarget, rs []scrapeResult, named bool) (error
 
 // Run implements probes.Prober.
 func (p *Probe) Run(ctx context.Context, tenant string) probes.Result {
-	rec := probes.NewRecorder(p.Name, config.TypeSynapseMetrics, tenant)
+	rec := probes.NewRecorder(p.Name, TypeSynapseMetrics, tenant)
 	if p.Store == nil {
 		p.Store = NewStore()
 	}
-	var ts []config.SynapseTarget
+	var ts []Target
 	if rec.Step(StepResolve, func() error {
 		var err error
 		ts, err = p.targets(ctx)
@@ -335,7 +335,7 @@ func (p *Probe) Run(ctx context.Context, tenant string) probes.Result {
 	rs := p.scrapeAll(ctx, ts, prev)
 	var fetchDur, parseDur time.Duration
 	var fetched []scrapeResult // the pages that arrived
-	var fetchedTs []config.SynapseTarget
+	var fetchedTs []Target
 	for i, r := range rs {
 		fetchDur, parseDur = max(fetchDur, r.dur), max(parseDur, r.parseDur)
 		if r.err == nil || r.parseErr {
@@ -460,7 +460,7 @@ func (p *Probe) fetch(ctx context.Context, url string) ([]byte, error) {
 	}
 	limit := p.Config.MaxBodyBytes
 	if limit <= 0 {
-		limit = config.DefaultSynapseMaxBodyBytes
+		limit = DefaultMaxBodyBytes
 	}
 	if resp.ContentLength > limit {
 		return nil, probes.Errorf(probes.ClassBadResponse, "metrics page: %d bytes announced, over the limit of %d bytes (synapse.max_body_bytes)", resp.ContentLength, limit)
@@ -532,7 +532,7 @@ var ratioCounts = map[string]string{
 // overrides the general one. A ratio, or a servlet's latency, computed over
 // fewer than Options.MinRequests requests is not judged. It returns the failing and
 // warning findings, each naming the signal, its value and the limit, sorted.
-func Evaluate(signals map[string]float64, th map[string]config.Threshold, o Options) (fails, warns []string) {
+func Evaluate(signals map[string]float64, th map[string]Threshold, o Options) (fails, warns []string) {
 	names := make([]string, 0, len(signals))
 	for k := range signals {
 		names = append(names, k)

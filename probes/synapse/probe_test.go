@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/internal/testenv/synapsereplay"
 	"github.com/mxprobe/mxprobe/probes"
 )
@@ -54,9 +53,9 @@ func (c *fakeClock) now() time.Time {
 	return t
 }
 
-func newProbe(t *testing.T, url string, mutate func(*config.SynapseConfig)) *Probe {
+func newProbe(t *testing.T, url string, mutate func(*Settings)) *Probe {
 	t.Helper()
-	sc := &config.SynapseConfig{URL: url, BasicAuth: &config.SynapseBasicAuth{Username: "prom", Password: "s3cret"}}
+	sc := &Settings{URL: url, BasicAuth: &BasicAuth{Username: "prom", Password: "s3cret"}}
 	if mutate != nil {
 		mutate(sc)
 	}
@@ -159,7 +158,7 @@ func TestProbeBadPages(t *testing.T) {
 			ps := &pageServer{pages: [][]byte{c.body, good}, ctype: c.ctype}
 			srv := httptest.NewServer(ps)
 			defer srv.Close()
-			p := newProbe(t, srv.URL, func(sc *config.SynapseConfig) { sc.MaxBodyBytes = c.limit })
+			p := newProbe(t, srv.URL, func(sc *Settings) { sc.MaxBodyBytes = c.limit })
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			res := p.Run(ctx, "")
@@ -174,7 +173,7 @@ func TestProbeBadPages(t *testing.T) {
 			ps.ctype = ""
 			ps.mu.Unlock()
 			if c.limit != 0 {
-				p.Config.MaxBodyBytes = config.DefaultSynapseMaxBodyBytes
+				p.Config.MaxBodyBytes = DefaultMaxBodyBytes
 			}
 			if res := p.Run(ctx, ""); res.Outcome != probes.OutcomeSuccess {
 				t.Errorf("next run: %s %s: %s", res.Outcome, res.Class, res.Error)
@@ -188,7 +187,7 @@ func TestProbeHTTPErrors(t *testing.T) {
 	defer srv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	p := newProbe(t, srv.URL, func(sc *config.SynapseConfig) { sc.BasicAuth.Password = "wrong" })
+	p := newProbe(t, srv.URL, func(sc *Settings) { sc.BasicAuth.Password = "wrong" })
 	res := p.Run(ctx, "")
 	if res.Class != probes.ClassAuthFailed || strings.Contains(res.Error, "wrong") {
 		t.Errorf("wrong password: %s %s: %s", res.Outcome, res.Class, res.Error)
@@ -220,7 +219,7 @@ func TestProbeWindowScrapesTwice(t *testing.T) {
 
 func TestEvaluate(t *testing.T) {
 	f := func(v float64) *float64 { return &v }
-	th := map[string]config.Threshold{
+	th := map[string]Threshold{
 		"http_5xx_ratio":                       {Warn: f(0.01), Fail: f(0.05)},
 		"http_5xx_ratio:KeysQueryServlet":      {Fail: f(0.5)},
 		"http_response_p95_seconds":            {Fail: f(2)},

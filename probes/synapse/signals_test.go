@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxprobe/mxprobe/config"
 	sr "github.com/mxprobe/mxprobe/internal/testenv/synapsereplay"
 )
 
@@ -37,7 +36,7 @@ func TestNewSignalsOnReferencePages(t *testing.T) {
 // judged; from min_requests on it is.
 func TestMinRequests(t *testing.T) {
 	f := func(v float64) *float64 { return &v }
-	th := map[string]config.Threshold{"http_5xx_ratio": {Fail: f(0.05)}}
+	th := map[string]Threshold{"http_5xx_ratio": {Fail: f(0.05)}}
 	sig := map[string]float64{
 		Sig5xxRatio + ":QuietServlet":          1,
 		SigResponsesInWindow + ":QuietServlet": 1,

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/internal/testenv/synapsereplay"
 	"github.com/mxprobe/mxprobe/probes"
 )
@@ -39,9 +38,9 @@ var t0 = time.Unix(1767268800, 0)
 // workerProbe is a probe over the fixture deployment's servers.
 func workerProbe(t testing.TB, ss []*synapsereplay.WorkerServer, clk *setClock) *Probe {
 	t.Helper()
-	sc := &config.SynapseConfig{}
+	sc := &Settings{}
 	for _, s := range ss {
-		sc.Targets = append(sc.Targets, config.SynapseTarget{Name: s.Spec.Name, Kind: s.Spec.Kind, URL: s.URL})
+		sc.Targets = append(sc.Targets, Target{Name: s.Spec.Name, Kind: s.Spec.Kind, URL: s.URL})
 	}
 	sc.ApplyDefaults()
 	return &Probe{Name: "synapse", Config: sc, HTTP: &http.Client{Transport: &http.Transport{}}, Store: NewStore(), Now: clk.now}
@@ -214,7 +213,7 @@ func TestWorkerDNS(t *testing.T) {
 	}
 	defer synapsereplay.CloseWorkers(ss)
 	_, port := splitHostPort(t, ss[0].URL)
-	sc := &config.SynapseConfig{DNS: &config.SynapseDNS{Name: "synapse-workers.matrix.svc", Port: port, MaxProcesses: 2}}
+	sc := &Settings{DNS: &DNS{Name: "synapse-workers.matrix.svc", Port: port, MaxProcesses: 2}}
 	sc.ApplyDefaults()
 	var asked string
 	p := &Probe{Name: "synapse", Config: sc, HTTP: &http.Client{Transport: &http.Transport{}}, Store: NewStore(),
@@ -299,8 +298,8 @@ func TestWorkerDNSAddressFilter(t *testing.T) {
 		mu.Lock()
 		auths = nil
 		mu.Unlock()
-		sc := &config.SynapseConfig{BearerToken: "tok-SECRET-1234",
-			DNS: &config.SynapseDNS{Name: "synapse-workers.matrix.svc", Port: port, AllowedCIDRs: c.allowed}}
+		sc := &Settings{BearerToken: "tok-SECRET-1234",
+			DNS: &DNS{Name: "synapse-workers.matrix.svc", Port: port, AllowedCIDRs: c.allowed}}
 		sc.ApplyDefaults()
 		p := &Probe{Name: "synapse", Config: sc, HTTP: &http.Client{Transport: &http.Transport{}}, Store: NewStore(),
 			LookupHost: func(context.Context, string) ([]string, error) { return []string{c.answer}, nil }}

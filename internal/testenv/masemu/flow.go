@@ -45,7 +45,8 @@ func (e *Emulator) authorize(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	// prompt=none always fails: MAS never lets it through, session or not
-	// (authorization/mod.rs 208-215).
+	// (crates/handlers/src/oauth2/authorization/mod.rs, get(): it fails early
+	// on prompt=none).
 	for _, p := range strings.Fields(q.Get("prompt")) {
 		if p == "none" {
 			fail("login_required", "")
@@ -87,7 +88,8 @@ func (e *Emulator) sessionUser(r *http.Request) string {
 }
 
 // login is GET /login (crates/handlers/src/views/login.rs): a page unless
-// password login is off and exactly one provider exists (110-122).
+// password login is off and exactly one provider exists (get() then redirects
+// straight to that provider).
 func (e *Emulator) login(w http.ResponseWriter, r *http.Request) {
 	kind, id := r.URL.Query().Get("kind"), r.URL.Query().Get("id")
 	if !e.continuationExists(kind, id) {
@@ -142,8 +144,8 @@ func (e *Emulator) next(kind, id string) string {
 }
 
 // logout is POST /logout (crates/handlers/src/views/logout.rs): it ends the
-// browser session and resumes the post-logout action (59-60), which leads
-// back to the page that showed the logout form.
+// browser session and resumes the post-logout action (post(), from the form's
+// PostAuthAction), which leads back to the page that showed the logout form.
 func (e *Emulator) logout(w http.ResponseWriter, r *http.Request) {
 	if !csrfOK(r, "csrf") {
 		errorPage(w, http.StatusBadRequest, "CSRF check failed", "")
@@ -198,7 +200,7 @@ func (e *Emulator) callbackURL(n int) string {
 
 // upstreamAuthorize is GET /upstream/authorize/{id}
 // (crates/handlers/src/upstream_oauth2/authorize.rs): no prompt, login_hint
-// only with forward_login_hint (133-143), response_mode when configured.
+// only with forward_login_hint (get()), response_mode when configured.
 func (e *Emulator) upstreamAuthorize(w http.ResponseWriter, r *http.Request) {
 	n := e.providerIndex(r.PathValue("provider"))
 	if n == 0 {
@@ -244,7 +246,7 @@ func (e *Emulator) upstreamSession(r *http.Request) *upSession {
 // upstreamCallback is /upstream/callback/{id}
 // (crates/handlers/src/upstream_oauth2/callback.rs): GET for response_mode
 // query, POST for form_post; a cross-site POST without the session cookie is
-// re-posted to itself once (210-229).
+// re-posted to itself once (handler(), did_mas_repost_to_itself).
 func (e *Emulator) upstreamCallback(w http.ResponseWriter, r *http.Request) {
 	n := e.providerIndex(r.PathValue("provider"))
 	if n == 0 {
@@ -350,9 +352,10 @@ func (e *Emulator) startSession(w http.ResponseWriter, localpart string) {
 func forcedOrRequired(action string) bool { return action == ImportForce || action == ImportRequire }
 
 // registerView builds the registration page for a link
-// (crates/handlers/src/upstream_oauth2/link.rs 396-840): the username is
-// suggested (prefilled) or forced from the claims unless the import is
-// ignore; display name and email are shown unless ignored.
+// (crates/handlers/src/upstream_oauth2/link.rs, get(), the branch for a link
+// without a user while nobody is logged in): the username is suggested
+// (prefilled) or forced from the claims unless the import is ignore; display
+// name and email are shown unless ignored.
 func (e *Emulator) registerView(w http.ResponseWriter, r *http.Request, lp *link, msg string) (registerView, string) {
 	e.mu.Lock()
 	l := *lp // the claims, as of now
@@ -368,11 +371,12 @@ func (e *Emulator) registerView(w http.ResponseWriter, r *http.Request, lp *link
 			taken := e.users[l.localpart] != nil
 			e.mu.Unlock()
 			if taken {
-				// link.rs 514, 611: a forced localpart already in use fails.
+				// link.rs get(), its "User exists" errors: a forced localpart
+				// already in use fails.
 				return v, "The username " + l.localpart + " provided by the identity provider is already in use."
 			}
 			v.Localpart, v.ForceLocalpart = l.localpart, true
-		default: // suggest: prefilled unless taken (link.rs 487-494)
+		default: // suggest: prefilled unless taken (link.rs get())
 			e.mu.Lock()
 			taken := e.users[l.localpart] != nil
 			e.mu.Unlock()
@@ -421,8 +425,8 @@ func (e *Emulator) linkPage(w http.ResponseWriter, r *http.Request) {
 // (policies/register/register.rego: lower-case letters, digits and ._=-/).
 var usernameRe = regexp.MustCompile(`^[a-z0-9._=/-]{1,255}$`)
 
-// linkSubmit is POST /upstream/link/{id} with action=register (link.rs
-// 852-1190): an empty or taken username, or terms not accepted, render the
+// linkSubmit is POST /upstream/link/{id} with action=register (link.rs,
+// post()): an empty or taken username, or terms not accepted, render the
 // form again with an error; otherwise a registration starts and continues at
 // /register/steps/{id}/finish.
 func (e *Emulator) linkSubmit(w http.ResponseWriter, r *http.Request) {
@@ -457,7 +461,7 @@ func (e *Emulator) linkSubmit(w http.ResponseWriter, r *http.Request) {
 	e.mu.Unlock()
 	switch {
 	case username == "":
-		again("This field is required.") // link.rs 1059-1062
+		again("This field is required.") // link.rs post(): FieldError::Required
 		return
 	case taken:
 		again("This username is already taken.")
@@ -466,7 +470,7 @@ func (e *Emulator) linkSubmit(w http.ResponseWriter, r *http.Request) {
 		again("The username contains invalid characters.")
 		return
 	case !e.opts.NoTerms && r.PostFormValue("accept_terms") == "":
-		again("You must accept the terms of service.") // link.rs 1086
+		again("You must accept the terms of service.") // link.rs post()
 		return
 	}
 	shouldImport := func(action, box string) bool {
@@ -504,7 +508,7 @@ func (e *Emulator) registrationFor(r *http.Request) *registration {
 
 // registerFinish is GET /register/steps/{id}/finish
 // (crates/handlers/src/views/register/steps/finish.rs): without a display
-// name it sends the browser to the display-name step (276-283); then it
+// name it sends the browser to the display-name step (get()); then it
 // creates the user, links the upstream account and continues.
 func (e *Emulator) registerFinish(w http.ResponseWriter, r *http.Request) {
 	reg := e.registrationFor(r)
@@ -550,7 +554,7 @@ func (e *Emulator) displayNamePage(w http.ResponseWriter, r *http.Request) {
 	renderMAS(w, http.StatusOK, "display_name", displayNameView{CSRF: csrfToken(w, r, "csrf")})
 }
 
-// displayNameSubmit is its POST (register/steps/display_name.rs 145-182):
+// displayNameSubmit is its POST (register/steps/display_name.rs, post()):
 // action=set with a name of 1-255 characters, or action=skip, which uses
 // the localpart.
 func (e *Emulator) displayNameSubmit(w http.ResponseWriter, r *http.Request) {

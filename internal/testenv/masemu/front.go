@@ -85,7 +85,8 @@ func (e *Emulator) compatLogin(w http.ResponseWriter, r *http.Request) {
 		device = ulid()
 	}
 	// A compat login on a device ends the user's earlier compat sessions of
-	// that device (crates/handlers/src/compat/login.rs 852, 980).
+	// that device (crates/handlers/src/compat/login.rs, token_login and
+	// user_password_login: finish_sessions_to_replace_device).
 	cs := &compatSession{id: ulid(), user: localpart, device: device}
 	a := &accessToken{token: random("mct_"), user: localpart, device: device, compat: cs}
 	e.mu.Lock()

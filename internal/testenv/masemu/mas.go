@@ -72,7 +72,8 @@ type clientMetadata struct {
 
 // isLoopback is the registration policy's is_localhost: exactly the hosts
 // localhost, 127.0.0.1 and [::1], not the rest of 127.0.0.0/8
-// (policies/client_registration/client_registration.rego 115-125).
+// (policies/client_registration/client_registration.rego, is_localhost and
+// the http valid_native_redirector rule).
 func isLoopback(host string) bool {
 	switch strings.ToLower(host) {
 	case "localhost", "127.0.0.1", "[::1]", "::1":
@@ -175,7 +176,8 @@ func checkClient(m *clientMetadata) (string, []string) {
 			case u.Scheme == "http" && isLoopback(u.Hostname()):
 			case u.Scheme != "http" && u.Scheme != "https" && u.Host == "" && u.Scheme == reverseHost(cu.Hostname()):
 				// A private-use scheme: no authority, the reversed client_uri
-				// host (client_registration.rego 140-148).
+				// host (client_registration.rego, the custom-scheme
+				// valid_native_redirector rule and reverse_dns_match).
 			default:
 				reasons = append(reasons, "native redirect_uri must be http on a loopback host or a private-use scheme of the reversed client_uri host")
 			}

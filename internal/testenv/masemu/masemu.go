@@ -31,8 +31,8 @@ import (
 
 // Provider is the id of the first upstream provider: OpenMeet's MAS
 // registers its provider under this ULID (openmeet-api
-// matrix-config/mas-config.gomplate.yaml 70-76). The n-th provider's id is
-// ProviderID(n).
+// matrix-config/mas-config.gomplate.yaml, upstream_oauth2.providers). The
+// n-th provider's id is ProviderID(n).
 const Provider = "01JAYS74TCG3BTWKADN5Q4518C"
 
 // ProviderID returns the id of the n-th provider (1-based).
@@ -103,8 +103,8 @@ type Options struct {
 	ForwardLoginHint bool
 	// AdditionalAuthorizationParameters are the provider's
 	// additional_authorization_parameters, added to the authorization
-	// request upstream (crates/handlers/src/upstream_oauth2/authorize.rs
-	// 130-170).
+	// request upstream (crates/handlers/src/upstream_oauth2/authorize.rs,
+	// get(): render_additional_authorization_parameters).
 	AdditionalAuthorizationParameters map[string]string
 	// ResponseMode is the provider's response_mode: query (default) or
 	// form_post (the provider answers with an auto-posting form).
@@ -113,9 +113,10 @@ type Options struct {
 	// shows an email and password form of its own when there is no session
 	// (OpenMeet's shows an email-only form that hands over to the web app).
 	ProviderPasswordForm bool
-	// ProviderTokenLimit is the provider token endpoint's limit per minute:
-	// 0 is production's 10; the platform allows 1000 when NODE_ENV is not
-	// production (openmeet-api src/oidc/oidc.controller.ts 733-741).
+	// ProviderTokenLimit is the provider token endpoint's limit per minute: 0
+	// is production's 10; the platform allows 1000 when NODE_ENV is not
+	// production (openmeet-api src/oidc/oidc.controller.ts,
+	// OidcController.token and its @Throttle).
 	ProviderTokenLimit int
 	// SessionLimit is experimental.session_limit's soft limit (0: none).
 	SessionLimit int
@@ -265,7 +266,8 @@ type registration struct {
 }
 
 // oauthSession is an OAuth 2.0 session: every code exchange starts one
-// (crates/handlers/src/oauth2/token.rs 529-539); only revocation ends it.
+// (crates/handlers/src/oauth2/token.rs, authorization_code_grant); only
+// revocation ends it.
 type oauthSession struct {
 	id, user, clientID, device, scope string
 	created                           time.Time

@@ -400,8 +400,8 @@ func TestAccountCreationForm(t *testing.T) {
 	link := resp.Request.URL.String()
 	csrf := csrfOf(body)
 	// Missing csrf or action: an error; the username missing or invalid, or
-	// the terms not ticked: the form again with MAS's message (link.rs
-	// 1059-1062, 1086).
+	// the terms not ticked: the form again with MAS's message (link.rs,
+	// post(): FieldError::Required and the tos_uri check).
 	for name, tc := range map[string]struct {
 		form   url.Values
 		status int
@@ -448,7 +448,7 @@ func TestTokenEndpointRules(t *testing.T) {
 		t.Fatalf("exchange: %d %v", st, tok)
 	}
 	// A replay within 20 s is refused and nothing more; after 20 s it ends
-	// the session the code started (token.rs 456-471).
+	// the session the code started (token.rs, authorization_code_grant).
 	expect("code reused", codeGrant(client, c), 400, "invalid_grant")
 	if front(t, e, tok["access_token"].(string)) != 200 {
 		t.Error("a replay within 20 s ended the session")

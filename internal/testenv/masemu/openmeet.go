@@ -34,14 +34,15 @@ const (
 	// HS256 JWT (AUTH_JWT_TOKEN_EXPIRES_IN in the env examples).
 	platformTokenTTL = 15 * time.Minute
 	// sessionCookieMaxAge: oidc_session and oidc_tenant live 24 h
-	// (src/utils/cookie-config.ts 47-58).
+	// (src/utils/cookie-config.ts, getOidcCookieOptions).
 	sessionCookieMaxAge = 86400
 	// upCodeTTL: the provider's codes are 60 s JWTs, single use
-	// (src/oidc/services/oidc.service.ts 572-666).
+	// (src/oidc/services/oidc.service.ts, OidcService.generateAuthCode and
+	// validateAuthCode).
 	upCodeTTL = 60 * time.Second
 	// TokenLimit and TokenLimitWindow are @Throttle({default: {limit: 10,
 	// ttl: 60000}}) on POST /api/oidc/token in production (1000 otherwise)
-	// (src/oidc/oidc.controller.ts 733-741). The block lasts ttl
+	// (src/oidc/oidc.controller.ts, OidcController.token). The block lasts ttl
 	// (@nestjs/throttler v6.4.0: blockDuration defaults to ttl).
 	TokenLimit       = 10
 	TokenLimitWindow = time.Minute
@@ -65,7 +66,7 @@ type upUser struct {
 
 // preferredUsername is the provider's preferred_username claim: the user's
 // registered handle, else "<lower(slug)>_<lower(tenantId)>"
-// (src/oidc/services/oidc.service.ts 852-908).
+// (src/oidc/services/oidc.service.ts, OidcService.mapUserToOidcClaims).
 func (u *upUser) preferredUsername() string {
 	switch {
 	case u.claimSet:
@@ -77,8 +78,8 @@ func (u *upUser) preferredUsername() string {
 }
 
 // platSession is a platform session: every email login creates one
-// (src/auth/auth.service.ts 218); logout deletes it (auth.controller.ts
-// 185-192, auth.service.ts logout).
+// (src/auth/auth.service.ts, AuthService.validateLogin); logout deletes it
+// (auth.controller.ts AuthController.logout, auth.service.ts logout).
 type platSession struct {
 	id      string // the session's secureId, the oidc_session cookie
 	user    *upUser
@@ -179,11 +180,12 @@ func (e *Emulator) upstreamHandler() http.Handler {
 	return mux
 }
 
-// upEmailLogin is POST /api/v1/auth/email/login (auth.controller.ts 75-99):
-// the tenant from x-tenant-id, the email lower-cased by the DTO, 422 for an
-// unknown email or a wrong password; a session is created and the answer is
-// {refreshToken, token, tokenExpires, user, sessionId} with the cookies
-// oidc_session=<sessionId> and oidc_tenant=<tenant>.
+// upEmailLogin is POST /api/v1/auth/email/login (auth.controller.ts,
+// AuthController.login): the tenant from x-tenant-id, the email lower-cased
+// by the DTO, 422 for an unknown email or a wrong password; a session is
+// created and the answer is {refreshToken, token, tokenExpires, user,
+// sessionId} with the cookies oidc_session=<sessionId> and
+// oidc_tenant=<tenant>.
 func (e *Emulator) upEmailLogin(w http.ResponseWriter, r *http.Request) {
 	tenant := r.Header.Get("x-tenant-id")
 	var body struct {
@@ -218,7 +220,7 @@ func (e *Emulator) upEmailLogin(w http.ResponseWriter, r *http.Request) {
 // upStartSession creates a platform session and sets its cookies:
 // Max-Age=86400; Path=/; HttpOnly; SameSite=Lax, Domain only for a named
 // host that is not localhost, Secure only over https
-// (src/utils/cookie-config.ts 47-58).
+// (src/utils/cookie-config.ts, getOidcCookieOptions).
 func (e *Emulator) upStartSession(w http.ResponseWriter, r *http.Request, u *upUser) *platSession {
 	now := e.now()
 	s := &platSession{id: uuid(), user: u, token: random("eyJhbGciOiJIUzI1NiJ9."), created: now, expires: now.Add(platformTokenTTL)}
@@ -240,10 +242,11 @@ func (e *Emulator) upStartSession(w http.ResponseWriter, r *http.Request, u *upU
 	return s
 }
 
-// upLogout is POST /api/v1/auth/logout (auth.controller.ts 185-192): the
-// JWT guard needs the bearer token of the login answer, unexpired, and the
-// tenant (x-tenant-id) of its session; the session is deleted, 204. The
-// cookies are not cleared (they just stop naming a session).
+// upLogout is POST /api/v1/auth/logout (auth.controller.ts,
+// AuthController.logout): the JWT guard needs the bearer token of the login
+// answer, unexpired, and the tenant (x-tenant-id) of its session; the session
+// is deleted, 204. The cookies are not cleared (they just stop naming a
+// session).
 func (e *Emulator) upLogout(w http.ResponseWriter, r *http.Request) {
 	tenant := r.Header.Get("x-tenant-id")
 	e.mu.Lock()
@@ -263,14 +266,16 @@ func (e *Emulator) upLogout(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// upAuth is GET /api/oidc/auth (oidc.controller.ts 126-726). The user is
-// the one of the oidc_session + oidc_tenant cookies when that session is
-// live in that tenant (214-258); a login_hint other than the user's email,
-// compared exactly, drops the user (324-356). Without a user, prompt=none is
-// answered login_required (457-467; MAS's client id and a Go user agent are
-// not a "Matrix app"), and anything else goes to the email-only form at
-// /api/oidc/login (621-658). With prompt=none and max_age a session older
-// than max_age counts as none (470-612). A user gets a code.
+// upAuth is GET /api/oidc/auth (oidc.controller.ts, OidcController.authorize).
+// The user is the one of the oidc_session + oidc_tenant cookies when that
+// session is live in that tenant (sessionService.findBySecureId); a
+// login_hint other than the user's email, compared exactly, drops the user
+// (the login_hint validation). Without a user, prompt=none is answered
+// login_required (returnPromptNoneError; MAS's client id and a Go user agent
+// are not a "Matrix app"), and anything else goes to the email-only form at
+// /api/oidc/login (the last-resort redirect). With prompt=none and max_age a
+// session older than max_age counts as none (isSessionValidForMaxAge). A
+// user gets a code.
 func (e *Emulator) upAuth(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	ru := q.Get("redirect_uri")
@@ -345,10 +350,11 @@ func (e *Emulator) upAuth(w http.ResponseWriter, r *http.Request) {
 	answer(url.Values{"code": {c.code}})
 }
 
-// upEmailForm is GET /api/oidc/login (oidc.controller.ts 826 and
-// 1111-1125): a form with an email input only (login_hint pre-filled) and
-// the authorization parameters as hidden inputs. With
-// Options.ProviderPasswordForm it is the generic provider's password form.
+// upEmailForm is GET /api/oidc/login (oidc.controller.ts,
+// OidcController.showLoginForm and the form HTML it sends): a form with an
+// email input only (login_hint pre-filled) and the authorization parameters
+// as hidden inputs. With Options.ProviderPasswordForm it is the generic
+// provider's password form.
 func (e *Emulator) upEmailForm(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	var hidden []field
@@ -369,10 +375,10 @@ func renderEmailForm(w http.ResponseWriter, hidden []field, email, msg string) {
 	_, _ = io.WriteString(w, b.String())
 }
 
-// upEmailFormSubmit is POST /api/oidc/login (oidc.controller.ts 1133-1218):
-// an unknown email gets a page saying so; a known one is handed over to the
-// tenant's web app, which logs the user in (there is no password form at
-// the provider).
+// upEmailFormSubmit is POST /api/oidc/login (oidc.controller.ts,
+// OidcController.handleEmailLogin): an unknown email gets a page saying so; a
+// known one is handed over to the tenant's web app, which logs the user in
+// (there is no password form at the provider).
 func (e *Emulator) upEmailFormSubmit(w http.ResponseWriter, r *http.Request) {
 	if e.opts.ProviderPasswordForm {
 		e.upFormLogin(w, r)
@@ -433,14 +439,14 @@ func (e *Emulator) upFormLogin(w http.ResponseWriter, r *http.Request) {
 	redirect(w, http.StatusFound, "/api/oidc/auth?"+ret)
 }
 
-// upToken is POST /api/oidc/token (oidc.controller.ts 733-760). Its
-// @Throttle limit of 10 per 60 s, keyed by the caller's address (MAS's, for
-// every code exchange), is counted twice per request: the global
-// ThrottlerGuard (src/app.module.ts 195-198) and the route's own
-// @UseGuards(ThrottlerGuard) increment the same key in the same store. So
-// the 6th request in any sliding minute is answered 429 and the address is
-// blocked for 60 s. A code is burnt before the client and redirect URI are
-// checked; codes live 60 s.
+// upToken is POST /api/oidc/token (oidc.controller.ts, OidcController.token).
+// Its @Throttle limit of 10 per 60 s, keyed by the caller's address (MAS's,
+// for every code exchange), is counted twice per request: the global
+// ThrottlerGuard (src/app.module.ts: MultiLayerThrottlerGuard, AppModule's
+// APP_GUARD) and the route's own @UseGuards(ThrottlerGuard) increment the
+// same key in the same store. So the 6th request in any sliding minute is
+// answered 429 and the address is blocked for 60 s. A code is burnt before
+// the client and redirect URI are checked; codes live 60 s.
 func (e *Emulator) upToken(w http.ResponseWriter, r *http.Request) {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -479,8 +485,8 @@ func (e *Emulator) upToken(w http.ResponseWriter, r *http.Request) {
 		"expires_in": 3600, "id_token": idToken(claims)})
 }
 
-// claimsOf is the provider's claims of a user (oidc.service.ts 852-916):
-// sub is the slug (mu held).
+// claimsOf is the provider's claims of a user (oidc.service.ts,
+// OidcService.mapUserToOidcClaims): sub is the slug (mu held).
 func (e *Emulator) claimsOf(u *upUser) upClaims {
 	return upClaims{Sub: u.slug, Email: u.email, Name: u.name, PreferredUsername: u.preferredUsername(), TenantID: u.tenant}
 }
@@ -535,11 +541,11 @@ func (e *Emulator) exchangeUpstream(ctx context.Context, n int, code string) (up
 	return c, json.Unmarshal(payload, &c)
 }
 
-// OpenMeetOptions are MAS's settings in OpenMeet's deployment
-// (openmeet-api matrix-config/mas-config.gomplate.yaml 61-115): password
-// login off, login_hint forwarded, prompt=none and max_age=3600 sent
-// upstream, the localpart imported as required, display name and email
-// suggested, a terms-of-service link (the terms box).
+// OpenMeetOptions are MAS's settings in OpenMeet's deployment (openmeet-api
+// matrix-config/mas-config.gomplate.yaml: upstream_oauth2, branding,
+// passwords): password login off, login_hint forwarded, prompt=none and
+// max_age=3600 sent upstream, the localpart imported as required, display
+// name and email suggested, a terms-of-service link (the terms box).
 func OpenMeetOptions() Options {
 	return Options{PasswordsDisabled: true, ForwardLoginHint: true,
 		AdditionalAuthorizationParameters: map[string]string{"prompt": "none", "max_age": "3600"},
@@ -634,7 +640,8 @@ func uuid() string {
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
-// emailFormTmpl is the provider's email-only form (oidc.controller.ts 1111-1125).
+// emailFormTmpl is the provider's email-only form (oidc.controller.ts,
+// the HTML of OidcController.showLoginForm).
 var emailFormTmpl = template.Must(template.New("email").Parse(`<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>Sign in to Matrix</title></head>
 <body><h2>Sign in to Matrix</h2><p>Enter your email address to continue to Matrix</p>

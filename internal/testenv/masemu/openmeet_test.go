@@ -24,8 +24,8 @@ func platformLoginAnswer(t *testing.T, e *Emulator, b *browser) map[string]any {
 	return out
 }
 
-// auth.controller.ts 75-99, cookie-config.ts 47-58: the answer's fields and
-// the two session cookies.
+// auth.controller.ts AuthController.login, cookie-config.ts
+// getOidcCookieOptions: the answer's fields and the two session cookies.
 func TestOpenMeetEmailLoginAnswer(t *testing.T) {
 	e, _ := start(t, Options{})
 	b := newBrowser(t)
@@ -59,9 +59,10 @@ func TestOpenMeetEmailLoginAnswer(t *testing.T) {
 	}
 }
 
-// oidc.controller.ts 324-356, 457-467, 621-658, 1111-1218: login_hint is
-// compared exactly; without a user the email-only form, which hands a known
-// email over to the web app; prompt=none gets login_required.
+// oidc.controller.ts OidcController.authorize, showLoginForm and
+// handleEmailLogin: login_hint is compared exactly; without a user the
+// email-only form, which hands a known email over to the web app; prompt=none
+// gets login_required.
 func TestOpenMeetAuthRules(t *testing.T) {
 	e, clk := start(t, Options{})
 	get := func(b *browser, mod func(url.Values)) *http.Response {
@@ -112,8 +113,8 @@ func TestOpenMeetAuthRules(t *testing.T) {
 	}
 }
 
-// auth.controller.ts 185-192: logout needs the bearer token and the tenant;
-// it ends the session, after which the cookies name no session.
+// auth.controller.ts AuthController.logout: logout needs the bearer token and
+// the tenant; it ends the session, after which the cookies name no session.
 func TestOpenMeetLogout(t *testing.T) {
 	e, clk := start(t, Options{})
 	b := newBrowser(t)
@@ -155,9 +156,10 @@ func TestOpenMeetLogout(t *testing.T) {
 	}
 }
 
-// oidc.controller.ts 733-741 with app.module.ts 195-198: each token request
-// counts twice against 10 per 60 s keyed by address; the 6th in a sliding
-// minute gets 429 and blocks the address for 60 s.
+// oidc.controller.ts OidcController.token with app.module.ts's global
+// MultiLayerThrottlerGuard: each token request counts twice against 10 per 60
+// s keyed by address; the 6th in a sliding minute gets 429 and blocks the
+// address for 60 s.
 func TestOpenMeetTokenLimit(t *testing.T) {
 	e, clk := start(t, Options{})
 	b := newBrowser(t)
@@ -209,9 +211,9 @@ func TestOpenMeetTokenLimit(t *testing.T) {
 	}
 }
 
-// oidc.service.ts 852-908: preferred_username is the handle, else
-// <lower(slug)>_<lower(tenant)>; MAS creates that user (localpart import
-// require, as OpenMeet's MAS).
+// oidc.service.ts OidcService.mapUserToOidcClaims: preferred_username is the
+// handle, else <lower(slug)>_<lower(tenant)>; MAS creates that user
+// (localpart import require, as OpenMeet's MAS).
 func TestOpenMeetPreferredUsername(t *testing.T) {
 	for _, tc := range []struct{ handle, want string }{{"", "openmeet-bot-acme_acme"}, {"acme-bot", "acme-bot"}} {
 		e, _ := start(t, Options{LocalpartImport: ImportRequire, NoTerms: true})
@@ -234,7 +236,9 @@ func TestOpenMeetPreferredUsername(t *testing.T) {
 func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
 
 // MAS as OpenMeet's deployment configures it: login_hint forwarded and
-// prompt=none, max_age=3600 sent upstream (mas-config.gomplate.yaml 70-76);
+// prompt=none, max_age=3600 sent upstream (mas-config.gomplate.yaml,
+// upstream_oauth2.providers: forward_login_hint and
+// additional_authorization_parameters);
 // without a platform session the provider answers login_required.
 func TestOpenMeetMASUpstreamParameters(t *testing.T) {
 	e, _ := start(t, OpenMeetOptions())

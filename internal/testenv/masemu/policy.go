@@ -9,7 +9,8 @@ import (
 // The authorization grant policy
 // (policies/authorization_grant/authorization_grant.rego, MAS v1.22.0), as
 // MAS evaluates it at consent (crates/handlers/src/oauth2/authorization/
-// consent.rs 155-177 for the page, 293-316 for the POST).
+// consent.rs, evaluate_authorization_grant in get() for the page and in
+// post() for the POST).
 
 const (
 	apiUnstable    = "urn:matrix:org.matrix.msc2967.client:api:"
@@ -76,7 +77,8 @@ func grantViolations(scope string, sessions, sessionLimit int) []violation {
 		out = append(out, violation{msg: "request cannot mix unstable and stable scopes"})
 	}
 	// session_limit: the soft limit already reached refuses a new session;
-	// "+ 1" makes room for the new one (authorization_grant.rego 157-178).
+	// "+ 1" makes room for the new one (authorization_grant.rego, the
+	// too-many-sessions violation).
 	if sessionLimit > 0 && sessionLimit <= sessions {
 		out = append(out, violation{msg: "user has too many active sessions", code: "too-many-sessions",
 			needToRemove: sessions - sessionLimit + 1})

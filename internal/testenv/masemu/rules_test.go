@@ -20,8 +20,8 @@ func noFollow(t *testing.T, b *browser, method, u string, form url.Values) (*htt
 	return nb.get(u)
 }
 
-// login.rs 110-122: /login is a page unless passwords are off and there is
-// exactly one provider.
+// views/login.rs, get(): /login is a page unless passwords are off and there
+// is exactly one provider.
 func TestLoginPageRules(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -75,8 +75,8 @@ func TestLoginPageRules(t *testing.T) {
 	}
 }
 
-// link.rs 396-840 and do_register.html: the username field by localpart
-// import action.
+// upstream_oauth2/link.rs, get() (a link without a user, nobody logged in),
+// and do_register.html: the username field by localpart import action.
 func TestLocalpartImportModes(t *testing.T) {
 	for _, tc := range []struct {
 		mode                  string
@@ -128,7 +128,7 @@ func TestLocalpartImportModes(t *testing.T) {
 	}
 }
 
-// register/steps/finish.rs 276-283 and display_name.rs 145-182: without an
+// register/steps/finish.rs get() and display_name.rs post(): without an
 // imported display name the display-name step comes; set or skip.
 func TestDisplayNameStep(t *testing.T) {
 	reach := func(t *testing.T, opts Options) (*Emulator, *browser, *http.Response, string) {
@@ -233,9 +233,9 @@ func TestGrantPolicy(t *testing.T) {
 	}
 }
 
-// token.rs 776-785 (refresh revokes the previous access token) and
-// revoke.rs (revocation ends the session; unknown tokens are a 200; another
-// client's token is refused).
+// token.rs refresh_token_grant (refresh revokes the previous access token)
+// and revoke.rs (revocation ends the session; unknown tokens are a 200;
+// another client's token is refused).
 func TestRefreshRevokeAndSessions(t *testing.T) {
 	e, _ := start(t, Options{})
 	client := clientID(t, e)
@@ -278,7 +278,8 @@ func TestRefreshRevokeAndSessions(t *testing.T) {
 	}
 }
 
-// authorization/mod.rs 208-215: prompt=none is refused even with a session.
+// oauth2/authorization/mod.rs, get(): prompt=none is refused even with a
+// session.
 func TestPromptNoneAlwaysLoginRequired(t *testing.T) {
 	e, _ := start(t, Options{})
 	client := clientID(t, e)
@@ -290,8 +291,9 @@ func TestPromptNoneAlwaysLoginRequired(t *testing.T) {
 	}
 }
 
-// client_registration.rego 115-148: loopback is exactly localhost,
-// 127.0.0.1 and [::1]; a private-use scheme has no authority.
+// client_registration.rego, is_localhost and valid_native_redirector:
+// loopback is exactly localhost, 127.0.0.1 and [::1]; a private-use scheme
+// has no authority.
 func TestRegistrationLoopbackRule(t *testing.T) {
 	e, _ := start(t, Options{})
 	for ru, ok := range map[string]bool{
@@ -308,9 +310,9 @@ func TestRegistrationLoopbackRule(t *testing.T) {
 	}
 }
 
-// authorize.rs 133-143: no prompt, login_hint only with forward_login_hint;
-// callback.rs 210-229: response_mode form_post, and MAS's re-post to
-// itself when the cross-site POST came without its cookie.
+// upstream_oauth2/authorize.rs get(): no prompt, login_hint only with
+// forward_login_hint; callback.rs handler(): response_mode form_post, and
+// MAS's re-post to itself when the cross-site POST came without its cookie.
 func TestUpstreamProviderDefaults(t *testing.T) {
 	upstreamURL := func(t *testing.T, opts Options) *url.URL {
 		e, _ := start(t, opts)
@@ -364,8 +366,9 @@ func TestUpstreamProviderDefaults(t *testing.T) {
 	}
 }
 
-// compat/login.rs 852: a compat login on a device ends the earlier compat
-// session of that device, so repeated logins do not pile up.
+// compat/login.rs, user_password_login (and token_login) through
+// finish_sessions_to_replace_device: a compat login on a device ends the
+// earlier compat session of that device, so repeated logins do not pile up.
 func TestCompatSessionsPerDevice(t *testing.T) {
 	e, _ := start(t, Options{})
 	e.SetMASPassword(localpart, "masp")

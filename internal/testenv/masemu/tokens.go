@@ -9,7 +9,7 @@ import (
 
 // codeReplayWindow: a replayed code ends the session it started only when
 // the replay comes more than 20 s after the exchange
-// (crates/handlers/src/oauth2/token.rs 456-471).
+// (crates/handlers/src/oauth2/token.rs, authorization_code_grant).
 const codeReplayWindow = 20 * time.Second
 
 // token is POST /oauth2/token (crates/handlers/src/oauth2/token.rs). With
@@ -111,7 +111,8 @@ func (e *Emulator) tokenLocked(w http.ResponseWriter, f url.Values) (started *oa
 				return
 			}
 		}
-		// Every exchange starts a new OAuth 2.0 session (token.rs 529-539).
+		// Every exchange starts a new OAuth 2.0 session (token.rs,
+		// authorization_code_grant: add_from_browser_session).
 		s := &oauthSession{id: ulid(), user: ac.user, clientID: c.id, device: ac.grant.device,
 			scope: ac.grant.scope, created: e.now()}
 		e.oauthSessions = append(e.oauthSessions, s)
@@ -134,9 +135,9 @@ func (e *Emulator) tokenLocked(w http.ResponseWriter, f url.Values) (started *oa
 			return
 		}
 		if old.used {
-			// token.rs 672-761: a consumed token is a replay unless its
-			// successor pair was never used (a lost answer: revoke it and
-			// issue again).
+			// token.rs refresh_token_grant: a consumed token is a replay
+			// unless its successor pair was never used (a lost answer: revoke
+			// it and issue again).
 			next := old.next
 			if next == nil || next.used || next.revoked || (next.access != nil && next.access.used) {
 				e.stats.RefreshRejected++
@@ -151,7 +152,7 @@ func (e *Emulator) tokenLocked(w http.ResponseWriter, f url.Values) (started *oa
 		a, rt := e.issue(old.session)
 		old.used, old.next = true, rt
 		// The previous access token is revoked with the rotation
-		// (token.rs 776-785).
+		// (token.rs, refresh_token_grant).
 		if old.access != nil {
 			old.access.revoked = true
 		}
@@ -185,7 +186,7 @@ func (e *Emulator) tokenResponse(w http.ResponseWriter, a *accessToken, rt *refr
 
 // revoke is POST /oauth2/revoke (crates/handlers/src/oauth2/revoke.rs): a
 // public client names itself with client_id; a valid access or refresh
-// token ends its whole session (241-246); an unknown or dead token is a
+// token ends its whole session (post()); an unknown or dead token is a
 // 200 all the same; another client's token is unauthorized_client.
 func (e *Emulator) revoke(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {

@@ -32,13 +32,13 @@ type Config struct {
 	LoginFailed      Settings // rc_login.failed_attempts
 }
 
-// Defaults are Synapse's defaults (synapse/config/ratelimiting.py v1.157.1:
-// rc_message 0.2/s burst 10 (lines 89-99); rc_login.address, .account 0.003/s
-// burst 5 and .failed_attempts 0.17/s burst 3 (130-145, RatelimitSettings.parse
-// default 0.17/3); rc_joins.local 0.1/s burst 10 (156-160); rc_joins_per_room
-// 1/s burst 10 (169-173); rc_invites.per_room 0.3/s burst 10, .per_user
-// 0.003/s burst 5, .per_issuer 0.3/s burst 10 (192-207); rc_room_creation
-// 0.016/s burst 10 (244-248)).
+// Defaults are Synapse's defaults (synapse/config/ratelimiting.py v1.157.1,
+// RatelimitConfig.read_config, each under its option's name: rc_message
+// 0.2/s burst 10; rc_login.address, .account 0.003/s burst 5 and
+// .failed_attempts 0.17/s burst 3 (RatelimitSettings.parse default 0.17/3);
+// rc_joins.local 0.1/s burst 10; rc_joins_per_room 1/s burst 10;
+// rc_invites.per_room 0.3/s burst 10, .per_user 0.003/s burst 5,
+// .per_issuer 0.3/s burst 10; rc_room_creation 0.016/s burst 10).
 func Defaults() Config {
 	return Config{
 		Message:          Settings{0.2, 10},
@@ -107,7 +107,7 @@ type limiter struct {
 	actions map[string]entry
 }
 
-// canDo is Ratelimiter.can_do_action (synapse/api/ratelimiting.py 122-236)
+// canDo is Ratelimiter.can_do_action (synapse/api/ratelimiting.py)
 // after the exemption checks: the count performed so far leaks at rate per
 // second since time_start; the action is allowed unless performed_count >
 // burst_count - n_actions; time_allowed is time_start + (action_count -

@@ -38,7 +38,8 @@ type Options struct {
 	Now func() time.Time
 	// Pause is how long a refused request is held before the 429 answer
 	// (Synapse's Ratelimiter.ratelimit pause, 0.5 s by default;
-	// synapse/api/ratelimiting.py 377). Negative: no pause.
+	// synapse/api/ratelimiting.py, the pause argument of
+	// Ratelimiter.ratelimit). Negative: no pause.
 	Pause time.Duration
 	// Admins are user ids allowed to call the override_ratelimit admin API.
 	Admins []string
@@ -148,8 +149,9 @@ func (p *Proxy) Allowed() map[string]int {
 // Override sets a user's rate-limit override, as Synapse's admin API
 // POST /_synapse/admin/v1/users/<user_id>/override_ratelimit does: a
 // messages_per_second of 0 exempts the user from every limiter keyed by the
-// requester (synapse/api/ratelimiting.py 173-182); other values replace
-// rc_message's rate and burst for the user (432-447).
+// requester (synapse/api/ratelimiting.py, Ratelimiter.can_do_action); other
+// values replace rc_message's rate and burst for the user
+// (RequestRatelimiter.ratelimit).
 func (p *Proxy) Override(userID string, messagesPerSecond float64, burst int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -197,11 +199,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.serveLogin(w, r, body)
 		return
 	case r.Method == http.MethodPost && reCreate.MatchString(sub):
-		// synapse/handlers/room.py 1088-1105 (create_room): rc_room_creation
-		// checked without update, then the request ratelimiter (rc_message),
-		// then rc_room_creation. The events of the new room are sent with
-		// ratelimit=False. (Invites listed in the request are rate-limited by
-		// ratelimit_multiple_invites, 1197; mxprobe sends none.)
+		// synapse/handlers/room.py (RoomCreationHandler.create_room):
+		// rc_room_creation checked without update, then the request
+		// ratelimiter (rc_message), then rc_room_creation. The events of the
+		// new room are sent with ratelimit=False. (Invites listed in the
+		// request are rate-limited by
+		// RoomMemberHandler.ratelimit_multiple_invites; mxprobe sends none.)
 		rq := p.requester(r)
 		if p.check(w, r, rq, RcRoomCreation, rq.user, false) &&
 			p.message(w, r, rq) &&
@@ -210,11 +213,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	case r.Method == http.MethodPost && reInvite.MatchString(sub):
-		// synapse/handlers/room_member.py 379-394 (ratelimit_invite, called at
-		// 654): rc_invites.per_room keyed by the room, rc_invites.per_user keyed
-		// by the invitee (the override checked is the inviter's, as requester),
-		// rc_invites.per_issuer keyed by the inviter; then the invite event
-		// goes through the request ratelimiter (handlers/message.py 1980-1991).
+		// synapse/handlers/room_member.py
+		// (RoomMemberHandler.ratelimit_invite, called from
+		// update_membership): rc_invites.per_room keyed by the room,
+		// rc_invites.per_user keyed by the invitee (the override checked is
+		// the inviter's, as requester), rc_invites.per_issuer keyed by the
+		// inviter; then the invite event goes through the request ratelimiter
+		// (handlers/message.py,
+		// EventCreationHandler.persist_and_notify_client_events).
 		rq := p.requester(r)
 		room := unescape(reInvite.FindStringSubmatch(sub)[1])
 		var req struct {
@@ -229,11 +235,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	case r.Method == http.MethodPost && (reJoinRoom.MatchString(sub) || reJoinAlias.MatchString(sub)):
-		// synapse/handlers/room_member.py 637-652: a join of a user not yet
+		// synapse/handlers/room_member.py,
+		// RoomMemberHandler.update_membership: a join of a user not yet
 		// joined counts rc_joins.local (keyed by the user) and checks
 		// rc_joins_per_room (keyed by the room, update=False; the join is
-		// recorded when it happens, 205-218); the join event goes through
-		// the request ratelimiter (handlers/message.py 1980-1991).
+		// recorded when it happens, _on_user_joined_room); the join event
+		// goes through the request ratelimiter (handlers/message.py,
+		// EventCreationHandler.persist_and_notify_client_events).
 		rq := p.requester(r)
 		m := reJoinRoom.FindStringSubmatch(sub)
 		if m == nil {
@@ -262,9 +270,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Method == http.MethodPost && reSend.MatchString(sub):
 		// Every event a user creates — messages, state, leave/kick/ban — goes
 		// through the request ratelimiter, rc_message keyed by the user
-		// (synapse/handlers/message.py 1064-1084 and 1980-1991,
-		// api/ratelimiting.py RequestRatelimiter). Forget creates no event
-		// and is not limited.
+		// (synapse/handlers/message.py, EventCreationHandler's
+		// create_and_send_nonmember_event and
+		// persist_and_notify_client_events, api/ratelimiting.py
+		// RequestRatelimiter). Forget creates no event and is not limited.
 		rq := p.requester(r)
 		if p.message(w, r, rq) {
 			p.rp.ServeHTTP(w, r)
@@ -281,9 +290,9 @@ func unescape(s string) string {
 	return s
 }
 
-// message is RequestRatelimiter.ratelimit (synapse/api/ratelimiting.py
-// 427-466): the AS sender itself is never limited; a user override with a
-// zero rate exempts, another replaces rc_message's rate and burst; then
+// message is RequestRatelimiter.ratelimit (synapse/api/ratelimiting.py): the
+// AS sender itself is never limited; a user override with a zero rate
+// exempts, another replaces rc_message's rate and burst; then
 // Ratelimiter.ratelimit keyed by the user.
 func (p *Proxy) message(w http.ResponseWriter, r *http.Request, rq requester) bool {
 	if rq.user == "" {
@@ -312,12 +321,12 @@ func (p *Proxy) check(w http.ResponseWriter, r *http.Request, rq requester, name
 	return p.checkWith(w, r, rq, name, key, p.cfg.settings(name), update)
 }
 
-// checkWith is Ratelimiter.ratelimit (synapse/api/ratelimiting.py 336-381):
-// the exemptions of can_do_action (162-182: an application service
-// registered with rate_limited: false; a requester whose override has a
-// zero messages_per_second), the bucket, and on refusal a
-// LimitExceededError: 429 M_LIMIT_EXCEEDED with retry_after_ms and a
-// Retry-After header in seconds, rounded up (synapse/api/errors.py 555-582).
+// checkWith is Ratelimiter.ratelimit (synapse/api/ratelimiting.py): the
+// exemptions of can_do_action (an application service registered with
+// rate_limited: false; a requester whose override has a zero
+// messages_per_second), the bucket, and on refusal a LimitExceededError: 429
+// M_LIMIT_EXCEEDED with retry_after_ms and a Retry-After header in seconds,
+// rounded up (synapse/api/errors.py, LimitExceededError).
 func (p *Proxy) checkWith(w http.ResponseWriter, r *http.Request, rq requester, name, key string, s Settings, update bool) bool {
 	if rq.appService != nil && !rq.appService.RateLimited {
 		return true
@@ -369,14 +378,14 @@ func (p *Proxy) lim(name string) *limiter {
 
 // serveLogin applies the /login limiters (synapse/rest/client/login.py):
 // rc_login.address keyed by the client's IP address for every login type
-// (211-262), except an application service's m.login.application_service
-// when the AS is registered with rate_limited: false (224-227); the
-// account limiter rc_login.account, keyed by the user id, on a login whose
-// credentials were accepted (_complete_login, 414-415); and
-// rc_login.failed_attempts keyed by the user id, counting refused
-// passwords (synapse/handlers/auth.py, _check_password and
-// validate_login). The proxy checks the account limiters before
-// forwarding and records them from the homeserver's answer.
+// (LoginRestServlet.on_POST), except an application service's
+// m.login.application_service when the AS is registered with rate_limited:
+// false; the account limiter rc_login.account, keyed by the user id, on a
+// login whose credentials were accepted (_complete_login); and
+// rc_login.failed_attempts keyed by the user id, counting refused passwords
+// (synapse/handlers/auth.py, _check_password and validate_login). The proxy
+// checks the account limiters before forwarding and records them from the
+// homeserver's answer.
 func (p *Proxy) serveLogin(w http.ResponseWriter, r *http.Request, body []byte) {
 	var req struct {
 		Type       string `json:"type"`
@@ -495,8 +504,9 @@ func (p *Proxy) whoami(ctx context.Context, tok string) string {
 }
 
 // alreadyJoined asks the homeserver whether the requester is joined to room
-// already (Synapse only counts joins of users not yet joined,
-// room_member.py 638-652): joined_members answers only to members.
+// already (Synapse only counts joins of users not yet joined, room_member.py,
+// RoomMemberHandler.update_membership): joined_members answers only to
+// members.
 func (p *Proxy) alreadyJoined(r *http.Request, room string) bool {
 	if !strings.HasPrefix(room, "!") {
 		return false

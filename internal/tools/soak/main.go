@@ -45,15 +45,13 @@ func main() {
 	tenants := flag.Int("tenants", 50, "tenants")
 	quiet := flag.Duration("quiet", 3*time.Minute, "fault-free time at the end, for alerts to resolve")
 	seed := flag.Uint64("seed", uint64(time.Now().UnixNano()), "random seed of the fault plan")
-	flag.StringVar(&roundtripEvery, "roundtrip-every", "30s", "round trip interval (Dendrite on SQLite panics with SQLITE_BUSY under heavy write load)")
+	roundtripEvery := flag.String("roundtrip-every", "30s", "round trip interval (Dendrite on SQLite panics with SQLITE_BUSY under heavy write load)")
 	flag.Parse()
-	if err := run(*bin, *dur, *quiet, *tenants, *seed); err != nil {
+	if err := run(*bin, *dur, *quiet, *tenants, *seed, *roundtripEvery); err != nil {
 		fmt.Fprintln(os.Stderr, "soak:", err)
 		os.Exit(1)
 	}
 }
-
-var roundtripEvery string
 
 type receiver struct {
 	mu      sync.Mutex
@@ -104,7 +102,7 @@ var faults = []struct {
 	{"whoami unknown token", faultproxy.Rule{Path: "/whoami$", Fault: faultproxy.UnknownToken(false)}},
 }
 
-func run(bin string, dur, quiet time.Duration, tenants int, seed uint64) error {
+func run(bin string, dur, quiet time.Duration, tenants int, seed uint64, roundtripEvery string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	dir, err := os.MkdirTemp("", "mxprobe-soak-")

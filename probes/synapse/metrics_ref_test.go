@@ -1,4 +1,4 @@
-package metrics
+package synapse
 
 import (
 	"context"
@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxprobe/mxprobe/config"
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/mxprobe/mxprobe/internal/testenv/synapsereplay"
 	"github.com/mxprobe/mxprobe/probes"
-	"github.com/mxprobe/mxprobe/probes/synapse"
 )
 
 // TestSynapseNewSignalsInMetrics is "Done when" 4: on the reference pages
@@ -40,24 +40,27 @@ func TestSynapseNewSignalsInMetrics(t *testing.T) {
 		_, _ = w.Write(b)
 	}))
 	defer srv.Close()
-	sc := &config.SynapseConfig{URL: srv.URL}
+	sc := &Settings{URL: srv.URL}
 	sc.ApplyDefaults()
 	now := time.Unix(1767268800, 0)
-	p := &synapse.Probe{Name: "synapse", Config: sc, HTTP: srv.Client(), Now: func() time.Time { return now }}
-	m := New()
-	m.AddHook(NewSynapse(synapseType))
+	p := &Probe{Name: "synapse", Config: sc, HTTP: srv.Client(), Now: func() time.Time { return now }}
+	reg := prometheus.NewRegistry()
+	observe, err := Type().Metrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	m.Observe(p.Run(ctx, ""))
+	observe(p.Run(ctx, ""))
 	now = now.Add(60 * time.Second)
 	r := p.Run(ctx, "")
 	if r.Outcome == probes.OutcomeSkipped || r.Signals["processes_up"] != 1 {
 		t.Fatalf("%s: %s", r.Outcome, r.Error)
 	}
-	m.Observe(r)
+	observe(r)
 
 	got := map[string]float64{}
-	mfs, err := m.Gather()
+	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +83,7 @@ func TestSynapseNewSignalsInMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := synapsereplay.ExpectNewSignals(p0, p1, 60, synapse.DefaultTopCaches)
+	want, err := synapsereplay.ExpectNewSignals(p0, p1, 60, DefaultTopCaches)
 	if err != nil {
 		t.Fatal(err)
 	}
