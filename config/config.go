@@ -153,7 +153,6 @@ type Probe struct {
 	// Disabled keeps the probe for on-demand runs but out of the schedule.
 	Disabled bool `yaml:"disabled" json:"disabled"`
 
-
 	// settings are the keys of the probe's YAML mapping that are not part
 	// of the common structure above, raw: the settings of probe types that
 	// own their schema (see SettingsNode).
