@@ -28,11 +28,11 @@ func runbookAnchor(probeType, condition string) string {
 		return "a-probe-produced-no-result"
 	}
 	switch probeType {
-	case config.TypeLogin:
+	case "login":
 		return "login-failing-or-slow"
-	case config.TypeRoundtrip, "room_message":
+	case "roundtrip", "room_message":
 		return "room-messages-failing-or-slow"
-	case config.TypeVersions, "http":
+	case "versions", "http":
 		return "an-endpoint-not-answering"
 	case "synapse_metrics":
 		return "synapse-signals"

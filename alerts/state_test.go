@@ -9,6 +9,8 @@ import (
 
 	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/probes"
+	"github.com/mxprobe/mxprobe/probes/auth"
+	"github.com/mxprobe/mxprobe/probes/matrix"
 )
 
 // fakeClock is the injectable clock of the state machine tests.
@@ -54,7 +56,7 @@ func (r *recorder) states() string {
 
 func parseCfg(t testing.TB, yml string) *config.Config {
 	t.Helper()
-	cfg, err := config.Parse([]byte(yml), "test.yml", func(string) string { return "" })
+	cfg, err := config.Parse([]byte(yml), "test.yml", func(string) string { return "" }, auth.LoginType().Kind, matrix.VersionsType().Kind, matrix.RoundtripType().Kind)
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}

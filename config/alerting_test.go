@@ -54,7 +54,7 @@ alerting:
     - {match: {a: b}}
     - {notifiers: [c, ghost]}
 `
-	_, err := Parse([]byte(yml), "a.yml", envOf(nil))
+	_, err := parse([]byte(yml), "a.yml", envOf(nil))
 	if err == nil {
 		t.Fatal("bad alerting config accepted")
 	}
@@ -157,7 +157,7 @@ alerting:
     - {name: mx, type: matrix, matrix: {room_id: "!r:x", access_token: t}}
     - {name: wh, type: webhook, webhook: {url: "http://hook"}}
 `
-	cfg, err := Parse([]byte(yml), "a.yml", envOf(nil))
+	cfg, err := parse([]byte(yml), "a.yml", envOf(nil))
 	if err != nil {
 		t.Fatal(err)
 	}

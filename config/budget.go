@@ -9,82 +9,31 @@ import (
 	"time"
 )
 
-// What one run costs against Synapse's limiters (element-hq/synapse
-// v1.157.1). A round trip: the bot's createRoom counts rc_room_creation and
-// one rc_message (handlers/room.py 1088-1105), its invite rc_invites.per_user
-// for the peer (keyed by the invitee), .per_issuer for the bot and one
-// rc_message (handlers/room_member.py 379-394, 654), its message and its
-// leave one rc_message each (handlers/message.py 1980-1991); the peer's join
-// counts rc_joins.local and one rc_message, its leave one rc_message; forget
-// creates no event. A probe type that owns its settings says what its runs
-// send (Kind.BotMessages: one event for room_message). Every /login counts rc_login.address for the
-// client's address (rest/client/login.py 211-262).
+// What one run costs against Synapse's limiters is each probe type's to
+// say (Kind.Costs: the round trip's in probes/matrix, the login probe's
+// full logins in probes/auth); this file adds them up. Every /login counts
+// rc_login.address for the client's address (rest/client/login.py), so
+// those costs are added across tenants into one finding.
 const (
-	rtBotMessages  = 4
-	rtPeerMessages = 2
 	// budgetMargin: a schedule must stay below this share of a limiter's
 	// long-term rate (scheduling jitter and on-demand runs need room).
 	budgetMargin = 0.8
-	// minRoundtripInterval is the floor of the derived round-trip default.
-	minRoundtripInterval = 10 * time.Minute
 )
 
-// DefaultRoundtripInterval is the default schedule of a round-trip probe,
-// derived from the limits: the busiest peer account receives one invite,
-// makes one join and two events per tenant per round trip, and each bot
-// creates one room, all within budgetMargin of rc_invites.per_user,
-// rc_joins.local, rc_message and rc_room_creation; never below 10 minutes.
-func DefaultRoundtripInterval(c *Config, p *Probe) time.Duration {
-	l := &c.SynapseLimits
-	if l.Disabled {
-		return minRoundtripInterval
-	}
-	share := 1
-	for _, n := range peerLoad(c, p) {
-		share = max(share, len(n))
-	}
-	need := 0.0 // seconds between round trips of one tenant
-	per := func(actions float64, r *RateLimit) {
-		if r != nil && r.PerSecond > 0 {
-			need = max(need, actions/(r.PerSecond*budgetMargin))
-		}
-	}
-	per(float64(share), l.RcInvites.PerUser)
-	per(float64(share), l.RcJoins.Local)
-	per(float64(share*rtPeerMessages), l.RcMessage)
-	per(1, l.RcRoomCreation)
-	d := time.Duration(math.Ceil(need/60)) * time.Minute
-	return max(d, minRoundtripInterval)
-}
-
-// peerLoad maps each peer account (homeserver + user) of a round-trip probe
-// to the tenants that use it.
-func peerLoad(c *Config, p *Probe) map[string][]*Tenant {
-	out := map[string][]*Tenant{}
-	for _, t := range c.TenantsFor(p) {
-		peer := t.Peer
-		if peer == nil && p.Roundtrip != nil {
-			peer = p.Roundtrip.Peer
-		}
-		if peer == nil {
-			continue
-		}
-		k := strings.TrimRight(t.HomeserverURL, "/") + " " + peerName(t, peer)
-		out[k] = append(out[k], t)
-	}
-	return out
-}
-
-// peerName names a peer account: its user, or for a fixed token without a
-// user, the tenant's own peer or the probe's shared one.
-func peerName(t *Tenant, peer *Account) string {
-	switch {
-	case peer.User != "":
-		return peer.User
-	case peer == t.Peer:
-		return "peer-of-" + t.ID
-	}
-	return "shared-peer"
+// acc is the load of one account against one limiter.
+type acc struct {
+	rate float64 // per second
+	why  []string
+	hs   string
+	// senders are the probes that load the account; derive is set when
+	// the (last) one derives its schedule from the limits.
+	senders []string
+	derive  bool
+	// own is the setting that gives tenants accounts of their own
+	// (Cost.OwnAccount); exemptAs the accounts whose override exempts
+	// the load when it is not the account's own.
+	own      string
+	exemptAs []string
 }
 
 // BudgetFinding is one limiter a configuration would exceed.
@@ -115,19 +64,9 @@ func checkSynapseBudget(c *Config) []BudgetFinding {
 	if l.Disabled {
 		return nil
 	}
-	type acc struct {
-		rate float64 // per second
-		why  []string
-		hs   string
-		// senders are the probes that load the account; other is set when
-		// one is not a round trip (the usual fix, rarer round trips, is
-		// then not all of it).
-		senders []string
-		other   bool
-	}
 	var cur *Probe                        // the probe whose load add counts
 	loads := map[string]map[string]*acc{} // limiter → account → load
-	add := func(limiter, account, hs string, perSecond float64, why string) {
+	add := func(limiter, account, hs string, perSecond float64, why string, cost Cost, exemptAs string) {
 		if loads[limiter] == nil {
 			loads[limiter] = map[string]*acc{}
 		}
@@ -141,11 +80,16 @@ func checkSynapseBudget(c *Config) []BudgetFinding {
 		if !slices.Contains(a.senders, cur.Name) {
 			a.senders = append(a.senders, cur.Name)
 		}
-		a.other = a.other || cur.Type != TypeRoundtrip
+		a.derive = cur.kind != nil && cur.kind.DeriveSchedule
+		if cost.OwnAccount != "" {
+			a.own = cost.OwnAccount
+		}
+		if exemptAs != account && !slices.Contains(a.exemptAs, exemptAs) {
+			a.exemptAs = append(a.exemptAs, exemptAs)
+		}
 	}
-	exempt := func(t *Tenant, user string) bool { return l.IsExempt(user, t.ServerName) }
 	id := func(t *Tenant, user string) string {
-		if t.ServerName == "" {
+		if t.ServerName == "" || strings.HasPrefix(user, "@") {
 			return user
 		}
 		return "@" + user + ":" + t.ServerName
@@ -158,65 +102,30 @@ func checkSynapseBudget(c *Config) []BudgetFinding {
 		}
 		cur = p
 		iv := p.Schedule.Interval(time.Now()).Seconds()
-		if iv <= 0 {
+		k := p.kind
+		if iv <= 0 || k == nil || k.Costs == nil {
 			continue
 		}
-		if k := p.kind; k != nil && k.Costs != nil {
-			why := fmt.Sprintf("%s of %%s every %s", p.Name, Duration(time.Duration(iv*1e9)))
-			for _, t := range c.TenantsFor(p) {
-				for _, cost := range k.Costs(c, p, t) {
-					if cost.N <= 0 {
-						continue
-					}
-					rate := cost.N / max(iv, cost.Every.Seconds())
-					if cost.Limiter == "rc_login.address" {
-						logins += rate
-						loginTenants++
-						continue
-					}
-					exemptAs := cost.ExemptAs
-					if exemptAs == "" {
-						exemptAs = cost.Account
-					}
-					if !exempt(t, exemptAs) {
-						add(cost.Limiter, id(t, cost.Account), t.HomeserverURL, rate, fmt.Sprintf(why, t.ID))
-					}
-				}
-			}
-		}
-		switch p.Type {
-		case TypeRoundtrip:
-			for _, t := range c.TenantsFor(p) {
-				peer := t.Peer
-				if peer == nil && p.Roundtrip != nil {
-					peer = p.Roundtrip.Peer
-				}
-				bot := id(t, t.Bot.User)
-				why := fmt.Sprintf("%s of %s every %s", p.Name, t.ID, Duration(time.Duration(iv*1e9)))
-				if !exempt(t, t.Bot.User) {
-					add("rc_message", bot, t.HomeserverURL, rtBotMessages/iv, why)
-					add("rc_room_creation", bot, t.HomeserverURL, 1/iv, why)
-					add("rc_invites.per_issuer", bot, t.HomeserverURL, 1/iv, why)
-				}
-				if peer == nil {
+		why := fmt.Sprintf("%s of %%s every %s", p.Name, Duration(time.Duration(iv*1e9)))
+		for _, t := range c.TenantsFor(p) {
+			for _, cost := range k.Costs(c, p, t) {
+				if cost.N <= 0 {
 					continue
 				}
-				pid := id(t, peerName(t, peer))
-				// rc_invites.per_user is keyed by the invitee, but the
-				// override checked is the inviter's (api/ratelimiting.py 162-182).
-				if !exempt(t, t.Bot.User) {
-					add("rc_invites.per_user", pid, t.HomeserverURL, 1/iv, why)
-				}
-				if !exempt(t, peer.User) {
-					add("rc_joins.local", pid, t.HomeserverURL, 1/iv, why)
-					add("rc_message", pid, t.HomeserverURL, rtPeerMessages/iv, why)
-				}
-			}
-		case TypeLogin:
-			for _, t := range c.TenantsFor(p) {
-				if t.Bot.Method == MethodPassword {
-					logins += 1 / max(iv, p.FullLoginInterval().Seconds())
+				rate := cost.N / max(iv, cost.Every.Seconds())
+				if cost.Limiter == "rc_login.address" {
+					logins += rate
 					loginTenants++
+					continue
+				}
+				// A limiter keyed by one account may check another's
+				// override (rc_invites.per_user: the inviter's).
+				exemptAs := cost.ExemptAs
+				if exemptAs == "" {
+					exemptAs = cost.Account
+				}
+				if !l.IsExempt(exemptAs, t.ServerName) {
+					add(cost.Limiter, id(t, cost.Account), t.HomeserverURL, rate, fmt.Sprintf(why, t.ID), cost, id(t, exemptAs))
 				}
 			}
 		}
@@ -244,7 +153,7 @@ func checkSynapseBudget(c *Config) []BudgetFinding {
 			if a.rate <= lim.PerSecond*budgetMargin {
 				continue
 			}
-			k := fmt.Sprintf("%.9f/%d/%s/%v/%s", a.rate, len(a.why), a.hs, a.other, strings.Join(a.senders, ","))
+			k := fmt.Sprintf("%.9f/%d/%s/%s/%s", a.rate, len(a.why), a.hs, strings.Join(a.senders, ","), a.own)
 			if groups[k] == nil {
 				groups[k] = &group{a: a}
 				order = append(order, k)
@@ -261,7 +170,7 @@ func checkSynapseBudget(c *Config) []BudgetFinding {
 			out = append(out, BudgetFinding{
 				Limiter: limiter, Account: who,
 				Expected: g.a.rate * 3600, Allowed: lim.PerSecond * 3600,
-				Fix: budgetFix(limiter, g.accounts[0], g.a.hs, len(g.a.why), g.a.rate, lim.PerSecond, g.a.senders, g.a.other),
+				Fix: budgetFix(g.accounts[0], g.a, lim.PerSecond),
 			})
 		}
 	}
@@ -287,71 +196,48 @@ func (d Duration) roundMinute() Duration {
 	return Duration(time.Duration(math.Ceil(time.Duration(d).Minutes())) * time.Minute)
 }
 
-func budgetFix(limiter, account, hs string, runs int, rate, allowed float64, senders []string, other bool) string {
+// budgetFix says how to bring the load a of account within allowed: fewer
+// runs of the probes that send as it, accounts of their own for the
+// tenants that share it (when the cost names the setting), or an
+// exemption.
+func budgetFix(account string, a *acc, allowed float64) string {
 	budget := allowed * budgetMargin
-	factor := rate / budget
+	factor := a.rate / budget
 	cmd := func(who string) string {
 		return fmt.Sprintf(`curl -X POST -H "Authorization: Bearer $ADMIN_TOKEN" -d '{"messages_per_second":0,"burst_count":0}' %s/_synapse/admin/v1/users/%s/override_ratelimit`,
-			strings.TrimRight(hs, "/"), who)
+			strings.TrimRight(a.hs, "/"), who)
 	}
-	rarer := fmt.Sprintf("make the round trips %.1f× rarer", factor)
-	if runs > 1 {
-		perTenant := rate / float64(runs)
-		peers := int(math.Ceil(factor))
+	exempt := fmt.Sprintf("exempt the account: %s, listed in synapse_limits.exempt", cmd(account))
+	if len(a.exemptAs) > 0 {
+		ex := slices.Sorted(slices.Values(a.exemptAs))
+		who := ex[0]
+		if len(ex) > 1 {
+			who = fmt.Sprintf("the %d accounts %s … %s", len(ex), ex[0], ex[len(ex)-1])
+		}
+		exempt = fmt.Sprintf("exempt %s (the override Synapse checks for this limiter is theirs, not %s's): %s for each, listed in synapse_limits.exempt",
+			who, account, cmd("<user id>"))
+	}
+	if len(a.senders) > 1 {
+		return fmt.Sprintf("run the probes that send as this account (%s) %.1f× less often in all; or %s",
+			strings.Join(a.senders, ", "), factor, exempt)
+	}
+	name := a.senders[0]
+	rarer := fmt.Sprintf("make the runs of %s %.1f× rarer", name, factor)
+	if a.derive {
+		rarer += " (or leave its schedule out: the derived one fits the limits)"
+	}
+	if runs := len(a.why); runs > 1 && a.own != "" {
+		perTenant := a.rate / float64(runs)
+		n := int(math.Ceil(factor))
 		if perTenant <= budget {
-			rarer = fmt.Sprintf("give tenants peers of their own (tenants[].peer: at least %d peers, one per %d tenants), or %s",
-				peers, max(1, runs/peers), rarer)
+			rarer = fmt.Sprintf("%d tenants' runs share this account: give tenants accounts of their own (%s: at least %d, one per %d tenants), or %s",
+				runs, a.own, n, max(1, runs/n), rarer)
 		} else {
-			rarer = fmt.Sprintf("give every tenant a peer of its own (tenants[].peer) and make the round trips %.1f× rarer", perTenant/budget)
+			rarer = fmt.Sprintf("%d tenants' runs share this account: give every tenant an account of its own (%s) and make the runs of %s %.1f× rarer",
+				runs, a.own, name, perTenant/budget)
 		}
 	}
-	if other {
-		return fmt.Sprintf("run the probes that send as this account (%s) %.1f× less often in all; or exempt the account: %s, listed in synapse_limits.exempt",
-			strings.Join(senders, ", "), factor, cmd(account))
-	}
-	switch limiter {
-	case "rc_invites.per_user":
-		return fmt.Sprintf("the peer %s receives the invites of %d round trip(s); %s; or exempt the inviting bots (the override Synapse checks is the inviter's): %s for each bot, listed in synapse_limits.exempt",
-			account, runs, rarer, cmd("<bot user id>"))
-	case "rc_joins.local", "rc_message":
-		if strings.Contains(rarer, "peer") {
-			return fmt.Sprintf("%s; or exempt the account: %s, listed in synapse_limits.exempt", rarer, cmd(account))
-		}
-	}
-	return fmt.Sprintf("make the round trips %.1f× rarer (room_message measures delivery every minute without creating rooms); or exempt the account: %s, listed in synapse_limits.exempt",
-		factor, cmd(account))
-}
-
-// FirstRoundSpread is the shortest time over which the first round of a
-// round-trip probe must be spread so that the accounts several tenants
-// share (a common peer) stay within their limiters' bursts: a peer shared
-// by n tenants receives n invites, makes n joins and sends 2n events in
-// that round. 0 when every shared account's bursts hold the round at once.
-// The scheduler's short warm-up after a start is never shorter.
-func FirstRoundSpread(c *Config, p *Probe) time.Duration {
-	l := &c.SynapseLimits
-	if l.Disabled {
-		return 0
-	}
-	if p.kind != nil && p.kind.Costs != nil {
-		return firstRoundSpreadOf(c, p)
-	}
-	if p.Type != TypeRoundtrip {
-		return 0
-	}
-	need := 0.0
-	for _, ts := range peerLoad(c, p) {
-		n := float64(len(ts))
-		per := func(actions float64, r *RateLimit) {
-			if r != nil && r.PerSecond > 0 && actions > float64(r.BurstCount) {
-				need = max(need, (actions-float64(r.BurstCount))/r.PerSecond)
-			}
-		}
-		per(n, l.RcInvites.PerUser)
-		per(n, l.RcJoins.Local)
-		per(n*rtPeerMessages, l.RcMessage)
-	}
-	return time.Duration(math.Ceil(need)) * time.Second
+	return rarer + "; or " + exempt
 }
 
 // accountLoads adds up, per limiter and account, the actions one round of
@@ -431,9 +317,16 @@ func deriveSchedules(c *Config) {
 	}
 }
 
-// firstRoundSpreadOf is FirstRoundSpread for a kind with Costs: the time
-// the accounts one round loads beyond their limiters' bursts need.
-func firstRoundSpreadOf(c *Config, p *Probe) time.Duration {
+// FirstRoundSpread is the shortest time over which the first round of
+// probe p must be spread so that the accounts several tenants share (a
+// common peer) stay within their limiters' bursts: the actions one round
+// spends per account (from the kind's Costs) beyond each burst, at the
+// limiter's rate. 0 when every account's bursts hold the round at once.
+// The scheduler's short warm-up after a start is never shorter.
+func FirstRoundSpread(c *Config, p *Probe) time.Duration {
+	if c.SynapseLimits.Disabled {
+		return 0
+	}
 	need := 0.0
 	for la, n := range accountLoads(c, p) {
 		if r := c.SynapseLimits.limiter(la[0]); r != nil && r.PerSecond > 0 && n > float64(r.BurstCount) {

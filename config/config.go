@@ -10,8 +10,8 @@ import (
 	"io"
 	"os"
 	"reflect"
-	"sort"
 	"strings"
+	"time"
 
 	promcfg "github.com/prometheus/common/config"
 	"gopkg.in/yaml.v3"
@@ -29,13 +29,6 @@ const (
 	defaultConcurrency       = 32
 	defaultJitter            = 0.9
 	defaultShutdownGraceSecs = 10
-)
-
-// Probe types.
-const (
-	TypeVersions  = "versions"
-	TypeLogin     = "login"
-	TypeRoundtrip = "roundtrip"
 )
 
 // Config is the whole configuration.
@@ -129,7 +122,8 @@ type Tenant struct {
 	HomeserverURL string  `yaml:"homeserver_url" json:"homeserver_url"`
 	ServerName    string  `yaml:"server_name" json:"server_name"`
 	Bot           Account `yaml:"bot" json:"bot"`
-	// Peer is the second account of round trips (falls back to roundtrip.peer).
+	// Peer is the second account of round trips (falls back to the
+	// roundtrip probe's shared peer).
 	Peer *Account `yaml:"peer" json:"peer,omitempty"`
 	// RoomID is the persistent room used by room_message probes.
 	RoomID string `yaml:"room_id" json:"room_id"`
@@ -158,9 +152,6 @@ type Probe struct {
 	Tenants []string `yaml:"tenants" json:"tenants,omitempty"`
 	// Disabled keeps the probe for on-demand runs but out of the schedule.
 	Disabled bool `yaml:"disabled" json:"disabled"`
-
-	Roundtrip *RoundtripConfig  `yaml:"roundtrip" json:"roundtrip,omitempty"`
-	Login     *LoginProbeConfig `yaml:"login" json:"login,omitempty"`
 
 	// settings are the keys of the probe's YAML mapping that are not part
 	// of the common structure above, raw: the settings of probe types that
@@ -207,9 +198,6 @@ func (p *Probe) UnmarshalYAML(n *yaml.Node) error {
 func (p *Probe) PerTenant() bool {
 	if p.kind != nil {
 		return p.kind.PerTenant
-	}
-	if d, ok := probeDefaults[p.Type]; ok {
-		return d.perTenant
 	}
 	return true
 }
@@ -394,14 +382,13 @@ func applyDefaults(cfg *Config) {
 		}
 		d, known := cfg.kindOf(p.Type)
 		if !known {
-			d, _ = cfg.kindOf(TypeLogin) // reported by validate
+			d = unknownKind() // reported by validate
 		}
 		if k, ok := cfg.kinds[p.Type]; ok {
 			p.kind = &k
 		}
-		applyMASLoginSchedule(cfg, p)
-		if p.Schedule.Schedule == nil && p.Type != TypeRoundtrip && !d.DeriveSchedule { // derived from the limits later
-			p.Schedule, _ = ParseSchedule(d.Schedule)
+		if p.Schedule.Schedule == nil {
+			p.Schedule = cfg.defaultSchedule(d, p)
 		}
 		if p.Timeout == 0 {
 			p.Timeout = Duration(d.Timeout)
@@ -410,49 +397,40 @@ func applyDefaults(cfg *Config) {
 	applyMASDefaults(cfg)
 	applyMatrixUsers(cfg)
 	applyLimitsDefaults(cfg)
-	applyLoginDefaults(cfg)
-	applyRoundtripDefaults(cfg)
 	applyAlertingDefaults(cfg)
 	applyWebDefaults(cfg)
 }
 
-type probeDefault struct {
-	schedule  string
-	timeout   float64 // ns
-	perTenant bool
-}
+// unknownKind gives a probe of an unknown type a schedule and a timeout,
+// so that validate reports the type alone.
+func unknownKind() Kind { return Kind{Schedule: "@every 1m", Timeout: 30 * time.Second} }
 
-// probeDefaults are the built-in probe types (types that own their
-// settings are registered as a Kind instead).
-var probeDefaults = map[string]probeDefault{
-	TypeVersions:  {"@every 30s", 10e9, false},
-	TypeLogin:     {"@every 1m", 30e9, true},
-	TypeRoundtrip: {"@every 10m", 60e9, true}, // the floor: see DefaultRoundtripInterval
+// defaultSchedule is the schedule of probe p of kind k that names none:
+// the kind's (or its DefaultSchedule's); none for a kind whose schedule is
+// derived from the limits after decoding (deriveSchedules).
+func (c *Config) defaultSchedule(k Kind, p *Probe) Schedule {
+	spec := k.Schedule
+	if k.DefaultSchedule != nil {
+		if s := k.DefaultSchedule(c, p); s != "" {
+			spec = s
+		}
+	}
+	if k.DeriveSchedule && spec == k.Schedule {
+		return Schedule{}
+	}
+	s, _ := ParseSchedule(spec)
+	return s
 }
 
 // defaultProbes are the probes of a configuration that lists none: one of
-// each kind marked Default (the built-in versions and login until they
-// are registered kinds).
+// each kind marked Default.
 func (c *Config) defaultProbes() []Probe {
 	var out []Probe
 	for _, name := range c.ProbeTypes() {
-		if k, _ := c.kindOf(name); k.Default || (c.kinds[name].Name == "" && (name == TypeVersions || name == TypeLogin)) {
+		if k, _ := c.kindOf(name); k.Default {
 			out = append(out, Probe{Name: name, Type: name})
 		}
 	}
-	return out
-}
-
-// ProbeTypes lists the built-in probe types (Config.ProbeTypes adds the
-// registered kinds).
-func ProbeTypes() []string {
-	var out []string
-	for k := range probeDefaults {
-		if k != "" {
-			out = append(out, k)
-		}
-	}
-	sort.Strings(out)
 	return out
 }
 
@@ -474,6 +452,25 @@ func (c *Config) Probe(name string) (*Probe, bool) {
 		}
 	}
 	return nil, false
+}
+
+// Homeservers lists the distinct homeserver URLs of the configuration
+// (global, then the tenants'), without a trailing slash.
+func (c *Config) Homeservers() []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(u string) {
+		u = strings.TrimRight(u, "/")
+		if u != "" && !seen[u] {
+			seen[u] = true
+			out = append(out, u)
+		}
+	}
+	add(c.Global.HomeserverURL)
+	for _, t := range c.Tenants {
+		add(t.HomeserverURL)
+	}
+	return out
 }
 
 // TenantMap returns the tenants a probe runs for by id (p nil: every
@@ -544,17 +541,10 @@ func (c *Config) EnsureProbe(name string) (*Probe, error) {
 	if k, ok := c.kinds[name]; ok {
 		p.kind = &k
 	}
-	if !d.DeriveSchedule {
-		p.Schedule, _ = ParseSchedule(d.Schedule)
-	}
+	p.Schedule = c.defaultSchedule(d, &p)
 	c.Probes = append(c.Probes, p)
 	applyLimitsDefaults(c)
-	applyLoginDefaults(c)
-	applyRoundtripDefaults(c)
 	// Its settings are decoded by Decode, once the command line has had
 	// its say (`mxprobe run http --target URL` supplies the url).
-	if errs := validateRoundtrip(c); len(errs) > 0 {
-		return nil, errs
-	}
 	return &c.Probes[len(c.Probes)-1], nil
 }

@@ -15,7 +15,7 @@ func envOf(m map[string]string) func(string) string {
 }
 
 func TestLoadGood(t *testing.T) {
-	cfg, err := Load("testdata/good.yml", envOf(nil))
+	cfg, err := load("testdata/good.yml", envOf(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func TestLoadGood(t *testing.T) {
 // TestBadFileOneErrorPerProblem: unknown key, bad duration and bad cron spec
 // each give one error naming file:line, and the password is never echoed.
 func TestBadFileOneErrorPerProblem(t *testing.T) {
-	_, err := Load("testdata/bad.yml", envOf(nil))
+	_, err := load("testdata/bad.yml", envOf(nil))
 	if err == nil {
 		t.Fatal("bad config accepted")
 	}
@@ -76,7 +76,7 @@ func TestTenantsB64(t *testing.T) {
 		{"id": "t2", "matrixConfig": map[string]any{"homeserverUrl": "https://hs2.example.org", "serverName": "example.org",
 			"botUser": map[string]any{"password": "pw2-SECRET"}}},
 	})
-	cfg, err := Parse(nil, "", envOf(map[string]string{
+	cfg, err := parse(nil, "", envOf(map[string]string{
 		"TENANTS_B64": value, "MATRIX_HOMESERVER_URL": "https://hs.example.org",
 		"MATRIX_SERVER_NAME": "example.org", "BOT_EMAIL_DOMAIN": "bots.example.org",
 	}))
@@ -125,7 +125,7 @@ func TestTenantsB64Errors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := Parse(nil, "", envOf(map[string]string{"TENANTS_B64": c.value, "MATRIX_HOMESERVER_URL": "http://127.0.0.1:1"}))
+			_, err := parse(nil, "", envOf(map[string]string{"TENANTS_B64": c.value, "MATRIX_HOMESERVER_URL": "http://127.0.0.1:1"}))
 			if err == nil {
 				t.Fatal("accepted")
 			}
@@ -167,7 +167,7 @@ probes:
     type: login
     tenants: [zzz]
 `)
-	_, err := Parse(data, "m.yml", envOf(nil))
+	_, err := parse(data, "m.yml", envOf(nil))
 	if err == nil {
 		t.Fatal("accepted")
 	}
@@ -205,7 +205,7 @@ func TestSecretFile(t *testing.T) {
 }
 
 func TestEnvFillsOnlyEmpty(t *testing.T) {
-	cfg, err := Parse([]byte("global:\n  server_name: file.example\n"), "c.yml", envOf(map[string]string{
+	cfg, err := parse([]byte("global:\n  server_name: file.example\n"), "c.yml", envOf(map[string]string{
 		"MATRIX_SERVER_NAME": "env.example", "MATRIX_HOMESERVER_URL": "https://env.example",
 		"MAS_SCOPES": "openid", "MAS_PUBLIC_URL": "https://mas.env.example",
 	}))
@@ -224,7 +224,7 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte(""), b64([]map[string]any{{"id": "x", "botUser": map[string]any{"password": "p"}}}))
 	f.Fuzz(func(t *testing.T, data []byte, tenants string) {
-		cfg, err := Parse(data, "f.yml", envOf(map[string]string{"TENANTS_B64": tenants}))
+		cfg, err := parse(data, "f.yml", envOf(map[string]string{"TENANTS_B64": tenants}))
 		if err == nil && cfg == nil {
 			t.Fatal("nil config without error")
 		}

@@ -60,8 +60,8 @@ func BudgetTime(n, logins int, window, gap time.Duration) time.Duration {
 }
 
 // CheckFirstLogins says, for each login budget in force, how long the
-// first logins of all accounts it covers take (bots, and the peers of
-// round trips, each account once).
+// first logins of all accounts it covers take (bots, and the other
+// accounts the probes' kinds name (Kind.Accounts), each account once).
 func CheckFirstLogins(c *Config) []FirstLogins {
 	pw, mas := map[string]bool{}, map[string]bool{}
 	add := func(t *Tenant, a *Account) {
@@ -83,12 +83,10 @@ func CheckFirstLogins(c *Config) []FirstLogins {
 		}
 		for _, t := range c.TenantsFor(p) {
 			add(t, &t.Bot)
-			if p.Type == TypeRoundtrip {
-				peer := t.Peer
-				if peer == nil && p.Roundtrip != nil {
-					peer = p.Roundtrip.Peer
+			if k := p.kind; k != nil && k.Accounts != nil {
+				for _, a := range k.Accounts(c, p, t) {
+					add(t, a)
 				}
-				add(t, peer)
 			}
 		}
 	}

@@ -169,7 +169,7 @@ func TestFuzzParseTenantsB64Short(t *testing.T) {
 // checkParse is FuzzParse's contract plus: errors name where they come from,
 // passwords from TENANTS_B64 are never echoed, whatever the YAML.
 func checkParse(t *testing.T, data []byte, tenants string) {
-	cfg, err := Parse(data, "f.yml", envOf(map[string]string{"TENANTS_B64": tenants}))
+	cfg, err := parse(data, "f.yml", envOf(map[string]string{"TENANTS_B64": tenants}))
 	if (err == nil) == (cfg == nil) {
 		t.Fatalf("Parse returned config %v and error %v", cfg != nil, err)
 	}

@@ -43,6 +43,15 @@ type Kind struct {
 	// probe) sends against each limiter: the rate-limit check (CheckBudget),
 	// the derived schedule and the first round's spread add them up.
 	Costs func(c *Config, p *Probe, t *Tenant) []Cost
+	// DefaultSchedule (optional) is the default schedule of probe p when it
+	// names none, in place of Schedule ("" keeps Schedule): a login probe
+	// whose tenants log in through MAS runs every 5 minutes. It runs
+	// before the settings are decoded.
+	DefaultSchedule func(c *Config, p *Probe) string
+	// Accounts (optional) are the accounts a run of p for tenant t logs in
+	// as besides t's bot (the round trip's peer): the first-login estimate
+	// (CheckFirstLogins) counts them.
+	Accounts func(c *Config, p *Probe, t *Tenant) []*Account
 }
 
 // Cost is what one run spends against one rate limiter of the homeserver.
@@ -63,28 +72,24 @@ type Cost struct {
 	// Every (optional): the cost is spent at most once per this period
 	// rather than at every run (a full login among whoami checks).
 	Every time.Duration
+	// OwnAccount (optional) is the setting that gives each tenant an
+	// account of its own (tenants[].peer) when several tenants' runs spend
+	// the cost as one shared account: the rate-limit check's fix names it.
+	OwnAccount string
 }
 
-// kindOf returns the registered kind of a probe type, or a built-in
-// type's defaults (types not yet in the probetype shape).
+// kindOf returns the registered kind of a probe type.
 func (c *Config) kindOf(typ string) (Kind, bool) {
-	if k, ok := c.kinds[typ]; ok && typ != "" {
-		return k, true
-	}
-	d, ok := probeDefaults[typ]
-	if !ok || typ == "" {
-		return Kind{}, false
-	}
-	return Kind{Name: typ, PerTenant: d.perTenant, Schedule: d.schedule, Timeout: time.Duration(d.timeout)}, true
+	k, ok := c.kinds[typ]
+	return k, ok && typ != ""
 }
 
-// ProbeTypes lists the probe types this configuration accepts, sorted.
+// ProbeTypes lists the probe types this configuration accepts (the
+// registered kinds), sorted.
 func (c *Config) ProbeTypes() []string {
-	out := ProbeTypes()
+	out := make([]string, 0, len(c.kinds))
 	for k := range c.kinds {
-		if _, builtin := probeDefaults[k]; !builtin {
-			out = append(out, k)
-		}
+		out = append(out, k)
 	}
 	sort.Strings(out)
 	return out

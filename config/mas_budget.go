@@ -53,18 +53,15 @@ func applyMASBudgetDefaults(c *Config) {
 	}
 }
 
-// applyMASLoginSchedule gives a login probe whose tenants log in through
-// MAS the schedule @every 5m when it has none.
-func applyMASLoginSchedule(c *Config, p *Probe) {
-	if p.Type != TypeLogin || p.Schedule.Schedule != nil {
-		return
-	}
+// MASLoginSchedule is the default schedule of a login probe p one of whose
+// tenants logs in through MAS (@every 5m); "" when none does.
+func MASLoginSchedule(c *Config, p *Probe) string {
 	for _, t := range c.TenantsFor(p) {
 		if t.Bot.Method == MethodMASOIDC || t.Bot.Method == MethodMASCompatSSO {
-			p.Schedule, _ = ParseSchedule(masLoginSchedule)
-			return
+			return masLoginSchedule
 		}
 	}
+	return ""
 }
 
 func validateMASBudget(c *Config) Errors {

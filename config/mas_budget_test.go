@@ -56,16 +56,16 @@ func TestMASBudgetFullLoginInterval(t *testing.T) {
 	if got := masFullLoginInterval(cfg, p); got != 16*time.Minute {
 		t.Errorf("MAS need %s, want 16m", got)
 	}
-	if p.FullLoginInterval() != time.Hour {
-		t.Errorf("full_login_interval %s", p.FullLoginInterval())
+	if got := DefaultFullLoginInterval(cfg, p); got != time.Hour {
+		t.Errorf("full_login_interval %s", got)
 	}
 	cfg, err = parseMAS(t, "mas: {redirect_uri: 'http://localhost:9005/cb', upstream: {api_url: 'https://api.example.org'}, login_budget: {logins: 1, window: 10s}}\n"+tb.String(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p, _ = cfg.Probe("login")
-	if p.FullLoginInterval() != time.Hour {
-		t.Errorf("full_login_interval %s", p.FullLoginInterval())
+	if got := DefaultFullLoginInterval(cfg, p); got != time.Hour {
+		t.Errorf("full_login_interval %s", got)
 	}
 }
 

@@ -7,7 +7,7 @@ import (
 
 func parseMAS(t *testing.T, yml string, env map[string]string) (*Config, error) {
 	t.Helper()
-	return Parse([]byte(yml), "m.yml", func(k string) string { return env[k] })
+	return parse([]byte(yml), "m.yml", func(k string) string { return env[k] })
 }
 
 const masTenant = `

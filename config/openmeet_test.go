@@ -59,7 +59,7 @@ func TestTenantsB64ShippedExamples(t *testing.T) {
 	for file, want := range cases {
 		for enc, value := range encodings(readShipped(t, file)) {
 			t.Run(file+"/"+enc, func(t *testing.T) {
-				cfg, err := Parse(nil, "", envOf(map[string]string{"TENANTS_B64": value, "MATRIX_HOMESERVER_URL": "https://matrix.example.net"}))
+				cfg, err := parse(nil, "", envOf(map[string]string{"TENANTS_B64": value, "MATRIX_HOMESERVER_URL": "https://matrix.example.net"}))
 				if err != nil {
 					t.Fatalf("shipped example refused:\n%v", err)
 				}
@@ -103,7 +103,7 @@ func productionEnv(extra map[string]string) func(string) string {
 }
 
 func TestTenantsB64Production(t *testing.T) {
-	cfg, err := Parse([]byte(masYAML), "f.yml", productionEnv(map[string]string{"MAS_PUBLIC_BASE": "https://mas.example.net"}))
+	cfg, err := parse([]byte(masYAML), "f.yml", productionEnv(map[string]string{"MAS_PUBLIC_BASE": "https://mas.example.net"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func TestTenantsB64Production(t *testing.T) {
 		"no MAS":          {"", nil, MethodPassword},
 		"explicit method": {masYAML + "global:\n  login_method: password\n", map[string]string{"MAS_PUBLIC_URL": "https://mas.example.net"}, MethodPassword},
 	} {
-		cfg, err := Parse([]byte(c.yaml), "f.yml", productionEnv(c.env))
+		cfg, err := parse([]byte(c.yaml), "f.yml", productionEnv(c.env))
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -165,21 +165,21 @@ func TestTenantsB64Production(t *testing.T) {
 }
 
 func TestMASPublicBaseFallback(t *testing.T) {
-	cfg, err := Parse(nil, "", envOf(map[string]string{"MAS_PUBLIC_URL": "https://a.example.net", "MAS_PUBLIC_BASE": "https://b.example.net"}))
+	cfg, err := parse(nil, "", envOf(map[string]string{"MAS_PUBLIC_URL": "https://a.example.net", "MAS_PUBLIC_BASE": "https://b.example.net"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.MAS.PublicURL != "https://a.example.net" {
 		t.Errorf("MAS_PUBLIC_URL should win over MAS_PUBLIC_BASE: %q", cfg.MAS.PublicURL)
 	}
-	cfg, err = Parse([]byte("mas:\n  public_url: https://file.example.net\n"), "f.yml", envOf(map[string]string{"MAS_PUBLIC_BASE": "https://b.example.net"}))
+	cfg, err = parse([]byte("mas:\n  public_url: https://file.example.net\n"), "f.yml", envOf(map[string]string{"MAS_PUBLIC_BASE": "https://b.example.net"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.MAS.PublicURL != "https://file.example.net" {
 		t.Errorf("the file should win: %q", cfg.MAS.PublicURL)
 	}
-	cfg, err = Parse(nil, "", envOf(map[string]string{"BACKEND_DOMAIN": "https://api.example.net"}))
+	cfg, err = parse(nil, "", envOf(map[string]string{"BACKEND_DOMAIN": "https://api.example.net"}))
 	if err != nil || cfg.MAS.Upstream.APIURL != "https://api.example.net" {
 		t.Errorf("BACKEND_DOMAIN not read as mas.upstream.api_url: %v %+v", err, cfg.MAS.Upstream)
 	}
@@ -203,7 +203,7 @@ tenants:
   - id: pw
     bot: {method: password, user: openmeet-bot-pw, password: pw}
 `
-	cfg, err := Parse([]byte(y), "f.yml", envOf(map[string]string{"MAS_PUBLIC_URL": "https://mas.example.net"}))
+	cfg, err := parse([]byte(y), "f.yml", envOf(map[string]string{"MAS_PUBLIC_URL": "https://mas.example.net"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +219,7 @@ tenants:
 		t.Errorf("email not lower-cased: %q", tn.Bot.Email)
 	}
 	// The tenant header override is the tenant id the provider sees.
-	cfg, err = Parse([]byte(strings.Replace(y, "api_url: https://api.example.net", "api_url: https://api.example.net\n    tenant_id: XYZ", 1)), "f.yml",
+	cfg, err = parse([]byte(strings.Replace(y, "api_url: https://api.example.net", "api_url: https://api.example.net\n    tenant_id: XYZ", 1)), "f.yml",
 		envOf(map[string]string{"MAS_PUBLIC_URL": "https://mas.example.net"}))
 	if err != nil {
 		t.Fatal(err)
@@ -229,7 +229,7 @@ tenants:
 	}
 	bad := strings.Replace(y, "matrix_user: acmebot", "matrix_user: \"@acmebot\"", 1)
 	bad = strings.Replace(bad, `matrix_user: "@acmebot:other.example"`, "matrix_user: a:b", 1)
-	_, err = Parse([]byte(bad), "f.yml", envOf(map[string]string{"MAS_PUBLIC_URL": "https://mas.example.net"}))
+	_, err = parse([]byte(bad), "f.yml", envOf(map[string]string{"MAS_PUBLIC_URL": "https://mas.example.net"}))
 	if err == nil || !strings.Contains(err.Error(), `tenant "handle": bot.matrix_user: a full user id is @localpart:server`) ||
 		!strings.Contains(err.Error(), `tenant "full": bot.matrix_user: a localpart`) {
 		t.Fatalf("bad matrix_user accepted or badly reported: %v", err)
@@ -248,7 +248,7 @@ tenants:
   - id: own
     bot: {method: appservice, access_token_file: /run/secrets/as}
 `
-	cfg, err := Parse([]byte(y), "f.yml", envOf(env))
+	cfg, err := parse([]byte(y), "f.yml", envOf(env))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,19 +272,19 @@ tenants:
 	}
 
 	// Renamed, disabled, colliding, missing token or user.
-	cfg, err = Parse([]byte("appservice:\n  tenant: platform-bot\n"), "f.yml", envOf(env))
+	cfg, err = parse([]byte("appservice:\n  tenant: platform-bot\n"), "f.yml", envOf(env))
 	if err != nil || len(cfg.Tenants) != 1 || cfg.Tenants[0].ID != "platform-bot" {
 		t.Fatalf("renamed: %v %+v", err, cfg)
 	}
-	cfg, err = Parse([]byte("appservice:\n  disabled: true\n"), "f.yml", envOf(env))
+	cfg, err = parse([]byte("appservice:\n  disabled: true\n"), "f.yml", envOf(env))
 	if err != nil || len(cfg.Tenants) != 0 {
 		t.Fatalf("disabled: %v %+v", err, cfg)
 	}
-	_, err = Parse([]byte("tenants:\n  - id: appservice\n    bot: {password: x}\n"), "f.yml", envOf(env))
+	_, err = parse([]byte("tenants:\n  - id: appservice\n    bot: {password: x}\n"), "f.yml", envOf(env))
 	if err == nil || !strings.Contains(err.Error(), `appservice.tenant: tenant id "appservice" is also defined in the file`) {
 		t.Fatalf("collision: %v", err)
 	}
-	_, err = Parse([]byte("tenants:\n  - id: a\n    bot: {method: appservice}\n"), "f.yml",
+	_, err = parse([]byte("tenants:\n  - id: a\n    bot: {method: appservice}\n"), "f.yml",
 		envOf(map[string]string{"MATRIX_HOMESERVER_URL": "https://matrix.example.net"}))
 	if err == nil || !strings.Contains(err.Error(), `tenant "a": bot.access_token: missing: the as_token`) ||
 		!strings.Contains(err.Error(), `tenant "a": bot.user: missing: the user to act as`) {
@@ -338,7 +338,7 @@ tenant_overrides:
   acme: {matrix_user: acmebot}
   legacy: {method: password}
 `
-	cfg, err := Parse([]byte(y), "f.yml", productionEnv(map[string]string{"MAS_PUBLIC_BASE": "https://mas.example.net"}))
+	cfg, err := parse([]byte(y), "f.yml", productionEnv(map[string]string{"MAS_PUBLIC_BASE": "https://mas.example.net"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,7 +350,7 @@ tenant_overrides:
 	if legacy.Bot.Method != MethodPassword || legacy.Bot.MatrixUser != "" {
 		t.Errorf("legacy: %+v", legacy.Bot)
 	}
-	_, err = Parse([]byte(masYAML+"tenant_overrides:\n  nobot: {method: password}\n  ghost: {method: password}\n  acme: {method: bogus}\n"), "f.yml",
+	_, err = parse([]byte(masYAML+"tenant_overrides:\n  nobot: {method: password}\n  ghost: {method: password}\n  acme: {method: bogus}\n"), "f.yml",
 		productionEnv(map[string]string{"MAS_PUBLIC_BASE": "https://mas.example.net"}))
 	for _, want := range []string{
 		`f.yml: tenant_overrides.ghost: no such tenant`,
@@ -367,7 +367,7 @@ tenant_overrides:
 // environment: its TENANTS_B64, MAS under MAS_PUBLIC_BASE, the platform API
 // under BACKEND_DOMAIN, the application service.
 func TestOpenMeetExampleConfig(t *testing.T) {
-	cfg, err := Load("testdata/openmeet/mxprobe.yml", productionEnv(map[string]string{
+	cfg, err := load("testdata/openmeet/mxprobe.yml", productionEnv(map[string]string{
 		"MAS_PUBLIC_BASE": "https://mas.example.net", "BACKEND_DOMAIN": "https://api.example.net",
 		"MATRIX_APPSERVICE_ID": "openmeet-appservice", "MATRIX_APPSERVICE_TOKEN": "as-TESTSECRET",
 	}), Kind{Name: "http", Schedule: "@every 30s", Timeout: 10 * time.Second, SettingsKey: "http"}) // probes/httpcheck decodes and checks its settings
@@ -403,7 +403,7 @@ func TestTenantIDCharset(t *testing.T) {
 	bad := []string{"ops<!channel>", "a b", "x\ny", "é", "a/b", strings.Repeat("a", MaxTenantIDLength+1)}
 	for _, id := range bad {
 		doc := fmt.Sprintf("global: {homeserver_url: https://m.example.org}\ntenants:\n  - {id: %q, bot: {user: bot, password: pw}}\n", id)
-		_, err := Parse([]byte(doc), "mx.yml", envOf(nil))
+		_, err := parse([]byte(doc), "mx.yml", envOf(nil))
 		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("mx.yml:3: tenant %q: id: %s", id, TenantIDRule)) {
 			t.Errorf("file tenant %q: %v", id, err)
 		}

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -16,7 +17,7 @@ import (
 // tenants) and the other keys raw.
 
 // DefaultSyncTimeout is the default long-poll timeout of one /sync.
-const DefaultSyncTimeout = defaultSyncTimeout
+const DefaultSyncTimeout = 10 * time.Second
 
 // SettingsNode returns the raw YAML node of the probe's key (nil when
 // absent), for the probe type that owns that key to decode.
@@ -49,7 +50,14 @@ func (c *Config) ProbeWhere(p *Probe) string { return c.probeWhere(p) }
 func (c *Config) TenantWhere(t *Tenant) string { return c.where(t) }
 
 // ValidRoomID reports whether s looks like a room id (!opaque:server).
-func ValidRoomID(s string) bool { return validRoomID(s) }
+func ValidRoomID(s string) bool {
+	return strings.HasPrefix(s, "!") && len(s) > 1 && !strings.ContainsAny(s, " \t\r\n/")
+}
+
+// ValidateAccount checks an account a probe type's settings name (the
+// round trip's shared peer) as the tenants' own are checked; w names it
+// in the errors ("file:line: probe \"x\": roundtrip.peer").
+func (c *Config) ValidateAccount(w string, a *Account) Errors { return c.validateAccount(w, a) }
 
 // UnknownSettings is the error for a key no part of the probe's type reads.
 func (c *Config) UnknownSettings(p *Probe, key string) error {

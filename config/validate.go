@@ -97,9 +97,7 @@ func validate(c *Config) Errors {
 	}
 	errs = append(errs, validateMAS(c)...)
 	errs = append(errs, validateAppService(c)...)
-	errs = append(errs, validateRoundtrip(c)...)
 	errs = append(errs, validateLimits(c)...)
-	errs = append(errs, validateLogin(c)...)
 	errs = append(errs, validateAlerting(c)...)
 	errs = append(errs, validateWeb(c)...)
 	return errs

@@ -27,7 +27,7 @@ web:
   trusted_proxies: [10.0.0.0/8, not-an-address]
   run_floor: -1s
 `
-	_, err := Parse([]byte(bad), "mx.yml", envOf(nil))
+	_, err := parse([]byte(bad), "mx.yml", envOf(nil))
 	if err == nil {
 		t.Fatal("bad web settings accepted")
 	}
@@ -59,7 +59,7 @@ web:
   cookie_secure: true
   run_floor: 10s
 `
-	cfg, err := Parse([]byte(good), "mx.yml", envOf(nil))
+	cfg, err := parse([]byte(good), "mx.yml", envOf(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestPlaceholderAndWeakTokensRefused(t *testing.T) {
 			"web:\n  api_token: " + tok + "\n",
 			"web:\n  api_token: 9f86d081884c7d659a2feaa0c55ad015\n  protect_reads: true\n  metrics_token_file: " + file + "\n",
 		} {
-			_, err := Parse([]byte(doc), "mx.yml", envOf(nil))
+			_, err := parse([]byte(doc), "mx.yml", envOf(nil))
 			if err == nil {
 				t.Errorf("token %q accepted:\n%s", tok, doc)
 				continue

@@ -14,7 +14,7 @@ func TestWebConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := "web:\n  api_token_file: " + tokenFile + "\n  protect_reads: true\n  title: Ops <b>\n"
-	cfg, err := Parse([]byte(good), "mx.yml", envOf(nil))
+	cfg, err := parse([]byte(good), "mx.yml", envOf(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +27,7 @@ func TestWebConfig(t *testing.T) {
 	}
 
 	bad := "global:\n  concurrency: 2\nweb:\n  api_token: inline-secret-value\n  api_token_file: " + tokenFile + "\n  sparkline_runs: -1\n"
-	_, err = Parse([]byte(bad), "mx.yml", envOf(nil))
+	_, err = parse([]byte(bad), "mx.yml", envOf(nil))
 	if err == nil {
 		t.Fatal("bad web config accepted")
 	}
@@ -41,11 +41,11 @@ func TestWebConfig(t *testing.T) {
 		t.Errorf("secret echoed in errors:\n%s", msg)
 	}
 
-	_, err = Parse([]byte("web:\n  protect_reads: true\n"), "mx.yml", envOf(nil))
+	_, err = parse([]byte("web:\n  protect_reads: true\n"), "mx.yml", envOf(nil))
 	if err == nil || !strings.Contains(err.Error(), "mx.yml:2: web.protect_reads: needs api_token or api_token_file") {
 		t.Fatalf("protect_reads without token: %v", err)
 	}
-	_, err = Parse([]byte("web:\n  api_token_file: "+filepath.Join(dir, "nope")+"\n"), "mx.yml", envOf(nil))
+	_, err = parse([]byte("web:\n  api_token_file: "+filepath.Join(dir, "nope")+"\n"), "mx.yml", envOf(nil))
 	if err == nil || !strings.Contains(err.Error(), "web.api_token_file: cannot read the token file") {
 		t.Fatalf("missing token file: %v", err)
 	}

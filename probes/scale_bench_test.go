@@ -45,9 +45,9 @@ func BenchmarkScale1000Tenants(b *testing.B) {
 	defer httpc.CloseIdleConnections()
 	mgr := auth.NewManager(httpc)
 	minPL := 50
-	rt := &matrix.RoundtripProbe{Name: "roundtrip", Manager: mgr, Tenants: cfg.TenantMap(nil), Settings: &config.RoundtripConfig{
+	rt := &matrix.RoundtripProbe{Name: "roundtrip", Manager: mgr, Tenants: cfg.TenantMap(nil), Settings: &matrix.RoundtripSettings{
 		Peer:          &config.Account{Method: config.MethodPassword, User: "peer", Password: promcfg.Secret("peer-pw")},
-		MinPowerLevel: &minPL, RoomNamePrefix: config.DefaultRoomNamePrefix,
+		MinPowerLevel: &minPL, RoomNamePrefix: matrix.DefaultRoomNamePrefix,
 		SyncTimeout: config.Duration(10 * time.Second), CleanupTimeout: config.Duration(10 * time.Second),
 		SweepMaxAge: config.Duration(time.Hour), SweepInterval: config.Duration(time.Hour),
 	}}

@@ -19,6 +19,8 @@ import (
 	"github.com/mxprobe/mxprobe/alerts/notify"
 	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/internal/testenv"
+	"github.com/mxprobe/mxprobe/probes/auth"
+	"github.com/mxprobe/mxprobe/probes/matrix"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -136,7 +138,7 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 
 func parse(t *testing.T, yml string) *config.Config {
 	t.Helper()
-	cfg, err := config.Parse([]byte(yml), "test.yml", func(string) string { return "" })
+	cfg, err := config.Parse([]byte(yml), "test.yml", func(string) string { return "" }, auth.LoginType().Kind, matrix.VersionsType().Kind, matrix.RoundtripType().Kind)
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}

@@ -40,8 +40,6 @@ type stores struct {
 	alerts atomic.Pointer[alerts.Manager]
 	// deps are the services above that probe types may need, by type.
 	deps *probetype.Deps
-	// crash is the CrashEnv test hook (nil unless the variable is set).
-	crash func(string)
 	// state keeps sessions and login budgets across restarts in data_dir
 	// (daemon only; nil without a data_dir, and for `mxprobe run`, which
 	// must not take the daemon's sessions). The first configuration opens
@@ -80,11 +78,13 @@ func newStores(httpc *http.Client, getenv func(string) string) *stores {
 		auth:    auth.NewManager(httpc),
 		mas:     auth.NewMASCache(),
 		synapse: synapse.NewStore(),
-		crash:   crashHook(getenv(CrashEnv)),
 		deps:    &probetype.Deps{},
 	}
 	probetype.Provide(st.deps, st.auth)
 	probetype.Provide(st.deps, st.synapse)
+	if crash := crashHook(getenv); crash != nil {
+		probetype.Provide(st.deps, crash) // a build for crash tests only
+	}
 	return st
 }
 

@@ -26,7 +26,9 @@ var (
 	binPath string
 )
 
-// mxprobeBin builds the binary once for the tests of this file.
+// mxprobeBin builds the binary once for the tests of this file, with the
+// test hooks (the tag mxprobe_testhooks: MXPROBE_TEST_CRASH_AT, which the
+// production binary lacks; testhooks.go).
 func mxprobeBin(t *testing.T) string {
 	t.Helper()
 	binOnce.Do(func() {
@@ -41,7 +43,7 @@ func mxprobeBin(t *testing.T) string {
 			t.Fatal(err)
 		}
 		binPath = filepath.Join(dir, "mxprobe")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/mxprobe")
+		cmd := exec.Command("go", "build", "-tags", "mxprobe_testhooks", "-o", binPath, "./cmd/mxprobe")
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

@@ -51,7 +51,8 @@ func fromType(t probetype.Type) probeType {
 		settingsKey: t.SettingsKey,
 		kind:        &t.Kind,
 		build: func(b *builder, p *config.Probe) (probes.Prober, error) {
-			return t.New(probetype.Inputs{Name: p.Name, Probe: p, Tenants: b.cfg.TenantMap(p), HTTP: b.st.http, Deps: b.st.deps})
+			return t.New(probetype.Inputs{Name: p.Name, Probe: p, Tenants: b.cfg.TenantMap(p), Homeservers: b.cfg.Homeservers(),
+				HTTP: b.st.http, Deps: b.st.deps})
 		},
 	}
 	if t.TargetField != "" || t.PrepareRun != nil {
@@ -111,9 +112,9 @@ type builder struct {
 // plus one line here (see README, "Layout").
 func probeTypes() map[string]probeType {
 	return map[string]probeType{
-		config.TypeVersions:        {build: buildVersions},
-		config.TypeLogin:           {build: buildLogin},
-		config.TypeRoundtrip:       {build: buildRoundtrip},
+		matrix.TypeVersions:        fromType(matrix.VersionsType()),
+		auth.TypeLogin:             fromType(auth.LoginType()),
+		matrix.TypeRoundtrip:       fromType(matrix.RoundtripType()),
 		matrix.TypeRoomMessage:     fromType(matrix.RoomMessageType()),
 		httpcheck.TypeHTTP:         fromType(httpcheck.Type()),
 		media.TypeMedia:            fromType(media.Type()),
@@ -189,12 +190,4 @@ func (e *env) kinds() []config.Kind {
 		}
 	}
 	return out
-}
-
-func buildVersions(b *builder, p *config.Probe) (probes.Prober, error) {
-	return &matrix.VersionsProbe{Name: p.Name, HTTP: b.st.http, Homeservers: matrix.Homeservers(b.cfg)}, nil
-}
-
-func buildLogin(b *builder, p *config.Probe) (probes.Prober, error) {
-	return &auth.LoginProbe{Name: p.Name, Manager: b.st.auth, Tenants: b.cfg.TenantMap(p), FullLoginInterval: p.FullLoginInterval()}, nil
 }

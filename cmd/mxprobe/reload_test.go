@@ -16,6 +16,7 @@ import (
 	"github.com/mxprobe/mxprobe/internal/testenv/masemu"
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/auth"
+	"github.com/mxprobe/mxprobe/probes/matrix"
 	"github.com/mxprobe/mxprobe/probes/shard"
 	"github.com/mxprobe/mxprobe/probes/synapse"
 )
@@ -242,7 +243,7 @@ func TestValidReloadKeepsState(t *testing.T) {
 
 	// A failed versions run (the emulator's homeserver answers /versions,
 	// so the failure is fed to the alert manager as the Result it would be).
-	d.stores.alerts.Load().Observe(probes.Result{Probe: "versions", Type: config.TypeVersions, Outcome: probes.OutcomeFailure,
+	d.stores.alerts.Load().Observe(probes.Result{Probe: "versions", Type: matrix.TypeVersions, Outcome: probes.OutcomeFailure,
 		Class: probes.ClassUnreachable, Error: "test", Started: time.Now()})
 	states0 := alertStates(d)
 	if states0["versions-down/"].State != alerts.StateFiring {

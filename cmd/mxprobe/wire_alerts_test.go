@@ -34,7 +34,7 @@ alerting:
   silences:
     - {matchers: {tenant: acme}, ends_at: "2999-01-01T00:00:00Z", comment: from the file}
 `
-	cfg, err := config.Parse([]byte(yml), "test.yml", func(string) string { return "" })
+	cfg, err := config.Parse([]byte(yml), "test.yml", func(string) string { return "" }, (&env{}).kinds()...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ func TestMASLoginBudgetWired(t *testing.T) {
 		yml := "global: {homeserver_url: http://127.0.0.1:1, server_name: example.org}\n" +
 			"mas: {redirect_uri: 'http://localhost:9005/cb', upstream: {api_url: 'http://127.0.0.1:2'}" + budget + "}\n" +
 			"tenants:\n  - {id: a, bot: {method: mas_oidc, password: x}}\n  - {id: b, bot: {method: mas_compat_sso, password: x}}\n"
-		cfg, err := config.Parse([]byte(yml), "test.yml", func(string) string { return "" })
+		cfg, err := config.Parse([]byte(yml), "test.yml", func(string) string { return "" }, (&env{}).kinds()...)
 		if err != nil {
 			t.Fatal(err)
 		}

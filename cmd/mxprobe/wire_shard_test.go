@@ -56,7 +56,7 @@ func TestShardFilterInBuildJobs(t *testing.T) {
 		fmt.Fprintf(&b, "  - {id: t%02d, bot: {method: password, user: bot%02d, password: pw}}\n", i, i)
 	}
 	b.WriteString("probes:\n  - {name: versions, type: versions}\n  - {name: login, type: login}\n")
-	cfg, err := config.Parse([]byte(b.String()), "test.yml", func(string) string { return "" })
+	cfg, err := config.Parse([]byte(b.String()), "test.yml", func(string) string { return "" }, (&env{}).kinds()...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,6 @@ var constantTables = map[string]string{
 	"config.labelNameRe":           "regexp of label names",
 	"config.quantileRe":            "regexp of quantile signals (p50, p99.9)",
 	"config.reservedLabels":        "table of labels the alert engine sets itself",
-	"config.probeDefaults":         "table of each built-in probe type's default schedule and timeout",
 	"config.defaultRcMessage":      "Synapse's default rc_message (a constant struct)",
 	"config.defaultRcRoomCreation": "Synapse's default rc_room_creation",
 	"config.defaultRcJoinsLocal":   "Synapse's default rc_joins.local",

@@ -42,9 +42,9 @@ func homeserverDep() *dependency {
 						Bot: config.Account{Method: config.MethodPassword, User: u, Password: promcfg.Secret(pw)}}}}
 				minPL := 50
 				return &matrix.RoundtripProbe{Name: "roundtrip", Manager: auth.NewManager(hc), Tenants: cfg.TenantMap(nil),
-					Settings: &config.RoundtripConfig{
+					Settings: &matrix.RoundtripSettings{
 						Peer:          &config.Account{Method: config.MethodPassword, User: peerU, Password: promcfg.Secret(peerPW)},
-						MinPowerLevel: &minPL, RoomNamePrefix: config.DefaultRoomNamePrefix,
+						MinPowerLevel: &minPL, RoomNamePrefix: matrix.DefaultRoomNamePrefix,
 						SyncTimeout: config.Duration(2 * time.Second), CleanupTimeout: config.Duration(3 * time.Second),
 						SweepMaxAge: config.Duration(time.Hour), SweepInterval: config.Duration(time.Hour),
 					}}

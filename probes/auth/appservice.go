@@ -21,7 +21,7 @@ type AppServiceMethod struct{}
 // Login implements Method.
 func (AppServiceMethod) Login(ctx context.Context, m *Manager, acct Account, rec *probes.Recorder) (*Session, error) {
 	var sess *Session
-	err := rec.Step("login", func() error {
+	err := rec.Step(StepLogin, func() error {
 		if acct.Token == "" {
 			return probes.Errorf(probes.ClassConfig, "no application service token configured")
 		}

@@ -79,7 +79,7 @@ tenants:
       peer: {method: password, user: %s, password: %s}
 `, dep.d.URL, dep.d.ServerName, tenants, dep.peer, dep.peerPW)
 	env := map[string]string{"MATRIX_APPSERVICE_ID": dep.service, "MATRIX_APPSERVICE_TOKEN": dep.token}
-	cfg, err := config.Parse([]byte(yml), "as-test.yml", func(k string) string { return env[k] })
+	cfg, err := config.Parse([]byte(yml), "as-test.yml", func(k string) string { return env[k] }, kinds()...)
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yml)
 	}
@@ -113,7 +113,7 @@ func TestAppServiceLoginAndRoundtrip(t *testing.T) {
 	mgr := auth.NewManager(httpc)
 	login := &auth.LoginProbe{Name: "login", Manager: mgr, Tenants: cfg.TenantMap(nil)}
 	p, _ := cfg.Probe("roundtrip")
-	rt := &matrix.RoundtripProbe{Name: "roundtrip", Manager: mgr, Tenants: cfg.TenantMap(nil), Settings: p.Roundtrip}
+	rt := &matrix.RoundtripProbe{Name: "roundtrip", Manager: mgr, Tenants: cfg.TenantMap(nil), Settings: roundtripSettings(t, p)}
 
 	for tenant, want := range map[string]string{
 		config.DefaultAppServiceTenant: "@" + dep.service + ":" + dep.d.ServerName,

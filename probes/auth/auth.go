@@ -299,14 +299,14 @@ func (m *Manager) Login(ctx context.Context, acct Account, rec *probes.Recorder)
 func (m *Manager) login(ctx context.Context, acct Account, rec *probes.Recorder, prev *Session) (*Session, error) {
 	meth, err := m.method(acct.Config.Method)
 	if err != nil {
-		rec.AddStep("login", 0, err)
+		rec.AddStep(StepLogin, 0, err)
 		return nil, err
 	}
 	rec.SetMethod(acct.Config.Method)
 	rec.Scrub(acct.Password, acct.Token)
 	acct.Instance = m.Instance
 	if err := m.spend(ctx, acct.Config.Method, acct.Key, m.Cached(acct.Key) == nil, rec); err != nil {
-		rec.AddStep("login", 0, err)
+		rec.AddStep(StepLogin, 0, err)
 		if be, ok := err.(*BudgetError); ok {
 			rec.Signal(probes.SignalNextLoginSeconds, be.Next.Seconds())
 		}
@@ -523,7 +523,7 @@ type PasswordMethod struct{}
 // Login implements Method.
 func (PasswordMethod) Login(ctx context.Context, m *Manager, acct Account, rec *probes.Recorder) (*Session, error) {
 	var sess *Session
-	err := rec.Step("login", func() error {
+	err := rec.Step(StepLogin, func() error {
 		var err error
 		sess, err = PasswordLogin(ctx, m, acct)
 		return err
@@ -587,7 +587,7 @@ type TokenMethod struct{}
 // Login implements Method.
 func (TokenMethod) Login(ctx context.Context, m *Manager, acct Account, rec *probes.Recorder) (*Session, error) {
 	var sess *Session
-	err := rec.Step("login", func() error {
+	err := rec.Step(StepLogin, func() error {
 		if acct.Token == "" {
 			return probes.Errorf(probes.ClassConfig, "no access token configured")
 		}

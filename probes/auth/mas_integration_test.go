@@ -88,7 +88,7 @@ tenants:
     roundtrip:
       peer: {method: mas_compat_password, user: %s, password: peer-pw}
 `, emu.HomeserverURL, serverName, emu.MASURL, emu.UpstreamURL, tb.String(), peer)
-	cfg, err := config.Parse([]byte(yml), "mas-test.yml", func(string) string { return "" })
+	cfg, err := config.Parse([]byte(yml), "mas-test.yml", func(string) string { return "" }, kinds()...)
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yml)
 	}
@@ -107,7 +107,7 @@ func TestMASTwoTenantsLoginAndRoundtrip(t *testing.T) {
 	dep := newMASDeployment(t, onSynapse, masemu.Options{}, "alpha", "beta")
 	login := &auth.LoginProbe{Name: "login", Manager: dep.mgr, Tenants: dep.cfg.TenantMap(nil)}
 	p, _ := dep.cfg.Probe("roundtrip")
-	rt := &matrix.RoundtripProbe{Name: "roundtrip", Manager: dep.mgr, Tenants: dep.cfg.TenantMap(nil), Settings: p.Roundtrip}
+	rt := &matrix.RoundtripProbe{Name: "roundtrip", Manager: dep.mgr, Tenants: dep.cfg.TenantMap(nil), Settings: roundtripSettings(t, p)}
 	for _, tn := range dep.cfg.Tenants {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		first := login.Run(ctx, tn.ID)

@@ -99,7 +99,7 @@ tenants:
     type: login
     login: {full_login_interval: 10m}
 `, emu.HomeserverURL, emu.ServerName, emu.MASURL, emu.UpstreamURL, tb.String())
-	cfg, err := config.Parse([]byte(yml), "openmeet-50.yml", func(string) string { return "" })
+	cfg, err := config.Parse([]byte(yml), "openmeet-50.yml", func(string) string { return "" }, kinds()...)
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -119,7 +119,7 @@ tenants:
 	b := cfg.MAS.LoginBudget
 	mgr.SetBudget(&auth.Budget{Name: "mas.login_budget", Max: b.Logins, Window: b.Window.D(), MinGap: b.MinGap(), Now: clk.Now, After: clk.After},
 		config.MethodMASOIDC, config.MethodMASCompatSSO)
-	probe := &auth.LoginProbe{Name: "login", Manager: mgr, Tenants: cfg.TenantMap(nil), FullLoginInterval: p.FullLoginInterval()}
+	probe := &auth.LoginProbe{Name: "login", Manager: mgr, Tenants: cfg.TenantMap(nil), FullLoginInterval: loginInterval(t, p)}
 
 	type run struct {
 		at  time.Duration
@@ -440,7 +440,7 @@ tenants:
 %sprobes:
   - {name: login, type: login}
 `, emu.HomeserverURL, emu.ServerName, emu.MASURL, emu.UpstreamURL, tb.String())
-	cfg, err := config.Parse([]byte(yml), "openmeet-12.yml", func(string) string { return "" })
+	cfg, err := config.Parse([]byte(yml), "openmeet-12.yml", func(string) string { return "" }, kinds()...)
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -456,7 +456,7 @@ tenants:
 	b := cfg.MAS.LoginBudget
 	mgr.SetBudget(&auth.Budget{Name: "mas.login_budget", Max: b.Logins, Window: b.Window.D(), MinGap: b.MinGap(), Now: clk.Now, After: clk.After},
 		config.MethodMASOIDC, config.MethodMASCompatSSO)
-	probe := &auth.LoginProbe{Name: "login", Manager: mgr, Tenants: cfg.TenantMap(nil), FullLoginInterval: p.FullLoginInterval()}
+	probe := &auth.LoginProbe{Name: "login", Manager: mgr, Tenants: cfg.TenantMap(nil), FullLoginInterval: loginInterval(t, p)}
 
 	// The scheduler's first round after a start: the warm-up spread.
 	type planned struct {

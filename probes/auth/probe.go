@@ -37,15 +37,15 @@ func (p *LoginProbe) DeclaredCounts() []string {
 
 // Run implements probes.Prober.
 func (p *LoginProbe) Run(ctx context.Context, tenant string) probes.Result {
-	rec := probes.NewRecorder(p.Name, config.TypeLogin, tenant)
+	rec := probes.NewRecorder(p.Name, TypeLogin, tenant)
 	t, ok := p.Tenants[tenant]
 	if !ok {
-		rec.AddStep("login", 0, probes.Errorf(probes.ClassConfig, "unknown tenant %q", tenant))
+		rec.AddStep(StepLogin, 0, probes.Errorf(probes.ClassConfig, "unknown tenant %q", tenant))
 		return rec.Finish()
 	}
 	acct, err := NewAccount(t, "bot", t.Bot)
 	if err != nil {
-		rec.AddStep("login", 0, err)
+		rec.AddStep(StepLogin, 0, err)
 		return rec.Finish()
 	}
 	rec.SetMethod(acct.Config.Method)
@@ -78,7 +78,7 @@ func (p *LoginProbe) Run(ctx context.Context, tenant string) probes.Result {
 			return rec.Finish()
 		}
 		budget.SetWaiting(acct.Key, false)
-		_ = rec.Step("whoami", func() error { return p.whoami(ctx, acct, sess) })
+		_ = rec.Step(StepWhoami, func() error { return p.whoami(ctx, acct, sess) })
 		return rec.Finish()
 	}
 	// Between full logins: the cached session, renewed when about to expire;
@@ -105,10 +105,10 @@ func (p *LoginProbe) Run(ctx context.Context, tenant string) probes.Result {
 			return rec.Finish()
 		}
 		rec.Scrub(ns.AccessToken, ns.RefreshToken)
-		_ = rec.Step("whoami", func() error { return p.whoami(ctx, acct, ns) })
+		_ = rec.Step(StepWhoami, func() error { return p.whoami(ctx, acct, ns) })
 		return rec.Finish()
 	}
-	rec.AddStep("whoami", time.Since(t0), err)
+	rec.AddStep(StepWhoami, time.Since(t0), err)
 	if err == nil {
 		how := "session proven"
 		if refreshed {

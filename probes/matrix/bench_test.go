@@ -33,9 +33,9 @@ func fakeFixture(tb testing.TB) (*fakehs.Server, *RoundtripProbe) {
 	minPL := 50
 	httpc := mxclient.NewHTTPClient()
 	tb.Cleanup(httpc.CloseIdleConnections)
-	p := &RoundtripProbe{Name: "roundtrip", Manager: auth.NewManager(httpc), Tenants: cfg.TenantMap(nil), Settings: &config.RoundtripConfig{
+	p := &RoundtripProbe{Name: "roundtrip", Manager: auth.NewManager(httpc), Tenants: cfg.TenantMap(nil), Settings: &RoundtripSettings{
 		Peer:          &config.Account{Method: config.MethodPassword, User: "peer", Password: promcfg.Secret("peer-pw")},
-		MinPowerLevel: &minPL, RoomNamePrefix: config.DefaultRoomNamePrefix,
+		MinPowerLevel: &minPL, RoomNamePrefix: DefaultRoomNamePrefix,
 		SyncTimeout: config.Duration(5 * time.Second), CleanupTimeout: config.Duration(5 * time.Second),
 		SweepMaxAge: config.Duration(time.Hour), SweepInterval: config.Duration(time.Hour),
 	}}

@@ -11,8 +11,8 @@ import (
 // requests count the 429s they meet (login steps do not: a refused login is
 // its own failure).
 var (
-	roundtripSteps   = []string{"login", "peer_login", "sweep", "create_room", "invite", "join", "send", "receive", "power_levels", "display_name", "leave", "forget"}
-	roomMessageSteps = []string{"login", "sync", "join", "send", "receive", "power_levels"}
+	roundtripSteps   = []string{StepLogin, StepPeerLogin, StepSweep, StepCreateRoom, StepInvite, StepJoin, StepSend, StepReceive, StepPowerLevels, StepDisplayName, StepLeave, StepForget}
+	roomMessageSteps = []string{StepLogin, StepSync, StepJoin, StepSend, StepReceive, StepPowerLevels}
 )
 
 // DeclaredCounts implements probes.DeclaredCounts: session renewals, 429s
@@ -53,24 +53,24 @@ func ExplainRateLimit(step string, retry time.Duration) string {
 	var limiter, key string
 	long := retry > 20*time.Second
 	switch step {
-	case "create_room":
+	case StepCreateRoom:
 		limiter, key = "rc_message", "the bot"
 		if long {
 			limiter = "rc_room_creation"
 		}
-	case "invite":
+	case StepInvite:
 		limiter, key = "rc_message or rc_invites.per_issuer", "the bot"
 		if long {
 			limiter, key = "rc_invites.per_user", "the peer (invites it receives from every tenant)"
 		}
-	case "join":
+	case StepJoin:
 		limiter, key = "rc_message", "the joining account"
 		if retry > 6*time.Second {
 			limiter = "rc_joins.local"
 		}
-	case "send", "leave", "power_levels", "display_name":
+	case StepSend, StepLeave, StepPowerLevels, StepDisplayName:
 		limiter, key = "rc_message", "the sending account"
-	case "login", "peer_login":
+	case StepLogin, StepPeerLogin:
 		limiter, key = "rc_login.address", "mxprobe's address (every /login of every tenant)"
 	default:
 		limiter, key = "unknown", "the account"

@@ -15,6 +15,7 @@ import (
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/auth"
 	"github.com/mxprobe/mxprobe/probes/mxclient"
+	"github.com/mxprobe/mxprobe/probes/probetype"
 )
 
 type simClock struct {
@@ -75,7 +76,7 @@ func TestTwentyTenantsDefaultSchedulesWithinLimits(t *testing.T) {
 			i, room.RoomID, users[0], toks[0], users[1], toks[1])
 	}
 	y.WriteString("probes:\n  - {name: roundtrip, type: roundtrip}\n  - {name: room_message, type: room_message}\n  - {name: login, type: login}\n")
-	cfg, err := config.Parse([]byte(y.String()), "twenty.yml", func(string) string { return "" }, RoomMessageType().Kind)
+	cfg, err := config.Parse([]byte(y.String()), "twenty.yml", func(string) string { return "" }, RoomMessageType().Kind, RoundtripType().Kind, auth.LoginType().Kind)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,16 +100,24 @@ func TestTwentyTenantsDefaultSchedulesWithinLimits(t *testing.T) {
 		p := &cfg.Probes[i]
 		var pr probes.Prober
 		switch p.Type {
-		case config.TypeRoundtrip:
-			pr = &RoundtripProbe{Name: p.Name, Manager: m, Tenants: cfg.TenantMap(nil), Settings: p.Roundtrip}
+		case TypeRoundtrip:
+			s, err := probetype.SettingsOf[RoundtripSettings](p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pr = &RoundtripProbe{Name: p.Name, Manager: m, Tenants: cfg.TenantMap(nil), Settings: s}
 		case TypeRoomMessage:
 			s, err := DecodeRoomMessageSettings(cfg, p, p.SettingsNode("room_message"))
 			if err != nil {
 				t.Fatal(err)
 			}
 			pr = &RoomMessageProbe{Name: p.Name, Manager: m, Tenants: cfg.TenantMap(nil), Settings: s}
-		case config.TypeLogin:
-			pr = &auth.LoginProbe{Name: p.Name, Manager: m, Tenants: cfg.TenantMap(nil), FullLoginInterval: p.FullLoginInterval()}
+		case auth.TypeLogin:
+			s, err := probetype.SettingsOf[auth.LoginSettings](p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pr = &auth.LoginProbe{Name: p.Name, Manager: m, Tenants: cfg.TenantMap(nil), FullLoginInterval: s.FullLoginInterval.D()}
 		}
 		iv := p.Schedule.Interval(clk.Now())
 		t.Logf("%s: every %s", p.Name, iv)

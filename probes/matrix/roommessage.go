@@ -34,7 +34,7 @@ func (p *RoomMessageProbe) Run(ctx context.Context, tenant string) probes.Result
 	}
 	t, ok := p.Tenants[tenant]
 	if !ok {
-		rec.AddStep("login", 0, probes.Errorf(probes.ClassConfig, "unknown tenant %q", tenant))
+		rec.AddStep(StepLogin, 0, probes.Errorf(probes.ClassConfig, "unknown tenant %q", tenant))
 		return rec.Finish()
 	}
 	room := id.RoomID(t.RoomID)
@@ -42,12 +42,12 @@ func (p *RoomMessageProbe) Run(ctx context.Context, tenant string) probes.Result
 		room = id.RoomID(s.RoomID)
 	}
 	if room == "" {
-		rec.AddStep("login", 0, probes.Errorf(probes.ClassConfig, "tenant %q has no room_id", tenant))
+		rec.AddStep(StepLogin, 0, probes.Errorf(probes.ClassConfig, "tenant %q has no room_id", tenant))
 		return rec.Finish()
 	}
 	acct, err := auth.NewAccount(t, "bot", t.Bot)
 	if err != nil {
-		rec.AddStep("login", 0, err)
+		rec.AddStep(StepLogin, 0, err)
 		return rec.Finish()
 	}
 	bot := &actor{acct: acct}
@@ -77,11 +77,11 @@ func (p *RoomMessageProbe) Run(ctx context.Context, tenant string) probes.Result
 // time covers both send requests, not the join between them.
 func (p *RoomMessageProbe) send(ctx context.Context, r *runner, bot *actor, room id.RoomID, nonce string, sent *time.Time, mayJoin bool) error {
 	t0 := time.Now()
-	r.cur = "send"
+	r.cur = StepSend
 	sendFn := func(ctx context.Context, cli *mautrix.Client) error { return sendNonce(ctx, cli, room, nonce, sent) }
 	err, raw, relog := r.attempt(ctx, bot, true, sendFn)
 	if err == nil || !notInRoom(raw) || !mayJoin {
-		r.rec.AddStep("send", time.Since(t0)-relog, err)
+		r.rec.AddStep(StepSend, time.Since(t0)-relog, err)
 		if err != nil && notInRoom(raw) {
 			r.rec.Note("the bot is not in the room (joining is off)")
 		}
@@ -89,20 +89,20 @@ func (p *RoomMessageProbe) send(ctx context.Context, r *runner, bot *actor, room
 	}
 	first := time.Since(t0) - relog
 	tj := time.Now()
-	r.cur = "join"
+	r.cur = StepJoin
 	jerr, _, jrelog := r.attempt(ctx, bot, true, func(ctx context.Context, cli *mautrix.Client) error {
 		_, err := cli.JoinRoomByID(ctx, room)
 		return err
 	})
-	r.rec.AddStep("join", time.Since(tj)-jrelog, jerr)
+	r.rec.AddStep(StepJoin, time.Since(tj)-jrelog, jerr)
 	r.rec.Note("the bot was not in the room (M_FORBIDDEN on send): joined first")
 	if jerr != nil {
 		return jerr
 	}
 	t1 := time.Now()
-	r.cur = "send"
+	r.cur = StepSend
 	err, _, relog = r.attempt(ctx, bot, true, sendFn)
-	r.rec.AddStep("send", first+time.Since(t1)-relog, err)
+	r.rec.AddStep(StepSend, first+time.Since(t1)-relog, err)
 	r.rec.Note("sent again after joining")
 	return err
 }

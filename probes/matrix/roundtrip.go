@@ -51,7 +51,7 @@ type RoundtripProbe struct {
 	Manager *auth.Manager
 	// Tenants are the tenants the probe runs for, by id.
 	Tenants  map[string]*config.Tenant
-	Settings *config.RoundtripConfig
+	Settings *RoundtripSettings
 
 	// Journal records probe rooms before they are created, so a crashed
 	// run's rooms are cleaned up by the next sweep (nil: no journal).
@@ -70,11 +70,11 @@ type RoundtripProbe struct {
 	crash     bool
 }
 
-func (p *RoundtripProbe) settings() *config.RoundtripConfig {
+func (p *RoundtripProbe) settings() *RoundtripSettings {
 	if p.Settings != nil {
 		return p.Settings
 	}
-	return &config.RoundtripConfig{}
+	return &RoundtripSettings{}
 }
 
 // actors resolves the bot and the peer of a tenant.
@@ -104,17 +104,17 @@ func (p *RoundtripProbe) actors(tenant string) (bot, peer *actor, err error) {
 		// not one per tenant.
 		pa.Key = "shared-peer@" + strings.TrimRight(pa.HomeserverURL, "/")
 	}
-	return bot, &actor{acct: pa, prefix: "peer_"}, nil
+	return bot, &actor{acct: pa, prefix: peerPrefix}, nil
 }
 
 // Run implements probes.Prober.
 func (p *RoundtripProbe) Run(ctx context.Context, tenant string) probes.Result {
-	rec := probes.NewRecorder(p.Name, config.TypeRoundtrip, tenant)
+	rec := probes.NewRecorder(p.Name, TypeRoundtrip, tenant)
 	r := &runner{rec: rec, m: p.Manager}
 	s := p.settings()
 	bot, peer, err := p.actors(tenant)
 	if err != nil {
-		rec.AddStep("login", 0, err)
+		rec.AddStep(StepLogin, 0, err)
 		return rec.Finish()
 	}
 	if r.login(ctx, bot) != nil || r.login(ctx, peer) != nil {
@@ -176,7 +176,7 @@ func (p *RoundtripProbe) steps(ctx context.Context, r *runner, tenant string, bo
 	nonce := newNonce()
 	created := st.created
 	createRefused := false
-	err := r.step(ctx, "create_room", bot, func(ctx context.Context, cli *mautrix.Client) error {
+	err := r.step(ctx, StepCreateRoom, bot, func(ctx context.Context, cli *mautrix.Client) error {
 		var resp struct {
 			RoomID id.RoomID `json:"room_id"`
 		}
@@ -197,12 +197,12 @@ func (p *RoundtripProbe) steps(ctx context.Context, r *runner, tenant string, bo
 			r.rec.Note("room journal not updated: " + jerr.Error())
 		}
 	}
-	hook("create_room")
+	hook(StepCreateRoom)
 	if err != nil {
 		return
 	}
 
-	err = r.step(ctx, "invite", bot, func(ctx context.Context, cli *mautrix.Client) error {
+	err = r.step(ctx, StepInvite, bot, func(ctx context.Context, cli *mautrix.Client) error {
 		st.invited = true
 		_, err := cli.InviteUser(ctx, st.room, &mautrix.ReqInviteUser{UserID: peer.userID()})
 		if err != nil && mxclient.HTTPStatus(err) >= 400 && mxclient.HTTPStatus(err) < 500 {
@@ -210,51 +210,51 @@ func (p *RoundtripProbe) steps(ctx context.Context, r *runner, tenant string, bo
 		}
 		return err
 	})
-	hook("invite")
+	hook(StepInvite)
 	if err != nil {
 		return
 	}
 
-	err = r.step(ctx, "join", peer, func(ctx context.Context, cli *mautrix.Client) error {
+	err = r.step(ctx, StepJoin, peer, func(ctx context.Context, cli *mautrix.Client) error {
 		st.joined = true
 		_, err := cli.JoinRoomByID(ctx, st.room)
 		return err
 	})
-	hook("join")
+	hook(StepJoin)
 	if err != nil {
 		return
 	}
 
 	since, err := r.position(ctx, peer, st.room)
-	hook("sync")
+	hook(StepSync)
 	if err != nil {
 		return
 	}
 
 	var sent time.Time
-	err = r.step(ctx, "send", bot, func(ctx context.Context, cli *mautrix.Client) error {
+	err = r.step(ctx, StepSend, bot, func(ctx context.Context, cli *mautrix.Client) error {
 		return sendNonce(ctx, cli, st.room, nonce, &sent)
 	})
-	hook("send")
+	hook(StepSend)
 	if err != nil {
 		return
 	}
 
 	err = r.receive(ctx, peer, st.room, since, nonce, sent, s.SyncTimeout.D())
-	hook("receive")
+	hook(StepReceive)
 	if err != nil {
 		return
 	}
 
 	err = checkPowerLevel(ctx, r, bot, st.room, s.MinPower())
-	hook("power_levels")
+	hook(StepPowerLevels)
 	if err != nil {
 		return
 	}
 
 	if want := bot.acct.Config.DisplayName; want != "" {
 		_ = checkDisplayName(ctx, r, bot, want)
-		hook("display_name")
+		hook(StepDisplayName)
 	}
 }
 
@@ -278,7 +278,7 @@ func (p *RoundtripProbe) createRequest(tenant string, created time.Time) map[str
 // checkPowerLevel is the step that checks the bot's power level in room.
 func checkPowerLevel(ctx context.Context, r *runner, bot *actor, room id.RoomID, minLevel int) error {
 	level := 0
-	err := r.step(ctx, "power_levels", bot, func(ctx context.Context, cli *mautrix.Client) error {
+	err := r.step(ctx, StepPowerLevels, bot, func(ctx context.Context, cli *mautrix.Client) error {
 		var pl event.PowerLevelsEventContent
 		if err := cli.StateEvent(ctx, room, event.StatePowerLevels, "", &pl); err != nil {
 			return err
@@ -302,7 +302,7 @@ func checkPowerLevel(ctx context.Context, r *runner, bot *actor, room id.RoomID,
 // checkDisplayName is the step that compares the bot's display name with
 // the configured one.
 func checkDisplayName(ctx context.Context, r *runner, bot *actor, want string) error {
-	return r.step(ctx, "display_name", bot, func(ctx context.Context, cli *mautrix.Client) error {
+	return r.step(ctx, StepDisplayName, bot, func(ctx context.Context, cli *mautrix.Client) error {
 		resp, err := cli.GetDisplayName(ctx, bot.userID())
 		if err != nil {
 			return err
@@ -325,8 +325,8 @@ func (p *RoundtripProbe) cleanup(ctx context.Context, r *runner, room id.RoomID,
 	peerIn := invited || joined
 	peerLeft := false
 	done := true
-	_ = r.rec.SoftStep("leave", func() error {
-		r.cur = "leave"
+	_ = r.rec.SoftStep(StepLeave, func() error {
+		r.cur = StepLeave
 		var errs []error
 		if peerIn {
 			err, raw, _ := r.attempt(ctx, peer, false, func(ctx context.Context, cli *mautrix.Client) error {
@@ -358,8 +358,8 @@ func (p *RoundtripProbe) cleanup(ctx context.Context, r *runner, room id.RoomID,
 		p.point("bot_leave")
 		return joinErrs(errs)
 	})
-	_ = r.rec.SoftStep("forget", func() error {
-		r.cur = "forget"
+	_ = r.rec.SoftStep(StepForget, func() error {
+		r.cur = StepForget
 		var errs []error
 		if peerLeft {
 			if err, _, _ := r.attempt(ctx, peer, false, forget(room)); err != nil {

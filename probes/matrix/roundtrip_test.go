@@ -20,6 +20,7 @@ import (
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/auth"
 	"github.com/mxprobe/mxprobe/probes/mxclient"
+	"github.com/mxprobe/mxprobe/probes/probetype"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -53,10 +54,10 @@ func newFixture(t *testing.T, d *testenv.Homeserver, hsURL string, tenants ...st
 		})
 	}
 	minPL := 50
-	settings := &config.RoundtripConfig{
+	settings := &RoundtripSettings{
 		Peer:           &config.Account{Method: config.MethodPassword, User: peerUser, Password: promcfg.Secret(peerPW)},
 		MinPowerLevel:  &minPL,
-		RoomNamePrefix: config.DefaultRoomNamePrefix,
+		RoomNamePrefix: DefaultRoomNamePrefix,
 		SyncTimeout:    config.Duration(5 * time.Second),
 		CleanupTimeout: config.Duration(10 * time.Second),
 		SweepMaxAge:    config.Duration(time.Hour),
@@ -81,7 +82,12 @@ func (f *fixture) run(t *testing.T, tenant string, timeout time.Duration) probes
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return f.probe.Run(ctx, tenant)
+	r := f.probe.Run(ctx, tenant)
+	// Every real run reports only the steps and classes the type declares.
+	if err := probetype.CheckResult(RoundtripType(), r); err != nil {
+		t.Error(err)
+	}
+	return r
 }
 
 func (f *fixture) token(t *testing.T, who string) string {
@@ -441,7 +447,7 @@ func TestSendDelayMeasured(t *testing.T) {
 }
 
 func TestProbeRoomNameParse(t *testing.T) {
-	p := config.DefaultRoomNamePrefix
+	p := DefaultRoomNamePrefix
 	if ts, ok := probeRoomCreated(p+"acme corp 1700000000000", p); !ok || ts.UnixMilli() != 1700000000000 {
 		t.Fatal(ts, ok)
 	}

@@ -12,7 +12,6 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/probes"
 )
 
@@ -37,11 +36,11 @@ func (p *RoundtripProbe) markSwept(tenant string) {
 // Sweep logs the tenant's bot and peer in and leaves and forgets the probe
 // rooms older than sweep_max_age that they are still in or invited to.
 func (p *RoundtripProbe) Sweep(ctx context.Context, tenant string) probes.Result {
-	rec := probes.NewRecorder(p.Name, config.TypeRoundtrip, tenant)
+	rec := probes.NewRecorder(p.Name, TypeRoundtrip, tenant)
 	r := &runner{rec: rec, m: p.Manager}
 	bot, peer, err := p.actors(tenant)
 	if err != nil {
-		rec.AddStep("login", 0, err)
+		rec.AddStep(StepLogin, 0, err)
 		return rec.Finish()
 	}
 	if r.login(ctx, bot) != nil || r.login(ctx, peer) != nil {
@@ -58,8 +57,8 @@ func (p *RoundtripProbe) sweepStep(ctx context.Context, r *runner, tenant string
 	defer cancel()
 	cutoff := time.Now().Add(-s.SweepMaxAge.D())
 	left := 0
-	r.cur = "sweep"
-	err := r.rec.SoftStep("sweep", func() error {
+	r.cur = StepSweep
+	err := r.rec.SoftStep(StepSweep, func() error {
 		var errs []error
 		// First the rooms the journal holds for crashed runs, left but not
 		// forgotten ones included; rooms whose id a crash kept from the

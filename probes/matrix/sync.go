@@ -63,7 +63,7 @@ func freshFilter(filter string) string {
 // (next_batch), from which receive waits for the message.
 func (r *runner) position(ctx context.Context, a *actor, room id.RoomID) (string, error) {
 	var since string
-	err := r.step(ctx, "sync", a, func(ctx context.Context, cli *mautrix.Client) error {
+	err := r.step(ctx, StepSync, a, func(ctx context.Context, cli *mautrix.Client) error {
 		resp, err := cli.SyncRequest(ctx, 0, "", freshFilter(roomFilter(room, 1)), false, event.PresenceOffline)
 		if err != nil {
 			return err
@@ -87,7 +87,7 @@ const emptySyncPause = 100 * time.Millisecond
 func (r *runner) receive(ctx context.Context, a *actor, room id.RoomID, since, nonce string, sent time.Time, syncTimeout time.Duration) error {
 	filter := roomFilter(room, 50)
 	var delivered time.Time
-	err := r.step(ctx, "receive", a, func(ctx context.Context, cli *mautrix.Client) error {
+	err := r.step(ctx, StepReceive, a, func(ctx context.Context, cli *mautrix.Client) error {
 		for {
 			timeout := syncTimeout
 			if dl, ok := ctx.Deadline(); ok {

@@ -9,12 +9,37 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"strings"
+	"time"
 
 	"github.com/mxprobe/mxprobe/config"
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/mxclient"
+	"github.com/mxprobe/mxprobe/probes/probetype"
 )
+
+// TypeVersions is the versions probe type's name.
+const TypeVersions = "versions"
+
+// Steps of versions runs: one pair per homeserver.
+const (
+	StepVersions  = "versions"
+	StepWellKnown = "well_known"
+)
+
+// VersionsType is the versions probe type: every homeserver of the
+// configuration, checked every 30 s, without settings; a configuration
+// without probes gets one.
+func VersionsType() probetype.Type {
+	return probetype.Define(probetype.Def[struct{}]{
+		Name: TypeVersions, Schedule: "@every 30s", Timeout: 10 * time.Second,
+		Default: true,
+		Steps:   []string{StepVersions, StepWellKnown},
+		Classes: probes.SharedClasses(),
+		New: func(in probetype.Inputs, _ *struct{}) (probes.Prober, error) {
+			return &VersionsProbe{Name: in.Name, HTTP: in.HTTP, Homeservers: in.Homeservers}, nil
+		},
+	})
+}
 
 // VersionsProbe checks that each configured homeserver answers
 // /_matrix/client/versions with a spec version list, and that its
@@ -27,37 +52,22 @@ type VersionsProbe struct {
 }
 
 // Homeservers lists the distinct homeserver URLs of the configuration.
-func Homeservers(c *config.Config) []string {
-	seen := map[string]bool{}
-	var out []string
-	add := func(u string) {
-		u = strings.TrimRight(u, "/")
-		if u != "" && !seen[u] {
-			seen[u] = true
-			out = append(out, u)
-		}
-	}
-	add(c.Global.HomeserverURL)
-	for _, t := range c.Tenants {
-		add(t.HomeserverURL)
-	}
-	return out
-}
+func Homeservers(c *config.Config) []string { return c.Homeservers() }
 
 // Run implements probes.Prober.
 func (p *VersionsProbe) Run(ctx context.Context, tenant string) probes.Result {
-	rec := probes.NewRecorder(p.Name, config.TypeVersions, tenant)
+	rec := probes.NewRecorder(p.Name, TypeVersions, tenant)
 	hss := p.Homeservers
 	if len(hss) == 0 {
-		rec.AddStep("versions", 0, probes.Errorf(probes.ClassConfig, "no homeserver configured"))
+		rec.AddStep(StepVersions, 0, probes.Errorf(probes.ClassConfig, "no homeserver configured"))
 		return rec.Finish()
 	}
 	for _, hs := range hss {
-		if rec.Step("versions", func() error { return p.versions(ctx, hs) }) != nil {
+		if rec.Step(StepVersions, func() error { return p.versions(ctx, hs) }) != nil {
 			continue
 		}
 		rec.Note(hs)
-		_ = rec.Step("well_known", func() error {
+		_ = rec.Step(StepWellKnown, func() error {
 			served, err := p.wellKnown(ctx, hs)
 			if err == nil && !served {
 				rec.Note("not served")

@@ -126,7 +126,7 @@ probes:
     type: login
   - name: versions
     type: versions
-`, hs, botPassword)), "test.yml", func(string) string { return "" })
+`, hs, botPassword)), "test.yml", func(string) string { return "" }, auth.LoginType().Kind, matrix.VersionsType().Kind)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -81,6 +81,12 @@ type Def[S any] struct {
 	// Costs (optional): what one run for tenant t (nil for a global probe)
 	// sends against each rate limiter.
 	Costs func(c *config.Config, p *config.Probe, s *S, t *config.Tenant) []config.Cost
+	// Accounts (optional): the accounts a run for tenant t logs in as
+	// besides t's bot (config.Kind.Accounts).
+	Accounts func(c *config.Config, p *config.Probe, s *S, t *config.Tenant) []*config.Account
+	// DefaultSchedule (optional): as in config.Kind (it runs before the
+	// settings are decoded, so it has none).
+	DefaultSchedule func(c *config.Config, p *config.Probe) string
 	// Metrics and PrepareRun: as in Type.
 	Metrics    func(reg prometheus.Registerer) (Observer, error)
 	PrepareRun func(c *config.Config, p *config.Probe, s *S, o RunOptions) error
@@ -93,6 +99,7 @@ func Define[S any](d Def[S]) Type {
 		Kind: config.Kind{
 			Name: d.Name, PerTenant: d.PerTenant, Schedule: d.Schedule, Timeout: d.Timeout,
 			DeriveSchedule: d.DeriveSchedule, Default: d.Default, SettingsKey: d.SettingsKey,
+			DefaultSchedule: d.DefaultSchedule,
 		},
 		TargetField: d.TargetField,
 		Credentials: d.Credentials,
@@ -124,6 +131,15 @@ func Define[S any](d Def[S]) Type {
 				return nil // reported by the decoder
 			}
 			return d.Costs(c, p, s, tn)
+		}
+	}
+	if d.Accounts != nil {
+		t.Accounts = func(c *config.Config, p *config.Probe, tn *config.Tenant) []*config.Account {
+			s, err := SettingsOf[S](p)
+			if err != nil {
+				return nil // reported by the decoder
+			}
+			return d.Accounts(c, p, s, tn)
 		}
 	}
 	if d.PrepareRun != nil {
@@ -160,6 +176,9 @@ type Inputs struct {
 	// Tenants are the tenants the probe runs for, by id (empty for a
 	// global probe).
 	Tenants map[string]*config.Tenant
+	// Homeservers are the distinct homeserver URLs of the configuration
+	// (config.Config.Homeservers).
+	Homeservers []string
 	// HTTP is the shared HTTP client.
 	HTTP *http.Client
 	// Deps are the process's long-lived services (the login manager, the

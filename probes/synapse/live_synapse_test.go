@@ -134,8 +134,8 @@ func liveSynapse(t *testing.T, pg bool) {
 	}
 	minPL := 50
 	rt := &matrix.RoundtripProbe{Name: "roundtrip", Manager: auth.NewManager(httpc), Tenants: cfg.TenantMap(nil),
-		Settings: &config.RoundtripConfig{
-			MinPowerLevel: &minPL, RoomNamePrefix: config.DefaultRoomNamePrefix,
+		Settings: &matrix.RoundtripSettings{
+			MinPowerLevel: &minPL, RoomNamePrefix: matrix.DefaultRoomNamePrefix,
 			SyncTimeout: config.Duration(10 * time.Second), CleanupTimeout: config.Duration(10 * time.Second),
 			SweepMaxAge: config.Duration(time.Hour), SweepInterval: config.Duration(time.Hour),
 		}}
