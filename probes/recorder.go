@@ -1,8 +1,6 @@
 package probes
 
 import (
-	"fmt"
-	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -169,16 +167,8 @@ func (r *Recorder) Warn(step string, class Class, msg string) {
 // start of one where a text was cut (cutSecretPrefix), so a server
 // that echoes credentials in its error messages cannot get them into a
 // Result.
-//
-// A secret is a string or of a string type (promcfg.Secret, which is how
-// accounts hold theirs); anything else is a programming error and panics.
-func (r *Recorder) Scrub(secrets ...any) {
-	for _, v := range secrets {
-		rv := reflect.ValueOf(v)
-		if rv.Kind() != reflect.String {
-			panic(fmt.Sprintf("probes: Scrub of a %T: secrets are strings", v))
-		}
-		s := rv.String()
+func (r *Recorder) Scrub(secrets ...string) {
+	for _, s := range secrets {
 		if len(s) >= 4 && !slices.Contains(r.secrets, s) {
 			r.secrets = append(r.secrets, s)
 		}

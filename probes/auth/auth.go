@@ -86,6 +86,9 @@ func NewAccount(tenant *config.Tenant, role string, acct config.Account) (Accoun
 	}, nil
 }
 
+// Secrets are the account's secrets as text, for Recorder.Scrub.
+func (a Account) Secrets() []string { return []string{string(a.Password), string(a.Token)} }
+
 // GoString is String, so that %#v of an Account keeps its secrets out too.
 func (a Account) GoString() string { return a.String() }
 
@@ -303,7 +306,7 @@ func (m *Manager) login(ctx context.Context, acct Account, rec *probes.Recorder,
 		return nil, err
 	}
 	rec.SetMethod(acct.Config.Method)
-	rec.Scrub(acct.Password, acct.Token)
+	rec.Scrub(acct.Secrets()...)
 	acct.Instance = m.Instance
 	if err := m.spend(ctx, acct.Config.Method, acct.Key, m.Cached(acct.Key) == nil, rec); err != nil {
 		rec.AddStep(StepLogin, 0, err)
@@ -419,7 +422,7 @@ func (m *Manager) Session(ctx context.Context, acct Account, rec *probes.Recorde
 	if sess == nil {
 		return m.login(ctx, acct, rec, nil)
 	}
-	rec.Scrub(acct.Password, acct.Token, sess.AccessToken, sess.RefreshToken)
+	rec.Scrub(append(acct.Secrets(), sess.AccessToken, sess.RefreshToken)...)
 	if !sess.Expiry.IsZero() && time.Until(sess.Expiry) < m.RefreshBefore {
 		return m.renew(ctx, acct, sess, rec)
 	}

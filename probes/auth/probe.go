@@ -49,7 +49,7 @@ func (p *LoginProbe) Run(ctx context.Context, tenant string) probes.Result {
 		return rec.Finish()
 	}
 	rec.SetMethod(acct.Config.Method)
-	rec.Scrub(acct.Password, acct.Token)
+	rec.Scrub(acct.Secrets()...)
 	sess := p.Manager.Cached(acct.Key)
 	now := p.Manager.now()
 	due := sess == nil || p.FullLoginInterval <= 0 || now.Sub(sess.LoggedIn) >= p.FullLoginInterval

@@ -31,7 +31,7 @@ func (m *Manager) Refresh(ctx context.Context, acct Account, rec *probes.Recorde
 	if sess == nil {
 		return m.login(ctx, acct, rec, nil)
 	}
-	rec.Scrub(acct.Password, acct.Token, sess.AccessToken, sess.RefreshToken)
+	rec.Scrub(append(acct.Secrets(), sess.AccessToken, sess.RefreshToken)...)
 	return m.renew(ctx, acct, sess, rec)
 }
 

@@ -270,7 +270,7 @@ func (p *DeliveryProbe) peerAccount(tenant string) (auth.Account, error) {
 func (p *DeliveryProbe) session(ctx context.Context, rec *probes.Recorder, acct auth.Account, step string) (*mautrix.Client, error) {
 	var sess *auth.Session
 	var err error
-	rec.Scrub(acct.Password, acct.Token)
+	rec.Scrub(acct.Secrets()...)
 	if step == "" {
 		sess, err = p.Manager.Session(ctx, acct, rec)
 	} else {

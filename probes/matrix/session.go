@@ -80,7 +80,7 @@ func (r *runner) login(ctx context.Context, a *actor) error {
 		return err
 	}
 	// The peer logged in on a sub-record: its secrets are the run's too.
-	r.rec.Scrub(a.acct.Password, a.acct.Token, sess.AccessToken)
+	r.rec.Scrub(append(a.acct.Secrets(), sess.AccessToken)...)
 	if a.prefix == "" && sess.Method != "" {
 		r.rec.SetMethod(sess.Method) // the run used a session of this method, cached or fresh
 	}
