@@ -11,8 +11,10 @@ import (
 // endpoint; OpenMeet limits that endpoint to 10 requests per minute keyed by
 // the caller's address (MAS's, shared by every user of every tenant) and
 // counts each request twice, so the 6th exchange in any sliding minute is
-// refused and blocks everyone behind MAS for 60 s (openmeet-api
-// src/oidc/oidc.controller.ts 733-741, src/app.module.ts 195-198).
+// refused and blocks everyone behind MAS for 60 s (openmeet-api: the
+// @Throttle of OidcController.token in src/oidc/oidc.controller.ts, and
+// the global MultiLayerThrottlerGuard that AppModule installs in
+// src/app.module.ts).
 const (
 	// DefaultMASLoginBudgetLogins full MAS logins in any
 	// DefaultMASLoginBudgetWindow: one below the provider's 5, leaving room

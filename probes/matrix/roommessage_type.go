@@ -1,7 +1,6 @@
 package matrix
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -88,8 +87,8 @@ func DecodeRoomMessageSettings(cfg *config.Config, p *config.Probe, n *yaml.Node
 	if s.SyncTimeout == 0 {
 		s.SyncTimeout = config.Duration(config.DefaultSyncTimeout)
 	}
-	var errs []error
-	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	var errs config.Errors
+	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
 	if s.RoomID != "" && !config.ValidRoomID(s.RoomID) {
 		add("%s: room_message.room_id: %q is not a room id (!opaque:server)", w, s.RoomID)
 	}
@@ -108,7 +107,7 @@ func DecodeRoomMessageSettings(cfg *config.Config, p *config.Probe, n *yaml.Node
 		}
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, errs
 	}
 	return s, nil
 }

@@ -1,7 +1,6 @@
 package matrix
 
 import (
-	"errors"
 	"fmt"
 	"path/filepath"
 	"time"
@@ -230,12 +229,10 @@ func DecodeRoundtripSettings(c *config.Config, p *config.Probe, n *yaml.Node) (*
 		r.JournalDir = filepath.Join(c.Global.DataDir, "rooms")
 	}
 
-	var errs []error
-	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	var errs config.Errors
+	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
 	if r.Peer != nil {
-		for _, e := range c.ValidateAccount(w+": roundtrip.peer", r.Peer) {
-			errs = append(errs, errors.New(e))
-		}
+		errs = append(errs, c.ValidateAccount(w+": roundtrip.peer", r.Peer)...)
 	}
 	if lvl := r.MinPower(); lvl < 0 || lvl > 100 {
 		add("%s: roundtrip.min_power_level: %d is outside 0..100", w, lvl)
@@ -266,7 +263,7 @@ func DecodeRoundtripSettings(c *config.Config, p *config.Probe, n *yaml.Node) (*
 		}
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, errs
 	}
 	return r, nil
 }

@@ -5,7 +5,6 @@
 package media
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -117,8 +116,8 @@ func DecodeSettings(cfg *config.Config, p *config.Probe, n *yaml.Node) (*Setting
 			return nil, err
 		}
 	}
-	var errs []error
-	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(w+": "+format, args...)) }
+	var errs config.Errors
+	add := func(format string, args ...any) { errs = append(errs, w+": "+fmt.Sprintf(format, args...)) }
 	switch {
 	case s.UploadInterval == 0:
 		s.UploadInterval = config.Duration(DefaultUploadInterval)
@@ -132,7 +131,7 @@ func DecodeSettings(cfg *config.Config, p *config.Probe, n *yaml.Node) (*Setting
 		add("media.thumbnail_size: %d is outside 1..800", s.ThumbnailSize)
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, errs
 	}
 	s.dataDir = cfg.Global.DataDir
 	return s, nil
