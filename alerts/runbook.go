@@ -40,6 +40,8 @@ func runbookAnchor(probeType, condition string) string {
 		return "federation-failing"
 	case "tls":
 		return "tls-certificates"
+	case "media":
+		return "media-repository-failing"
 	}
 	return runbookFallback
 }

@@ -67,8 +67,8 @@ func TestDefaultRunbooksExist(t *testing.T) {
 			t.Errorf("probe type %s has no runbook section of its own", typ)
 		}
 	}
-	if len(seen) != 8 {
-		t.Errorf("sections reached: %v, want the general one and seven per type or condition", seen)
+	if len(seen) != 9 {
+		t.Errorf("sections reached: %v, want the general one and eight per type or condition", seen)
 	}
 }
 
