@@ -176,8 +176,9 @@ func runScale(b *testing.B, bin, cfgPath string, tenants int, interval time.Dura
 		}
 	}
 	res.p50, res.p99 = scaleQuantile(fams, "mxprobe_scheduler_lateness_seconds", 0.5), scaleQuantile(fams, "mxprobe_scheduler_lateness_seconds", 0.99)
-	// Rooms are left and forgotten right after each round trip.
-	time.Sleep(2 * time.Second)
+	// Rooms are left and forgotten at the end of each round trip: stop the
+	// daemon (runs in flight finish or clean up within its grace) first.
+	p.Stop(syscall.SIGTERM, 30*time.Second)
 	st := si.Stats(b)
 	res.standinCPU = time.Duration((st.CPUSeconds - st0.CPUSeconds) * float64(time.Second))
 	b.Logf("%d tenants: %d login + %d round trip + %d synapse runs in %s (%d failed), p50/p99 lateness %.1f/%.1f ms, mxprobe CPU %s (%.2f ms/run), peak RSS %.1f MB, peak goroutines %d, /metrics %s for %.1f MB; stand-in CPU %.1f s, rooms left %d",
