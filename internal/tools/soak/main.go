@@ -144,14 +144,22 @@ type homeserver interface {
 	Stop()
 }
 
-func run(bin, hsKind string, dur, quiet time.Duration, tenants int, seed uint64) error {
+func run(bin, hsKind string, dur, quiet time.Duration, tenants int, seed uint64) (rerr error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	dir, err := os.MkdirTemp("", "mxprobe-soak-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	// A failed run keeps mxprobe's log and data (the room journal) for the
+	// post-mortem.
+	defer func() {
+		if rerr == nil {
+			os.RemoveAll(dir)
+		} else {
+			fmt.Printf("mxprobe's log and data kept in %s\n", dir)
+		}
+	}()
 	var d homeserver
 	var syn *testenv.Synapse
 	var hsURL, serverName string
