@@ -72,10 +72,20 @@ bench: tools
 	$(GO) test -p 1 -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./...
 	./scripts/bench-footprint.sh
 
-## soak: SOAK (default 30m) of 50 tenants against Dendrite with random faults (not in CI)
+## soak: SOAK (default 30m) of 50 tenants against Synapse on PostgreSQL with random faults (not in CI)
 SOAK ?= 30m
-soak: tools build
-	$(GO) run ./internal/tools/soak --mxprobe bin/mxprobe --duration $(SOAK)
+SOAK_HOMESERVER ?= synapse
+soak: tools build postgresql
+	$(GO) run ./internal/tools/soak --mxprobe bin/mxprobe --duration $(SOAK) --homeserver $(SOAK_HOMESERVER)
+
+# postgresql: Debian's PostgreSQL server binaries for the soak's Synapse
+# (the harness runs a private server of its own on loopback, data in a temp
+# dir, stopped at the end); installed with apt-get when absent.
+.PHONY: postgresql
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		echo "installing PostgreSQL (apt-get install postgresql)"; \
+		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y --no-install-recommends postgresql; }
 
 ## fuzz: each fuzz target for FUZZTIME
 fuzz:

@@ -184,7 +184,7 @@ func (r *Recorder) scrub(msg string) string {
 		// Every encoded or split form is at least as long as the secret:
 		// a shorter text holds none, and a long secret's pattern (a
 		// platform JWT's) is compiled only for a text that could.
-		if len(msg) >= len(s) {
+		if len(msg) >= len(s) && mayHoldEncoded(msg, s) {
 			if r.scrubbers[i] == nil {
 				r.scrubbers[i] = secretPattern(s)
 			}

@@ -219,7 +219,7 @@ func (s *Scheduler) dispatch(e *schedEntry, subjects []string, fired time.Time, 
 				return
 			}
 			if cur, ok := s.current(e, p.tenant); ok {
-				s.engine.TryRun(cur, p.tenant, p.at)
+				s.engine.Dispatch(ctx, cur, p.tenant, p.at)
 			}
 		}
 	}()

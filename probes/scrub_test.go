@@ -71,3 +71,33 @@ func TestScrubEncodedSecrets(t *testing.T) {
 		t.Errorf("unrelated text changed: %s", res.Error)
 	}
 }
+
+// TestMayHoldEncodedNeverMisses: the prefilter that spares compiling
+// secretPattern never says "no" for a text the pattern matches, over split,
+// encoded and unrelated texts.
+func TestMayHoldEncodedNeverMisses(t *testing.T) {
+	secrets := []string{"pw-bot000123", "s3cr3t-token_ABCdef", "syt_Ym90_abcdefghijklmnop_0a1b2c"}
+	var texts []string
+	for _, s := range secrets {
+		mid := len(s) / 2
+		texts = append(texts,
+			"session proven; last full login 3s ago (one every 0s)",
+			"login failed: "+s[:mid]+" "+s[mid:],
+			"login failed: "+s[:mid]+"\n\t"+s[mid:]+" and more",
+			url.QueryEscape(s), url.PathEscape(s), strings.ReplaceAll(s, "-", "%2d"),
+			strconv.Quote(s[:mid])+s[mid:], `{"password":"`+strings.ReplaceAll(s, "_", `\u005f`)+`"}`,
+			s[:mid]+`\n`+s[mid:], strings.Repeat("x", len(s)+3), "no secret here at all, only words of some length")
+	}
+	for _, s := range secrets {
+		re := secretPattern(s)
+		for _, msg := range texts {
+			msg = strings.ReplaceAll(msg, s, "<redacted>")
+			if re.MatchString(msg) && !mayHoldEncoded(msg, s) {
+				t.Errorf("secret %q: %q matches the pattern but the prefilter skips it", s, msg)
+			}
+		}
+	}
+	if mayHoldEncoded("session proven; last full login 3s ago (one every 0s)", "pw-bot000123") {
+		t.Error("a plain note without the secret still compiles its pattern")
+	}
+}

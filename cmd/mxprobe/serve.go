@@ -258,6 +258,12 @@ func serve(c *cli, logger *slog.Logger) int {
 
 	webErr := make(chan error, 1)
 	go func() { webErr <- d.web.Serve(ctx, c.webFlags) }()
+	// Start-up over (first runs and scrapes included), most of the binary
+	// is cold: footprint_linux.go.
+	pageOut := time.AfterFunc(pageOutAfter, func() {
+		logger.Debug("binary pages paged out", "bytes", pageOutBinary(logger))
+	})
+	defer pageOut.Stop()
 
 	code := 0
 	// Reloads run beside the loop, one at a time; a SIGHUP during one is

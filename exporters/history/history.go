@@ -62,14 +62,10 @@ func (s *Store) Observe(r probes.Result) {
 	}
 	rg := s.runs[k]
 	if rg == nil {
-		rg = &ring{buf: make([]probes.Result, s.size)}
+		rg = &ring{}
 		s.runs[k] = rg
 	}
-	rg.buf[rg.next] = r
-	rg.next = (rg.next + 1) % len(rg.buf)
-	if rg.next == 0 {
-		rg.full = true
-	}
+	rg.add(r, s.size)
 	rc := r
 	if r.OK() {
 		rg.lastSuccess = &rc
@@ -164,8 +160,7 @@ func (s *Store) SetSize(size int) {
 		if len(old) > size {
 			old = old[len(old)-size:]
 		}
-		nr := &ring{buf: make([]probes.Result, size), lastFailure: rg.lastFailure, lastSuccess: rg.lastSuccess}
-		copy(nr.buf, old)
+		nr := &ring{buf: old, lastFailure: rg.lastFailure, lastSuccess: rg.lastSuccess}
 		nr.next = len(old) % size
 		nr.full = len(old) == size
 		s.runs[k] = nr
@@ -186,6 +181,25 @@ func (s *Store) Prune(keep func(Key) bool) {
 			delete(s.nextLogin, k)
 		}
 	}
+}
+
+// add keeps r as the newest run. The buffer grows with the runs up to size
+// (it was allocated whole for every probe and tenant: 60 Results each, 130
+// MB for 10,000 tenants before their first minute was over), then wraps.
+func (rg *ring) add(r probes.Result, size int) {
+	if !rg.full {
+		if len(rg.buf) == cap(rg.buf) {
+			nb := make([]probes.Result, len(rg.buf), min(size, max(4, 2*cap(rg.buf))))
+			copy(nb, rg.buf)
+			rg.buf = nb
+		}
+		rg.buf = append(rg.buf, r)
+		rg.next = len(rg.buf) % size
+		rg.full = len(rg.buf) == size
+		return
+	}
+	rg.buf[rg.next] = r
+	rg.next = (rg.next + 1) % len(rg.buf)
 }
 
 func (rg *ring) latest() probes.Result {

@@ -160,9 +160,9 @@ type Manager struct {
 	// another's sessions (`mxprobe run`) has none.
 	Store SessionStore
 
-	// persistMu serialises writes to Store; saved is the generation last
-	// written (a slower writer of an older snapshot does not overwrite a
-	// newer one).
+	// persistMu serialises writes to Store; saved (guarded by mu) is the
+	// generation last written (a slower writer of an older snapshot does
+	// not overwrite a newer one).
 	persistMu sync.Mutex
 	saved     uint64
 

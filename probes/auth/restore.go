@@ -45,29 +45,59 @@ func (m *Manager) Restore() int {
 
 // persist writes the cached sessions to the store (best effort: a write
 // that fails costs a full login after the next restart, nothing now).
+//
+// Every write holds all sessions, so one write per login would cost
+// O(tenants²) when many tenants log in at once (a start with 10,000 tenants
+// spent its first minute writing the file). Writers do not queue: a caller
+// that finds a write under way returns, and the writer writes again once it
+// is done if the sessions changed meanwhile, for up to persistLoop; a
+// change left over after that is written by the next caller.
 func (m *Manager) persist() {
 	if m.Store == nil {
 		return
 	}
-	m.persistMu.Lock()
-	defer m.persistMu.Unlock()
-	m.mu.Lock()
-	gen := m.gen
-	if gen == m.saved {
+	start := time.Now()
+	for {
+		if !m.persistMu.TryLock() {
+			// The writer re-reads the generation after unlocking, so this
+			// change is written by it (or by this loop's next turn).
+			return
+		}
+		m.mu.Lock()
+		gen := m.gen
+		if gen == m.saved {
+			m.mu.Unlock()
+			m.persistMu.Unlock()
+			return
+		}
+		snap := make(map[string]*Session, len(m.sessions))
+		for k, s := range m.sessions {
+			if persisted(s.Method) {
+				snap[k] = s
+			}
+		}
 		m.mu.Unlock()
-		return
-	}
-	snap := make(map[string]*Session, len(m.sessions))
-	for k, s := range m.sessions {
-		if persisted(s.Method) {
-			snap[k] = s
+		err := m.Store.SaveSessions(snap)
+		m.mu.Lock()
+		if err == nil {
+			m.saved = gen
+		}
+		m.mu.Unlock()
+		m.persistMu.Unlock()
+		// Read after unlocking: a change whose caller found the lock taken
+		// happened before this read, and one after it finds the lock free.
+		m.mu.Lock()
+		dirty := m.gen != m.saved
+		m.mu.Unlock()
+		if !dirty || err != nil || time.Since(start) > persistLoop {
+			return
 		}
 	}
-	m.mu.Unlock()
-	if err := m.Store.SaveSessions(snap); err == nil {
-		m.saved = gen
-	}
 }
+
+// persistLoop bounds the time one caller (a probe run, holding a slot of
+// the engine) spends writing sessions that others changed.
+const persistLoop = time.Second
 
 // restoredFor checks a restored session against the account before use:
 // one made for another homeserver or by another login method (the

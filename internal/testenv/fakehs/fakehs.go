@@ -84,6 +84,17 @@ func (s *Server) Close() {
 	s.srv.Close()
 }
 
+// Handler serves the stand-in's API, for a caller that listens on ports
+// of its own (internal/tools/standin gives each mxprobe replica one).
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serve) }
+
+// UserOf returns the user id an access token belongs to ("" when none).
+func (s *Server) UserOf(token string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tokens[token]
+}
+
 // AddUser creates an account.
 func (s *Server) AddUser(localpart, password, displayName string) string {
 	s.mu.Lock()

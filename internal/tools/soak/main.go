@@ -1,9 +1,16 @@
 // Command soak is `make soak` (not in CI): it runs `mxprobe serve` for a
 // long time (SOAK, default 30m) with 50 tenants at a short interval against
-// the local Dendrite, through a fault proxy that injects a random fault for a
-// while every minute. Every minute it prints the daemon's heap, goroutines
-// and RSS (from its /metrics) so growth shows; at the end, after a quiet
-// period without faults, it prints the probe rooms left behind on the
+// a real homeserver, through a fault proxy that injects a random fault for
+// a while every minute. The homeserver is Synapse on a PostgreSQL of its
+// own (internal/testenv: Debian's postgresql on loopback, data in a temp
+// dir, stopped at the end), the way production runs it, with the bots and
+// the peer exempted from Synapse's rate limits through the admin API as
+// docs/synapse.md tells operators; --homeserver dendrite runs the local
+// Dendrite instead. Besides the proxy's faults, Synapse itself is
+// restarted, and 429 storms answer every request for a while. Every minute
+// it prints the daemon's heap, goroutines and RSS (from its /metrics) and
+// Synapse's own 5xx and 429 answers, so growth shows; at the end, after a
+// quiet period without faults, it prints the probe rooms left behind on the
 // homeserver and how often each alert fired and resolved (a webhook
 // notifier reports to this program), and fails if any room is left, any
 // alert fired or resolved other than exactly once, or heap or goroutines
@@ -21,6 +28,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -46,8 +54,9 @@ func main() {
 	quiet := flag.Duration("quiet", 3*time.Minute, "fault-free time at the end, for alerts to resolve")
 	seed := flag.Uint64("seed", uint64(time.Now().UnixNano()), "random seed of the fault plan")
 	roundtripEvery := flag.String("roundtrip-every", "30s", "round trip interval (Dendrite on SQLite panics with SQLITE_BUSY under heavy write load)")
+	hsKind := flag.String("homeserver", "synapse", "synapse (on PostgreSQL) or dendrite (on SQLite)")
 	flag.Parse()
-	if err := run(*bin, *dur, *quiet, *tenants, *seed, *roundtripEvery); err != nil {
+	if err := run(*bin, *hsKind, *dur, *quiet, *tenants, *seed, *roundtripEvery); err != nil {
 		fmt.Fprintln(os.Stderr, "soak:", err)
 		os.Exit(1)
 	}
@@ -100,24 +109,84 @@ var faults = []struct {
 	{"everything slow 1s", faultproxy.Rule{Fault: faultproxy.Fault{Delay: time.Second}}},
 	{"leave 500", faultproxy.Rule{Path: "/leave$", Fault: faultproxy.Fault{Status: 500, Body: []byte("{}")}}},
 	{"whoami unknown token", faultproxy.Rule{Path: "/whoami$", Fault: faultproxy.UnknownToken(false)}},
+	{"429 storm", faultproxy.Rule{Path: "/_matrix/client/", Fault: faultproxy.RateLimited(2 * time.Second)}},
+	{restartFault, faultproxy.Rule{}},
 }
 
-func run(bin string, dur, quiet time.Duration, tenants int, seed uint64, roundtripEvery string) error {
+// soakLoginLimits is rc_login as an operator of 50 bots behind one address
+// raises it (Synapse's default lets 3 logins through, then one every 6 s
+// per address, and mxprobe's login budget derived from it 5 per 28 min).
+func soakLoginLimits() map[string]any {
+	return map[string]any{
+		"address": map[string]any{"per_second": 1, "burst_count": 60},
+		"account": map[string]any{"per_second": 1, "burst_count": 10},
+	}
+}
+
+// acct is a Matrix account of the soak.
+type acct struct{ user, pw string }
+
+// restartFault restarts the homeserver (stopped, then started again on the
+// same ports and data after the fault's hold) instead of a proxy rule.
+const restartFault = "homeserver restarted"
+
+// homeserver is what the soak needs of a harness (testenv.Synapse or
+// testenv.Dendrite).
+type homeserver interface {
+	Register(ctx context.Context, user, password string, admin bool) (string, error)
+	Login(ctx context.Context, user, password string) (string, error)
+	Logout(ctx context.Context, token string) error
+	JoinedRooms(ctx context.Context, token string) ([]string, error)
+	Pause()
+	Resume(ctx context.Context) error
+	Stop()
+}
+
+func run(bin, hsKind string, dur, quiet time.Duration, tenants int, seed uint64, roundtripEvery string) (rerr error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	dir, err := os.MkdirTemp("", "mxprobe-soak-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	sctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-	d, err := testenv.StartDendrite(sctx, testenv.DendriteOptions{Dir: filepath.Join(dir, "dendrite")})
+	// A failed run keeps mxprobe's log and data (the room journal) for the
+	// post-mortem.
+	defer func() {
+		if rerr == nil {
+			os.RemoveAll(dir)
+		} else {
+			fmt.Printf("mxprobe's log and data kept in %s\n", dir)
+		}
+	}()
+	var d homeserver
+	var syn *testenv.Synapse
+	var hsURL, serverName string
+	sctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	switch hsKind {
+	case "synapse":
+		if why := testenv.SynapseAvailable(); why != "" {
+			cancel()
+			return fmt.Errorf("no Synapse: %s (make tools)", why)
+		}
+		syn, err = testenv.StartSynapse(sctx, testenv.SynapseOptions{Postgres: true, RateLimits: map[string]any{"rc_login": soakLoginLimits()}})
+		if err == nil {
+			d, hsURL, serverName = syn, syn.URL, syn.ServerName
+		}
+	case "dendrite":
+		var den *testenv.Dendrite
+		den, err = testenv.StartDendrite(sctx, testenv.DendriteOptions{Dir: filepath.Join(dir, "dendrite")})
+		if err == nil {
+			d, hsURL, serverName = den, den.URL, den.ServerName
+		}
+	default:
+		err = fmt.Errorf("--homeserver %q: synapse or dendrite", hsKind)
+	}
 	cancel()
 	if err != nil {
 		return err
 	}
 	defer d.Stop()
-	proxy, err := faultproxy.New(d.URL)
+	proxy, err := faultproxy.New(hsURL)
 	if err != nil {
 		return err
 	}
@@ -126,7 +195,6 @@ func run(bin string, dur, quiet time.Duration, tenants int, seed uint64, roundtr
 	hook := httptest.NewServer(recv)
 	defer hook.Close()
 
-	type acct struct{ user, pw string }
 	var bots []acct
 	var ts []map[string]any
 	for i := range tenants {
@@ -148,14 +216,37 @@ func run(bin string, dur, quiet time.Duration, tenants int, seed uint64, roundtr
 	if err != nil {
 		return err
 	}
+	var adminToken string
+	if syn != nil {
+		// Operators exempt the bots from Synapse's limits (docs/synapse.md):
+		// the admin API's override_ratelimit, one call per account.
+		actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		adminToken, err = exemptFromLimits(actx, syn, append(bots, peer))
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	// The bots are exempted from Synapse's per-user limits (above) and
+	// listed so; rc_login cannot be exempted per account: it is raised in
+	// homeserver.yaml, as docs/roundtrip.md tells operators of many bots,
+	// and stated here, which gives the login budget. Dendrite has none of
+	// these limits.
+	limits := map[string]any{"disabled": true}
+	if syn != nil {
+		var exempt []string
+		for _, a := range append(bots, peer) {
+			exempt = append(exempt, "@"+a.user+":"+serverName)
+		}
+		limits = map[string]any{"exempt": exempt, "rc_login": soakLoginLimits()}
+	}
 	cfg := map[string]any{
-		"global": map[string]any{"homeserver_url": proxy.URL, "server_name": d.ServerName,
+		"global": map[string]any{"homeserver_url": proxy.URL, "server_name": serverName,
 			"data_dir": filepath.Join(dir, "data"), "concurrency": 16,
 			// A short run history fills within minutes, so what grows after
 			// that is not the (bounded) history.
 			"history_size": 10},
-		// Opted out of Synapse's limits: the soak drives Dendrite hard on purpose.
-		"synapse_limits": map[string]any{"disabled": true},
+		"synapse_limits": limits,
 		"tenants":        ts,
 		"probes": []map[string]any{
 			{"name": "login", "type": "login", "schedule": "@every 20s", "timeout": "10s"},
@@ -201,6 +292,7 @@ func run(bin string, dur, quiet time.Duration, tenants int, seed uint64, roundtr
 	// panic there): a watchdog restarts it on the same port and data, and
 	// the report counts the crashes. For mxprobe it is one more fault.
 	var restarts atomic.Int64
+	var paused atomic.Bool
 	wdDone := make(chan struct{})
 	defer func() { <-wdDone }()
 	wctx, wcancel := context.WithCancel(ctx)
@@ -209,7 +301,10 @@ func run(bin string, dur, quiet time.Duration, tenants int, seed uint64, roundtr
 		defer close(wdDone)
 		down := 0
 		for sleep(wctx, nil, 2*time.Second) {
-			c, err := net.DialTimeout("tcp", strings.TrimPrefix(d.URL, "http://"), time.Second)
+			if paused.Load() {
+				continue // a restart fault holds it down
+			}
+			c, err := net.DialTimeout("tcp", strings.TrimPrefix(hsURL, "http://"), time.Second)
 			if err == nil {
 				c.Close()
 				down = 0
@@ -230,7 +325,8 @@ func run(bin string, dur, quiet time.Duration, tenants int, seed uint64, roundtr
 
 	rng := rand.New(rand.NewPCG(seed, 9))
 	fmt.Printf("soak: %s (%s of it with faults), %d tenants, login every 20s, round trip every %s, seed %d\n", dur, dur-quiet, tenants, roundtripEvery, seed)
-	fmt.Printf("%-6s %10s %10s %8s %9s %9s %8s  %s\n", "minute", "heap MB", "RSS MB", "gorout.", "runs", "failed", "firing", "fault this minute")
+	fmt.Printf("%-6s %10s %10s %8s %9s %9s %8s %8s %8s  %s\n", "minute", "heap MB", "RSS MB", "gorout.", "runs", "failed", "firing", "hs 5xx", "hs 429", "fault this minute")
+	hsc := &hsCounters{syn: syn}
 	start := time.Now()
 	var heaps, gors []float64
 	faultEnd := start.Add(dur - quiet)
@@ -240,13 +336,29 @@ func run(bin string, dur, quiet time.Duration, tenants int, seed uint64, roundtr
 		if minute > 0 && time.Now().Before(faultEnd) {
 			f := faults[rng.IntN(len(faults))]
 			faultName = f.name
-			h := proxy.Add(f.rule)
 			hold := time.Duration(15+rng.IntN(30)) * time.Second
+			remove := func() {}
+			if f.name == restartFault {
+				paused.Store(true)
+				d.Pause()
+				remove = func() {
+					rctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+					err := d.Resume(rctx)
+					cancel()
+					paused.Store(false)
+					if err != nil {
+						fmt.Printf("  homeserver restart failed: %v\n", err)
+					}
+				}
+			} else {
+				h := proxy.Add(f.rule)
+				remove = h.Remove
+			}
 			if !sleep(ctx, done, min(hold, time.Until(faultEnd))) {
-				h.Remove()
+				remove()
 				return fmt.Errorf("interrupted or mxprobe exited (log in %s)", dir)
 			}
-			h.Remove()
+			remove()
 		}
 		if !sleep(ctx, done, time.Until(minuteStart.Add(time.Minute))) {
 			return fmt.Errorf("interrupted or mxprobe exited (log in %s)", dir)
@@ -257,8 +369,9 @@ func run(bin string, dur, quiet time.Duration, tenants int, seed uint64, roundtr
 		}
 		heap, gor := m["go_memstats_heap_inuse_bytes"]/1e6, m["go_goroutines"]
 		heaps, gors = append(heaps, heap), append(gors, gor)
-		fmt.Printf("%-6d %10.1f %10.1f %8.0f %9.0f %9.0f %8.0f  %s\n", minute+1, heap, m["process_resident_memory_bytes"]/1e6, gor,
-			m["runs"], m["failed"], m["firing"], faultName)
+		e5, e429 := hsc.sample(ctx)
+		fmt.Printf("%-6d %10.1f %10.1f %8.0f %9.0f %9.0f %8.0f %8s %8s  %s\n", minute+1, heap, m["process_resident_memory_bytes"]/1e6, gor,
+			m["runs"], m["failed"], m["firing"], e5, e429, faultName)
 	}
 
 	// The end: stop the daemon (its cleanup runs), then count what is left.
@@ -269,6 +382,19 @@ func run(bin string, dur, quiet time.Duration, tenants int, seed uint64, roundtr
 	lctx, lcancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer lcancel()
 	for _, a := range append(bots, peer) {
+		if syn != nil {
+			// Through the admin API: logging every bot in again from one
+			// address would meet Synapse's rc_login.address (override_ratelimit
+			// does not cover logins).
+			rooms, err := adminJoinedRooms(lctx, syn, adminToken, "@"+a.user+":"+serverName)
+			if err != nil {
+				return err
+			}
+			for _, r := range rooms {
+				left = append(left, a.user+" "+r)
+			}
+			continue
+		}
 		tok, err := d.Login(lctx, a.user, a.pw)
 		if err != nil {
 			return fmt.Errorf("login %s for the room count: %v", a.user, err)
@@ -314,6 +440,9 @@ func run(bin string, dur, quiet time.Duration, tenants int, seed uint64, roundtr
 	}
 	fmt.Printf("\nhomeserver crashes (restarted): %d\nrooms left behind: %d\nalert instances: %d (fired notifications %d, resolved %d, not exactly once: %d)\n",
 		restarts.Load(), len(left), len(ids), nFired, nResolved, bad)
+	if syn != nil {
+		fmt.Printf("Synapse's own answers over the soak: %.0f 5xx, %.0f 429 (synapse_http_server_responses_total; the proxy's injected faults are not among them)\n", hsc.total5xx, hsc.total429)
+	}
 	fmt.Printf("heap growth (last 2 min / minutes 6-7, or 2-3 in short runs): %.2fx; goroutines: %.2fx\n", growth(heaps), growth(gors))
 	for _, l := range left {
 		fmt.Println("  left:", l)
@@ -327,6 +456,89 @@ func run(bin string, dur, quiet time.Duration, tenants int, seed uint64, roundtr
 		return fmt.Errorf("heap or goroutines grew (log in %s)", dir)
 	}
 	return nil
+}
+
+// exemptFromLimits registers an admin, exempts each account from Synapse's
+// per-user rate limits and returns the admin's access token.
+func exemptFromLimits(ctx context.Context, s *testenv.Synapse, accts []acct) (string, error) {
+	if _, err := s.Register(ctx, "soak-admin", "soak-admin-pw", true); err != nil {
+		return "", fmt.Errorf("registering the admin: %w", err)
+	}
+	tok, err := s.Login(ctx, "soak-admin", "soak-admin-pw")
+	if err != nil {
+		return "", err
+	}
+	for _, a := range accts {
+		if err := s.OverrideRateLimit(ctx, tok, "@"+a.user+":"+s.ServerName); err != nil {
+			return "", fmt.Errorf("override_ratelimit %s: %w", a.user, err)
+		}
+	}
+	return tok, nil
+}
+
+// adminJoinedRooms lists the rooms a user is joined to (GET
+// /_synapse/admin/v1/users/<user_id>/joined_rooms).
+func adminJoinedRooms(ctx context.Context, s *testenv.Synapse, adminToken, userID string) ([]string, error) {
+	b, err := s.Do(ctx, http.MethodGet, "/_synapse/admin/v1/users/"+url.PathEscape(userID)+"/joined_rooms", adminToken, nil)
+	if err != nil {
+		return nil, fmt.Errorf("joined rooms of %s: %w", userID, err)
+	}
+	var out struct {
+		Rooms []string `json:"joined_rooms"`
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fmt.Errorf("joined rooms of %s: %w", userID, err)
+	}
+	return out.Rooms, nil
+}
+
+// hsCounters follows Synapse's own 5xx and 429 answers across its restarts
+// (which reset its counters).
+type hsCounters struct {
+	syn                *testenv.Synapse
+	last5xx, last429   float64
+	total5xx, total429 float64
+}
+
+// sample returns the minute's increases, or "-" when there is no Synapse or
+// it does not answer.
+func (h *hsCounters) sample(ctx context.Context) (string, string) {
+	if h.syn == nil {
+		return "-", "-"
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	page, err := h.syn.Metrics(cctx)
+	if err != nil {
+		return "-", "-"
+	}
+	var e5, e429 float64
+	for _, line := range strings.Split(string(page), "\n") {
+		if !strings.HasPrefix(line, "synapse_http_server_responses_total{") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			continue
+		}
+		switch {
+		case strings.Contains(line, `code="429"`):
+			e429 += v
+		case strings.Contains(line, `code="5`):
+			e5 += v
+		}
+	}
+	inc := func(cur float64, last, total *float64) float64 {
+		d := cur - *last
+		if d < 0 { // restarted: counting from zero again
+			d = cur
+		}
+		*last = cur
+		*total += d
+		return d
+	}
+	return fmt.Sprintf("%.0f", inc(e5, &h.last5xx, &h.total5xx)), fmt.Sprintf("%.0f", inc(e429, &h.last429, &h.total429))
 }
 
 func errString(err error) string {
