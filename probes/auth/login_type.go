@@ -66,16 +66,9 @@ type LoginSettings struct {
 // DecodeLoginSettings decodes the settings of login probe p from n (nil:
 // all defaults), applies the defaults and validates them.
 func DecodeLoginSettings(c *config.Config, p *config.Probe, n *yaml.Node) (*LoginSettings, error) {
-	s := &LoginSettings{}
-	w := c.ProbeWhere(p)
-	if n != nil {
-		where := func(line int) string { return fmt.Sprintf("%s:%d: probe %q", c.File, line, p.Name) }
-		if n.Line > 0 {
-			w = where(n.Line)
-		}
-		if err := probetype.DecodeStrict(n, "login", s, where); err != nil {
-			return nil, err
-		}
+	s, w, err := probetype.DecodeInto[LoginSettings](c, p, n, "login")
+	if err != nil {
+		return nil, err
 	}
 	if s.FullLoginInterval < 0 {
 		return nil, fmt.Errorf("%s: login.full_login_interval: must be positive", w)

@@ -72,17 +72,9 @@ func (r *RoomMessageSettings) JoinIfNeeded() bool { return r == nil || r.Join ==
 // all defaults), applies the defaults and validates them against the
 // tenants the probe runs for.
 func DecodeRoomMessageSettings(cfg *config.Config, p *config.Probe, n *yaml.Node) (*RoomMessageSettings, error) {
-	w := cfg.ProbeWhere(p)
-	s := &RoomMessageSettings{}
-	if n != nil {
-		if n.Line > 0 {
-			w = fmt.Sprintf("%s:%d: probe %q", cfg.File, n.Line, p.Name)
-		}
-		if err := probetype.DecodeStrict(n, "room_message", s, func(line int) string {
-			return fmt.Sprintf("%s:%d: probe %q", cfg.File, line, p.Name)
-		}); err != nil {
-			return nil, err
-		}
+	s, w, err := probetype.DecodeInto[RoomMessageSettings](cfg, p, n, "room_message")
+	if err != nil {
+		return nil, err
 	}
 	if s.SyncTimeout == 0 {
 		s.SyncTimeout = config.Duration(config.DefaultSyncTimeout)

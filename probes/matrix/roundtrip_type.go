@@ -191,16 +191,9 @@ func (r *RoundtripSettings) PeerOf(t *config.Tenant) *config.Account {
 // defaults), applies the defaults and validates them against the tenants
 // the probe runs for.
 func DecodeRoundtripSettings(c *config.Config, p *config.Probe, n *yaml.Node) (*RoundtripSettings, error) {
-	w := c.ProbeWhere(p)
-	r := &RoundtripSettings{}
-	if n != nil {
-		where := func(line int) string { return fmt.Sprintf("%s:%d: probe %q", c.File, line, p.Name) }
-		if n.Line > 0 {
-			w = where(n.Line)
-		}
-		if err := probetype.DecodeStrict(n, "roundtrip", r, where); err != nil {
-			return nil, err
-		}
+	r, w, err := probetype.DecodeInto[RoundtripSettings](c, p, n, "roundtrip")
+	if err != nil {
+		return nil, err
 	}
 	if r.MinPowerLevel == nil {
 		v := DefaultMinPowerLevel

@@ -105,16 +105,9 @@ func Type() probetype.Type {
 // DecodeSettings decodes the settings of probe p from n (nil: all
 // defaults), applies the defaults and validates them.
 func DecodeSettings(cfg *config.Config, p *config.Probe, n *yaml.Node) (*Settings, error) {
-	w := cfg.ProbeWhere(p)
-	s := &Settings{}
-	if n != nil {
-		where := func(line int) string { return fmt.Sprintf("%s:%d: probe %q", cfg.File, line, p.Name) }
-		if n.Line > 0 {
-			w = where(n.Line)
-		}
-		if err := probetype.DecodeStrict(n, "media", s, where); err != nil {
-			return nil, err
-		}
+	s, w, err := probetype.DecodeInto[Settings](cfg, p, n, "media")
+	if err != nil {
+		return nil, err
 	}
 	var errs config.Errors
 	add := func(format string, args ...any) { errs = append(errs, w+": "+fmt.Sprintf(format, args...)) }

@@ -170,3 +170,23 @@ func Entries(n *yaml.Node) ([][2]*yaml.Node, error) {
 	}
 	return out, nil
 }
+
+// DecodeInto decodes the settings node n of probe p strictly into a new S
+// under key (n nil: S's zero value, for the defaults to fill), and returns
+// where to name the settings in messages: "file:line: probe \"x\"", at the
+// section's line when it has one.
+func DecodeInto[S any](c *config.Config, p *config.Probe, n *yaml.Node, key string) (*S, string, error) {
+	w := c.ProbeWhere(p)
+	s := new(S)
+	if n == nil {
+		return s, w, nil
+	}
+	where := func(line int) string { return fmt.Sprintf("%s:%d: probe %q", c.File, line, p.Name) }
+	if n.Line > 0 {
+		w = where(n.Line)
+	}
+	if err := DecodeStrict(n, key, s, where); err != nil {
+		return nil, w, err
+	}
+	return s, w, nil
+}

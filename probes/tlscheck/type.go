@@ -130,16 +130,9 @@ func ConfiguredURLs(cfg *config.Config) []string {
 // DecodeSettings decodes the settings of probe p from n (nil: all
 // defaults), applies the defaults and validates them.
 func DecodeSettings(cfg *config.Config, p *config.Probe, n *yaml.Node) (*Settings, error) {
-	w := cfg.ProbeWhere(p)
-	s := &Settings{}
-	if n != nil {
-		where := func(line int) string { return fmt.Sprintf("%s:%d: probe %q", cfg.File, line, p.Name) }
-		if n.Line > 0 {
-			w = where(n.Line)
-		}
-		if err := probetype.DecodeStrict(n, "tls", s, where); err != nil {
-			return nil, err
-		}
+	s, w, err := probetype.DecodeInto[Settings](cfg, p, n, "tls")
+	if err != nil {
+		return nil, err
 	}
 	if s.WarnBefore == 0 {
 		s.WarnBefore = config.Duration(DefaultWarnBefore)
