@@ -63,6 +63,11 @@ type RoundtripProbe struct {
 
 	mu    sync.Mutex
 	swept map[string]time.Time // tenant → last successful sweep
+	// abandoned are the rooms of finished runs whose cleanup could not be
+	// done (createRoom's answer lost, a leave refused), by tenant: the
+	// tenant's next run sweeps them first instead of waiting for
+	// sweep_max_age, since no run of this process still uses them.
+	abandoned map[string][]abandonedRoom
 
 	// Test hooks: afterStep is called after each main step; crash skips
 	// cleanup (a process that died mid-run).
@@ -136,14 +141,47 @@ func (p *RoundtripProbe) Run(ctx context.Context, tenant string) probes.Result {
 	// deadline of its own.
 	if st.room != "" && !p.crash {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.CleanupTimeout.D())
-		if p.cleanup(cctx, r, st.room, bot, peer, st.invited, st.joined) && st.entry != nil {
+		st.cleaned = p.cleanup(cctx, r, st.room, bot, peer, st.invited, st.joined)
+		if st.cleaned && st.entry != nil {
 			_ = p.Journal.Remove(st.entry)
 		}
 		cancel()
+		if !st.cleaned {
+			p.abandon(tenant, abandonedRoom{room: st.room, createdMS: st.created.UnixMilli(), entry: st.entry})
+		}
 	} else if st.room == "" && st.entry != nil && st.createRefused {
 		_ = p.Journal.Remove(st.entry) // no room was made
+	} else if st.room == "" && st.createTried && !st.createRefused && !p.crash {
+		// createRoom may have made a room whose answer never came back.
+		p.abandon(tenant, abandonedRoom{createdMS: st.created.UnixMilli(), entry: st.entry})
 	}
 	return rec.Finish()
+}
+
+// abandonedRoom is a room a finished run could not clean up: known by its
+// id, or only by its creation marker when createRoom's answer was lost.
+type abandonedRoom struct {
+	room      id.RoomID
+	createdMS int64
+	entry     *JournalEntry // nil without a journal
+}
+
+func (p *RoundtripProbe) abandon(tenant string, a abandonedRoom) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.abandoned == nil {
+		p.abandoned = map[string][]abandonedRoom{}
+	}
+	p.abandoned[tenant] = append(p.abandoned[tenant], a)
+}
+
+// takeAbandoned hands the tenant's abandoned rooms to its sweep.
+func (p *RoundtripProbe) takeAbandoned(tenant string) []abandonedRoom {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := p.abandoned[tenant]
+	delete(p.abandoned, tenant)
+	return out
 }
 
 // point calls the Crash hook.
@@ -162,6 +200,9 @@ type rtState struct {
 	entry   *JournalEntry
 	// createRefused: createRoom got a 4xx answer (no room exists).
 	createRefused bool
+	// createTried: createRoom was sent; cleaned: the cleanup succeeded.
+	createTried bool
+	cleaned     bool
 }
 
 // steps runs the main path of the round trip, stopping at the first failure.
@@ -180,6 +221,7 @@ func (p *RoundtripProbe) steps(ctx context.Context, r *runner, tenant string, bo
 		var resp struct {
 			RoomID id.RoomID `json:"room_id"`
 		}
+		st.createTried = true
 		_, err := cli.MakeRequest(ctx, http.MethodPost, cli.BuildClientURL("v3", "createRoom"), p.createRequest(tenant, created), &resp)
 		if err == nil && resp.RoomID == "" {
 			return probes.Errorf(probes.ClassBadResponse, "createRoom answered without a room_id")

@@ -493,3 +493,62 @@ func TestCleanupLogsInAgain(t *testing.T) {
 		t.Fatalf("the bot is still in %v", rooms)
 	}
 }
+
+// TestLostCreateRoomAnswerSweptNextRun: createRoom makes the room but its
+// answer is cut, so the run cannot know the room; the tenant's next run
+// sweeps it by its creation marker at once (not sweep_max_age later), and
+// a room whose leave was refused is finished the same way. Without the
+// hand-off both rooms stay until the hourly sweep.
+func TestLostCreateRoomAnswerSweptNextRun(t *testing.T) {
+	defer goleak.VerifyNone(t, testenv.LeakOptions()...)
+	d := &testenv.SharedDendrite(t).Homeserver
+	proxy, err := faultproxy.New(d.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	f := newFixture(t, d, proxy.URL, "lost")
+	defer f.closeIdle()
+	mustOK(t, f.run(t, "lost", 30*time.Second)) // log in, first sweep
+	botTok := f.token(t, "lost")
+	before := joined(t, d, botTok)
+
+	h := proxy.Add(faultproxy.Rule{Method: "POST", Path: "/createRoom$", Times: 1, Fault: faultproxy.Fault{CutBody: true}})
+	r := f.run(t, "lost", 30*time.Second)
+	if r.OK() || r.FailedStep != StepCreateRoom || h.Hits() != 1 {
+		t.Fatalf("cut createRoom answer: %s %s at %s (hits %d)", r.Outcome, r.Class, r.FailedStep, h.Hits())
+	}
+	h.Remove()
+	if got := joined(t, d, botTok); len(got) != len(before)+1 {
+		t.Fatalf("the homeserver made no room behind the cut answer: %v → %v", before, got)
+	}
+	r = f.run(t, "lost", 30*time.Second)
+	mustOK(t, r)
+	if d := sweepDetail(r); !strings.Contains(d, "left and forgot 1 stale probe rooms") {
+		t.Errorf("the next run did not sweep the lost room first: %q (steps %v)", d, stepNames(r))
+	}
+	h = proxy.Add(faultproxy.Rule{Method: "POST", Path: "/leave$", Times: 1, Fault: faultproxy.Fault{Status: 500, Body: []byte(`{"errcode":"M_UNKNOWN"}`)}})
+	r = f.run(t, "lost", 30*time.Second)
+	h.Remove()
+	if h.Hits() != 1 || !slices.Contains(stepNames(r), StepLeave) {
+		t.Fatalf("refused leave: hits %d, steps %v", h.Hits(), stepNames(r))
+	}
+	r = f.run(t, "lost", 30*time.Second)
+	mustOK(t, r)
+	if d := sweepDetail(r); !strings.Contains(d, "left and forgot 1 stale probe rooms") {
+		t.Errorf("the run after a refused leave did not finish that room: %q (steps %v)", d, stepNames(r))
+	}
+	if after := joined(t, d, botTok); !slices.Equal(before, after) {
+		t.Fatalf("probe rooms left: %v → %v", before, after)
+	}
+}
+
+// sweepDetail is the note of the run's sweep step ("" without one).
+func sweepDetail(r probes.Result) string {
+	for _, st := range r.Steps {
+		if st.Name == StepSweep {
+			return st.Detail
+		}
+	}
+	return ""
+}

@@ -21,7 +21,7 @@ func (p *RoundtripProbe) sweepDue(tenant string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	last, ok := p.swept[tenant]
-	return !ok || time.Since(last) >= p.settings().SweepInterval.D()
+	return !ok || len(p.abandoned[tenant]) > 0 || time.Since(last) >= p.settings().SweepInterval.D()
 }
 
 func (p *RoundtripProbe) markSwept(tenant string) {
@@ -69,7 +69,37 @@ func (p *RoundtripProbe) sweepStep(ctx context.Context, r *runner, tenant string
 		}
 		wanted := map[int64]bool{}
 		var unnamed []*JournalEntry
+		// Then the rooms this process's own finished runs could not clean
+		// up (their journal entries are not orphans while it lives).
+		abandoned := p.takeAbandoned(tenant)
+		var retry []abandonedRoom
+		taken := map[string]bool{} // journal files handled here
+		for _, a := range abandoned {
+			if a.entry != nil {
+				taken[a.entry.file] = true
+			}
+			if a.room == "" {
+				wanted[a.createdMS] = true
+				if a.entry != nil {
+					unnamed = append(unnamed, a.entry)
+				}
+				continue
+			}
+			if err := p.finishRoom(sctx, r, a.room, bot, peer); err != nil {
+				r.rec.Count(probes.CountCleanupFailure, 1)
+				errs = append(errs, err)
+				retry = append(retry, a)
+				continue
+			}
+			if a.entry != nil {
+				_ = p.Journal.Remove(a.entry)
+			}
+			left++
+		}
 		for _, e := range orphans {
+			if taken[e.file] {
+				continue
+			}
 			if e.RoomID == "" {
 				wanted[e.CreatedMS] = true
 				unnamed = append(unnamed, e)
@@ -101,6 +131,15 @@ func (p *RoundtripProbe) sweepStep(ctx context.Context, r *runner, tenant string
 			for _, e := range unnamed {
 				_ = p.Journal.Remove(e)
 			}
+		} else {
+			for _, a := range abandoned {
+				if a.room == "" {
+					retry = append(retry, a)
+				}
+			}
+		}
+		for _, a := range retry {
+			p.abandon(tenant, a)
 		}
 		return joinErrs(errs)
 	})
