@@ -24,7 +24,8 @@ import (
 const (
 	// MarkerEventType is the state event (state key "") every probe room has.
 	MarkerEventType = "org.mxprobe.probe_room"
-	// CreationMarker is the creation_content field of probe rooms.
+	// CreationMarker is the creation_content field of probe rooms: the
+	// marker's CreatedMS (true in rooms of earlier versions).
 	CreationMarker = "org.mxprobe.probe_room"
 )
 
@@ -307,8 +308,12 @@ func (p *RoundtripProbe) createRequest(tenant string, created time.Time) map[str
 		"visibility": "private",
 		"name":       fmt.Sprintf("%s%s %d", p.settings().RoomNamePrefix, tenant, ms),
 		"topic":      "mxprobe round-trip probe room; safe to leave and forget",
+		// The marker's time in the create event too: a createRoom cut
+		// short (a homeserver stopped mid-request) can leave a room with
+		// its create event and the bot's join but no marker state, and
+		// the sweep still recognises it.
 		"creation_content": map[string]any{
-			CreationMarker: true,
+			CreationMarker: ms,
 		},
 		"initial_state": []map[string]any{{
 			"type": MarkerEventType, "state_key": "",

@@ -2,6 +2,7 @@ package matrix
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -551,4 +552,39 @@ func sweepDetail(r probes.Result) string {
 		}
 	}
 	return ""
+}
+
+// TestSweepFindsHalfMadeRoom: a createRoom cut short by a homeserver stop can
+// leave a room with its create event and the bot's join but no marker state;
+// the sweep recognises it by the marker time its creation_content carries.
+// A room of an earlier version (marker true, no time) and a room that is no
+// probe room stay.
+func TestSweepFindsHalfMadeRoom(t *testing.T) {
+	d := &testenv.SharedDendrite(t).Homeserver
+	f := newFixture(t, d, d.URL, "half")
+	defer f.closeIdle()
+	botTok := f.token(t, "half")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	create := func(content string) {
+		t.Helper()
+		if _, err := d.Do(ctx, "POST", "/_matrix/client/v3/createRoom", botTok, []byte(`{"preset":"private_chat","creation_content":`+content+`}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create(`{}`)
+	create(`{"` + CreationMarker + `": true}`)
+	keep := joined(t, d, botTok)
+	create(fmt.Sprintf(`{"%s": %d}`, CreationMarker, time.Now().Add(-2*time.Hour).UnixMilli()))
+	if n := len(joined(t, d, botTok)); n != len(keep)+1 {
+		t.Fatalf("%d rooms joined, want %d", n, len(keep)+1)
+	}
+	r := f.run(t, "half", 30*time.Second)
+	mustOK(t, r)
+	if d := sweepDetail(r); !strings.Contains(d, "left and forgot 1 stale probe rooms") {
+		t.Errorf("sweep: %q", d)
+	}
+	if after := joined(t, d, botTok); !slices.Equal(keep, after) {
+		t.Fatalf("rooms %v → %v, want the half-made one gone and the others kept", keep, after)
+	}
 }

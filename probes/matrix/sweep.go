@@ -179,7 +179,12 @@ func (p *RoundtripProbe) sweepActor(ctx context.Context, r *runner, a *actor, cu
 				stale[room] = true
 			}
 		case gone(raw):
-			// Not a probe room.
+			// No marker state: not a probe room, or one whose createRoom
+			// was cut short before its initial state; the create event
+			// tells them apart.
+			if ms := p.createdByMarker(ctx, r, a, room); ms > 0 && (time.UnixMilli(ms).Before(cutoff) || wanted[ms]) {
+				stale[room] = true
+			}
 		default:
 			r.rec.Count(probes.CountCleanupFailure, 1)
 			return 0, fmt.Errorf("%sreading the probe marker: %w", a.prefix, err)
@@ -286,4 +291,21 @@ func (p *RoundtripProbe) finishRoom(ctx context.Context, r *runner, room id.Room
 		}
 	}
 	return nil
+}
+
+// createdByMarker returns the CreatedMS a probe room's create event carries
+// in its creation_content (0: not a probe room, or one of an earlier
+// version whose marker holds no time, or unreadable).
+func (p *RoundtripProbe) createdByMarker(ctx context.Context, r *runner, a *actor, room id.RoomID) int64 {
+	var content map[string]any
+	err, _, _ := r.attempt(ctx, a, false, func(ctx context.Context, cli *mautrix.Client) error {
+		return cli.StateEvent(ctx, room, event.StateCreate, "", &content)
+	})
+	if err != nil {
+		return 0
+	}
+	if v, ok := content[CreationMarker].(float64); ok && v > 0 {
+		return int64(v)
+	}
+	return 0
 }
