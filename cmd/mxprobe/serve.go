@@ -63,7 +63,7 @@ func newDaemon(c *cli, logger *slog.Logger) (*daemon, error) {
 	d.metrics = metrics.New()
 	d.web = web.New(web.Options{
 		Registry:        d.metrics.Registry,
-		Gatherer:        d.metrics,
+		Metrics:         d.metrics.Handler(logger),
 		Reload:          d.reload,
 		Ready:           d.ready.Load,
 		Logger:          logger,

@@ -27,7 +27,8 @@ func observeMix(m *Metrics) {
 		{Probe: "login", Tenant: "t10", Outcome: probes.OutcomeFailure, Class: probes.ClassAuthFailed, FailedStep: "login", Started: t0, Duration: time.Second,
 			Steps: []probes.Step{step("login", false)}},
 		{Probe: "login", Tenant: "t1", Outcome: probes.OutcomeSuccess, Started: t0, Duration: time.Second,
-			Steps: []probes.Step{step("login", true), step("whoami", true)}},
+			Steps:  []probes.Step{step("login", true), step("whoami", true)},
+			Counts: map[string]int{probes.CountRateLimited + ":login": 2, probes.CountTokenRefresh: 1}},
 		{Probe: "roundtrip", Tenant: "t1", Outcome: probes.OutcomeFailure, Class: probes.ClassHTTP5xx, FailedStep: "invite", Started: t0, Duration: time.Second,
 			Steps: []probes.Step{step("login", true), step("create_room", true), step("invite", false)}},
 		{Probe: "versions", Tenant: "", Outcome: probes.OutcomeSuccess, Started: t0, Duration: time.Second,
@@ -59,7 +60,7 @@ func TestGatherIsWhatTheRegistryWouldServe(t *testing.T) {
 		t.Fatalf("%d families, want %d", len(got), len(want))
 	}
 	own := map[string]bool{}
-	for _, f := range lastFamilies() {
+	for _, f := range tenantFamilies() {
 		own[f.name] = true
 	}
 	compared := 0

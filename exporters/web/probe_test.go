@@ -46,7 +46,7 @@ func TestProbeAndMetricsOneTranslation(t *testing.T) {
 		return rec.Finish()
 	})
 	engine.SetJobs([]*probes.Job{{Name: "rt", Type: "roundtrip", Timeout: 10 * time.Second, Subjects: []string{"good", "bad"}, Prober: prober}})
-	srv := New(Options{Registry: m.Registry, Gatherer: m})
+	srv := New(Options{Registry: m.Registry, Metrics: m.Handler(nil)})
 	srv.Enable(Features{Runner: engine, Results: history.New(10)})
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)

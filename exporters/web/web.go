@@ -26,10 +26,10 @@ import (
 
 // Options configure the server.
 type Options struct {
-	// Registry takes the server's own metrics; Gatherer is what /metrics
-	// serves (default: Registry).
+	// Registry takes the server's own metrics; Metrics serves /metrics
+	// (default: Registry's series through promhttp).
 	Registry *prometheus.Registry
-	Gatherer prometheus.Gatherer
+	Metrics  http.Handler
 	// Reload re-reads the configuration; its error goes to the log, the
 	// caller only learns that it failed.
 	Reload func() error
@@ -88,15 +88,14 @@ func New(opts Options) *Server {
 		opts.WriteStall = DefaultWriteStall
 	}
 	s := &Server{Mux: http.NewServeMux(), opts: opts}
-	gatherer := opts.Gatherer
-	if gatherer == nil {
-		gatherer = opts.Registry
+	metricsHandler := opts.Metrics
+	if metricsHandler == nil {
+		metricsHandler = promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{
+			Registry:          opts.Registry,
+			EnableOpenMetrics: true,
+			ErrorLog:          log.New(levelWriter{opts.Logger}, "", 0),
+		})
 	}
-	metricsHandler := promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{
-		Registry:          opts.Registry,
-		EnableOpenMetrics: true,
-		ErrorLog:          log.New(levelWriter{opts.Logger}, "", 0),
-	})
 	s.Mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		if !s.allow(w, r, s.settings(), accessMetrics) {
 			return
