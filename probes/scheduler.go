@@ -4,7 +4,6 @@ import (
 	"context"
 	"hash/fnv"
 	"reflect"
-	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -43,6 +42,19 @@ type schedEntry struct {
 	id       cron.EntryID
 	schedule cron.Schedule
 	job      *Job
+	// subjects is job.Subjects as a set: every planned run checks that its
+	// tenant is still one (a scan of the list made each round cost
+	// tenants², and capped a 25,000-tenant round at ~170 runs/s).
+	subjects map[string]struct{}
+}
+
+// setJob makes j the entry's job in force (s.mu held).
+func (e *schedEntry) setJob(j *Job) {
+	e.job = j
+	e.subjects = make(map[string]struct{}, len(j.Subjects))
+	for _, t := range j.Subjects {
+		e.subjects[t] = struct{}{}
+	}
 }
 
 // MaxWarmup bounds the spread of the first round after Start: every job's
@@ -95,17 +107,13 @@ func (s *Scheduler) update(jobs []*Job, start bool) {
 		}
 		keep[j.Name] = true
 		if e := s.entries[j.Name]; e != nil && reflect.DeepEqual(e.schedule, j.Schedule) {
-			old := map[string]bool{}
-			for _, t := range e.job.Subjects {
-				old[t] = true
-			}
 			var added []string
 			for _, t := range j.Subjects {
-				if !old[t] {
+				if _, had := e.subjects[t]; !had {
 					added = append(added, t)
 				}
 			}
-			e.job = j
+			e.setJob(j)
 			if len(added) > 0 {
 				first = append(first, firstRound{e, added})
 			}
@@ -114,7 +122,8 @@ func (s *Scheduler) update(jobs []*Job, start bool) {
 		if e := s.entries[j.Name]; e != nil {
 			c.Remove(e.id)
 		}
-		e := &schedEntry{schedule: j.Schedule, job: j}
+		e := &schedEntry{schedule: j.Schedule}
+		e.setJob(j)
 		e.id = c.Schedule(j.Schedule, cron.FuncJob(func() { s.dispatch(e, nil, s.now(), false) }))
 		s.entries[j.Name] = e
 		first = append(first, firstRound{e, nil})
@@ -139,7 +148,8 @@ func (s *Scheduler) current(e *schedEntry, tenant string) (*Job, bool) {
 	if s.entries[e.job.Name] != e {
 		return nil, false
 	}
-	return e.job, slices.Contains(e.job.Subjects, tenant)
+	_, ok := e.subjects[tenant]
+	return e.job, ok
 }
 
 // Stop stops the schedule and any dispatch in progress; runs already started
