@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxprobe/mxprobe/exporters/history"
 	"github.com/mxprobe/mxprobe/internal/testenv"
 	"github.com/mxprobe/mxprobe/internal/testenv/masemu"
 	"github.com/mxprobe/mxprobe/probes"
@@ -106,11 +107,12 @@ func TestDaemonRevokesMASSessionsOnShutdown(t *testing.T) {
 	if err := d.reload(); err != nil {
 		t.Fatal(err)
 	}
-	recent := func() []probes.Result { e, _ := d.history.Get("login", "masdemo"); return e.Recent }
-	waitFor(t, "three scheduled logins", 30*time.Second, func() bool { return len(recent()) >= 3 })
-	for _, r := range recent() {
-		if r.Outcome != probes.OutcomeSuccess {
-			t.Fatalf("login failed at %s (%s): %s", r.FailedStep, r.Class, r.Error)
+	entry := func() history.Entry { e, _ := d.history.Get("login", "masdemo"); return e }
+	waitFor(t, "three scheduled logins", 30*time.Second, func() bool { return len(entry().Recent) >= 3 })
+	for _, r := range entry().Recent {
+		if r.Outcome() != probes.OutcomeSuccess {
+			f := entry().LastFailure
+			t.Fatalf("login failed at %s (%s): %s", f.FailedStep, f.Class, f.Error)
 		}
 	}
 	if n := len(emu.ActiveSessions(local)); n > 2 {

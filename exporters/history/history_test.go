@@ -19,7 +19,7 @@ func TestRingKeepsNewestAndResizes(t *testing.T) {
 	}
 	s.Observe(probes.Result{Probe: "p", Tenant: "a", Outcome: probes.OutcomeSkipped})
 	e, ok := s.Get("p", "a")
-	if !ok || len(e.Recent) != 3 || e.Recent[0].Started.Unix() != 2 || e.Latest.Started.Unix() != 4 {
+	if !ok || len(e.Recent) != 3 || e.Recent[0].Started().Unix() != 2 || e.Latest.Started.Unix() != 4 {
 		t.Fatalf("entry: %+v", e)
 	}
 	if e.LastFailure == nil || e.LastFailure.Started.Unix() != 1 {
@@ -27,13 +27,13 @@ func TestRingKeepsNewestAndResizes(t *testing.T) {
 	}
 	s.SetSize(2)
 	e, _ = s.Get("p", "a")
-	if len(e.Recent) != 2 || e.Recent[0].Started.Unix() != 3 || e.Latest.Started.Unix() != 4 {
+	if len(e.Recent) != 2 || e.Recent[0].Started().Unix() != 3 || e.Latest.Started.Unix() != 4 {
 		t.Fatalf("after shrink: %+v", e.Recent)
 	}
 	s.SetSize(5)
 	s.Observe(probes.Result{Probe: "p", Tenant: "a", Outcome: probes.OutcomeSuccess, Started: t0.Add(9 * time.Second)})
 	e, _ = s.Get("p", "a")
-	if len(e.Recent) != 3 || e.Latest.Started.Unix() != 9 || e.Recent[0].Started.Unix() != 3 {
+	if len(e.Recent) != 3 || e.Latest.Started.Unix() != 9 || e.Recent[0].Started().Unix() != 3 {
 		t.Fatalf("after grow: %+v", e.Recent)
 	}
 	s.Prune(func(k Key) bool { return false })

@@ -335,7 +335,7 @@ func fmtDuration(d time.Duration) string {
 }
 
 // makeSparkline draws the durations of the last n runs; failed runs are red dots.
-func makeSparkline(runs []probes.Result, n int) *sparkline {
+func makeSparkline(runs []history.Run, n int) *sparkline {
 	if len(runs) > n {
 		runs = runs[len(runs)-n:]
 	}
@@ -345,7 +345,7 @@ func makeSparkline(runs []probes.Result, n int) *sparkline {
 	const w, h, pad = 120, 28, 3
 	maxD := time.Duration(0)
 	for _, r := range runs {
-		maxD = max(maxD, r.Duration)
+		maxD = max(maxD, r.Duration())
 	}
 	if maxD <= 0 {
 		maxD = 1
@@ -362,7 +362,7 @@ func makeSparkline(runs []probes.Result, n int) *sparkline {
 		if len(runs) == 1 {
 			x = w / 2
 		}
-		y := float64(h-pad) - float64(h-2*pad)*float64(r.Duration)/float64(maxD)
+		y := float64(h-pad) - float64(h-2*pad)*float64(r.Duration())/float64(maxD)
 		pts = append(pts, fmt.Sprintf("%.1f,%.1f", x, y))
 		if !r.OK() {
 			fails++
@@ -370,7 +370,7 @@ func makeSparkline(runs []probes.Result, n int) *sparkline {
 		}
 	}
 	last := runs[len(runs)-1]
-	sp.Dots = append(sp.Dots, sparkDot{X: pad + step*float64(len(runs)-1), Y: float64(h-pad) - float64(h-2*pad)*float64(last.Duration)/float64(maxD), Fail: !last.OK()})
+	sp.Dots = append(sp.Dots, sparkDot{X: pad + step*float64(len(runs)-1), Y: float64(h-pad) - float64(h-2*pad)*float64(last.Duration())/float64(maxD), Fail: !last.OK()})
 	if len(runs) == 1 {
 		sp.Dots[len(sp.Dots)-1].X = w / 2
 	}
