@@ -64,6 +64,11 @@ type RoundtripProbe struct {
 
 	mu    sync.Mutex
 	swept map[string]time.Time // tenant → last successful sweep
+	// sweptAccounts: account key → its last successful sweep, so a peer
+	// shared by every tenant is swept once per sweep_interval, not once
+	// per tenant (at a start, 25,000 tenants each read the marker of every
+	// room the shared peer was in).
+	sweptAccounts map[string]time.Time
 	// abandoned are the rooms of finished runs whose cleanup could not be
 	// done (createRoom's answer lost, a leave refused), by tenant: the
 	// tenant's next run sweeps them first instead of waiting for
@@ -127,7 +132,7 @@ func (p *RoundtripProbe) Run(ctx context.Context, tenant string) probes.Result {
 		return rec.Finish()
 	}
 	if p.sweepDue(tenant) {
-		p.sweepStep(ctx, r, tenant, bot, peer)
+		p.sweepStep(ctx, r, tenant, bot, peer, false)
 	}
 
 	st := &rtState{created: time.Now()}

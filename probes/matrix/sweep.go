@@ -33,6 +33,23 @@ func (p *RoundtripProbe) markSwept(tenant string) {
 	p.swept[tenant] = time.Now()
 }
 
+// accountSwept reports whether the account was swept within sweep_interval.
+func (p *RoundtripProbe) accountSwept(key string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	last, ok := p.sweptAccounts[key]
+	return ok && time.Since(last) < p.settings().SweepInterval.D()
+}
+
+func (p *RoundtripProbe) markAccountSwept(key string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sweptAccounts == nil {
+		p.sweptAccounts = map[string]time.Time{}
+	}
+	p.sweptAccounts[key] = time.Now()
+}
+
 // Sweep logs the tenant's bot and peer in and leaves and forgets the probe
 // rooms older than sweep_max_age that they are still in or invited to.
 func (p *RoundtripProbe) Sweep(ctx context.Context, tenant string) probes.Result {
@@ -46,12 +63,14 @@ func (p *RoundtripProbe) Sweep(ctx context.Context, tenant string) probes.Result
 	if r.login(ctx, bot) != nil || r.login(ctx, peer) != nil {
 		return rec.Finish()
 	}
-	p.sweepStep(ctx, r, tenant, bot, peer)
+	p.sweepStep(ctx, r, tenant, bot, peer, true)
 	return rec.Finish()
 }
 
-// sweepStep is the soft step "sweep", bounded by cleanup_timeout.
-func (p *RoundtripProbe) sweepStep(ctx context.Context, r *runner, tenant string, bot, peer *actor) {
+// sweepStep is the soft step "sweep", bounded by cleanup_timeout. Unless
+// all is set (Sweep, on demand), an account swept within sweep_interval
+// for another tenant (a shared peer) is not listed again.
+func (p *RoundtripProbe) sweepStep(ctx context.Context, r *runner, tenant string, bot, peer *actor, all bool) {
 	s := p.settings()
 	sctx, cancel := context.WithTimeout(ctx, max(s.CleanupTimeout.D(), time.Second))
 	defer cancel()
@@ -120,12 +139,19 @@ func (p *RoundtripProbe) sweepStep(ctx context.Context, r *runner, tenant string
 			// service's sender, to which Synapse refuses /sync (a 500:
 			// handlers/sync.py generate_sync_result, "We no longer
 			// support AS users using /sync directly").
+			if !all && len(wanted) == 0 && p.accountSwept(a.acct.Key) {
+				// Swept for another tenant (a shared peer) lately: its
+				// stale rooms, whoever made them, are gone.
+				continue
+			}
 			n, err := p.sweepActor(sctx, r, a, cutoff, wanted, a == peer)
 			left += n
 			if err != nil {
 				actorsOK = false
 				errs = append(errs, err)
+				continue
 			}
+			p.markAccountSwept(a.acct.Key)
 		}
 		if actorsOK {
 			for _, e := range unnamed {
