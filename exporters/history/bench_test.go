@@ -39,9 +39,19 @@ func BenchmarkHistoryFull25000Tenants(b *testing.B) {
 		runtime.ReadMemStats(&before)
 		s := New(size)
 		t0 := time.Unix(1_800_000_000, 0)
+		names := make([]string, keys)
+		for k := range names {
+			names[k] = fmt.Sprintf("t%06d", k)
+		}
+		ok, failed := roundtripResult("", t0, false), roundtripResult("", t0, true)
 		for n := range size {
-			for k := range keys {
-				s.Observe(roundtripResult(fmt.Sprintf("t%06d", k), t0.Add(time.Duration(n)*time.Minute), (n+k)%25 == 0))
+			for k, name := range names {
+				r := ok
+				if (n+k)%25 == 0 {
+					r = failed
+				}
+				r.Tenant, r.Started = name, t0.Add(time.Duration(n)*time.Minute)
+				s.Observe(r)
 			}
 		}
 		runtime.GC()

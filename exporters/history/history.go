@@ -92,7 +92,9 @@ func (r Run) OK() bool { return r.outcome != runFailure }
 // them), the signals and counts as slices rather than maps; 1 KB instead
 // of 2.2 KB for a round trip's.
 type stored struct {
-	head    probes.Result // without Steps, Signals, Counts
+	// head is the run without Steps, Signals, Counts: shared with the
+	// ring's lastSuccess or lastFailure, never changed.
+	head    *probes.Result
 	steps   []storedStep
 	texts   []stepText
 	signals []signal
@@ -124,7 +126,7 @@ type count struct {
 }
 
 func store(r probes.Result) stored {
-	st := stored{head: *summary(r), steps: make([]storedStep, len(r.Steps))}
+	st := stored{head: summary(r), steps: make([]storedStep, len(r.Steps))}
 	for i, s := range r.Steps {
 		st.steps[i] = storedStep{name: s.Name, class: s.Class, duration: s.Duration, status: int32(s.Status), ok: s.OK}
 		if s.Error != "" || s.Detail != "" {
@@ -148,7 +150,7 @@ func store(r probes.Result) stored {
 
 // result is the stored run as a Result again.
 func (st stored) result() probes.Result {
-	r := st.head
+	r := *st.head
 	if st.steps != nil {
 		r.Steps = make([]probes.Step, len(st.steps))
 		for i, s := range st.steps {
@@ -215,9 +217,9 @@ func (s *Store) Observe(r probes.Result) {
 	}
 	rg.add(r, s.size)
 	if r.OK() {
-		rg.lastSuccess = summary(r)
+		rg.lastSuccess = rg.latest.head
 	} else {
-		rg.lastFailure = summary(r)
+		rg.lastFailure = rg.latest.head
 	}
 }
 
