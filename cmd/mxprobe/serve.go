@@ -332,6 +332,9 @@ func (d *daemon) shutdown() {
 	// without a data_dir the daemon ends what it holds.
 	if d.stores.state == nil {
 		revokeHeld(d.stores.auth, d.logger, slog.LevelInfo)
+	} else {
+		// Appends are not synced one by one (see statelog.Log.Sync).
+		_ = d.stores.state.Close()
 	}
 	for i := len(d.stops) - 1; i >= 0; i-- {
 		d.stops[i]()
