@@ -83,7 +83,7 @@ func Open(path string, logger *slog.Logger) (*Log, map[string]json.RawMessage, e
 	}
 	l.records = st.records
 	if st.exists && st.trusted && st.bad == 0 && !st.tail {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|syscall.O_NOFOLLOW, 0)
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|syscall.O_NOFOLLOW, 0)
 		if err == nil {
 			if ok, _ := trusted(f); ok {
 				l.f = f
@@ -233,17 +233,22 @@ func (l *Log) maybeCompact() error {
 
 // compact re-reads the file (other processes may have appended deletes to
 // it) under an exclusive flock, which appenders from other processes take
-// too (AppendDelete), and rewrites its live records. l.mu is held.
+// too (AppendDelete), and rewrites its live records. It reads through its
+// own descriptor, so a file removed or replaced under it still compacts
+// (into a new file at the path). l.mu is held.
 func (l *Log) compact() error {
 	if err := flock(l.f, syscall.LOCK_EX); err != nil {
 		return err
 	}
 	// The lock goes with the old file's descriptor, closed by rewrite.
-	recs, st := readFrom(l.path, l.logger)
-	if !st.trusted {
+	fi, err := l.f.Stat()
+	if err != nil {
 		_ = flock(l.f, syscall.LOCK_UN)
-		return fmt.Errorf("statelog: %s is gone or no longer trusted", l.path)
+		return err
 	}
+	recs := map[string]json.RawMessage{}
+	st := replayInto(io.NewSectionReader(l.f, 0, fi.Size()), recs)
+	logDamage(l.logger, l.path, st)
 	return l.rewrite(recs)
 }
 
@@ -258,7 +263,7 @@ func (l *Log) rewrite(recs map[string]json.RawMessage) error {
 	}
 	name := tmp.Name()
 	tmp.Close()
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND|syscall.O_NOFOLLOW, 0)
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_APPEND|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		os.Remove(name)
 		return err

@@ -360,3 +360,23 @@ func BenchmarkLogPut(b *testing.B) {
 		}
 	}
 }
+
+// A log whose file was removed under it keeps its records: the next
+// compaction writes them to a new file at the path.
+func TestLogFileRemovedUnderIt(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "state.log")
+	l, _ := open(t, p, nil)
+	_ = l.Put("a", 1)
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	_ = l.Put("b", 2)
+	if err := l.Compact(); err != nil {
+		t.Fatal(err)
+	}
+	_ = l.Put("c", 3)
+	l.Close()
+	if recs, ok := Read(p, nil); !ok || len(recs) != 3 {
+		t.Fatalf("records: %s", recs)
+	}
+}
