@@ -58,6 +58,7 @@ func newDaemon(c *cli, logger *slog.Logger) (*daemon, error) {
 	}
 	d := &daemon{cli: c, logger: logger, env: &env{logger: logger, shard: sh}, loadSlot: make(chan struct{}, 1)}
 	d.stores = newStores(mxclient.NewHTTPClientAs(userAgent()), os.Getenv)
+	d.stores.provideLogger(logger)
 	d.history = history.New(60)
 	d.stores.history = d.history
 	d.metrics = metrics.New()
