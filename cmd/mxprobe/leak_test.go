@@ -335,6 +335,11 @@ func TestKilledRoundtripsLeaveNoRooms(t *testing.T) {
 		t.Errorf("cleanup failures: %v", r.Counts)
 	}
 	s.assertClean(t)
+	// The killed processes' logs, finished, are removed; the last run's
+	// own log (it exited without a crash) waits for the next sweep.
+	if logs, _ := filepath.Glob(filepath.Join(s.dataDir, "rooms", "*.jlog")); len(logs) > 1 {
+		t.Errorf("%d journal logs left, want at most the last run's: %v", len(logs), logs)
+	}
 	// 18 of the 20 kills happened after createRoom answered.
 	if len(rooms) < 17 {
 		t.Fatalf("only %d journalled rooms seen: %v", len(rooms), rooms)
