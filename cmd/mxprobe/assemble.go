@@ -15,6 +15,7 @@ import (
 	"github.com/mxprobe/mxprobe/exporters/web"
 	"github.com/mxprobe/mxprobe/probes"
 	"github.com/mxprobe/mxprobe/probes/auth"
+	"github.com/mxprobe/mxprobe/probes/matrix"
 	"github.com/mxprobe/mxprobe/probes/probetype"
 	"github.com/mxprobe/mxprobe/probes/shard"
 	"github.com/mxprobe/mxprobe/probes/synapse"
@@ -86,6 +87,12 @@ func newStores(httpc *http.Client, getenv func(string) string) *stores {
 		probetype.Provide(st.deps, crash) // a build for crash tests only
 	}
 	return st
+}
+
+// provideLogger gives the probe types that log their own files (the room
+// journal) the process's logger.
+func (st *stores) provideLogger(logger *slog.Logger) {
+	probetype.Provide(st.deps, matrix.JournalLogger{Logger: logger.With("component", "room-journal")})
 }
 
 // env is what the command line fixes for every configuration of a process.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/mxprobe/mxprobe/internal/testenv"
 	"github.com/mxprobe/mxprobe/probes"
+	"github.com/mxprobe/mxprobe/probes/statelog"
 )
 
 var (
@@ -184,10 +185,30 @@ func (s *leakSetup) assertClean(t *testing.T) {
 			t.Errorf("%s: joined %v, invited %v", who, j, i)
 		}
 	}
-	left, _ := filepath.Glob(filepath.Join(s.dataDir, "rooms", "*.json"))
-	if len(left) > 0 {
+	if left := journalEntries(t, filepath.Join(s.dataDir, "rooms")); len(left) > 0 {
 		t.Errorf("journal entries left: %v", left)
 	}
+}
+
+// journalEntries reads the room journal in dir: the live entries of every
+// process's log, and one-file-per-room entries of earlier versions.
+func journalEntries(t *testing.T, dir string) []json.RawMessage {
+	t.Helper()
+	var out []json.RawMessage
+	logs, _ := filepath.Glob(filepath.Join(dir, "*.jlog"))
+	for _, f := range logs {
+		recs, _ := statelog.Read(f, nil)
+		for _, v := range recs {
+			out = append(out, v)
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil {
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 // runCLIProc runs `mxprobe run roundtrip` as a process and returns its
@@ -254,12 +275,7 @@ func TestKilledRoundtripsLeaveNoRooms(t *testing.T) {
 	// Every probe room a crashed run journalled, with the point it crashed at.
 	rooms := map[string]string{}
 	collect := func(point string) {
-		files, _ := filepath.Glob(filepath.Join(s.dataDir, "rooms", "*.json"))
-		for _, f := range files {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				continue
-			}
+		for _, b := range journalEntries(t, filepath.Join(s.dataDir, "rooms")) {
 			var e struct {
 				RoomID string `json:"room_id"`
 			}
@@ -319,6 +335,11 @@ func TestKilledRoundtripsLeaveNoRooms(t *testing.T) {
 		t.Errorf("cleanup failures: %v", r.Counts)
 	}
 	s.assertClean(t)
+	// The killed processes' logs, finished, are removed; the last run's
+	// own log (it exited without a crash) waits for the next sweep.
+	if logs, _ := filepath.Glob(filepath.Join(s.dataDir, "rooms", "*.jlog")); len(logs) > 1 {
+		t.Errorf("%d journal logs left, want at most the last run's: %v", len(logs), logs)
+	}
 	// 18 of the 20 kills happened after createRoom answered.
 	if len(rooms) < 17 {
 		t.Fatalf("only %d journalled rooms seen: %v", len(rooms), rooms)

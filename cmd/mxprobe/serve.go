@@ -58,6 +58,7 @@ func newDaemon(c *cli, logger *slog.Logger) (*daemon, error) {
 	}
 	d := &daemon{cli: c, logger: logger, env: &env{logger: logger, shard: sh}, loadSlot: make(chan struct{}, 1)}
 	d.stores = newStores(mxclient.NewHTTPClientAs(userAgent()), os.Getenv)
+	d.stores.provideLogger(logger)
 	d.history = history.New(60)
 	d.stores.history = d.history
 	d.metrics = metrics.New()
@@ -332,6 +333,9 @@ func (d *daemon) shutdown() {
 	// without a data_dir the daemon ends what it holds.
 	if d.stores.state == nil {
 		revokeHeld(d.stores.auth, d.logger, slog.LevelInfo)
+	} else {
+		// Appends are not synced one by one (see statelog.Log.Sync).
+		_ = d.stores.state.Close()
 	}
 	for i := len(d.stops) - 1; i >= 0; i-- {
 		d.stops[i]()

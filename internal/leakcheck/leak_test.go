@@ -19,6 +19,7 @@ import (
 
 	"github.com/mxprobe/mxprobe/internal/testenv"
 	"github.com/mxprobe/mxprobe/internal/testenv/masemu"
+	"github.com/mxprobe/mxprobe/probes/statelog"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -321,17 +322,19 @@ web:
 	// tokens they hold, if any login passed (issued by the homeserver or
 	// MAS), show nowhere else.
 	issued := map[string]string{}
-	if b, err := os.ReadFile(filepath.Join(dir, "data", "sessions.json")); err == nil {
-		var sf struct {
-			Sessions map[string]struct {
+	if b, err := os.ReadFile(filepath.Join(dir, "data", "sessions.log")); err == nil {
+		recs, ok := statelog.Read(filepath.Join(dir, "data", "sessions.log"), nil)
+		if !ok {
+			t.Fatal("sessions file not readable")
+		}
+		for k, raw := range recs {
+			var v struct {
 				AccessToken  string `json:"access_token"`
 				RefreshToken string `json:"refresh_token"`
-			} `json:"sessions"`
-		}
-		if err := json.Unmarshal(b, &sf); err != nil {
-			t.Fatalf("sessions file: %v", err)
-		}
-		for k, v := range sf.Sessions {
+			}
+			if err := json.Unmarshal(raw, &v); err != nil {
+				t.Fatalf("sessions file: %v", err)
+			}
 			for kind, tok := range map[string]string{"access": v.AccessToken, "refresh": v.RefreshToken} {
 				if len(tok) >= 8 {
 					issued[kind+" token of "+k] = tok

@@ -160,14 +160,12 @@ type Manager struct {
 	// another's sessions (`mxprobe run`) has none.
 	Store SessionStore
 
-	// persistMu serialises writes to Store; saved (guarded by mu) is the
-	// generation last written (a slower writer of an older snapshot does
-	// not overwrite a newer one).
-	persistMu sync.Mutex
-	saved     uint64
+	// storeMu orders the changes of sessions with their records in Store:
+	// the last record of a key is its last change (held apart from mu, so
+	// a slow disk never blocks a session lookup).
+	storeMu sync.Mutex
 
 	mu       sync.Mutex
-	gen      uint64 // bumped on every change of sessions
 	methods  map[string]Method
 	sessions map[string]*Session
 	locks    map[string]*sync.Mutex
@@ -271,22 +269,30 @@ func (m *Manager) Sessions() map[string]*Session {
 
 // Forget drops the cached session of an account.
 func (m *Manager) Forget(key string) {
+	m.storeMu.Lock()
+	defer m.storeMu.Unlock()
 	m.mu.Lock()
-	_, had := m.sessions[key]
+	old, had := m.sessions[key]
 	delete(m.sessions, key)
-	m.gen++
 	m.mu.Unlock()
-	if had {
-		m.persist()
+	if had && persisted(old.Method) {
+		m.persistDelete(key)
 	}
 }
 
 func (m *Manager) store(key string, s *Session) {
+	m.storeMu.Lock()
+	defer m.storeMu.Unlock()
 	m.mu.Lock()
+	old := m.sessions[key]
 	m.sessions[key] = s
-	m.gen++
 	m.mu.Unlock()
-	m.persist()
+	switch {
+	case persisted(s.Method):
+		m.persistSave(key, s)
+	case old != nil && persisted(old.Method):
+		m.persistDelete(key)
+	}
 }
 
 // Login performs a fresh login with the account's method and caches it.

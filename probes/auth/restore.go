@@ -43,61 +43,21 @@ func (m *Manager) Restore() int {
 	return n
 }
 
-// persist writes the cached sessions to the store (best effort: a write
-// that fails costs a full login after the next restart, nothing now).
-//
-// Every write holds all sessions, so one write per login would cost
-// O(tenants²) when many tenants log in at once (a start with 10,000 tenants
-// spent its first minute writing the file). Writers do not queue: a caller
-// that finds a write under way returns, and the writer writes again once it
-// is done if the sessions changed meanwhile, for up to persistLoop; a
-// change left over after that is written by the next caller.
-func (m *Manager) persist() {
-	if m.Store == nil {
-		return
-	}
-	start := time.Now()
-	for {
-		if !m.persistMu.TryLock() {
-			// The writer re-reads the generation after unlocking, so this
-			// change is written by it (or by this loop's next turn).
-			return
-		}
-		m.mu.Lock()
-		gen := m.gen
-		if gen == m.saved {
-			m.mu.Unlock()
-			m.persistMu.Unlock()
-			return
-		}
-		snap := make(map[string]*Session, len(m.sessions))
-		for k, s := range m.sessions {
-			if persisted(s.Method) {
-				snap[k] = s
-			}
-		}
-		m.mu.Unlock()
-		err := m.Store.SaveSessions(snap)
-		m.mu.Lock()
-		if err == nil {
-			m.saved = gen
-		}
-		m.mu.Unlock()
-		m.persistMu.Unlock()
-		// Read after unlocking: a change whose caller found the lock taken
-		// happened before this read, and one after it finds the lock free.
-		m.mu.Lock()
-		dirty := m.gen != m.saved
-		m.mu.Unlock()
-		if !dirty || err != nil || time.Since(start) > persistLoop {
-			return
-		}
+// persistSave records one session in the store, persistDelete drops one
+// (best effort: a write that fails costs a full login after the next
+// restart, nothing now; the store logs it). Each is one small append, so
+// a login costs the same whatever the number of tenants. storeMu is held.
+func (m *Manager) persistSave(key string, s *Session) {
+	if m.Store != nil {
+		_ = m.Store.SaveSession(key, s)
 	}
 }
 
-// persistLoop bounds the time one caller (a probe run, holding a slot of
-// the engine) spends writing sessions that others changed.
-const persistLoop = time.Second
+func (m *Manager) persistDelete(key string) {
+	if m.Store != nil {
+		_ = m.Store.DeleteSession(key)
+	}
+}
 
 // restoredFor checks a restored session against the account before use:
 // one made for another homeserver or by another login method (the

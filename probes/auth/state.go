@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/mxprobe/mxprobe/probes/statelog"
 )
 
 // Login state that survives a restart: a session costs a full login (a
@@ -26,8 +28,10 @@ type SessionStore interface {
 	// LoadSessions returns the stored sessions by account key (none when
 	// there is nothing usable).
 	LoadSessions() map[string]*Session
-	// SaveSessions replaces the stored sessions.
-	SaveSessions(map[string]*Session) error
+	// SaveSession stores (or replaces) the session of one account.
+	SaveSession(key string, s *Session) error
+	// DeleteSession drops the stored session of one account.
+	DeleteSession(key string) error
 }
 
 // BudgetStore keeps the spend of login budgets across restarts.
@@ -38,12 +42,15 @@ type BudgetStore interface {
 	SaveSpend(key string, taken []time.Time) error
 }
 
-// FileStore keeps sessions and budget spend in a directory (data_dir), one
-// file each, written atomically (temporary file, then rename) with mode
-// 0600. A file that is missing, unreadable, truncated, corrupted, not owned
-// by this process's user, or readable by group or others is ignored with one
-// log line naming the file and the reason, never its contents: the process
-// then starts as if it had none.
+// FileStore keeps sessions and budget spend in a directory (data_dir), with
+// mode 0600. Sessions are a state log (package statelog: one appended line
+// per login or forgotten session, compacted now and then), so a login
+// costs one small write whatever the number of tenants; the budget spend,
+// written at most a few times a minute, is one file written atomically
+// (temporary file, then rename). A file that is missing, unreadable,
+// truncated, corrupted, not owned by this process's user, or readable by
+// group or others is ignored with one log line naming the file and the
+// reason, never its contents: the process then starts as if it had none.
 type FileStore struct {
 	Dir string
 	// Logger reports ignored files (nil: discarded).
@@ -52,13 +59,19 @@ type FileStore struct {
 	mu sync.Mutex
 	// budgets is the budget file as last read or written (nil: not read).
 	budgets map[string][]int64
+	// sessions is the open session log (nil: not opened yet).
+	sessions *statelog.Log
 }
 
 // File names inside the directory.
 const (
-	SessionsFile = "sessions.json"
-	BudgetsFile  = "login-budgets.json"
-	// stateVersion is the format of both files.
+	SessionsFile = "sessions.log"
+	// LegacySessionsFile is the sessions file of earlier versions (all
+	// sessions rewritten at every login): read once at start and taken
+	// over into SessionsFile, then removed.
+	LegacySessionsFile = "sessions.json"
+	BudgetsFile        = "login-budgets.json"
+	// stateVersion is the format of the JSON files.
 	stateVersion = 1
 )
 
@@ -96,12 +109,15 @@ func (f *FileStore) logf(level slog.Level, file, msg string, args ...any) {
 
 // read returns a state file's bytes when it can be trusted: a regular file
 // owned by this user, not readable by group or others. Otherwise it logs
-// once why the file is ignored and returns nil.
-func (f *FileStore) read(name string) []byte {
+// once why the file is ignored and returns nil (a missing file silently
+// when quiet).
+func (f *FileStore) read(name string, quiet bool) []byte {
 	p := filepath.Join(f.Dir, name)
 	fd, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if errors.Is(err, os.ErrNotExist) {
-		f.logf(slog.LevelInfo, name, "no stored login state; starting without it")
+		if !quiet {
+			f.logf(slog.LevelInfo, name, "no stored login state; starting without it")
+		}
 		return nil
 	}
 	if err != nil {
@@ -182,39 +198,163 @@ func (f *FileStore) writeFile(name string, v any) error {
 	return os.Rename(tmp.Name(), filepath.Join(f.Dir, name))
 }
 
-// LoadSessions implements SessionStore.
-func (f *FileStore) LoadSessions() map[string]*Session {
-	b := f.read(SessionsFile)
+func toStored(s *Session) storedSession {
+	return storedSession{UserID: s.UserID, DeviceID: s.DeviceID, AccessToken: s.AccessToken, RefreshToken: s.RefreshToken,
+		Expiry: s.Expiry, Method: s.Method, HomeserverURL: s.HomeserverURL, Extra: s.Extra, LoggedIn: s.LoggedIn}
+}
+
+func fromStored(s storedSession) *Session {
+	if s.AccessToken == "" || s.Method == "" || s.HomeserverURL == "" {
+		return nil
+	}
+	return &Session{UserID: s.UserID, DeviceID: s.DeviceID, AccessToken: s.AccessToken, RefreshToken: s.RefreshToken,
+		Expiry: s.Expiry, Method: s.Method, HomeserverURL: s.HomeserverURL, Extra: s.Extra, LoggedIn: s.LoggedIn}
+}
+
+// sessionLog opens the session log once (mu held), taking over the
+// sessions of a LegacySessionsFile: an upgraded daemon must not lose its
+// sessions (each costs a login). The legacy file is removed once its
+// sessions are in the log; a session the log already has is the newer.
+func (f *FileStore) sessionLog() (*statelog.Log, error) {
+	if f.sessions != nil {
+		return f.sessions, nil
+	}
+	p := filepath.Join(f.Dir, SessionsFile)
+	_, err := os.Lstat(p)
+	fresh := errors.Is(err, os.ErrNotExist)
+	_, err = os.Lstat(filepath.Join(f.Dir, LegacySessionsFile))
+	legacy := err == nil
+	if fresh && !legacy {
+		f.logf(slog.LevelInfo, SessionsFile, "no stored login state; starting without it")
+	}
+	l, recs, err := statelog.Open(p, f.Logger)
+	if err != nil {
+		return nil, err
+	}
+	if legacy {
+		old := f.loadLegacy()
+		n := 0
+		for k, s := range old {
+			if _, ok := recs[k]; ok {
+				continue
+			}
+			b, err := json.Marshal(toStored(s))
+			if err != nil {
+				continue
+			}
+			recs[k] = b
+			n++
+		}
+		if n > 0 {
+			if err := l.Replace(recs); err != nil {
+				l.Close()
+				return nil, err
+			}
+			f.logf(slog.LevelInfo, SessionsFile, "sessions of the former sessions file taken over", "sessions", n)
+		}
+		// Taken over or unusable (logged): either way it holds tokens
+		// that the log now keeps, or that must not be used.
+		_ = os.Remove(filepath.Join(f.Dir, LegacySessionsFile))
+	}
+	f.sessions = l
+	return l, nil
+}
+
+// loadLegacy reads a LegacySessionsFile.
+func (f *FileStore) loadLegacy() map[string]*Session {
+	b := f.read(LegacySessionsFile, true)
 	if b == nil {
 		return nil
 	}
 	var sf sessionsFile
 	if err := json.Unmarshal(b, &sf); err != nil || sf.Version != stateVersion {
 		// The parser's message may quote the file: only its kind is logged.
-		f.logf(slog.LevelWarn, SessionsFile, "stored login state ignored: not a sessions file of this version (truncated or corrupted?)")
+		f.logf(slog.LevelWarn, LegacySessionsFile, "stored login state ignored: not a sessions file of this version (truncated or corrupted?)")
 		return nil
 	}
 	out := make(map[string]*Session, len(sf.Sessions))
 	for k, s := range sf.Sessions {
-		if s.AccessToken == "" || s.Method == "" || s.HomeserverURL == "" {
-			continue
+		if sess := fromStored(s); sess != nil {
+			out[k] = sess
 		}
-		out[k] = &Session{UserID: s.UserID, DeviceID: s.DeviceID, AccessToken: s.AccessToken, RefreshToken: s.RefreshToken,
-			Expiry: s.Expiry, Method: s.Method, HomeserverURL: s.HomeserverURL, Extra: s.Extra, LoggedIn: s.LoggedIn}
 	}
 	return out
 }
 
-// SaveSessions implements SessionStore.
-func (f *FileStore) SaveSessions(sessions map[string]*Session) error {
-	sf := sessionsFile{Version: stateVersion, Sessions: make(map[string]storedSession, len(sessions))}
-	for k, s := range sessions {
-		sf.Sessions[k] = storedSession{UserID: s.UserID, DeviceID: s.DeviceID, AccessToken: s.AccessToken, RefreshToken: s.RefreshToken,
-			Expiry: s.Expiry, Method: s.Method, HomeserverURL: s.HomeserverURL, Extra: s.Extra, LoggedIn: s.LoggedIn}
+// LoadSessions implements SessionStore.
+func (f *FileStore) LoadSessions() map[string]*Session {
+	f.mu.Lock()
+	l, err := f.sessionLog()
+	f.mu.Unlock()
+	if err != nil {
+		f.logf(slog.LevelWarn, SessionsFile, "stored login state ignored: cannot open it", "reason", errReason(err))
+		return nil
 	}
+	recs, _ := statelog.Read(l.Path(), f.Logger)
+	out := make(map[string]*Session, len(recs))
+	for k, b := range recs {
+		var s storedSession
+		if json.Unmarshal(b, &s) != nil {
+			continue
+		}
+		if sess := fromStored(s); sess != nil {
+			out[k] = sess
+		}
+	}
+	return out
+}
+
+// SaveSession implements SessionStore: one append.
+func (f *FileStore) SaveSession(key string, s *Session) error {
+	return f.saveErr(f.withLog(func(l *statelog.Log) error { return l.Put(key, toStored(s)) }))
+}
+
+// DeleteSession implements SessionStore: one append.
+func (f *FileStore) DeleteSession(key string) error {
+	return f.saveErr(f.withLog(func(l *statelog.Log) error { return l.Delete(key) }))
+}
+
+// SaveSessions replaces all stored sessions at once (a new store's
+// contents; the Manager saves one session at a time).
+func (f *FileStore) SaveSessions(sessions map[string]*Session) error {
+	recs := make(map[string]json.RawMessage, len(sessions))
+	for k, s := range sessions {
+		b, err := json.Marshal(toStored(s))
+		if err != nil {
+			return err
+		}
+		recs[k] = b
+	}
+	return f.saveErr(f.withLog(func(l *statelog.Log) error { return l.Replace(recs) }))
+}
+
+func (f *FileStore) withLog(do func(*statelog.Log) error) error {
+	f.mu.Lock()
+	l, err := f.sessionLog()
+	f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return do(l)
+}
+
+func (f *FileStore) saveErr(err error) error {
+	if err != nil {
+		f.logf(slog.LevelWarn, SessionsFile, "state not saved; the next start may log in again", "err", err)
+	}
+	return err
+}
+
+// Close syncs and closes the session log (a later use opens it again).
+func (f *FileStore) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.write(SessionsFile, sf)
+	if f.sessions == nil {
+		return nil
+	}
+	err := f.sessions.Close()
+	f.sessions = nil
+	return err
 }
 
 // loadBudgets reads the budget file once (mu held).
@@ -223,7 +363,7 @@ func (f *FileStore) loadBudgets() {
 		return
 	}
 	f.budgets = map[string][]int64{}
-	b := f.read(BudgetsFile)
+	b := f.read(BudgetsFile, false)
 	if b == nil {
 		return
 	}

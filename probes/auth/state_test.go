@@ -3,6 +3,7 @@ package auth_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -31,28 +32,45 @@ func storedSessions(hs string) map[string]*auth.Session {
 		RefreshToken: "REFRESH-secret", Method: config.MethodPassword, HomeserverURL: hs, LoggedIn: time.Unix(1_800_000_000, 0)}}
 }
 
-// Issue 22, done-when 2: the sessions file is written with mode 0600 and
-// read back; a corrupted, truncated, foreign-owned or group/world-readable
-// file, or a symlink, is ignored with one log line that never holds its
-// contents, and never crashes.
+// Issue 22, done-when 2: the sessions log is written with mode 0600 and
+// read back (by a new store: a restart); a corrupted line or a torn last
+// one is dropped, a foreign-owned or group/world-readable file, or a
+// symlink, is ignored with one log line that never holds its contents,
+// and never crashes.
 func TestFileStoreSessions(t *testing.T) {
 	dir := t.TempDir()
 	var logs bytes.Buffer
-	fs := &auth.FileStore{Dir: dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	lg := slog.New(slog.NewTextHandler(&logs, nil))
+	fs := &auth.FileStore{Dir: dir, Logger: lg}
 	if got := fs.LoadSessions(); len(got) != 0 || !strings.Contains(logs.String(), "no stored login state") {
 		t.Fatalf("missing file: %v, log %q", got, logs.String())
 	}
 	if err := fs.SaveSessions(storedSessions("https://hs.example")); err != nil {
 		t.Fatal(err)
 	}
+	other := storedSessions("https://hs.example")["acme/bot"]
+	other.AccessToken = "syt_OTHER-secret"
+	if err := fs.SaveSession("beta/bot", other); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.SaveSession("gamma/bot", other); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.DeleteSession("gamma/bot"); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.Close(); err != nil {
+		t.Fatal(err)
+	}
 	p := filepath.Join(dir, auth.SessionsFile)
 	fi, err := os.Stat(p)
 	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("sessions file: %v mode %v, want 0600", err, fi.Mode())
+		t.Fatalf("sessions file: %v mode %v, want 0600", err, fi)
 	}
-	got := fs.LoadSessions()
-	if s := got["acme/bot"]; s == nil || s.AccessToken != storedToken || s.RefreshToken != "REFRESH-secret" ||
-		s.HomeserverURL != "https://hs.example" || s.Method != config.MethodPassword || !s.LoggedIn.Equal(time.Unix(1_800_000_000, 0)) {
+	got := (&auth.FileStore{Dir: dir}).LoadSessions()
+	if s := got["acme/bot"]; len(got) != 2 || s == nil || s.AccessToken != storedToken || s.RefreshToken != "REFRESH-secret" ||
+		s.HomeserverURL != "https://hs.example" || s.Method != config.MethodPassword || !s.LoggedIn.Equal(time.Unix(1_800_000_000, 0)) ||
+		got["beta/bot"] == nil || got["beta/bot"].AccessToken != "syt_OTHER-secret" {
 		t.Fatalf("read back: %+v", got)
 	}
 	good, _ := os.ReadFile(p)
@@ -64,12 +82,14 @@ func TestFileStoreSessions(t *testing.T) {
 	cases := map[string]struct {
 		prepare func(t *testing.T)
 		reason  string
+		keep    int // sessions still read
 	}{
-		"corrupted": {func(t *testing.T) { writeMode(t, p, bytes.ReplaceAll(good, []byte(`"`), []byte(`'`)), 0o600) }, "not a sessions file"},
-		"truncated": {func(t *testing.T) { writeMode(t, p, good[:len(good)/2], 0o600) }, "not a sessions file"},
-		"empty":     {func(t *testing.T) { writeMode(t, p, nil, 0o600) }, "not a sessions file"},
-		"0644":      {func(t *testing.T) { writeMode(t, p, good, 0o644) }, "mode must be 0600"},
-		"0660":      {func(t *testing.T) { writeMode(t, p, good, 0o660) }, "mode must be 0600"},
+		"corrupted": {func(t *testing.T) {
+			writeMode(t, p, append([]byte(`{"k":"x","v":{"access_token":'secret'}}`+"\n"), good...), 0o600)
+		}, "damaged_lines=1", 2},
+		"truncated": {func(t *testing.T) { writeMode(t, p, good[:len(good)-10], 0o600) }, "torn_last_line=true", 3}, // the torn delete of gamma is lost
+		"0644":      {func(t *testing.T) { writeMode(t, p, good, 0o644) }, "mode must be 0600", 0},
+		"0660":      {func(t *testing.T) { writeMode(t, p, good, 0o660) }, "mode must be 0600", 0},
 		"symlink": {func(t *testing.T) {
 			other := filepath.Join(t.TempDir(), "elsewhere")
 			writeMode(t, other, good, 0o600)
@@ -77,7 +97,7 @@ func TestFileStoreSessions(t *testing.T) {
 			if err := os.Symlink(other, p); err != nil {
 				t.Fatal(err)
 			}
-		}, "cannot open it"},
+		}, "cannot open it", 0},
 		"foreign": {func(t *testing.T) {
 			writeMode(t, p, good, 0o600)
 			if os.Getuid() != 0 {
@@ -86,15 +106,17 @@ func TestFileStoreSessions(t *testing.T) {
 			if err := os.Chown(p, 65534, 65534); err != nil {
 				t.Fatal(err)
 			}
-		}, "owned by another user"},
+		}, "owned by another user", 0},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
 			_ = os.Remove(p)
 			c.prepare(t)
 			logs.Reset()
-			if got := fs.LoadSessions(); len(got) != 0 {
-				t.Fatalf("%s file used: %v", name, got)
+			fs := &auth.FileStore{Dir: dir, Logger: lg}
+			defer fs.Close()
+			if got := fs.LoadSessions(); len(got) != c.keep {
+				t.Fatalf("%s file: %d sessions read, want %d", name, len(got), c.keep)
 			}
 			out := logs.String()
 			if strings.Count(out, "\n") != 1 || !strings.Contains(out, c.reason) || !strings.Contains(out, p) {
@@ -103,7 +125,61 @@ func TestFileStoreSessions(t *testing.T) {
 			if strings.Contains(out, "STORED") || strings.Contains(out, "secret") {
 				t.Errorf("the log shows the file's contents: %q", out)
 			}
+			// The file is ours again, 0600, and holds what was read.
+			if fi, err := os.Lstat(p); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
+				t.Fatalf("not replaced: %v %v", err, fi)
+			}
 		})
+	}
+}
+
+// An upgraded daemon keeps the sessions of the former sessions.json
+// (rewritten whole at each login): taken over into the log at the first
+// start, the file removed; a corrupted one is ignored with one log line.
+func TestFileStoreLegacySessions(t *testing.T) {
+	dir := t.TempDir()
+	legacy := filepath.Join(dir, auth.LegacySessionsFile)
+	old := storedSessions("https://hs.example")
+	sf := map[string]any{"version": 1, "sessions": map[string]any{"acme/bot": map[string]any{
+		"user_id": old["acme/bot"].UserID, "device_id": "D1", "access_token": storedToken, "refresh_token": "REFRESH-secret",
+		"method": config.MethodPassword, "homeserver_url": "https://hs.example", "logged_in": "2027-01-15T08:00:00Z"}}}
+	b, _ := json.Marshal(sf)
+	writeMode(t, legacy, b, 0o600)
+	var logs bytes.Buffer
+	fs := &auth.FileStore{Dir: dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	got := fs.LoadSessions()
+	if s := got["acme/bot"]; s == nil || s.AccessToken != storedToken || s.RefreshToken != "REFRESH-secret" {
+		t.Fatalf("legacy sessions: %+v", got)
+	}
+	if _, err := os.Stat(legacy); !os.IsNotExist(err) {
+		t.Fatalf("legacy file kept: %v", err)
+	}
+	if !strings.Contains(logs.String(), "taken over") || strings.Contains(logs.String(), "secret") {
+		t.Fatalf("log: %q", logs.String())
+	}
+	// Then the new format: a login appends, a restart reads both.
+	newer := *got["acme/bot"]
+	newer.AccessToken = "syt_NEWER"
+	if err := fs.SaveSession("acme/bot", &newer); err != nil {
+		t.Fatal(err)
+	}
+	fs.Close()
+	if s := (&auth.FileStore{Dir: dir}).LoadSessions()["acme/bot"]; s == nil || s.AccessToken != "syt_NEWER" {
+		t.Fatalf("after the restart: %+v", s)
+	}
+
+	// A corrupted legacy file.
+	dir = t.TempDir()
+	legacy = filepath.Join(dir, auth.LegacySessionsFile)
+	writeMode(t, legacy, b[:len(b)/2], 0o600)
+	logs.Reset()
+	fs = &auth.FileStore{Dir: dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	defer fs.Close()
+	if got := fs.LoadSessions(); len(got) != 0 {
+		t.Fatalf("truncated legacy file used: %v", got)
+	}
+	if out := logs.String(); strings.Count(out, "\n") != 1 || !strings.Contains(out, "not a sessions file") || !strings.Contains(out, legacy) {
+		t.Fatalf("log: %q", out)
 	}
 }
 

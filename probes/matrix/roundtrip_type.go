@@ -2,6 +2,7 @@ package matrix
 
 import (
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"time"
 
@@ -50,6 +51,10 @@ const (
 // chosen point. Production builds provide none.
 type CrashHook func(point string)
 
+// JournalLogger is where the room journal reports damaged or untrusted
+// journal files (a service of probetype.Deps).
+type JournalLogger struct{ Logger *slog.Logger }
+
 // RoundtripType is the room round trip: per tenant, on a schedule derived
 // from the homeserver's rate limits (the busiest account within them,
 // never more often than every 10 minutes), 60 s per run. Its settings live
@@ -71,9 +76,10 @@ func RoundtripType() probetype.Type {
 			if err != nil {
 				return nil, err
 			}
-			crash, _ := probetype.Need[CrashHook](in) // none: no crash points
+			crash, _ := probetype.Need[CrashHook](in)  // none: no crash points
+			jl, _ := probetype.Need[JournalLogger](in) // none: damaged journal files are not logged
 			return &RoundtripProbe{Name: in.Name, Manager: m, Tenants: in.Tenants, Settings: s,
-				Journal: &Journal{Dir: s.JournalDir}, Crash: crash}, nil
+				Journal: &Journal{Dir: s.JournalDir, Logger: jl.Logger}, Crash: crash}, nil
 		},
 		Costs: roundtripCosts,
 		Accounts: func(_ *config.Config, _ *config.Probe, s *RoundtripSettings, t *config.Tenant) []*config.Account {

@@ -92,10 +92,10 @@ func (p *RoundtripProbe) sweepStep(ctx context.Context, r *runner, tenant string
 		// up (their journal entries are not orphans while it lives).
 		abandoned := p.takeAbandoned(tenant)
 		var retry []abandonedRoom
-		taken := map[string]bool{} // journal files handled here
+		taken := map[string]bool{} // journal entries handled here
 		for _, a := range abandoned {
 			if a.entry != nil {
-				taken[a.entry.file] = true
+				taken[a.entry.ref()] = true
 			}
 			if a.room == "" {
 				wanted[a.createdMS] = true
@@ -116,7 +116,7 @@ func (p *RoundtripProbe) sweepStep(ctx context.Context, r *runner, tenant string
 			left++
 		}
 		for _, e := range orphans {
-			if taken[e.file] {
+			if taken[e.ref()] {
 				continue
 			}
 			if e.RoomID == "" {
