@@ -46,6 +46,8 @@ type stores struct {
 	// must not take the daemon's sessions). The first configuration opens
 	// it, as it fixes the instance id.
 	state *auth.FileStore
+	// journals are the room journals, kept across reloads.
+	journals *matrix.Journals
 }
 
 // budgetStore is where new login budgets keep their spend (nil: nowhere).
@@ -89,10 +91,11 @@ func newStores(httpc *http.Client, getenv func(string) string) *stores {
 	return st
 }
 
-// provideLogger gives the probe types that log their own files (the room
-// journal) the process's logger.
-func (st *stores) provideLogger(logger *slog.Logger) {
-	probetype.Provide(st.deps, matrix.JournalLogger{Logger: logger.With("component", "room-journal")})
+// provideJournals gives the round trips the process's room journals, which
+// log their damaged files with the process's logger; close them at exit.
+func (st *stores) provideJournals(logger *slog.Logger) {
+	st.journals = &matrix.Journals{Logger: logger.With("component", "room-journal")}
+	probetype.Provide(st.deps, st.journals)
 }
 
 // env is what the command line fixes for every configuration of a process.

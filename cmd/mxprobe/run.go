@@ -57,7 +57,8 @@ func runOnce(c *cli, logger *slog.Logger, stdout, stderr io.Writer) int {
 		p.Timeout = config.Duration(d)
 	}
 	st := newStores(mxclient.NewHTTPClientAs(userAgent()), os.Getenv)
-	st.provideLogger(logger)
+	st.provideJournals(logger)
+	defer func() { _ = st.journals.Close() }()
 	mgr := st.auth
 	// A CLI run logs in on devices of its own and removes them at the end,
 	// so it never cancels the daemon's sessions nor leaves devices behind.

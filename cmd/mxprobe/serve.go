@@ -58,7 +58,7 @@ func newDaemon(c *cli, logger *slog.Logger) (*daemon, error) {
 	}
 	d := &daemon{cli: c, logger: logger, env: &env{logger: logger, shard: sh}, loadSlot: make(chan struct{}, 1)}
 	d.stores = newStores(mxclient.NewHTTPClientAs(userAgent()), os.Getenv)
-	d.stores.provideLogger(logger)
+	d.stores.provideJournals(logger)
 	d.history = history.New(60)
 	d.stores.history = d.history
 	d.metrics = metrics.New()
@@ -337,6 +337,8 @@ func (d *daemon) shutdown() {
 		// Appends are not synced one by one (see statelog.Log.Sync).
 		_ = d.stores.state.Close()
 	}
+	// Runs are over: the journals' logs are synced, and removed when empty.
+	_ = d.stores.journals.Close()
 	for i := len(d.stops) - 1; i >= 0; i-- {
 		d.stops[i]()
 	}

@@ -1,9 +1,11 @@
 package matrix
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -51,9 +53,44 @@ const (
 // chosen point. Production builds provide none.
 type CrashHook func(point string)
 
-// JournalLogger is where the room journal reports damaged or untrusted
-// journal files (a service of probetype.Deps).
-type JournalLogger struct{ Logger *slog.Logger }
+// Journals are the process's room journals, one per directory, kept across
+// configuration reloads (a service of probetype.Deps): a Journal holds its
+// log open and caches the logs it read, so a Journal per reload would leave
+// a file open (and on disk) for every reload. Close them at exit.
+type Journals struct {
+	// Logger is where the journals report damaged or untrusted journal
+	// files (nil: discarded).
+	Logger *slog.Logger
+
+	mu    sync.Mutex
+	byDir map[string]*Journal
+}
+
+// For returns the journal of dir, the same one for every caller.
+func (js *Journals) For(dir string) *Journal {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	if js.byDir == nil {
+		js.byDir = map[string]*Journal{}
+	}
+	j := js.byDir[dir]
+	if j == nil {
+		j = &Journal{Dir: dir, Logger: js.Logger}
+		js.byDir[dir] = j
+	}
+	return j
+}
+
+// Close closes every journal handed out (a later use opens its log again).
+func (js *Journals) Close() error {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	var errs []error
+	for _, j := range js.byDir {
+		errs = append(errs, j.Close())
+	}
+	return errors.Join(errs...)
+}
 
 // RoundtripType is the room round trip: per tenant, on a schedule derived
 // from the homeserver's rate limits (the busiest account within them,
@@ -76,10 +113,13 @@ func RoundtripType() probetype.Type {
 			if err != nil {
 				return nil, err
 			}
-			crash, _ := probetype.Need[CrashHook](in)  // none: no crash points
-			jl, _ := probetype.Need[JournalLogger](in) // none: damaged journal files are not logged
+			crash, _ := probetype.Need[CrashHook](in) // none: no crash points
+			j := &Journal{Dir: s.JournalDir}
+			if js, err := probetype.Need[*Journals](in); err == nil {
+				j = js.For(s.JournalDir)
+			}
 			return &RoundtripProbe{Name: in.Name, Manager: m, Tenants: in.Tenants, Settings: s,
-				Journal: &Journal{Dir: s.JournalDir, Logger: jl.Logger}, Crash: crash}, nil
+				Journal: j, Crash: crash}, nil
 		},
 		Costs: roundtripCosts,
 		Accounts: func(_ *config.Config, _ *config.Probe, s *RoundtripSettings, t *config.Tenant) []*config.Account {
