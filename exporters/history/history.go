@@ -15,7 +15,9 @@ import (
 type Store struct {
 	mu   sync.RWMutex
 	size int
-	runs map[Key]*ring
+	// names are the step names and classes of the stored runs.
+	names names
+	runs  map[Key]*ring
 	// nextLogin: when the login budget's next slot comes for a probe and
 	// tenant whose last run it skipped (until a run measures again).
 	nextLogin map[Key]time.Time
@@ -87,10 +89,11 @@ func (r Run) Outcome() probes.Outcome {
 // OK reports whether the run is not a failure.
 func (r Run) OK() bool { return r.outcome != runFailure }
 
-// stored is a Result as the history keeps its latest run: the steps
-// without their mostly empty texts (kept apart, for the steps that have
-// them), the signals and counts as slices rather than maps; 1 KB instead
-// of 2.2 KB for a round trip's.
+// stored is a Result as the history keeps its latest run: each step in 16
+// bytes (its name and class as indexes into the Store's table of names,
+// texts kept apart for the steps that have them), the signals and counts
+// as slices rather than maps; some 400 bytes instead of 2.2 KB for a round
+// trip's.
 type stored struct {
 	// head is the run without Steps, Signals, Counts: shared with the
 	// ring's lastSuccess or lastFailure, never changed.
@@ -102,17 +105,19 @@ type stored struct {
 }
 
 type storedStep struct {
-	name     string
-	class    probes.Class
-	duration time.Duration
-	status   int32
-	ok       bool
+	duration    time.Duration
+	name, class uint16 // indexes into names.list
+	status      uint16
+	ok          bool
 }
 
-// stepText is the error and detail of step i.
+// stepText is what step i has beyond its storedStep: its error and detail,
+// and its name, class and status where they do not fit.
 type stepText struct {
-	i             int
-	error, detail string
+	i                          int
+	name, class, error, detail string
+	status                     int
+	own                        bool // name, class and status are here
 }
 
 type signal struct {
@@ -125,12 +130,48 @@ type count struct {
 	n    int
 }
 
-func store(r probes.Result) stored {
+// names interns step names and failure classes: a bounded set (each probe
+// type's own), stored once however many runs use them.
+type names struct {
+	list []string
+	idx  map[string]uint16
+}
+
+// index returns s's index, or false when the table is full.
+func (n *names) index(s string) (uint16, bool) {
+	if i, ok := n.idx[s]; ok {
+		return i, true
+	}
+	if len(n.list) >= math.MaxUint16 {
+		return 0, false
+	}
+	if n.idx == nil {
+		n.idx = map[string]uint16{}
+	}
+	i := uint16(len(n.list))
+	n.list = append(n.list, s)
+	n.idx[s] = i
+	return i, true
+}
+
+// store compacts r (the Store's lock held).
+func (s *Store) store(r probes.Result) stored {
 	st := stored{head: summary(r), steps: make([]storedStep, len(r.Steps))}
-	for i, s := range r.Steps {
-		st.steps[i] = storedStep{name: s.Name, class: s.Class, duration: s.Duration, status: int32(s.Status), ok: s.OK}
-		if s.Error != "" || s.Detail != "" {
-			st.texts = append(st.texts, stepText{i, s.Error, s.Detail})
+	for i, step := range r.Steps {
+		name, ok1 := s.names.index(step.Name)
+		class, ok2 := s.names.index(string(step.Class))
+		own := !ok1 || !ok2 || step.Status < 0 || step.Status > math.MaxUint16
+		if !own {
+			st.steps[i] = storedStep{duration: step.Duration, name: name, class: class, status: uint16(step.Status), ok: step.OK}
+		} else {
+			st.steps[i] = storedStep{duration: step.Duration, ok: step.OK}
+		}
+		if own || step.Error != "" || step.Detail != "" {
+			t := stepText{i: i, error: step.Error, detail: step.Detail, own: own}
+			if own {
+				t.name, t.class, t.status = step.Name, string(step.Class), step.Status
+			}
+			st.texts = append(st.texts, t)
 		}
 	}
 	if len(r.Signals) > 0 {
@@ -148,22 +189,26 @@ func store(r probes.Result) stored {
 	return st
 }
 
-// result is the stored run as a Result again.
-func (st stored) result() probes.Result {
+// result is a stored run as a Result again (the Store's lock held).
+func (s *Store) result(st stored) probes.Result {
 	r := *st.head
 	if st.steps != nil {
 		r.Steps = make([]probes.Step, len(st.steps))
-		for i, s := range st.steps {
-			r.Steps[i] = probes.Step{Name: s.name, Class: s.class, Duration: s.duration, Status: int(s.status), OK: s.ok}
+		for i, step := range st.steps {
+			r.Steps[i] = probes.Step{Name: s.names.list[step.name], Class: probes.Class(s.names.list[step.class]),
+				Duration: step.duration, Status: int(step.status), OK: step.ok}
 		}
 		for _, t := range st.texts {
 			r.Steps[t.i].Error, r.Steps[t.i].Detail = t.error, t.detail
+			if t.own {
+				r.Steps[t.i].Name, r.Steps[t.i].Class, r.Steps[t.i].Status = t.name, probes.Class(t.class), t.status
+			}
 		}
 	}
 	if st.signals != nil {
 		r.Signals = make(map[string]float64, len(st.signals))
-		for _, s := range st.signals {
-			r.Signals[s.name] = s.v
+		for _, sg := range st.signals {
+			r.Signals[sg.name] = sg.v
 		}
 	}
 	if st.counts != nil {
@@ -215,6 +260,7 @@ func (s *Store) Observe(r probes.Result) {
 		rg = &ring{}
 		s.runs[k] = rg
 	}
+	rg.latest = s.store(r)
 	rg.add(r, s.size)
 	if r.OK() {
 		rg.lastSuccess = rg.latest.head
@@ -244,7 +290,7 @@ func (s *Store) Latest() []probes.Result {
 	defer s.mu.RUnlock()
 	out := make([]probes.Result, 0, len(s.runs))
 	for _, rg := range s.runs {
-		out = append(out, rg.latest.result())
+		out = append(out, s.result(rg.latest))
 	}
 	sort.Slice(out, func(a, b int) bool {
 		if out[a].Probe != out[b].Probe {
@@ -261,7 +307,7 @@ func (s *Store) Entries() []Entry {
 	defer s.mu.RUnlock()
 	out := make([]Entry, 0, len(s.runs))
 	for k, rg := range s.runs {
-		out = append(out, Entry{Key: k, Latest: rg.latest.result(), LastSuccess: rg.lastSuccess, LastFailure: rg.lastFailure, Recent: rg.ordered(),
+		out = append(out, Entry{Key: k, Latest: s.result(rg.latest), LastSuccess: rg.lastSuccess, LastFailure: rg.lastFailure, Recent: rg.ordered(),
 			NextLogin: s.nextLogin[k]})
 	}
 	for k, at := range s.nextLogin {
@@ -290,7 +336,7 @@ func (s *Store) Get(probe, tenant string) (Entry, bool) {
 		}
 		return Entry{}, false
 	}
-	return Entry{Key: k, Latest: rg.latest.result(), LastSuccess: rg.lastSuccess, LastFailure: rg.lastFailure, Recent: rg.ordered(),
+	return Entry{Key: k, Latest: s.result(rg.latest), LastSuccess: rg.lastSuccess, LastFailure: rg.lastFailure, Recent: rg.ordered(),
 		NextLogin: s.nextLogin[k]}, true
 }
 
@@ -338,7 +384,6 @@ func (s *Store) Prune(keep func(Key) bool) {
 // (allocated whole, it cost every probe and tenant its full size before
 // their first minute was over), then wraps.
 func (rg *ring) add(r probes.Result, size int) {
-	rg.latest = store(r)
 	run := newRun(r)
 	if !rg.full {
 		if len(rg.buf) == cap(rg.buf) {

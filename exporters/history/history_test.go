@@ -1,6 +1,7 @@
 package history
 
 import (
+	"reflect"
 	"testing"
 	"time"
 
@@ -39,5 +40,33 @@ func TestRingKeepsNewestAndResizes(t *testing.T) {
 	s.Prune(func(k Key) bool { return false })
 	if len(s.Latest()) != 0 {
 		t.Fatal("prune kept entries")
+	}
+}
+
+// TestLatestKeptWhole: the latest run comes back as it was observed, its
+// steps' names, classes, statuses, errors and details, signals and counts
+// included, however compactly it is kept.
+func TestLatestKeptWhole(t *testing.T) {
+	s := New(5)
+	r := probes.Result{Probe: "roundtrip", Type: "roundtrip", Tenant: "a", Outcome: probes.OutcomeFailure,
+		Class: probes.ClassHTTP5xx, FailedStep: "send", Error: "HTTP 502", Started: time.Unix(100, 5), Duration: 1500 * time.Millisecond,
+		Method: "password",
+		Steps: []probes.Step{
+			{Name: "login", Duration: 12 * time.Millisecond, OK: true, Status: 200},
+			{Name: "send", Duration: 3 * time.Millisecond, Class: probes.ClassHTTP5xx, Error: "HTTP 502", Status: 502, Detail: "retried once"},
+			{Name: "odd", Duration: time.Nanosecond, Status: 70000},
+		},
+		Signals: map[string]float64{probes.SignalDeliverySeconds: 0.25},
+		Counts:  map[string]int{probes.CountRateLimited + ":send": 2}}
+	s.Observe(r)
+	e, ok := s.Get("roundtrip", "a")
+	if !ok {
+		t.Fatal("no entry")
+	}
+	if !reflect.DeepEqual(e.Latest, r) {
+		t.Fatalf("latest run changed:\ngot  %+v\nwant %+v", e.Latest, r)
+	}
+	if e.LastFailure == nil || e.LastFailure.Error != "HTTP 502" || e.LastFailure.Steps != nil {
+		t.Fatalf("last failure %+v", e.LastFailure)
 	}
 }
