@@ -16,11 +16,13 @@ func TestRingKeepsNewestAndResizes(t *testing.T) {
 		if i == 1 {
 			out = probes.OutcomeFailure
 		}
-		s.Observe(probes.Result{Probe: "p", Tenant: "a", Outcome: out, Started: t0.Add(time.Duration(i) * time.Second)})
+		// The duration tells the runs apart in Recent.
+		s.Observe(probes.Result{Probe: "p", Tenant: "a", Outcome: out, Started: t0.Add(time.Duration(i) * time.Second),
+			Duration: time.Duration(i) * time.Millisecond})
 	}
 	s.Observe(probes.Result{Probe: "p", Tenant: "a", Outcome: probes.OutcomeSkipped})
 	e, ok := s.Get("p", "a")
-	if !ok || len(e.Recent) != 3 || e.Recent[0].Started().Unix() != 2 || e.Latest.Started.Unix() != 4 {
+	if !ok || len(e.Recent) != 3 || e.Recent[0].Duration() != 2*time.Millisecond || e.Latest.Started.Unix() != 4 {
 		t.Fatalf("entry: %+v", e)
 	}
 	if e.LastFailure == nil || e.LastFailure.Started.Unix() != 1 {
@@ -28,13 +30,13 @@ func TestRingKeepsNewestAndResizes(t *testing.T) {
 	}
 	s.SetSize(2)
 	e, _ = s.Get("p", "a")
-	if len(e.Recent) != 2 || e.Recent[0].Started().Unix() != 3 || e.Latest.Started.Unix() != 4 {
+	if len(e.Recent) != 2 || e.Recent[0].Duration() != 3*time.Millisecond || e.Latest.Started.Unix() != 4 {
 		t.Fatalf("after shrink: %+v", e.Recent)
 	}
 	s.SetSize(5)
-	s.Observe(probes.Result{Probe: "p", Tenant: "a", Outcome: probes.OutcomeSuccess, Started: t0.Add(9 * time.Second)})
+	s.Observe(probes.Result{Probe: "p", Tenant: "a", Outcome: probes.OutcomeSuccess, Started: t0.Add(9 * time.Second), Duration: 9 * time.Millisecond})
 	e, _ = s.Get("p", "a")
-	if len(e.Recent) != 3 || e.Latest.Started.Unix() != 9 || e.Recent[0].Started().Unix() != 3 {
+	if len(e.Recent) != 3 || e.Latest.Started.Unix() != 9 || e.Recent[0].Duration() != 3*time.Millisecond {
 		t.Fatalf("after grow: %+v", e.Recent)
 	}
 	s.Prune(func(k Key) bool { return false })
@@ -68,5 +70,25 @@ func TestLatestKeptWhole(t *testing.T) {
 	}
 	if e.LastFailure == nil || e.LastFailure.Error != "HTTP 502" || e.LastFailure.Steps != nil {
 		t.Fatalf("last failure %+v", e.LastFailure)
+	}
+}
+
+// TestRunKeepsDurationAndOutcome: a Run keeps the duration to the
+// microsecond (saturating beyond its range) and the outcome.
+func TestRunKeepsDurationAndOutcome(t *testing.T) {
+	for _, c := range []struct {
+		d    time.Duration
+		o    probes.Outcome
+		want time.Duration
+	}{
+		{1500 * time.Microsecond, probes.OutcomeSuccess, 1500 * time.Microsecond},
+		{time.Minute, probes.OutcomeWarning, time.Minute},
+		{time.Hour, probes.OutcomeFailure, runMaxUS * time.Microsecond},
+		{-time.Second, probes.OutcomeFailure, 0},
+	} {
+		r := newRun(probes.Result{Duration: c.d, Outcome: c.o})
+		if r.Duration() != c.want || r.Outcome() != c.o || r.OK() != (c.o != probes.OutcomeFailure) {
+			t.Errorf("%s %s: got %s %s", c.d, c.o, r.Duration(), r.Outcome())
+		}
 	}
 }
