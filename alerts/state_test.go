@@ -312,3 +312,23 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// TestRefreshInterval: a notification carries how often its alert is judged
+// again, the longer of its probe's interval and the evaluation interval, so
+// Alertmanager's endsAt can outlast a resharding hand-over.
+func TestRefreshInterval(t *testing.T) {
+	for _, c := range []struct {
+		alerting string
+		want     time.Duration
+	}{
+		{"alerting: {rules: [{name: r, probe: login, failures: 1}]}", time.Minute},
+		{"alerting: {evaluation_interval: 3m, rules: [{name: r, probe: login, failures: 1}]}", 3 * time.Minute},
+	} {
+		_, rec, _ := drive(t, c.alerting, []ev{{res: "fail", want: StateFiring}})
+		rec.mu.Lock()
+		if len(rec.got) != 1 || rec.got[0].RefreshInterval != c.want {
+			t.Errorf("%s: notifications %+v, want one with refresh interval %s", c.alerting, rec.got, c.want)
+		}
+		rec.mu.Unlock()
+	}
+}
