@@ -332,3 +332,35 @@ func TestRefreshInterval(t *testing.T) {
 		rec.mu.Unlock()
 	}
 }
+
+// resender is a recorder that wants re-sends, as Alertmanager does.
+type resender struct{ recorder }
+
+func (r *resender) ResendInterval() time.Duration { return time.Hour }
+
+// TestResendSavedPerRound: deliveries to a Resender are saved once after the
+// round of due work (not after each, which made a replica with tens of
+// thousands of tenants re-send too slowly); others at once.
+func TestResendSavedPerRound(t *testing.T) {
+	dir := t.TempDir()
+	cfg := parseCfg(t, baseCfg+"alerting: {rules: [{name: r, probe: login, failures: 1}]}\n")
+	cfg.Global.DataDir = dir
+	for _, c := range []struct {
+		n       Notifier
+		unsaved bool
+	}{{&resender{recorder{name: "am"}}, true}, {&recorder{name: "slack"}, false}} {
+		m, err := New(Options{Config: cfg, Notifiers: []Notifier{c.n}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Observe(probes.Result{Probe: "login", Tenant: "acme", Outcome: probes.OutcomeFailure})
+		ws := m.workers()
+		jobs := ws[0].due()
+		if len(jobs) != 1 {
+			t.Fatalf("%s: %d jobs due, want 1", c.n.Name(), len(jobs))
+		}
+		if got := ws[0].deliver(context.Background(), jobs[0]); got != c.unsaved {
+			t.Errorf("%s: deliver left the record unsaved = %v, want %v", c.n.Name(), got, c.unsaved)
+		}
+	}
+}
