@@ -364,3 +364,43 @@ func TestResendSavedPerRound(t *testing.T) {
 		}
 	}
 }
+
+// TestHandedOverTenantDropped: an alert of a tenant this process no longer
+// probes (a resharding gave it to another replica) is dropped when the new
+// configuration is committed, so the state file does not keep re-sending
+// it after its new owner resolved it; the global probe's alert and those
+// of tenants still watched are kept.
+func TestHandedOverTenantDropped(t *testing.T) {
+	yml := baseCfg + "  - {name: versions, type: versions}\n" +
+		"alerting: {rules: [{name: r, probe: login, failures: 1}, {name: g, probe: versions, failures: 1}]}\n"
+	cfg := parseCfg(t, yml)
+	keep := map[string]bool{"acme": true, "beta": true}
+	m, err := New(Options{Config: cfg, TenantFilter: func(ids []string) []string {
+		var out []string
+		for _, id := range ids {
+			if keep[id] {
+				out = append(out, id)
+			}
+		}
+		return out
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"acme", "beta"} {
+		m.Observe(probes.Result{Probe: "login", Tenant: id, Outcome: probes.OutcomeFailure})
+	}
+	m.Observe(probes.Result{Probe: "versions", Outcome: probes.OutcomeFailure})
+	delete(keep, "beta") // the next shard count gives beta to another replica
+	if err := m.Apply(parseCfg(t, yml), nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		rule, tenant string
+		want         State
+	}{{"r", "acme", StateFiring}, {"r", "beta", StateInactive}, {"g", "", StateFiring}} {
+		if got := m.state(c.rule, c.tenant); got != c.want {
+			t.Errorf("%s/%s: %s, want %s", c.rule, c.tenant, got, c.want)
+		}
+	}
+}
