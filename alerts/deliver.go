@@ -101,14 +101,19 @@ func (w *worker) loop(ctx context.Context, quit, done chan struct{}) {
 	t := time.NewTicker(w.m.poll)
 	defer t.Stop()
 	for {
+		unsaved := false
 		for _, j := range w.due() {
 			select {
 			case <-quit:
+				w.saveIf(unsaved)
 				return
 			default:
 			}
-			w.deliver(ctx, j)
+			if w.deliver(ctx, j) {
+				unsaved = true
+			}
 		}
+		w.saveIf(unsaved)
 		select {
 		case <-quit:
 			return
@@ -195,7 +200,21 @@ func instanceID(e *entry) string {
 	return e.Rule + "\x00" + e.Tenant + "\x00" + e.ActiveAt.UTC().Format(time.RFC3339Nano)
 }
 
-func (w *worker) deliver(parent context.Context, j job) {
+// saveIf writes the state file when a round left deliveries unsaved.
+func (w *worker) saveIf(unsaved bool) {
+	if !unsaved {
+		return
+	}
+	if err := w.m.Save(); err != nil {
+		w.m.logger.Error("saving alert state failed", "err", err)
+	}
+}
+
+// deliver sends one notification and records it. It reports whether the
+// record still has to be saved: deliveries to a notifier that takes the
+// same alert twice without harm (a Resender: Alertmanager deduplicates by
+// labels) are saved once per round of due work, others at once.
+func (w *worker) deliver(parent context.Context, j job) (unsaved bool) {
 	ctx, cancel := context.WithTimeout(parent, w.timeout)
 	ref, err := w.n.Notify(ctx, j.n)
 	cancel()
@@ -207,7 +226,7 @@ func (w *worker) deliver(parent context.Context, j job) {
 		w.notUntil[j.id] = time.Now().Add(delay)
 		w.m.logger.Warn("notification failed; will retry", "notifier", name, "rule", j.n.Rule, "tenant", j.n.Tenant,
 			"state", j.n.State, "attempt", w.attempts[j.id], "retry_in", delay.Round(time.Millisecond), "err", err)
-		return
+		return false
 	}
 	delete(w.attempts, j.id)
 	delete(w.notUntil, j.id)
@@ -236,11 +255,20 @@ func (w *worker) deliver(parent context.Context, j job) {
 	if !j.n.Resend {
 		m.logger.Info("notification delivered", "notifier", name, "rule", j.n.Rule, "tenant", j.n.Tenant, "state", j.n.State)
 	}
+	if w.resend > 0 {
+		// Saving the whole state file (every tenant's entry) after each of
+		// hundreds of re-sends made a replica with tens of thousands of
+		// tenants re-send each alert less often than its endsAt allowed.
+		// A crash before the round's save repeats that round's deliveries,
+		// which Alertmanager takes as the same alerts.
+		return true
+	}
 	// The notification log is written before the next delivery, so a crash
 	// repeats at most the one delivery in flight.
 	if err := m.Save(); err != nil {
 		m.logger.Error("saving alert state failed", "err", err)
 	}
+	return false
 }
 
 // backoff is exponential with jitter: base·2^(n-1), capped, then a random

@@ -285,8 +285,26 @@ func (m *Manager) Commit(p *Plan) {
 		}
 	}
 	m.silences = append(cfgSilences, kept...)
+	watched := map[string]map[string]bool{}
+	for probe, ids := range subjects {
+		watched[probe] = map[string]bool{}
+		for _, id := range ids {
+			watched[probe][id] = true
+		}
+	}
 	for k, e := range m.entries {
 		if _, ok := rules[e.Rule]; !ok {
+			delete(m.entries, k)
+			m.dirty = true
+			continue
+		}
+		// A tenant this process no longer probes (another shard owns it
+		// since a resharding, or it left the configuration) is no longer
+		// its to alert on: re-sending its firing alert from the state file
+		// would keep it alive in Alertmanager after the new owner resolved
+		// it. Alertmanager lets the last copy expire at its endsAt unless
+		// the new owner fires it first.
+		if w, ok := watched[e.Probe]; ok && e.Tenant != "" && !w[e.Tenant] {
 			delete(m.entries, k)
 			m.dirty = true
 		}

@@ -58,6 +58,10 @@ func (m *Manager) notification(e *entry) Notification {
 		n.Severity = r.cfg.Severity
 		maps.Copy(n.Annotations, r.cfg.Annotations)
 	}
+	n.RefreshInterval = m.intervals[e.Probe]
+	if m.cfg != nil {
+		n.RefreshInterval = max(n.RefreshInterval, evaluationInterval(m.cfg))
+	}
 	if m.statusURL != "" {
 		u := m.statusURL + "/"
 		if e.Tenant != "" {

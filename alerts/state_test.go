@@ -312,3 +312,95 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// TestRefreshInterval: a notification carries how often its alert is judged
+// again, the longer of its probe's interval and the evaluation interval, so
+// Alertmanager's endsAt can outlast a resharding hand-over.
+func TestRefreshInterval(t *testing.T) {
+	for _, c := range []struct {
+		alerting string
+		want     time.Duration
+	}{
+		{"alerting: {rules: [{name: r, probe: login, failures: 1}]}", time.Minute},
+		{"alerting: {evaluation_interval: 3m, rules: [{name: r, probe: login, failures: 1}]}", 3 * time.Minute},
+	} {
+		_, rec, _ := drive(t, c.alerting, []ev{{res: "fail", want: StateFiring}})
+		rec.mu.Lock()
+		if len(rec.got) != 1 || rec.got[0].RefreshInterval != c.want {
+			t.Errorf("%s: notifications %+v, want one with refresh interval %s", c.alerting, rec.got, c.want)
+		}
+		rec.mu.Unlock()
+	}
+}
+
+// resender is a recorder that wants re-sends, as Alertmanager does.
+type resender struct{ recorder }
+
+func (r *resender) ResendInterval() time.Duration { return time.Hour }
+
+// TestResendSavedPerRound: deliveries to a Resender are saved once after the
+// round of due work (not after each, which made a replica with tens of
+// thousands of tenants re-send too slowly); others at once.
+func TestResendSavedPerRound(t *testing.T) {
+	dir := t.TempDir()
+	cfg := parseCfg(t, baseCfg+"alerting: {rules: [{name: r, probe: login, failures: 1}]}\n")
+	cfg.Global.DataDir = dir
+	for _, c := range []struct {
+		n       Notifier
+		unsaved bool
+	}{{&resender{recorder{name: "am"}}, true}, {&recorder{name: "slack"}, false}} {
+		m, err := New(Options{Config: cfg, Notifiers: []Notifier{c.n}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Observe(probes.Result{Probe: "login", Tenant: "acme", Outcome: probes.OutcomeFailure})
+		ws := m.workers()
+		jobs := ws[0].due()
+		if len(jobs) != 1 {
+			t.Fatalf("%s: %d jobs due, want 1", c.n.Name(), len(jobs))
+		}
+		if got := ws[0].deliver(context.Background(), jobs[0]); got != c.unsaved {
+			t.Errorf("%s: deliver left the record unsaved = %v, want %v", c.n.Name(), got, c.unsaved)
+		}
+	}
+}
+
+// TestHandedOverTenantDropped: an alert of a tenant this process no longer
+// probes (a resharding gave it to another replica) is dropped when the new
+// configuration is committed, so the state file does not keep re-sending
+// it after its new owner resolved it; the global probe's alert and those
+// of tenants still watched are kept.
+func TestHandedOverTenantDropped(t *testing.T) {
+	yml := baseCfg + "  - {name: versions, type: versions}\n" +
+		"alerting: {rules: [{name: r, probe: login, failures: 1}, {name: g, probe: versions, failures: 1}]}\n"
+	cfg := parseCfg(t, yml)
+	keep := map[string]bool{"acme": true, "beta": true}
+	m, err := New(Options{Config: cfg, TenantFilter: func(ids []string) []string {
+		var out []string
+		for _, id := range ids {
+			if keep[id] {
+				out = append(out, id)
+			}
+		}
+		return out
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"acme", "beta"} {
+		m.Observe(probes.Result{Probe: "login", Tenant: id, Outcome: probes.OutcomeFailure})
+	}
+	m.Observe(probes.Result{Probe: "versions", Outcome: probes.OutcomeFailure})
+	delete(keep, "beta") // the next shard count gives beta to another replica
+	if err := m.Apply(parseCfg(t, yml), nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		rule, tenant string
+		want         State
+	}{{"r", "acme", StateFiring}, {"r", "beta", StateInactive}, {"g", "", StateFiring}} {
+		if got := m.state(c.rule, c.tenant); got != c.want {
+			t.Errorf("%s/%s: %s, want %s", c.rule, c.tenant, got, c.want)
+		}
+	}
+}

@@ -54,6 +54,14 @@ type Notification struct {
 	Ref string `json:"-"`
 	// Resend is true when a firing notification is sent again (Alertmanager).
 	Resend bool `json:"-"`
+	// RefreshInterval is how often the alert's condition is judged again:
+	// the longer of its probe's schedule interval and the evaluation
+	// interval. A notifier that lets alerts expire unless re-sent
+	// (Alertmanager) must keep them alive for a few of these, not only a
+	// few resend intervals: a firing alert is confirmed no more often, and
+	// a tenant handed to another replica is first probed there up to one
+	// interval later.
+	RefreshInterval time.Duration `json:"-"`
 }
 
 // Notifier delivers notifications. Notify must honour ctx (the delivery

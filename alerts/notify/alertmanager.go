@@ -15,9 +15,12 @@ import (
 )
 
 // Alertmanager posts alerts to Alertmanager's API v2. Firing alerts are
-// re-sent every resend interval with an endsAt a few intervals ahead, so
-// Alertmanager expires them if mxprobe dies; the resolve sets endsAt to the
-// time of recovery. Several replicas posting the same labels are
+// re-sent every resend interval with an endsAt four intervals ahead (the
+// longer of the resend interval and the alert's refresh interval, as
+// Prometheus takes the longer of resend delay and evaluation interval), so
+// Alertmanager expires them if mxprobe dies, but not while a busy replica's
+// sender lags or while a resharded tenant waits for its new owner's first
+// probe; the resolve sets endsAt to the time of recovery. Several replicas posting the same labels are
 // deduplicated by Alertmanager: this is the HA path.
 type Alertmanager struct {
 	name   string
@@ -63,7 +66,7 @@ func (a *Alertmanager) Notify(ctx context.Context, n alerts.Notification) (strin
 	if n.State == alerts.StateResolved {
 		al.EndsAt = n.ResolvedAt.UTC()
 	} else {
-		al.EndsAt = time.Now().Add(4 * a.resend).UTC()
+		al.EndsAt = time.Now().Add(4 * max(a.resend, n.RefreshInterval)).UTC()
 	}
 	body, err := json.Marshal([]amAlert{al})
 	if err != nil {

@@ -5,13 +5,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/mxprobe/mxprobe/alerts"
+	"github.com/mxprobe/mxprobe/alerts/notify"
 	"github.com/mxprobe/mxprobe/internal/testenv"
 	"github.com/mxprobe/mxprobe/probes"
 )
@@ -141,4 +144,44 @@ alerting:
 	}
 	_ = context.Background
 	_ = alerts.StateFiring
+}
+
+// TestAlertmanagerEndsAt: a firing alert's endsAt is four times the longer
+// of the resend interval and the alert's refresh interval ahead, as
+// Prometheus takes the longer of resend delay and evaluation interval: with
+// a probe every 2 minutes, a 10 s resend interval must not let the alert
+// lapse before the next probe (or a new shard owner's first) confirms it.
+func TestAlertmanagerEndsAt(t *testing.T) {
+	var mu sync.Mutex
+	var got []amAlert
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var as []amAlert
+		if err := json.NewDecoder(r.Body).Decode(&as); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		got = append(got, as...)
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	am := notify.NewAlertmanager("am", []string{srv.URL}, 10*time.Second, notify.Options{HTTP: srv.Client()})
+	for _, c := range []struct{ refresh, want time.Duration }{
+		{0, 40 * time.Second},
+		{5 * time.Second, 40 * time.Second},
+		{2 * time.Minute, 8 * time.Minute},
+	} {
+		got = nil
+		before := time.Now()
+		if _, err := am.Notify(context.Background(), alerts.Notification{Rule: "r", State: alerts.StateFiring,
+			Labels: map[string]string{"alertname": "r"}, FiredAt: before, RefreshInterval: c.refresh}); err != nil {
+			t.Fatal(err)
+		}
+		after := time.Now()
+		mu.Lock()
+		if len(got) != 1 || got[0].EndsAt.Before(before.Add(c.want).Truncate(time.Second)) || got[0].EndsAt.After(after.Add(c.want)) {
+			t.Errorf("refresh %s: posted %+v, want endsAt %s ahead", c.refresh, got, c.want)
+		}
+		mu.Unlock()
+	}
 }
