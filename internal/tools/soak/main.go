@@ -31,6 +31,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -244,6 +245,16 @@ func run(o options) (rerr error) {
 			fmt.Printf("mxprobe's log and data kept in %s\n", dir)
 		}
 	}()
+	// The driver's own log (the reverse proxies of the fault proxy and the
+	// emulator's front note every request a probe cancelled) goes to a
+	// file, so the per-minute table stays readable.
+	dlog, err := os.Create(filepath.Join(dir, "driver.log"))
+	if err != nil {
+		return err
+	}
+	defer dlog.Close()
+	log.SetOutput(dlog)
+	defer log.SetOutput(os.Stderr)
 	var d homeserver
 	var syn *testenv.Synapse
 	var emu *masemu.Emulator
@@ -521,12 +532,12 @@ func run(o options) (rerr error) {
 			}
 			if !sleep(ctx, done, min(hold, time.Until(faultEnd))) {
 				remove()
-				return fmt.Errorf("interrupted or mxprobe exited (log in %s)", dir)
+				return stopped(ctx, daemon, dir)
 			}
 			remove()
 		}
 		if !sleep(ctx, done, time.Until(minuteStart.Add(time.Minute))) {
-			return fmt.Errorf("interrupted or mxprobe exited (log in %s)", dir)
+			return stopped(ctx, daemon, dir)
 		}
 		m, err := scrape(base + "/metrics")
 		if err != nil {
@@ -721,6 +732,18 @@ func (h *hsCounters) sample(ctx context.Context) (string, string) {
 		return d
 	}
 	return fmt.Sprintf("%.0f", inc(e5, &h.last5xx, &h.total5xx)), fmt.Sprintf("%.0f", inc(e429, &h.last429, &h.total429))
+}
+
+// stopped says why the soak ended early: a signal to the driver, or the
+// daemon's exit (a clean one, after SIGTERM or SIGINT from outside, saves
+// its data and says nothing at the soak's log level).
+func stopped(ctx context.Context, daemon *testenv.Proc, dir string) error {
+	select {
+	case <-daemon.Done():
+		return fmt.Errorf("mxprobe exited at %s: %v (log in %s)", time.Now().Format("15:04:05"), errString(daemon.Err()), dir)
+	default:
+	}
+	return fmt.Errorf("interrupted at %s: %v (log in %s)", time.Now().Format("15:04:05"), context.Cause(ctx), dir)
 }
 
 func errString(err error) string {
