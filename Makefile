@@ -72,7 +72,7 @@ bench: tools
 	$(GO) test -p 1 -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./...
 	./scripts/bench-footprint.sh
 
-## soak: SOAK (default 30m) of 50 tenants against Synapse on PostgreSQL with random faults (not in CI)
+## soak: SOAK (default 30m) of 50 tenants against Synapse (PostgreSQL, behind the MAS emulator) with random faults (not in CI)
 SOAK ?= 30m
 SOAK_HOMESERVER ?= synapse
 soak: tools build postgresql

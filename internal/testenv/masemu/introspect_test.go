@@ -117,3 +117,53 @@ func TestNormalizeScope(t *testing.T) {
 		t.Fatalf("normalizeScope = %q\nwant %q", got, want)
 	}
 }
+
+// StopMAS then StartMAS: MAS refuses connections meanwhile and the front
+// answers its login 502; afterwards it is back on the same address with its
+// state, so a token issued before the outage is active again, and an
+// operator's admin compatibility token carries Synapse's admin scope.
+func TestMASOutageKeepsState(t *testing.T) {
+	e, _ := start(t, Options{})
+	e.SetMASPassword("alice", "pw")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tok, err := e.CompatPasswordLogin(ctx, "alice", "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := e.IssueCompatibilityToken(ctx, "alice", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.IssueCompatibilityToken(ctx, "nobody", false); err == nil {
+		t.Error("a compatibility token for a user MAS does not have")
+	}
+	secret, before := e.SynapseMAS().Secret, e.MASURL
+	e.StopMAS()
+	if resp, err := http.PostForm(e.MASURL+"/oauth2/introspect", url.Values{"token": {tok}}); err == nil {
+		resp.Body.Close()
+		t.Fatalf("MAS answered while down: %d", resp.StatusCode)
+	}
+	if _, err := e.CompatPasswordLogin(ctx, "alice", "pw"); err == nil || !strings.Contains(err.Error(), "HTTP 502") {
+		t.Errorf("compat login while MAS is down: %v", err)
+	}
+	if err := e.StartMAS(); err != nil {
+		t.Fatal(err)
+	}
+	if e.MASURL != before {
+		t.Errorf("MAS moved from %s to %s", before, e.MASURL)
+	}
+	if code, out := introspectAs(t, e, secret, tok, "access_token", false); code != 200 || out["active"] != true {
+		t.Errorf("token of before the outage: %d %v", code, out)
+	}
+	code, out := introspectAs(t, e, secret, admin, "access_token", false)
+	if scope, _ := out["scope"].(string); code != 200 || out["active"] != true || !strings.Contains(scope, "urn:synapse:admin:*") {
+		t.Errorf("admin compatibility token: %d %v", code, out)
+	}
+	if code, out := introspectAs(t, e, secret, tok, "access_token", false); strings.Contains(out["scope"].(string), "urn:synapse:admin:*") {
+		t.Errorf("a user's own login is admin: %d %v", code, out)
+	}
+	if _, err := e.CompatPasswordLogin(ctx, "alice", "pw"); err != nil {
+		t.Errorf("compat login after the outage: %v", err)
+	}
+}

@@ -278,6 +278,10 @@ type oauthSession struct {
 type compatSession struct {
 	id, user, device string
 	finished         bool
+	// synapseAdmin: the session grants Synapse admin rights (issued by
+	// mas-cli manage issue-compatibility-token
+	// --yes-i-want-to-grant-synapse-admin-privileges).
+	synapseAdmin bool
 }
 
 type authCode struct {
@@ -411,19 +415,58 @@ func (e *Emulator) Close() {
 	e.closed = true
 	e.mu.Unlock()
 	e.jobs.Wait() // background device syncs
-	e.mas.Close()
+	e.mu.Lock()
+	mas := e.mas
+	e.mu.Unlock()
+	mas.Close()
 	e.up.Close()
 	e.hs.Close()
-	e.mas.Client().CloseIdleConnections()
+	mas.Client().CloseIdleConnections()
 	e.om.client.CloseIdleConnections()
 }
 
-// StopMAS takes MAS down (connections refused); the Matrix front stays up.
+// StopMAS takes MAS down (connections refused); the Matrix front stays up
+// and answers MAS's routes (login, logout) 502, as a reverse proxy whose
+// upstream is gone. StartMAS brings it back.
 func (e *Emulator) StopMAS() {
 	e.mu.Lock()
 	e.masDown = true
+	mas := e.mas
 	e.mu.Unlock()
-	e.mas.Close()
+	mas.Close()
+}
+
+// StartMAS brings MAS back after StopMAS on the same address, with every
+// client, session and token it had (MAS restarted on its database): what
+// was valid before the outage is valid after it.
+func (e *Emulator) StartMAS() error {
+	e.mu.Lock()
+	if !e.masDown || e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	addr := e.mas.Listener.Addr().String()
+	e.mu.Unlock()
+	var l net.Listener
+	var err error
+	// The old listener is closed; its port may take a moment to be free.
+	for range 50 {
+		if l, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("masemu: MAS back on %s: %w", addr, err)
+	}
+	s := httptest.NewUnstartedServer(e.masHandler())
+	s.Listener.Close()
+	s.Listener = l
+	s.Start()
+	e.mu.Lock()
+	e.mas, e.masDown = s, false
+	e.mu.Unlock()
+	return nil
 }
 
 // StopUpstream takes the upstream provider down.

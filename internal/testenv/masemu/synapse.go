@@ -213,6 +213,9 @@ const (
 	unstableAPIScope    = "urn:matrix:org.matrix.msc2967.client:api:*"
 	stableDevicePrefix  = "urn:matrix:client:device:"
 	unstableDevicePrefx = "urn:matrix:org.matrix.msc2967.client:device:"
+	// synapseAdminScope makes the requester a Synapse admin
+	// (synapse/api/auth/mas.py is_server_admin).
+	synapseAdminScope = "urn:synapse:admin:*"
 )
 
 // normalizeScope adds the stable and unstable equivalents of the API and
@@ -330,6 +333,9 @@ func (e *Emulator) introspect(w http.ResponseWriter, r *http.Request) {
 		// an explicit device_id (when the homeserver says it reads one) or
 		// as a device scope.
 		scope := []string{stableAPIScope, unstableAPIScope}
+		if a.compat.synapseAdmin {
+			scope = append(scope, synapseAdminScope)
+		}
 		reply["client_id"] = "legacy"
 		if explicitDevice {
 			reply["device_id"] = a.device
@@ -431,4 +437,38 @@ func (e *Emulator) RevokeUserSessions(localpart string) int {
 	e.mu.Unlock()
 	e.syncDevicesLater(localpart)
 	return n
+}
+
+// ProvisionUser provisions a MAS user at the attached Synapse now, as MAS's
+// ProvisionUserJob does when a user is created (users made by
+// SetMASPassword or LinkUpstreamUser are otherwise provisioned at their
+// first login).
+func (e *Emulator) ProvisionUser(ctx context.Context, localpart string) error {
+	return e.provisionUser(ctx, localpart)
+}
+
+// IssueCompatibilityToken is an operator's
+// `mas-cli manage issue-compatibility-token <user>` (with admin:
+// --yes-i-want-to-grant-synapse-admin-privileges): a compatibility session
+// on a new device, provisioned at the homeserver, whose access token never
+// expires; an admin session's introspection carries urn:synapse:admin:*, so
+// Synapse serves its admin API to it. The MAS user must exist.
+func (e *Emulator) IssueCompatibilityToken(ctx context.Context, localpart string, admin bool) (string, error) {
+	e.mu.Lock()
+	known := e.users[localpart] != nil
+	e.mu.Unlock()
+	if !known {
+		return "", fmt.Errorf("masemu: no MAS user %q", localpart)
+	}
+	device := ulid()
+	if err := e.upsertDevice(ctx, localpart, device, ""); err != nil {
+		return "", err
+	}
+	cs := &compatSession{id: ulid(), user: localpart, device: device, synapseAdmin: admin}
+	a := &accessToken{token: random("mct_"), user: localpart, device: device, compat: cs}
+	e.mu.Lock()
+	e.compatSess = append(e.compatSess, cs)
+	e.access[a.token] = a
+	e.mu.Unlock()
+	return a.token, nil
 }

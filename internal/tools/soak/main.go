@@ -6,8 +6,15 @@
 // dir, stopped at the end), the way production runs it, with the bots and
 // the peer exempted from Synapse's rate limits through the admin API as
 // docs/synapse.md tells operators; --homeserver dendrite runs the local
-// Dendrite instead. Besides the proxy's faults, Synapse itself is
-// restarted, and 429 storms answer every request for a while. Every minute
+// Dendrite instead. On Synapse the soak runs the deployment mxprobe
+// watches by default (--mas): Synapse delegates its authentication to the
+// MAS emulator (internal/testenv/masemu), every account is a MAS user, the
+// bots of the first --mas-oidc tenants log in through MAS and the
+// platform's upstream provider (mas_oidc, within the provider's limit on
+// code exchanges), the other bots and the peer through MAS's compatibility
+// password login. Besides the proxy's faults, Synapse itself is restarted,
+// 429 storms answer every request for a while, and (with MAS) the MAS
+// emulator goes down and comes back with its state. Every minute
 // it prints the daemon's heap, goroutines and RSS (from its /metrics) and
 // Synapse's own 5xx and 429 answers, so growth shows; at the end, after a
 // quiet period without faults, it prints the probe rooms left behind on the
@@ -24,6 +31,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -33,6 +41,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,6 +54,7 @@ import (
 
 	"github.com/mxprobe/mxprobe/internal/testenv"
 	"github.com/mxprobe/mxprobe/internal/testenv/faultproxy"
+	"github.com/mxprobe/mxprobe/internal/testenv/masemu"
 )
 
 func main() {
@@ -55,8 +65,28 @@ func main() {
 	seed := flag.Uint64("seed", uint64(time.Now().UnixNano()), "random seed of the fault plan")
 	roundtripEvery := flag.String("roundtrip-every", "30s", "round trip interval (Dendrite on SQLite panics with SQLITE_BUSY under heavy write load)")
 	hsKind := flag.String("homeserver", "synapse", "synapse (on PostgreSQL) or dendrite (on SQLite)")
+	withMAS := flag.Bool("mas", true, "Synapse delegates its authentication to the MAS emulator (Synapse only; off with --homeserver dendrite)")
+	masOIDC := flag.Int("mas-oidc", 10, "with --mas: tenants whose bots log in through MAS and the upstream provider (mas_oidc); the others use MAS's compat password login")
+	faultList := flag.String("faults", "", "comma-separated fault names the plan draws from (default: all; see the list in the source)")
 	flag.Parse()
-	if err := run(*bin, *hsKind, *dur, *quiet, *tenants, *seed, *roundtripEvery); err != nil {
+	masSet := false
+	flag.Visit(func(f *flag.Flag) { masSet = masSet || f.Name == "mas" })
+	if *hsKind != "synapse" && *withMAS {
+		if masSet {
+			fmt.Fprintln(os.Stderr, "soak: --mas needs --homeserver synapse (Dendrite cannot delegate its authentication)")
+			os.Exit(2)
+		}
+		*withMAS = false
+	}
+	o := options{bin: *bin, hsKind: *hsKind, dur: *dur, quiet: *quiet, tenants: *tenants, seed: *seed,
+		roundtripEvery: *roundtripEvery, mas: *withMAS, masOIDC: min(max(*masOIDC, 0), *tenants)}
+	plan, err := faultPlan(*faultList, o.mas)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "soak:", err)
+		os.Exit(2)
+	}
+	o.faults = plan
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "soak:", err)
 		os.Exit(1)
 	}
@@ -93,12 +123,17 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// faults are what the plan draws from: each is installed for a while on the
-// tenants' path to the homeserver.
-var faults = []struct {
+// fault is one the plan draws: a rule installed for a while on the
+// tenants' path to the homeserver, or (restartFault, masDownFault) an
+// action of the soak's own.
+type fault struct {
 	name string
 	rule faultproxy.Rule
-}{
+}
+
+// faults are what the plan draws from (masDownFault only with MAS, after
+// the others, so a seed draws the same plan without MAS as before).
+var faults = []fault{
 	{"login 502", faultproxy.Rule{Path: "/login$", Fault: faultproxy.Fault{Status: 502, Body: []byte("bad gateway")}}},
 	{"login reset", faultproxy.Rule{Path: "/login$", Fault: faultproxy.Fault{Reset: true}}},
 	{"createRoom 429", faultproxy.Rule{Path: "/createRoom$", Fault: faultproxy.RateLimited(300 * time.Millisecond)}},
@@ -111,6 +146,36 @@ var faults = []struct {
 	{"whoami unknown token", faultproxy.Rule{Path: "/whoami$", Fault: faultproxy.UnknownToken(false)}},
 	{"429 storm", faultproxy.Rule{Path: "/_matrix/client/", Fault: faultproxy.RateLimited(2 * time.Second)}},
 	{restartFault, faultproxy.Rule{}},
+	{masDownFault, faultproxy.Rule{}},
+}
+
+// faultPlan returns the faults the plan draws from: those named in list
+// (comma-separated), or all that apply.
+func faultPlan(list string, mas bool) ([]fault, error) {
+	var out []fault
+	for _, f := range faults {
+		if f.name == masDownFault && !mas {
+			continue
+		}
+		out = append(out, f)
+	}
+	if strings.TrimSpace(list) == "" {
+		return out, nil
+	}
+	var chosen []fault
+	var names []string
+	for _, f := range out {
+		names = append(names, f.name)
+	}
+	for _, n := range strings.Split(list, ",") {
+		n = strings.TrimSpace(n)
+		i := slices.Index(names, n)
+		if i < 0 {
+			return nil, fmt.Errorf("--faults: unknown fault %q (these apply: %s)", n, strings.Join(names, ", "))
+		}
+		chosen = append(chosen, out[i])
+	}
+	return chosen, nil
 }
 
 // soakLoginLimits is rc_login as an operator of 50 bots behind one address
@@ -123,12 +188,33 @@ func soakLoginLimits() map[string]any {
 	}
 }
 
-// acct is a Matrix account of the soak.
-type acct struct{ user, pw string }
+// acct is a Matrix account of the soak: its localpart and password, and
+// the user the configuration names when that is not the localpart (a
+// mas_oidc bot's platform slug).
+type acct struct{ user, pw, login string }
 
 // restartFault restarts the homeserver (stopped, then started again on the
 // same ports and data after the fault's hold) instead of a proxy rule.
 const restartFault = "homeserver restarted"
+
+// masDownFault takes the MAS emulator down for the hold (connections
+// refused; the reverse proxy answers MAS's login and logout 502) and brings
+// it back on the same address with its state: MAS logins and refreshes
+// fail meanwhile, and Synapse, which cannot introspect a token it has not
+// cached, answers 503 to it.
+const masDownFault = "MAS emulator down"
+
+// options are the soak's flags.
+type options struct {
+	bin, hsKind    string
+	dur, quiet     time.Duration
+	tenants        int
+	seed           uint64
+	roundtripEvery string
+	mas            bool
+	masOIDC        int
+	faults         []fault
+}
 
 // homeserver is what the soak needs of a harness (testenv.Synapse or
 // testenv.Dendrite).
@@ -142,7 +228,8 @@ type homeserver interface {
 	Stop()
 }
 
-func run(bin, hsKind string, dur, quiet time.Duration, tenants int, seed uint64, roundtripEvery string) (rerr error) {
+func run(o options) (rerr error) {
+	bin, hsKind, dur, quiet, tenants, seed, roundtripEvery := o.bin, o.hsKind, o.dur, o.quiet, o.tenants, o.seed, o.roundtripEvery
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	dir, err := os.MkdirTemp("", "mxprobe-soak-")
@@ -158,8 +245,19 @@ func run(bin, hsKind string, dur, quiet time.Duration, tenants int, seed uint64,
 			fmt.Printf("mxprobe's log and data kept in %s\n", dir)
 		}
 	}()
+	// The driver's own log (the reverse proxies of the fault proxy and the
+	// emulator's front note every request a probe cancelled) goes to a
+	// file, so the per-minute table stays readable.
+	dlog, err := os.Create(filepath.Join(dir, "driver.log"))
+	if err != nil {
+		return err
+	}
+	defer dlog.Close()
+	log.SetOutput(dlog)
+	defer log.SetOutput(os.Stderr)
 	var d homeserver
 	var syn *testenv.Synapse
+	var emu *masemu.Emulator
 	var hsURL, serverName string
 	sctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	switch hsKind {
@@ -168,9 +266,28 @@ func run(bin, hsKind string, dur, quiet time.Duration, tenants int, seed uint64,
 			cancel()
 			return fmt.Errorf("no Synapse: %s (make tools)", why)
 		}
-		syn, err = testenv.StartSynapse(sctx, testenv.SynapseOptions{Postgres: true, RateLimits: map[string]any{"rc_login": soakLoginLimits()}})
+		sopts := testenv.SynapseOptions{Postgres: true, RateLimits: map[string]any{"rc_login": soakLoginLimits()}}
+		if o.mas {
+			// The emulator's upstream provider keeps production's limit on
+			// code exchanges (10 a minute, counted twice): a login budget
+			// that let a 6th exchange into a minute would show as 429s.
+			if emu, err = masemu.Start(masemu.Options{}); err != nil {
+				cancel()
+				return err
+			}
+			defer emu.Close()
+			sopts.MAS = emu.SynapseMAS()
+		}
+		syn, err = testenv.StartSynapse(sctx, sopts)
 		if err == nil {
 			d, hsURL, serverName = syn, syn.URL, syn.ServerName
+			if emu != nil {
+				// The tenants reach Synapse through the deployment's
+				// reverse proxy (the emulator's Matrix front), which sends
+				// login and logout to MAS.
+				emu.AttachSynapse(syn)
+				hsURL = emu.HomeserverURL
+			}
 		}
 	case "dendrite":
 		var den *testenv.Dendrite
@@ -186,6 +303,10 @@ func run(bin, hsKind string, dur, quiet time.Duration, tenants int, seed uint64,
 		return err
 	}
 	defer d.Stop()
+	directURL := hsURL
+	if syn != nil {
+		directURL = syn.URL
+	}
 	proxy, err := faultproxy.New(hsURL)
 	if err != nil {
 		return err
@@ -195,25 +316,60 @@ func run(bin, hsKind string, dur, quiet time.Duration, tenants int, seed uint64,
 	hook := httptest.NewServer(recv)
 	defer hook.Close()
 
+	// The accounts: on a homeserver of its own, registered there; behind
+	// MAS, MAS users (Synapse registers no one), provisioned at Synapse as
+	// MAS does when it creates a user. A mas_oidc bot's platform account is
+	// linked to its MAS user as after an earlier login, so the operator can
+	// exempt it before the daemon's first login.
+	newAcct := func(a acct, oidcTenant string) error {
+		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		switch {
+		case emu == nil:
+			_, err := d.Register(rctx, a.user, a.pw, false)
+			return err
+		case oidcTenant != "":
+			email := "bot-" + oidcTenant + "@openmeet.net"
+			emu.AddUpstreamUser(oidcTenant, email, a.pw, a.login)
+			emu.LinkUpstreamUser(oidcTenant, email, 1, a.user)
+		default:
+			emu.SetMASPassword(a.user, a.pw)
+		}
+		return emu.ProvisionUser(rctx, a.user)
+	}
 	var bots []acct
 	var ts []map[string]any
 	for i := range tenants {
-		a := acct{fmt.Sprintf("soak-bot-%02d", i), fmt.Sprintf("soak-pw-%02d", i)}
-		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		_, err := d.Register(rctx, a.user, a.pw, false)
-		cancel()
-		if err != nil {
+		id := fmt.Sprintf("t%02d", i)
+		a := acct{user: fmt.Sprintf("soak-bot-%02d", i), pw: fmt.Sprintf("soak-pw-%02d", i)}
+		method, oidcTenant := "password", ""
+		switch {
+		case emu != nil && i < o.masOIDC:
+			// The configuration names the platform's slug of the bot; the
+			// provider makes "<slug>_<tenant>" of it, MAS's localpart, which
+			// the probes' whoami expects (docs/openmeet.md).
+			a.login = "openmeet-bot-" + id
+			a.user, method, oidcTenant = masemu.UpstreamLocalpart(a.login, id), "mas_oidc", id
+		case emu != nil:
+			method = "mas_compat_password"
+		}
+		if err := newAcct(a, oidcTenant); err != nil {
 			return err
 		}
 		bots = append(bots, a)
-		ts = append(ts, map[string]any{"id": fmt.Sprintf("t%02d", i), "homeserver_url": proxy.URL,
-			"bot": map[string]any{"method": "password", "user": a.user, "password": a.pw}})
+		login := a.user
+		if a.login != "" {
+			login = a.login
+		}
+		ts = append(ts, map[string]any{"id": id, "homeserver_url": proxy.URL,
+			"bot": map[string]any{"method": method, "user": login, "password": a.pw}})
 	}
-	peer := acct{"soak-peer", "soak-peer-pw"}
-	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	_, err = d.Register(rctx, peer.user, peer.pw, false)
-	cancel()
-	if err != nil {
+	peer := acct{user: "soak-peer", pw: "soak-peer-pw"}
+	peerMethod := "password"
+	if emu != nil {
+		peerMethod = "mas_compat_password"
+	}
+	if err := newAcct(peer, ""); err != nil {
 		return err
 	}
 	var adminToken string
@@ -221,7 +377,10 @@ func run(bin, hsKind string, dur, quiet time.Duration, tenants int, seed uint64,
 		// Operators exempt the bots from Synapse's limits (docs/synapse.md):
 		// the admin API's override_ratelimit, one call per account.
 		actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		adminToken, err = exemptFromLimits(actx, syn, append(bots, peer))
+		adminToken, err = adminOf(actx, syn, emu)
+		if err == nil {
+			err = exemptFromLimits(actx, syn, adminToken, append(bots, peer))
+		}
 		cancel()
 		if err != nil {
 			return err
@@ -251,7 +410,7 @@ func run(bin, hsKind string, dur, quiet time.Duration, tenants int, seed uint64,
 		"probes": []map[string]any{
 			{"name": "login", "type": "login", "schedule": "@every 20s", "timeout": "10s"},
 			{"name": "roundtrip", "type": "roundtrip", "schedule": "@every " + roundtripEvery, "timeout": "15s",
-				"roundtrip": map[string]any{"peer": map[string]any{"method": "password", "user": peer.user, "password": peer.pw},
+				"roundtrip": map[string]any{"peer": map[string]any{"method": peerMethod, "user": peer.user, "password": peer.pw},
 					"sweep_interval": "1m", "sweep_max_age": "1m"}},
 		},
 		"alerting": map[string]any{
@@ -262,6 +421,12 @@ func run(bin, hsKind string, dur, quiet time.Duration, tenants int, seed uint64,
 			},
 			"notifiers": []map[string]any{{"name": "hook", "type": "webhook", "webhook": map[string]any{"url": hook.URL}}},
 		},
+	}
+	if emu != nil {
+		// The deployment's MAS and the platform (docs/openmeet.md); the
+		// login budget is the default, 4 full logins in any 60 s.
+		cfg["mas"] = map[string]any{"public_url": emu.MASURL, "redirect_uri": "http://localhost:9005/auth/matrix/callback",
+			"upstream": map[string]any{"adapter": "openmeet", "api_url": emu.UpstreamURL}}
 	}
 	b, _ := yaml.Marshal(cfg)
 	cfgPath := filepath.Join(dir, "mxprobe.yml")
@@ -304,7 +469,7 @@ func run(bin, hsKind string, dur, quiet time.Duration, tenants int, seed uint64,
 			if paused.Load() {
 				continue // a restart fault holds it down
 			}
-			c, err := net.DialTimeout("tcp", strings.TrimPrefix(hsURL, "http://"), time.Second)
+			c, err := net.DialTimeout("tcp", strings.TrimPrefix(directURL, "http://"), time.Second)
 			if err == nil {
 				c.Close()
 				down = 0
@@ -325,6 +490,10 @@ func run(bin, hsKind string, dur, quiet time.Duration, tenants int, seed uint64,
 
 	rng := rand.New(rand.NewPCG(seed, 9))
 	fmt.Printf("soak: %s (%s of it with faults), %d tenants, login every 20s, round trip every %s, seed %d\n", dur, dur-quiet, tenants, roundtripEvery, seed)
+	if emu != nil {
+		fmt.Printf("Synapse delegates its authentication to the MAS emulator: %d bots log in with mas_oidc, %d and the peer with mas_compat_password\n",
+			o.masOIDC, tenants-o.masOIDC)
+	}
 	fmt.Printf("%-6s %10s %10s %8s %9s %9s %8s %8s %8s  %s\n", "minute", "heap MB", "RSS MB", "gorout.", "runs", "failed", "firing", "hs 5xx", "hs 429", "fault this minute")
 	hsc := &hsCounters{syn: syn}
 	start := time.Now()
@@ -334,7 +503,7 @@ func run(bin, hsKind string, dur, quiet time.Duration, tenants int, seed uint64,
 		faultName := "-"
 		minuteStart := start.Add(time.Duration(minute) * time.Minute)
 		if minute > 0 && time.Now().Before(faultEnd) {
-			f := faults[rng.IntN(len(faults))]
+			f := o.faults[rng.IntN(len(o.faults))]
 			faultName = f.name
 			hold := time.Duration(15+rng.IntN(30)) * time.Second
 			remove := func() {}
@@ -350,18 +519,25 @@ func run(bin, hsKind string, dur, quiet time.Duration, tenants int, seed uint64,
 						fmt.Printf("  homeserver restart failed: %v\n", err)
 					}
 				}
+			} else if f.name == masDownFault {
+				emu.StopMAS()
+				remove = func() {
+					if err := emu.StartMAS(); err != nil {
+						fmt.Printf("  MAS emulator back failed: %v\n", err)
+					}
+				}
 			} else {
 				h := proxy.Add(f.rule)
 				remove = h.Remove
 			}
 			if !sleep(ctx, done, min(hold, time.Until(faultEnd))) {
 				remove()
-				return fmt.Errorf("interrupted or mxprobe exited (log in %s)", dir)
+				return stopped(ctx, daemon, dir)
 			}
 			remove()
 		}
 		if !sleep(ctx, done, time.Until(minuteStart.Add(time.Minute))) {
-			return fmt.Errorf("interrupted or mxprobe exited (log in %s)", dir)
+			return stopped(ctx, daemon, dir)
 		}
 		m, err := scrape(base + "/metrics")
 		if err != nil {
@@ -443,6 +619,14 @@ func run(bin, hsKind string, dur, quiet time.Duration, tenants int, seed uint64,
 	if syn != nil {
 		fmt.Printf("Synapse's own answers over the soak: %.0f 5xx, %.0f 429 (synapse_http_server_responses_total; the proxy's injected faults are not among them)\n", hsc.total5xx, hsc.total429)
 	}
+	var masRefused int
+	if emu != nil {
+		st := emu.Stats()
+		masRefused = st.ProviderTokenRateLimited
+		fmt.Printf("MAS emulator: %d code exchanges at the upstream provider (%d refused 429), %d platform logins, %d refreshes (%d refused), %d compat logins, %d introspections by Synapse (%d active)\n",
+			st.ProviderTokenRequests, st.ProviderTokenRateLimited, st.UpstreamLogins, st.Refreshes, st.RefreshRejected, st.CompatLogins,
+			st.Introspections, st.IntrospectionsActive)
+	}
 	fmt.Printf("heap growth (last 2 min / minutes 6-7, or 2-3 in short runs): %.2fx; goroutines: %.2fx\n", growth(heaps), growth(gors))
 	for _, l := range left {
 		fmt.Println("  left:", l)
@@ -452,28 +636,37 @@ func run(bin, hsKind string, dur, quiet time.Duration, tenants int, seed uint64,
 		return fmt.Errorf("%d probe rooms left behind", len(left))
 	case bad > 0:
 		return fmt.Errorf("%d alerts not fired and resolved exactly once", bad)
+	case masRefused > 0:
+		return fmt.Errorf("the upstream provider refused %d code exchanges: the MAS login budget let more than it allows into a minute", masRefused)
 	case growth(heaps) > 1.5 || growth(gors) > 1.5:
 		return fmt.Errorf("heap or goroutines grew (log in %s)", dir)
 	}
 	return nil
 }
 
-// exemptFromLimits registers an admin, exempts each account from Synapse's
-// per-user rate limits and returns the admin's access token.
-func exemptFromLimits(ctx context.Context, s *testenv.Synapse, accts []acct) (string, error) {
+// adminOf returns an admin's access token: a registered admin's login, or
+// behind MAS the operator's admin compatibility token (mas-cli manage
+// issue-compatibility-token --yes-i-want-to-grant-synapse-admin-privileges).
+func adminOf(ctx context.Context, s *testenv.Synapse, emu *masemu.Emulator) (string, error) {
+	if emu != nil {
+		emu.SetMASPassword("soak-admin", "soak-admin-pw")
+		return emu.IssueCompatibilityToken(ctx, "soak-admin", true)
+	}
 	if _, err := s.Register(ctx, "soak-admin", "soak-admin-pw", true); err != nil {
 		return "", fmt.Errorf("registering the admin: %w", err)
 	}
-	tok, err := s.Login(ctx, "soak-admin", "soak-admin-pw")
-	if err != nil {
-		return "", err
-	}
+	return s.Login(ctx, "soak-admin", "soak-admin-pw")
+}
+
+// exemptFromLimits exempts each account from Synapse's per-user rate
+// limits.
+func exemptFromLimits(ctx context.Context, s *testenv.Synapse, adminToken string, accts []acct) error {
 	for _, a := range accts {
-		if err := s.OverrideRateLimit(ctx, tok, "@"+a.user+":"+s.ServerName); err != nil {
-			return "", fmt.Errorf("override_ratelimit %s: %w", a.user, err)
+		if err := s.OverrideRateLimit(ctx, adminToken, "@"+a.user+":"+s.ServerName); err != nil {
+			return fmt.Errorf("override_ratelimit %s: %w", a.user, err)
 		}
 	}
-	return tok, nil
+	return nil
 }
 
 // adminJoinedRooms lists the rooms a user is joined to (GET
@@ -539,6 +732,18 @@ func (h *hsCounters) sample(ctx context.Context) (string, string) {
 		return d
 	}
 	return fmt.Sprintf("%.0f", inc(e5, &h.last5xx, &h.total5xx)), fmt.Sprintf("%.0f", inc(e429, &h.last429, &h.total429))
+}
+
+// stopped says why the soak ended early: a signal to the driver, or the
+// daemon's exit (a clean one, after SIGTERM or SIGINT from outside, saves
+// its data and says nothing at the soak's log level).
+func stopped(ctx context.Context, daemon *testenv.Proc, dir string) error {
+	select {
+	case <-daemon.Done():
+		return fmt.Errorf("mxprobe exited at %s: %v (log in %s)", time.Now().Format("15:04:05"), errString(daemon.Err()), dir)
+	default:
+	}
+	return fmt.Errorf("interrupted at %s: %v (log in %s)", time.Now().Format("15:04:05"), context.Cause(ctx), dir)
 }
 
 func errString(err error) string {
