@@ -89,7 +89,7 @@ func acceptsGzip(h string) bool {
 func (m *Metrics) write(w *bufio.Writer, mfs []*dto.MetricFamily, format expfmt.Format) error {
 	om := format.FormatType() == expfmt.TypeOpenMetrics
 	enc := expfmt.NewEncoder(w, format)
-	recs := m.tenants.records()
+	recs, names := m.tenants.records()
 	fams := m.familyOrder()
 	i, j := 0, 0
 	for i < len(mfs) || j < len(fams) {
@@ -100,7 +100,7 @@ func (m *Metrics) write(w *bufio.Writer, mfs []*dto.MetricFamily, format expfmt.
 			i++
 			continue
 		}
-		if err := m.writeFamily(w, fams[j], recs, om); err != nil {
+		if err := m.writeFamily(w, fams[j], recs, names, om); err != nil {
 			return err
 		}
 		j++
@@ -123,10 +123,11 @@ func (m *Metrics) familyOrder() []int {
 
 // writeFamily writes one per-tenant family: its HELP and TYPE lines (when
 // it has series) and one line per series, labels sorted by name.
-func (m *Metrics) writeFamily(w *bufio.Writer, f int, recs []*tenantSeries, om bool) error {
+func (m *Metrics) writeFamily(w *bufio.Writer, f int, recs []tenantRecord, names []string, om bool) error {
 	fam := &m.families[f]
 	head := false
 	var num []byte
+	var scratch []stepValue
 	line := func(v float64, labels ...string) {
 		if !head {
 			head = true
@@ -167,7 +168,8 @@ func (m *Metrics) writeFamily(w *bufio.Writer, f int, recs []*tenantSeries, om b
 				line(s.started, "probe", s.probe, "tenant", s.tenant)
 			}
 		case famLastStep:
-			for _, st := range s.steps {
+			scratch = s.sortedSteps(names, scratch)
+			for _, st := range scratch {
 				line(st.v, "probe", s.probe, "step", st.step, "tenant", s.tenant)
 			}
 		case famLastSuccess:
@@ -196,6 +198,17 @@ func (m *Metrics) writeFamily(w *bufio.Writer, f int, recs []*tenantSeries, om b
 	}
 	_, err := w.Write(nil) // the writer's first error, if any
 	return err
+}
+
+// sortedSteps are the record's step durations by step name, in name
+// order, in buf's memory.
+func (r tenantRecord) sortedSteps(names []string, buf []stepValue) []stepValue {
+	out := buf[:0]
+	for _, s := range r.steps {
+		out = append(out, stepValue{names[s.i], s.v})
+	}
+	slices.SortFunc(out, func(a, b stepValue) int { return strings.Compare(a.step, b.step) })
+	return out
 }
 
 // writeHead writes a family's HELP and TYPE lines. OpenMetrics names a
@@ -244,8 +257,9 @@ func (m *Metrics) Gather() ([]*dto.MetricFamily, error) {
 	mfs, err := m.Registry.Gather()
 	var buf bytes.Buffer
 	bw := bufio.NewWriter(&buf)
+	recs, names := m.tenants.records()
 	for _, f := range m.familyOrder() {
-		if werr := m.writeFamily(bw, f, m.tenants.records(), false); werr != nil {
+		if werr := m.writeFamily(bw, f, recs, names, false); werr != nil {
 			return nil, werr
 		}
 	}

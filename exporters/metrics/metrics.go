@@ -172,7 +172,7 @@ func (m *Metrics) Observe(r probes.Result) {
 			}
 		}
 		if measured {
-			c.setRun(series)
+			c.setRun(series, m.tenants.intern)
 		}
 	})
 	if !measured {

@@ -125,35 +125,40 @@ type stepValue struct {
 // tenantSeries is what /metrics shows of one probe and tenant. A published
 // record is never changed (a scrape may be writing it): every change makes
 // a new one (next), which shares the unchanged slices.
+//
+// Its probe and tenant labels come from its key; step names are indexes
+// into the store's table of names (stepDur): 50,000 records hold some 5 MB
+// less than with a string per step.
 type tenantSeries struct {
-	// probe and tenant are the label values, escaped for the text formats.
-	probe, tenant string
-	// measured: a run that measured anything was recorded, so the gauges
-	// of the latest run exist.
-	measured                                bool
 	success, duration, started, lastSuccess float64
+	delivery, refresh                       float64
+	// runs counts runs by result (runResult).
+	runs [numResults]float64
 	// failedStep and failedClass (escaped) label the failed-step series
 	// while success is 0.
 	failedStep, failedClass string
-	delivery                float64
-	hasDelivery             bool
-	// steps are the latest run's step durations, by step name (escaped).
-	steps []stepValue
-	// runs counts runs by result (runResult); runsSeen marks the results
-	// that have a series.
-	runs     [numResults]float64
-	runsSeen uint8
+	// steps are the latest run's step durations, by step name.
+	steps []stepDur
 	// rate counts 429s by step (escaped), sorted by step; slices of zeros
 	// are shared by every tenant of a job (initCounters).
-	rate       []stepValue
-	refresh    float64
-	hasRefresh bool
+	rate []stepValue
+	// measured: a run that measured anything was recorded, so the gauges
+	// of the latest run exist.
+	measured, hasDelivery, hasRefresh bool
+	// runsSeen marks the results that have a series.
+	runsSeen uint8
 }
 
-// next is a copy of s to change (a new record for the key when s is nil).
-func (s *tenantSeries) next(k key) *tenantSeries {
+// stepDur is a step's duration; i indexes the store's step names.
+type stepDur struct {
+	v float64
+	i uint32
+}
+
+// next is a copy of s to change (a new record when s is nil).
+func (s *tenantSeries) next() *tenantSeries {
 	if s == nil {
-		return &tenantSeries{probe: escapeLabel(k.probe), tenant: escapeLabel(k.tenant)}
+		return &tenantSeries{}
 	}
 	c := *s
 	return &c
@@ -176,7 +181,7 @@ func (c *tenantSeries) addRate(step string, n float64) {
 // too) the latest under /metrics's rules: the failed step is "run" when
 // the run named none, the last success stays until a run succeeds, and the
 // delivery time is the run's message_delivery_seconds signal.
-func (c *tenantSeries) setRun(series []RunSeries) {
+func (c *tenantSeries) setRun(series []RunSeries, intern func(step string) uint32) {
 	c.measured = true
 	c.steps = nil
 	c.failedStep, c.failedClass = "", ""
@@ -195,14 +200,13 @@ func (c *tenantSeries) setRun(series []RunSeries) {
 				c.failedStep = "run"
 			}
 		case RunStepDuration:
-			c.steps = append(c.steps, stepValue{escapeLabel(s.Label("step")), s.Value})
+			c.steps = append(c.steps, stepDur{s.Value, intern(escapeLabel(s.Label("step")))})
 		case RunSignal:
 			if s.Name == probes.SignalDeliverySeconds && len(s.Labels) == 0 {
 				c.delivery, c.hasDelivery = s.Value, true
 			}
 		}
 	}
-	slices.SortFunc(c.steps, func(a, b stepValue) int { return strings.Compare(a.step, b.step) })
 	if c.success == 1 {
 		c.lastSuccess = c.started + c.duration
 	}
@@ -224,10 +228,34 @@ type tenantStore struct {
 	// order is slots sorted by key (nil: to be sorted again); a scrape
 	// keeps the slice it got, so it is replaced, never changed.
 	order []*tenantSlot
+	// names are the step names (escaped) the records' steps index; only
+	// ever appended to, under mu, so a copy of the slice stays valid.
+	names   []string
+	nameIdx map[string]uint32
+}
+
+// intern returns the index of step name s (mu held).
+func (t *tenantStore) intern(s string) uint32 {
+	if i, ok := t.nameIdx[s]; ok {
+		return i
+	}
+	if t.nameIdx == nil {
+		t.nameIdx = map[string]uint32{}
+	}
+	i := uint32(len(t.names))
+	t.names = append(t.names, s)
+	t.nameIdx[s] = i
+	return i
+}
+
+// tenantRecord is a record with its labels, as a scrape writes it.
+type tenantRecord struct {
+	probe, tenant string // escaped
+	*tenantSeries
 }
 
 // update replaces the record of k by what change makes of a copy of it
-// (creating the record when there is none).
+// (creating the record when there is none); change may intern step names.
 func (t *tenantStore) update(k key, change func(*tenantSeries)) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -240,7 +268,7 @@ func (t *tenantStore) update(k key, change func(*tenantSeries)) {
 		t.slots[k] = sl
 		t.order = nil
 	}
-	c := sl.cur.Load().next(k)
+	c := sl.cur.Load().next()
 	change(c)
 	sl.cur.Store(c)
 }
@@ -257,8 +285,9 @@ func (t *tenantStore) prune(keep map[key]bool) {
 	}
 }
 
-// records returns the current records in scrape order.
-func (t *tenantStore) records() []*tenantSeries {
+// records returns the current records in scrape order, and the step names
+// their steps index.
+func (t *tenantStore) records() ([]tenantRecord, []string) {
 	t.mu.Lock()
 	order := t.order
 	if order == nil && len(t.slots) > 0 {
@@ -275,11 +304,15 @@ func (t *tenantStore) records() []*tenantSeries {
 		t.order = order
 	}
 	t.mu.Unlock()
-	out := make([]*tenantSeries, len(order))
+	out := make([]tenantRecord, len(order))
 	for i, sl := range order {
-		out[i] = sl.cur.Load()
+		out[i] = tenantRecord{escapeLabel(sl.k.probe), escapeLabel(sl.k.tenant), sl.cur.Load()}
 	}
-	return out
+	// After the loads: every name a loaded record indexes is in the copy.
+	t.mu.Lock()
+	names := t.names
+	t.mu.Unlock()
+	return out, names
 }
 
 // escapeLabel escapes a label value for the text formats (backslash,
