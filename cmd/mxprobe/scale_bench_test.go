@@ -34,7 +34,8 @@ import (
 // schedule lateness (p50/p99, from mxprobe_scheduler_lateness_seconds),
 // mxprobe's CPU per run, its peak RSS (VmHWM), its peak goroutines, and the
 // time and size of a /metrics scrape at that size; it fails on any failed
-// run or room left behind, or a p99 lateness of 1 s or more.
+// run or room left behind, a p99 lateness of 1 s or more, or (at 25,000
+// tenants or more) a peak RSS of 150 MB or more.
 //
 // MXPROBE_SCALE_TENANTS and MXPROBE_SCALE_INTERVAL shrink it for a quick
 // look (for example 2000 and 20s).
@@ -194,6 +195,8 @@ func runScale(b *testing.B, bin, cfgPath string, tenants int, interval time.Dura
 		b.Fatalf("%d probe rooms left behind", st.PeerRooms)
 	case res.p99 >= 1:
 		b.Fatalf("p99 schedule lateness %.3f s", res.p99)
+	case tenants >= 25000 && res.peakRSS >= 150e6:
+		b.Fatalf("peak RSS %.1f MB, the target is < 150 MB", float64(res.peakRSS)/1e6)
 	}
 	return res
 }

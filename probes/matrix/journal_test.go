@@ -127,6 +127,14 @@ func TestJournalLiveProcess(t *testing.T) {
 	if len(got) != 1 || got[0].RoomID != "!old:hs" {
 		t.Fatalf("orphans: %+v", got)
 	}
+	// The writing Journal finds its own old entry too (from memory, not
+	// by reading its log back), and not its young one.
+	if mine, _ := j.Orphans("acme", 15*time.Minute); len(mine) != 1 || mine[0].RoomID != "!old:hs" {
+		t.Fatalf("own orphans: %+v", mine)
+	}
+	if mine, _ := j.Orphans("beta", 0); len(mine) != 0 {
+		t.Fatalf("own orphans of another tenant: %+v", mine)
+	}
 	// Finished by another Journal of the same process: its delete lands
 	// in j's log, and survives j's compaction.
 	if err := other.Remove(got[0]); err != nil {
