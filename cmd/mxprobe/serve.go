@@ -247,9 +247,11 @@ func (d *daemon) commit(rt *runtime) {
 // long as it does (per-tenant series, history, sessions) while each run's
 // garbage is small and short-lived: at Go's default of 100 the heap grew
 // to twice that state before a collection, so 25,000 tenants took 280 MB
-// of RSS for 130 MB of state. At 20 it was 147 MB, for the same CPU per
-// run (BenchmarkScale25000Tenants, docs/bench.md): collections come more
-// often but each is as cheap, marking the same state.
+// of RSS for some 115 MB of state. At 20 the same benchmark peaks at
+// 142 MB; collections come five times as often, which costs about a fifth
+// more CPU per run (1.25 against 1.08 ms, BenchmarkScale25000Tenants,
+// docs/bench.md). An idle daemon's heap is small and collects rarely
+// either way.
 const gcPercent = 20
 
 func serve(c *cli, logger *slog.Logger) int {
