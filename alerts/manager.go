@@ -285,6 +285,10 @@ func (m *Manager) Commit(p *Plan) {
 		}
 	}
 	m.silences = append(cfgSilences, kept...)
+	inConfig := make(map[string]bool, len(cfg.Tenants))
+	for _, t := range cfg.Tenants {
+		inConfig[t.ID] = true
+	}
 	watched := map[string]map[string]bool{}
 	for probe, ids := range subjects {
 		watched[probe] = map[string]bool{}
@@ -298,15 +302,25 @@ func (m *Manager) Commit(p *Plan) {
 			m.dirty = true
 			continue
 		}
-		// A tenant this process no longer probes (another shard owns it
-		// since a resharding, or it left the configuration) is no longer
-		// its to alert on: re-sending its firing alert from the state file
-		// would keep it alive in Alertmanager after the new owner resolved
-		// it. Alertmanager lets the last copy expire at its endsAt unless
-		// the new owner fires it first.
+		// A tenant this process no longer probes is no longer its to
+		// alert on. One another shard owns since a resharding is dropped:
+		// re-sending its firing alert from the state file would keep it
+		// alive in Alertmanager after the new owner resolved it (the last
+		// copy expires at its endsAt unless the new owner fires it). One
+		// that left the configuration is resolved, so every notifier hears
+		// the end of it; and an entry whose resolve is still on its way
+		// stays until it is delivered.
 		if w, ok := watched[e.Probe]; ok && e.Tenant != "" && !w[e.Tenant] {
-			delete(m.entries, k)
-			m.dirty = true
+			switch {
+			case e.State == StateResolved && !m.resolvedDelivered(e):
+			case e.State == StateFiring && !inConfig[e.Tenant]:
+				e.State, e.ResolvedAt = StateResolved, m.now()
+				m.logger.Info("alert resolved: the tenant left the configuration", "rule", e.Rule, "tenant", e.Tenant, "probe", e.Probe)
+				m.dirty = true
+			default:
+				delete(m.entries, k)
+				m.dirty = true
+			}
 		}
 	}
 	// Notifier workers: replace all (a reload may change secrets or URLs);

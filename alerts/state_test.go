@@ -404,3 +404,50 @@ func TestHandedOverTenantDropped(t *testing.T) {
 		}
 	}
 }
+
+// TestRemovedTenantResolved: an alert of a tenant that left the
+// configuration (not handed to another shard) is resolved at the reload,
+// so notifiers without expiry (Slack, Matrix) hear the end of it; its entry
+// stays while the resolve is undelivered and goes after.
+func TestRemovedTenantResolved(t *testing.T) {
+	yml := "alerting: {rules: [{name: r, probe: login, failures: 1}]}\n"
+	rec := &recorder{name: "slack"}
+	m, err := New(Options{Config: parseCfg(t, baseCfg+yml), Notifiers: []Notifier{rec}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliver := func() {
+		t.Helper()
+		w := m.workers()[0]
+		jobs := w.due()
+		if len(jobs) != 1 {
+			t.Fatalf("%d deliveries due, want 1", len(jobs))
+		}
+		w.deliver(context.Background(), jobs[0])
+	}
+	m.Observe(probes.Result{Probe: "login", Tenant: "beta", Outcome: probes.OutcomeFailure})
+	deliver() // the firing notification
+	without := strings.Replace(baseCfg, "  - {id: beta, bot: {user: bot-beta, password: x}}\n", "", 1)
+	for range 2 { // resolved, and kept while the resolve is undelivered
+		if err := m.Apply(parseCfg(t, without+yml), []Notifier{rec}); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.state("r", "beta"); got != StateResolved {
+			t.Fatalf("beta after it left the configuration: %s, want resolved", got)
+		}
+	}
+	deliver() // the resolve
+	rec.mu.Lock()
+	n := len(rec.got)
+	last := rec.got[n-1]
+	rec.mu.Unlock()
+	if n != 2 || last.Tenant != "beta" || last.State != StateResolved {
+		t.Fatalf("notifications: %d, last %+v; want firing then resolved", n, last)
+	}
+	if err := m.Apply(parseCfg(t, without+yml), []Notifier{rec}); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.state("r", "beta"); got != StateInactive {
+		t.Fatalf("beta after its resolve was delivered: %s, want gone", got)
+	}
+}
