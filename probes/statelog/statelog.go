@@ -56,6 +56,12 @@ type Log struct {
 	live    map[string]struct{}
 	records int
 	buf     []byte
+	// torn is set after a write failed: it may have left part of a line,
+	// so the next record starts on a line of its own.
+	torn bool
+	// retryAt is the record count at which a compaction that failed (a
+	// full disk) is tried again; appends go on meanwhile.
+	retryAt int
 }
 
 // Error is an error of this package, constant so it can be compared.
@@ -212,23 +218,38 @@ func (l *Log) Compact() error {
 
 func (l *Log) append(b []byte) error {
 	// One write: O_APPEND makes it atomic towards other appenders, and a
-	// crash tears at most this record.
+	// crash tears at most this record. A write that failed may have left
+	// part of a line (a full disk): the next record starts with a line
+	// feed of its own, so that only the torn one is lost on replay, not
+	// the next one glued to it.
+	if l.torn {
+		b = append([]byte{'\n'}, b...)
+	}
 	if _, err := l.f.Write(b); err != nil {
+		l.torn = true
 		return err
 	}
+	l.torn = false
 	l.records++
 	return nil
 }
 
 func (l *Log) needsCompaction() bool {
-	return l.records > 2*len(l.live)+compactSlack
+	return l.records > 2*len(l.live)+compactSlack && l.records >= l.retryAt
 }
 
+// maybeCompact compacts when dead records pile up. A compaction that fails
+// is logged, not returned: the record was appended, and its caller must not
+// believe it lost; the next try comes after as many records again.
 func (l *Log) maybeCompact() error {
 	if !l.needsCompaction() {
 		return nil
 	}
-	return l.compact()
+	if err := l.compact(); err != nil {
+		l.retryAt = l.records + compactSlack
+		logf(l.logger, slog.LevelWarn, l.path, "state log not compacted; it keeps growing until a later try succeeds", "err", errReason(err))
+	}
+	return nil
 }
 
 // compact re-reads the file (other processes may have appended deletes to
@@ -249,7 +270,12 @@ func (l *Log) compact() error {
 	recs := map[string]json.RawMessage{}
 	st := replayInto(io.NewSectionReader(l.f, 0, fi.Size()), recs)
 	logDamage(l.logger, l.path, st)
-	return l.rewrite(recs)
+	if err := l.rewrite(recs); err != nil {
+		// The old file stays in use: let other processes' appends in.
+		_ = flock(l.f, syscall.LOCK_UN)
+		return err
+	}
+	return nil
 }
 
 // rewrite replaces the file with recs (temporary file 0600 opened

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -379,4 +380,77 @@ func TestLogFileRemovedUnderIt(t *testing.T) {
 	if recs, ok := Read(p, nil); !ok || len(recs) != 3 {
 		t.Fatalf("records: %s", recs)
 	}
+}
+
+// A write that failed may leave part of a line behind (a full disk): the
+// next record starts on a line of its own, so only the failed one is lost.
+// (The failure is set up as it leaves the log: a fragment without its line
+// feed at the end of the file, and the log knowing its write failed.)
+func TestLogWriteFailureLeavesNextRecordWhole(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "state.log")
+	l, _ := open(t, p, nil)
+	if err := l.Put("a", 1); err != nil {
+		t.Fatal(err)
+	}
+	// A write through a descriptor that cannot write fails as a full disk
+	// would, and marks the log.
+	good := l.f
+	ro, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.f = ro
+	if err := l.Put("b", 2); err == nil {
+		t.Fatal("a write through a read-only descriptor succeeded")
+	}
+	l.f = good
+	ro.Close()
+	if err := os.WriteFile(p, append(readFile(t, p), `{"k":"b","v":`...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Put("c", 3); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	_, recs := open(t, p, nil)
+	if string(recs["a"]) != "1" || string(recs["c"]) != "3" || recs["b"] != nil {
+		t.Fatalf("replayed %s; want a and c whole, b lost", recs)
+	}
+}
+
+// A compaction that fails (here: its directory is gone, as a full disk
+// would refuse its temporary file) neither fails the write that triggered
+// it nor keeps the file locked against other processes' appends; it is
+// tried again after as many records.
+func TestLogCompactionFailureBacksOff(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "state.log")
+	l, _ := open(t, p, nil)
+	defer l.Close()
+	l.path = filepath.Join(dir, "gone", "state.log") // rewrite's temporary file cannot be made
+	for i := 0; i <= compactSlack+2; i++ {
+		if err := l.Put("k", i); err != nil {
+			t.Fatalf("put %d: %v", i, err)
+		}
+	}
+	if l.retryAt <= l.records-compactSlack || l.retryAt == 0 {
+		t.Fatalf("no back-off after a failed compaction: records %d, retry at %d", l.records, l.retryAt)
+	}
+	other, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := flock(other, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatalf("the log's file stayed locked after a failed compaction: %v", err)
+	}
+}
+
+func readFile(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
