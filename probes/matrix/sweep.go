@@ -139,7 +139,10 @@ func (p *RoundtripProbe) sweepStep(ctx context.Context, r *runner, tenant string
 			// service's sender, to which Synapse refuses /sync (a 500:
 			// handlers/sync.py generate_sync_result, "We no longer
 			// support AS users using /sync directly").
-			if !all && len(wanted) == 0 && p.accountSwept(a.acct.Key) {
+			// Swept as a peer or as a bot: a peer's sweep lists its
+			// invitations too, a bot's does not.
+			sweptAs := a.acct.Key + "\x00" + strconv.FormatBool(a == peer)
+			if !all && len(wanted) == 0 && p.accountSwept(sweptAs) {
 				// Swept for another tenant (a shared peer) lately: its
 				// stale rooms, whoever made them, are gone.
 				continue
@@ -151,7 +154,7 @@ func (p *RoundtripProbe) sweepStep(ctx context.Context, r *runner, tenant string
 				errs = append(errs, err)
 				continue
 			}
-			p.markAccountSwept(a.acct.Key)
+			p.markAccountSwept(sweptAs)
 		}
 		if actorsOK {
 			for _, e := range unnamed {
