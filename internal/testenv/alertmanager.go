@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -39,18 +38,7 @@ func StartAlertmanager(t testing.TB) string {
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cmd := exec.Command(AlertmanagerBin, "--config.file="+cfg, "--storage.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--cluster.listen-address=", "--log.level=warn")
-	log := &SyncBuffer{}
-	cmd.Stdout, cmd.Stderr = log, log
-	p, err := StartProc(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		p.Stop(syscall.SIGTERM, 10*time.Second)
-		if t.Failed() {
-			t.Logf("alertmanager log:\n%s", log.String())
-		}
-	})
+	p, log := StartForTest(t, "alertmanager", cmd)
 	base := "http://" + addr
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -4,6 +4,8 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"syscall"
+	"testing"
 	"time"
 )
 
@@ -64,4 +66,28 @@ func (p *Proc) Stop(sig os.Signal, grace time.Duration) {
 		}
 	})
 	<-p.done
+}
+
+// StartForTest starts cmd for the rest of test t: its stderr (and stdout,
+// unless the caller reads it) goes to the returned log, which the test's
+// log shows if it failed; the process gets SIGTERM (then SIGKILL after
+// 10 s) when the test ends. name labels the log.
+func StartForTest(t testing.TB, name string, cmd *exec.Cmd) (*Proc, *SyncBuffer) {
+	t.Helper()
+	log := &SyncBuffer{}
+	cmd.Stderr = log
+	if cmd.Stdout == nil {
+		cmd.Stdout = log
+	}
+	p, err := StartProc(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.Stop(syscall.SIGTERM, 10*time.Second)
+		if t.Failed() {
+			t.Logf("%s log:\n%s", name, log.String())
+		}
+	})
+	return p, log
 }

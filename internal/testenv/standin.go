@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -66,18 +65,7 @@ func StartStandin(t testing.TB, users, listeners int, args ...string) *Standin {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := &SyncBuffer{}
-	cmd.Stderr = log
-	p, err := StartProc(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		p.Stop(syscall.SIGTERM, 10*time.Second)
-		if t.Failed() {
-			t.Logf("standin log:\n%s", log.String())
-		}
-	})
+	p, log := StartForTest(t, "standin", cmd)
 	first := make(chan string, 1)
 	go func() {
 		line, _ := bufio.NewReader(out).ReadString('\n')

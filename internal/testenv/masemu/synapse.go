@@ -214,7 +214,9 @@ const (
 	stableDevicePrefix  = "urn:matrix:client:device:"
 	unstableDevicePrefx = "urn:matrix:org.matrix.msc2967.client:device:"
 	// synapseAdminScope makes the requester a Synapse admin
-	// (synapse/api/auth/mas.py is_server_admin).
+	// (synapse/api/auth/mas.py is_server_admin; synapse-real.md). MAS
+	// puts it in the introspection of a compatibility session made with
+	// issue-compatibility-token's admin flag, and of no other.
 	synapseAdminScope = "urn:synapse:admin:*"
 )
 
