@@ -90,7 +90,7 @@ func (m *Metrics) write(w *bufio.Writer, mfs []*dto.MetricFamily, format expfmt.
 	om := format.FormatType() == expfmt.TypeOpenMetrics
 	enc := expfmt.NewEncoder(w, format)
 	recs, names := m.tenants.records()
-	fams := m.familyOrder()
+	fams := m.order
 	i, j := 0, 0
 	for i < len(mfs) || j < len(fams) {
 		if j == len(fams) || (i < len(mfs) && mfs[i].GetName() < m.families[fams[j]].name) {
@@ -112,12 +112,12 @@ func (m *Metrics) write(w *bufio.Writer, mfs []*dto.MetricFamily, format expfmt.
 }
 
 // familyOrder is the per-tenant families' indexes sorted by name.
-func (m *Metrics) familyOrder() []int {
+func familyOrder(fams *[famCount]tenantFamily) []int {
 	out := make([]int, famCount)
 	for i := range out {
 		out[i] = i
 	}
-	slices.SortFunc(out, func(a, b int) int { return strings.Compare(m.families[a].name, m.families[b].name) })
+	slices.SortFunc(out, func(a, b int) int { return strings.Compare(fams[a].name, fams[b].name) })
 	return out
 }
 
@@ -258,7 +258,7 @@ func (m *Metrics) Gather() ([]*dto.MetricFamily, error) {
 	var buf bytes.Buffer
 	bw := bufio.NewWriter(&buf)
 	recs, names := m.tenants.records()
-	for _, f := range m.familyOrder() {
+	for _, f := range m.order {
 		if werr := m.writeFamily(bw, f, recs, names, false); werr != nil {
 			return nil, werr
 		}

@@ -50,6 +50,8 @@ type Metrics struct {
 	// families.
 	tenants  tenantStore
 	families [famCount]tenantFamily
+	// order is the families' indexes in name order.
+	order []int
 	// gzips are gzip writers for Handler to reuse (each holds a
 	// compressor of some 800 KB).
 	gzips sync.Pool
@@ -66,6 +68,7 @@ type key struct{ probe, tenant string }
 func New() *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{Registry: reg, families: tenantFamilies()}
+	m.order = familyOrder(&m.families)
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: namespace, Name: "probe_duration_seconds",
 		Help:    "Duration of probe runs, over all tenants.",
